@@ -1,0 +1,185 @@
+#include "agents/connection.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <random>
+#include <thread>
+
+#include "agents/executor.h"
+#include "proto/lockstep.grpc.pb.h"
+
+namespace lockstep::agent {
+
+namespace v1 = lockstep::v1;
+using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>;
+
+struct Connection::Impl {
+  ConnectionOptions options;
+  Executor* executor;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;                   // guarded by mu
+  grpc::ClientContext* context = nullptr;  // guarded by mu; the live call, if any
+
+  // Writes may block on flow control, so they have their own lock: Stop (under mu) can
+  // always cancel the call, which unblocks them.
+  std::mutex write_mu;
+  Stream* stream = nullptr;  // guarded by write_mu
+  bool welcomed = false;     // guarded by write_mu
+
+  bool Write(const v1::AgentMessage& msg) {
+    std::lock_guard lock(write_mu);
+    if (!stream || !welcomed) return false;
+    return stream->Write(msg);
+  }
+
+  // Waits up to `d` or until Stop. Returns false if stopping.
+  bool Sleep(std::chrono::milliseconds d) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, d, [&] { return stopping; });
+    return !stopping;
+  }
+
+  // One connection attempt, until the stream ends. Returns true if it got a welcome.
+  bool Session(v1::AgentService::Stub& stub) {
+    grpc::ClientContext ctx;
+    std::unique_ptr<Stream> call;
+    {
+      std::lock_guard lock(mu);
+      if (stopping) return false;
+      context = &ctx;
+    }
+    call = stub.Connect(&ctx);
+    {
+      std::lock_guard lock(write_mu);
+      stream = call.get();
+      welcomed = false;
+    }
+    v1::AgentMessage hello;
+    auto* h = hello.mutable_hello();
+    h->set_name(options.name);
+    h->set_region(options.region);
+    h->set_pipeline(options.pipeline);
+    h->set_token(options.token);
+    h->set_current_version(executor->CurrentVersion());
+    for (const auto& v : executor->VersionsOnDisk()) h->add_versions_on_disk(v);
+    h->set_agent_version("0.1.0");
+    bool ok;
+    {
+      std::lock_guard lock(write_mu);
+      ok = call->Write(hello);
+    }
+
+    bool got_welcome = false;
+    std::thread heartbeat;
+    std::mutex hb_mu;
+    std::condition_variable hb_cv;
+    bool hb_stop = false;
+    v1::ServerMessage in;
+    while (ok && call->Read(&in)) {
+      if (in.has_welcome()) {
+        got_welcome = true;
+        {
+          std::lock_guard lock(write_mu);
+          welcomed = true;
+        }
+        spdlog::info("connected to {} (pipeline {})", options.server, in.welcome().pipeline());
+        auto interval =
+            std::chrono::milliseconds(std::max<int64_t>(100, in.welcome().heartbeat_interval_ms()));
+        if (!heartbeat.joinable()) {
+          heartbeat = std::thread([&, interval] {
+            std::unique_lock lock(hb_mu);
+            while (!hb_cv.wait_for(lock, interval, [&] { return hb_stop; })) {
+              v1::AgentMessage m;
+              m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
+              Write(m);
+            }
+          });
+        }
+      } else if (in.has_reject()) {
+        spdlog::error("refused by {}: {}", options.server, in.reject().reason());
+      } else if (in.has_task()) {
+        executor->Submit(in.task());
+      }
+    }
+    {
+      std::lock_guard lock(hb_mu);
+      hb_stop = true;
+    }
+    hb_cv.notify_all();
+    if (heartbeat.joinable()) heartbeat.join();
+    {
+      std::lock_guard lock(write_mu);
+      stream = nullptr;
+      welcomed = false;
+    }
+    grpc::Status st = call->Finish();
+    {
+      std::lock_guard lock(mu);
+      context = nullptr;
+    }
+    if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
+      spdlog::warn("stream to {} ended: {}", options.server, st.error_message());
+    }
+    return got_welcome;
+  }
+};
+
+Connection::Connection(ConnectionOptions options, Executor* executor)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->options = std::move(options);
+  impl_->executor = executor;
+}
+
+Connection::~Connection() { Stop(); }
+
+void Connection::Run() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Reconnect quickly when the orchestrator comes back: our own backoff governs retries.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  auto channel =
+      grpc::CreateCustomChannel(impl_->options.server, grpc::InsecureChannelCredentials(), args);
+  auto stub = v1::AgentService::NewStub(channel);
+  std::mt19937 rng(std::random_device{}());
+  constexpr auto kMin = std::chrono::milliseconds(100);
+  constexpr auto kMax = std::chrono::milliseconds(5000);
+  auto backoff = kMin;
+  for (;;) {
+    bool welcomed = impl_->Session(*stub);
+    if (welcomed) backoff = kMin;
+    std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 2);
+    auto wait = backoff + std::chrono::milliseconds(jitter(rng));
+    if (!impl_->Sleep(wait)) return;
+    backoff = std::min(kMax, backoff * 2);
+  }
+}
+
+void Connection::Stop() {
+  std::lock_guard lock(impl_->mu);
+  impl_->stopping = true;
+  if (impl_->context) impl_->context->TryCancel();
+  impl_->cv.notify_all();
+}
+
+void Connection::SendProgress(const v1::TaskProgress& p) {
+  v1::AgentMessage m;
+  *m.mutable_progress() = p;
+  impl_->Write(m);
+}
+
+void Connection::SendResult(const v1::TaskResult& r) {
+  v1::AgentMessage m;
+  *m.mutable_result() = r;
+  if (!impl_->Write(m)) {
+    spdlog::info("result of {} kept for the next connection", r.task_id());
+  }
+}
+
+}  // namespace lockstep::agent

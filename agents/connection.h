@@ -1,0 +1,45 @@
+// Connection: the agent's link to lockstepd. Opens the bidirectional stream, says hello
+// with what is on disk, hands received tasks to the Executor and streams progress, results
+// and heartbeats back. When the stream breaks it reconnects with capped exponential backoff
+// and jitter; results produced while disconnected are not lost, because the orchestrator
+// re-sends outstanding tasks on reconnect and the executor answers them from its journal.
+//
+// Thread safety: Run blocks on the calling thread until Stop (from any thread). Send* may be
+// called from any thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "proto/lockstep.pb.h"
+
+namespace lockstep::agent {
+
+class Executor;
+
+struct ConnectionOptions {
+  std::string server;  // host:port
+  std::string name;
+  std::string region;
+  std::string pipeline;
+  std::string token;
+};
+
+class Connection {
+ public:
+  Connection(ConnectionOptions options, Executor* executor);
+  ~Connection();
+
+  void Run();
+  void Stop();
+
+  // Dropped silently when not connected (the orchestrator re-sends what it needs).
+  void SendProgress(const lockstep::v1::TaskProgress& p);
+  void SendResult(const lockstep::v1::TaskResult& r);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lockstep::agent

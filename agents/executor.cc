@@ -1,0 +1,229 @@
+#include "agents/executor.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "agents/artifact/fetch.h"
+#include "agents/health/http_probe.h"
+#include "agents/hooks/hook_runner.h"
+
+namespace lockstep::agent {
+
+namespace fs = std::filesystem;
+namespace v1 = lockstep::v1;
+
+Executor::Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result)
+    : options_(std::move(options)),
+      on_progress_(std::move(on_progress)),
+      on_result_(std::move(on_result)),
+      releases_(options_.root),
+      journal_((fs::path(options_.root) / "agent-tasks.json").string()) {}
+
+Executor::~Executor() { Stop(); }
+
+Status Executor::Start() {
+  LOCKSTEP_RETURN_IF_ERROR(releases_.Init());
+  journal_.Load();
+  worker_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+void Executor::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+void Executor::Submit(const v1::Task& task) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || pending_ids_.count(task.task_id())) return;
+    pending_ids_.insert(task.task_id());
+    queue_.push_back(task);
+  }
+  cv_.notify_all();
+}
+
+std::string Executor::CurrentVersion() const {
+  return ReleaseDir(options_.root).Current().value_or("");
+}
+
+std::vector<std::string> Executor::VersionsOnDisk() const {
+  return ReleaseDir(options_.root).Versions();
+}
+
+void Executor::Loop() {
+  for (;;) {
+    v1::Task task;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    v1::TaskResult result;
+    if (auto done = journal_.Find(task.task_id())) {
+      result = *done;  // already ran: answer, do not run twice
+    } else {
+      result = Run(task);
+      if (Status st = journal_.Record(result); !st.ok()) {
+        spdlog::warn("task {}: {}", task.task_id(), st.message());
+      }
+    }
+    result.set_current_version(CurrentVersion());
+    result.clear_versions_on_disk();
+    for (const auto& v : VersionsOnDisk()) result.add_versions_on_disk(v);
+    {
+      std::lock_guard lock(mu_);
+      pending_ids_.erase(task.task_id());
+    }
+    on_result_(result);
+  }
+}
+
+void Executor::Note(const std::string& task_id, const std::string& step, const std::string& text) {
+  v1::TaskProgress p;
+  p.set_task_id(task_id);
+  p.set_step(step);
+  p.set_output(text);
+  on_progress_(p);
+}
+
+void Executor::SleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, d, [&] { return stopping_; });
+}
+
+v1::TaskResult Executor::Run(const v1::Task& task) {
+  v1::TaskResult result;
+  result.set_task_id(task.task_id());
+  if (!ReleaseDir::IsValidVersion(task.version())) {
+    result.set_ok(false);
+    result.set_failed_step("validate");
+    result.set_error("invalid version name \"" + task.version() + "\"");
+    return result;
+  }
+  spdlog::info("task {}: {} {}", task.task_id(), v1::Task::Kind_Name(task.kind()), task.version());
+  Status st;
+  std::string failed_step;
+  std::vector<std::string> tail;
+  switch (task.kind()) {
+    case v1::Task::PREPARE:
+      st = Prepare(task);
+      failed_step = "prepare";
+      break;
+    case v1::Task::ACTIVATE:
+      st = Activate(task, failed_step, tail);
+      break;
+    default:
+      st = InvalidArgument("unknown task kind " + std::to_string(task.kind()));
+      failed_step = "validate";
+  }
+  result.set_ok(st.ok());
+  if (!st.ok()) {
+    result.set_error(st.message());
+    result.set_failed_step(failed_step);
+    spdlog::warn("task {} failed at {}: {}", task.task_id(), failed_step, st.message());
+  }
+  std::string joined;
+  for (const auto& line : tail) joined += line + "\n";
+  result.set_output_tail(joined);
+  return result;
+}
+
+Status Executor::Prepare(const v1::Task& task) {
+  if (releases_.HasRelease(task.version(), task.sha256())) {
+    Note(task.task_id(), "fetch", "release already on disk");
+    return Status::Ok();
+  }
+  std::string archive = releases_.TmpPath("download-" + task.version() + ".tar.gz");
+  FetchOptions fo;
+  if (task.fetch_timeout_ms() > 0) fo.timeout = std::chrono::milliseconds(task.fetch_timeout_ms());
+  Note(task.task_id(), "fetch", task.artifact_url());
+  Status st = FetchArtifact(task.artifact_url(), task.sha256(), archive, fo,
+                            [&](const std::string& note) { Note(task.task_id(), "fetch", note); });
+  if (!st.ok()) return st;
+  Note(task.task_id(), "unpack", "sha256 verified; unpacking");
+  st = releases_.Install(task.version(), task.sha256(), archive);
+  std::error_code ec;
+  fs::remove(archive, ec);
+  return st;
+}
+
+Status Executor::RunHookIfPresent(const std::string& version, const std::string& hook,
+                                  const v1::Task& task, const std::string& previous,
+                                  std::vector<std::string>& tail) {
+  fs::path path = fs::path(releases_.ReleasePath(version)) / "deploy" / hook;
+  struct stat sb {};
+  if (::lstat(path.c_str(), &sb) != 0) return Status::Ok();  // hooks are optional
+  if (!S_ISREG(sb.st_mode)) {
+    return InvalidArgument("deploy/" + hook + " of " + version + " is not a regular file");
+  }
+  HookOptions ho;
+  ho.working_dir = releases_.ReleasePath(version);
+  ho.timeout =
+      std::chrono::milliseconds(task.hook_timeout_ms() > 0 ? task.hook_timeout_ms() : 60000);
+  ho.env = {{"LOCKSTEP_VERSION", version},
+            {"LOCKSTEP_PREVIOUS_VERSION", previous},
+            {"LOCKSTEP_REGION", options_.region},
+            {"LOCKSTEP_AGENT", options_.name},
+            {"LOCKSTEP_ROOT", options_.root}};
+  ho.on_line = [&](const std::string& line) { Note(task.task_id(), hook, line); };
+  auto result = RunHook(path.string(), ho);
+  if (!result.ok()) return result.status();
+  tail.insert(tail.end(), result->tail.begin(), result->tail.end());
+  if (result->timed_out) {
+    return DeadlineExceeded("deploy/" + hook + " of " + version + " timed out after " +
+                            std::to_string(ho.timeout.count()) + "ms");
+  }
+  if (result->exit_code != 0) {
+    return Unavailable("deploy/" + hook + " of " + version + " exited with status " +
+                       std::to_string(result->exit_code));
+  }
+  return Status::Ok();
+}
+
+Status Executor::Activate(const v1::Task& task, std::string& failed_step,
+                          std::vector<std::string>& tail) {
+  const std::string& version = task.version();
+  failed_step = "switch";
+  if (!releases_.HasRelease(version, task.sha256())) {
+    return FailedPrecondition("release " + version + " is not prepared on this host");
+  }
+  std::string previous = releases_.Current().value_or("");
+  if (previous != version) {
+    if (!previous.empty() && releases_.HasRelease(previous)) {
+      failed_step = "stop";
+      LOCKSTEP_RETURN_IF_ERROR(RunHookIfPresent(previous, "stop", task, previous, tail));
+    }
+    failed_step = "switch";
+    LOCKSTEP_RETURN_IF_ERROR(releases_.SwitchCurrent(version));
+    Note(task.task_id(), "switch", "current -> releases/" + version);
+  }
+  failed_step = "start";
+  LOCKSTEP_RETURN_IF_ERROR(RunHookIfPresent(version, "start", task, previous, tail));
+  if (task.run_check_hook()) {
+    failed_step = "check";
+    LOCKSTEP_RETURN_IF_ERROR(RunHookIfPresent(version, "check", task, previous, tail));
+  }
+  failed_step = "probe";
+  for (const auto& probe : task.probes()) {
+    LOCKSTEP_RETURN_IF_ERROR(
+        RunHttpProbe(probe, [this](std::chrono::milliseconds d) { SleepFor(d); }));
+  }
+  failed_step = "";
+  std::vector<std::string> protect = {version};
+  if (!previous.empty()) protect.push_back(previous);
+  if (Status st = releases_.Prune(options_.keep_releases, protect); !st.ok()) {
+    spdlog::warn("pruning old releases: {}", st.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace lockstep::agent

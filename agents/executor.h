@@ -1,0 +1,81 @@
+// Executor: runs the tasks the orchestrator sends, one at a time, on its own thread.
+//
+// PREPARE fetches the artifact, verifies its sha256 and unpacks it into releases/VERSION/;
+// ACTIVATE runs the old release's deploy/stop, switches `current`, runs deploy/start, then
+// deploy/check and the HTTP probes. Hooks are only ever executables inside the verified
+// release directory: a task names a version, never a command.
+//
+// Tasks are idempotent by id: a task id already finished is answered from the TaskJournal; a
+// task id already queued or running is ignored.
+//
+// Thread safety: Submit and Stop may be called from any thread. Callbacks run on the
+// executor thread.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agents/agent_state.h"
+#include "agents/releases/release_dir.h"
+#include "proto/lockstep.pb.h"
+
+namespace lockstep::agent {
+
+struct ExecutorOptions {
+  std::string root;
+  std::string name;
+  std::string region;
+  size_t keep_releases = 5;
+};
+
+class Executor {
+ public:
+  using ProgressFn = std::function<void(const lockstep::v1::TaskProgress&)>;
+  using ResultFn = std::function<void(const lockstep::v1::TaskResult&)>;
+
+  Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result);
+  ~Executor();  // Stop()
+
+  // Prepares the root (cleans partial downloads) and starts the worker thread.
+  Status Start();
+  void Submit(const lockstep::v1::Task& task);
+  void Stop();
+
+  // What runs now, read from disk. Safe from any thread.
+  std::string CurrentVersion() const;
+  std::vector<std::string> VersionsOnDisk() const;
+
+ private:
+  void Loop();
+  lockstep::v1::TaskResult Run(const lockstep::v1::Task& task);
+  Status Prepare(const lockstep::v1::Task& task);
+  Status Activate(const lockstep::v1::Task& task, std::string& failed_step,
+                  std::vector<std::string>& tail);
+  Status RunHookIfPresent(const std::string& version, const std::string& hook,
+                          const lockstep::v1::Task& task, const std::string& previous,
+                          std::vector<std::string>& tail);
+  void Note(const std::string& task_id, const std::string& step, const std::string& text);
+  void SleepFor(std::chrono::milliseconds d);
+
+  const ExecutorOptions options_;
+  const ProgressFn on_progress_;
+  const ResultFn on_result_;
+  ReleaseDir releases_;  // executor thread only (reads from other threads are plain FS reads)
+  TaskJournal journal_;  // executor thread only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<lockstep::v1::Task> queue_;  // guarded by mu_
+  std::set<std::string> pending_ids_;     // guarded by mu_; queued or running
+  bool stopping_ = false;                 // guarded by mu_
+  std::thread worker_;
+};
+
+}  // namespace lockstep::agent

@@ -1,0 +1,99 @@
+// lockstep-agent: runs on every host, makes it run its pipeline's release.
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "agents/artifact/fetch.h"
+#include "agents/connection.h"
+#include "agents/executor.h"
+#include "common/flags.h"
+#include "common/log.h"
+
+namespace {
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "lockstep-agent: %s\n", msg.c_str());
+  return 2;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lockstep::Flags flags;
+  flags.Value("server", "127.0.0.1:7400", "lockstepd gRPC address");
+  flags.Value("region", "", "the region this host is in (required)");
+  flags.Value("name", "", "this host's agent name, unique in the fleet (required)");
+  flags.Value("root", "", "directory holding releases/, current and agent state (required)");
+  flags.Value("token-file", "", "file holding the enrollment token");
+  flags.Value("token", "", "the enrollment token");
+  flags.Value("pipeline", "", "pipeline to join (default: the only one listing the region)");
+  flags.Value("keep-releases", "5", "releases kept on disk");
+  flags.Value("log-level", "info", "debug, info, warn or error");
+  flags.Bool("help", "show this help");
+  if (auto st = flags.Parse(argc, argv); !st.ok()) {
+    return Fail(st.message() + "\nusage: lockstep-agent [flags]\n" + flags.Usage());
+  }
+  if (flags.GetBool("help")) {
+    std::cout << "usage: lockstep-agent [flags]\n" << flags.Usage();
+    return 0;
+  }
+  for (const char* required : {"region", "name", "root"}) {
+    if (flags.Get(required).empty()) return Fail(std::string("--") + required + " is required");
+  }
+  std::string token = flags.Get("token");
+  if (!flags.Get("token-file").empty()) {
+    std::ifstream f(flags.Get("token-file"));
+    if (!f) return Fail("cannot read --token-file " + flags.Get("token-file"));
+    std::getline(f, token);
+    token = Trim(token);
+  }
+  int keep = std::atoi(flags.Get("keep-releases").c_str());
+  if (keep < 2) return Fail("--keep-releases must be at least 2 (current and previous)");
+
+  lockstep::InitLogging("agent:" + flags.Get("name"), flags.Get("log-level"));
+  lockstep::agent::CurlGlobalInit();
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  lockstep::agent::Connection* conn_ptr = nullptr;
+  lockstep::agent::Executor executor(
+      {flags.Get("root"), flags.Get("name"), flags.Get("region"), static_cast<size_t>(keep)},
+      [&](const lockstep::v1::TaskProgress& p) {
+        if (conn_ptr) conn_ptr->SendProgress(p);
+      },
+      [&](const lockstep::v1::TaskResult& r) {
+        if (conn_ptr) conn_ptr->SendResult(r);
+      });
+  lockstep::agent::Connection conn(
+      {flags.Get("server"), flags.Get("name"), flags.Get("region"), flags.Get("pipeline"), token},
+      &executor);
+  conn_ptr = &conn;
+  if (auto st = executor.Start(); !st.ok()) return Fail(st.message());
+  spdlog::info("agent {} in {} running {}", flags.Get("name"), flags.Get("region"),
+               executor.CurrentVersion().empty() ? "nothing" : executor.CurrentVersion());
+
+  std::thread watcher([&conn, set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    spdlog::info("signal {}: stopping", sig);
+    conn.Stop();
+  });
+  watcher.detach();
+  conn.Run();
+  executor.Stop();
+  return 0;
+}

@@ -1,0 +1,18 @@
+#include "common/log.h"
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+namespace lockstep {
+
+void InitLogging(const std::string& component, const std::string& level) {
+  auto logger = spdlog::stderr_logger_mt(component);
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  auto lvl = spdlog::level::from_str(level);
+  if (lvl == spdlog::level::off && level != "off") lvl = spdlog::level::info;
+  spdlog::set_level(lvl);
+  spdlog::flush_on(spdlog::level::info);
+}
+
+}  // namespace lockstep

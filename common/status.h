@@ -1,0 +1,95 @@
+// Status: the outcome of an operation that can fail for a reason a user can act on.
+//
+// Errors cross module boundaries as Status values, never as exceptions: adapters around
+// libraries that throw (yaml-cpp, SQLite wrappers, Boost) catch and convert. A Status carries
+// a code (what kind of failure, so callers can branch) and a one-line message (what went
+// wrong, naming the thing that was wrong).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace lockstep {
+
+enum class StatusCode {
+  kOk = 0,
+  kInvalidArgument,  // bad input: malformed, out of range, unknown name
+  kNotFound,
+  kAlreadyExists,
+  kFailedPrecondition,  // the request is valid but the current state forbids it
+  kPermissionDenied,
+  kUnauthenticated,
+  kUnavailable,  // transient: network, peer gone; retrying may help
+  kDeadlineExceeded,
+  kDataLoss,  // a digest mismatch, a truncated body
+  kInternal,  // storage failure, invariant broken
+};
+
+const char* StatusCodeName(StatusCode code);
+
+class [[nodiscard]] Status {
+ public:
+  Status() = default;
+  Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  static Status Ok() { return {}; }
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  // "invalid argument: <message>"; "ok" for success.
+  std::string ToString() const;
+
+  // Returns a copy whose message is prefixed with `context: `.
+  Status WithContext(const std::string& context) const;
+
+ private:
+  StatusCode code_ = StatusCode::kOk;
+  std::string message_;
+};
+
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
+inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
+inline Status FailedPrecondition(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
+inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
+inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
+inline Status DeadlineExceeded(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
+
+// StatusOr<T>: a value or the Status explaining why there is none.
+template <typename T>
+class [[nodiscard]] StatusOr {
+ public:
+  StatusOr(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
+  StatusOr(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
+
+  bool ok() const { return value_.has_value(); }
+  const Status& status() const { return status_; }
+  // REQUIRES: ok().
+  T& value() & { return *value_; }
+  const T& value() const& { return *value_; }
+  T&& value() && { return std::move(*value_); }
+  T* operator->() { return &*value_; }
+  const T* operator->() const { return &*value_; }
+  T& operator*() { return *value_; }
+  const T& operator*() const { return *value_; }
+
+ private:
+  std::optional<T> value_;
+  Status status_;
+};
+
+}  // namespace lockstep
+
+#define LOCKSTEP_RETURN_IF_ERROR(expr) \
+  do {                                 \
+    ::lockstep::Status _st = (expr);   \
+    if (!_st.ok()) return _st;         \
+  } while (0)

@@ -1,0 +1,113 @@
+// lockstepd: the Lockstep orchestrator.
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "common/flags.h"
+#include "common/log.h"
+#include "orchestrator/pipeline/pipeline.h"
+#include "orchestrator/server/orchestrator.h"
+
+namespace {
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "lockstepd: %s\n", msg.c_str());
+  return 2;
+}
+
+// --config FILE: a YAML map whose keys are flag names. Flags given on the command line win.
+lockstep::Status ApplyConfigFile(lockstep::Flags& flags, const std::string& path) {
+  try {
+    YAML::Node root = YAML::LoadFile(path);
+    if (!root.IsMap()) return lockstep::InvalidArgument(path + ": expected a map of settings");
+    for (const auto& kv : root) {
+      std::string key = kv.first.as<std::string>();
+      if (key == "config") return lockstep::InvalidArgument(path + ": config cannot nest");
+      if (!kv.second.IsScalar()) {
+        return lockstep::InvalidArgument(path + ":" + std::to_string(kv.second.Mark().line + 1) +
+                                         ": " + key + ": expected a single value");
+      }
+      if (auto st = flags.SetDefault(key, kv.second.as<std::string>()); !st.ok()) {
+        return lockstep::InvalidArgument(path + ":" + std::to_string(kv.first.Mark().line + 1) +
+                                         ": " + st.message());
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return lockstep::InvalidArgument(path + ": " + e.what());
+  }
+  return lockstep::Status::Ok();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  lockstep::Flags flags;
+  flags.Value("data-dir", "./lockstep-data", "directory for the SQLite store");
+  flags.Value("pipelines", "./pipelines", "directory of pipeline YAML files");
+  flags.Value("grpc-listen", "127.0.0.1:7400", "gRPC address for agents and the CLI");
+  flags.Value("http-listen", "127.0.0.1:7480", "HTTP address for the API and dashboard");
+  flags.Value("config", "", "YAML file with the same keys as these flags");
+  flags.Value("bootstrap-token-file", "", "where the first admin token is written");
+  flags.Value("port-file", "", "write the bound ports here as JSON once listening");
+  flags.Value("log-level", "info", "debug, info, warn or error");
+  flags.Bool("help", "show this help");
+  if (auto st = flags.Parse(argc, argv); !st.ok()) {
+    return Fail(st.message() + "\nusage: lockstepd [flags]\n" + flags.Usage());
+  }
+  if (flags.GetBool("help")) {
+    std::cout << "usage: lockstepd [flags]\n" << flags.Usage();
+    return 0;
+  }
+  if (!flags.positional().empty()) return Fail("unexpected argument " + flags.positional()[0]);
+  if (!flags.Get("config").empty()) {
+    if (auto st = ApplyConfigFile(flags, flags.Get("config")); !st.ok()) {
+      return Fail(st.message());
+    }
+  }
+  lockstep::InitLogging("lockstepd", flags.Get("log-level"));
+
+  auto pipelines = lockstep::LoadPipelineDir(flags.Get("pipelines"));
+  if (!pipelines.ok()) return Fail(pipelines.status().message());
+  if (pipelines->empty()) return Fail("no pipeline files (*.yaml) in " + flags.Get("pipelines"));
+
+  // Signals are taken synchronously by a watcher thread, not in a handler.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  lockstep::OrchestratorOptions options;
+  options.data_dir = flags.Get("data-dir");
+  options.pipelines = std::move(*pipelines);
+  options.grpc_listen = flags.Get("grpc-listen");
+  auto orch = lockstep::Orchestrator::Start(std::move(options));
+  if (!orch.ok()) return Fail(orch.status().message());
+
+  if (!flags.Get("port-file").empty()) {
+    std::string tmp = flags.Get("port-file") + ".tmp";
+    {
+      std::ofstream f(tmp);
+      f << "{\"grpc\": " << (*orch)->grpc_port() << "}\n";
+    }
+    std::rename(tmp.c_str(), flags.Get("port-file").c_str());
+  }
+
+  lockstep::Orchestrator* o = orch->get();
+  std::thread watcher([o, set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    spdlog::info("signal {}: shutting down", sig);
+    o->Shutdown();
+  });
+  watcher.detach();
+  o->Wait();
+  spdlog::info("lockstepd stopped");
+  return 0;
+}

@@ -1,0 +1,125 @@
+// Pipeline definitions: what pipelines/*.yaml files mean, loaded and validated.
+//
+// A Pipeline is immutable configuration: regions, ordered waves, health checks, gates,
+// timeouts and rollback policy. Loading validates everything up front; every error names
+// the file, the line and the field ("pipelines/monolith.yaml:14: waves[1].bake: bad
+// duration \"2x\" ..."), so a platform engineer can fix it without reading code.
+//
+// Thread safety: Pipeline values are plain data; share them as const.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace lockstep {
+
+// How many hosts of a region a wave covers. Waves are cumulative: a wave's selection
+// includes the hosts of earlier waves (the first hosts by name), so "per_region: 1" then
+// "per_region: 50%" then "100%" walks one host, then half, then every host of each region.
+struct HostSelector {
+  enum class Kind { kCount, kPercent };
+  Kind kind = Kind::kPercent;
+  int value = 100;  // a count of hosts, or a percentage in 1..100
+
+  // Number of hosts of a region of `total` hosts selected. A percentage rounds up, so a
+  // non-zero percentage of a non-empty region selects at least one host.
+  int Count(int total) const;
+  std::string ToString() const;  // "1", "50%"
+};
+
+struct WaveSpec {
+  std::string name;
+  // The regions this wave touches; for a per_region wave, every region of the pipeline.
+  std::vector<std::string> regions;
+  HostSelector hosts;
+  std::chrono::milliseconds bake{0};
+  bool manual_approval = false;
+  int line = 0;  // 1-based line of the wave in its file, for messages
+};
+
+struct HttpProbeSpec {
+  std::string url;
+  int expect_status = 200;
+  std::chrono::milliseconds timeout{2000};
+  int attempts = 1;
+  std::chrono::milliseconds interval{1000};
+};
+
+struct MetricGateSpec {
+  std::string name;        // defaults to "metric-<index>"
+  std::string prometheus;  // base URL of a Prometheus HTTP API
+  std::string query;       // PromQL; "{region}" is replaced by the region evaluated
+  std::optional<double> max;
+  std::optional<double> min;
+  // Only these regions (each evaluated by an agent of that region, against this URL);
+  // empty means every region of the pipeline.
+  std::vector<std::string> regions;
+  int consecutive_failures = 1;              // failing evaluations in a row that fail the gate
+  std::chrono::milliseconds interval{5000};  // between evaluations
+  std::chrono::milliseconds inconclusive_deadline{60000};  // no data/errors this long fails
+};
+
+struct Timeouts {
+  std::chrono::milliseconds hook{60000};
+  std::chrono::milliseconds fetch{120000};
+  std::chrono::milliseconds agent_lost{30000};
+};
+
+struct RollbackPolicy {
+  bool automatic = true;
+  int tolerate_failed_hosts = 0;
+  enum class OnFailure { kRollback, kPause };
+  OnFailure on_failure = OnFailure::kRollback;
+};
+
+struct GithubTrigger {
+  std::string repository;  // "org/repo"
+  std::string branch = "main";
+  std::string artifact;     // URL template; "{sha}" is replaced by the commit
+  std::string secret_file;  // file holding the webhook secret
+  std::string secret_env;   // or an environment variable holding it
+};
+
+struct NotifySpec {
+  std::string url;
+  std::vector<std::string> events;  // empty: every event
+};
+
+// A daily window in UTC in which new rollouts may start: "09:00-17:00", optional weekdays.
+struct DeployWindow {
+  int start_minute = 0;  // minutes after 00:00 UTC
+  int end_minute = 0;
+  std::vector<int> weekdays;  // 0 = Sunday .. 6 = Saturday; empty = every day
+};
+
+struct Pipeline {
+  std::string name;
+  std::string file;  // the file it was loaded from, for messages
+  std::vector<std::string> regions;
+  std::vector<WaveSpec> waves;
+  int concurrency_per_region = 10;
+  bool check_hook = true;
+  std::vector<HttpProbeSpec> http_probes;
+  std::vector<MetricGateSpec> metric_gates;
+  Timeouts timeouts;
+  RollbackPolicy rollback;
+  std::optional<GithubTrigger> github;
+  std::vector<NotifySpec> notify;
+  std::optional<DeployWindow> window;
+
+  bool HasRegion(const std::string& region) const;
+};
+
+// Parses one pipeline document. `file` is used only in messages.
+StatusOr<Pipeline> ParsePipeline(const std::string& yaml_text, const std::string& file);
+StatusOr<Pipeline> LoadPipelineFile(const std::string& path);
+// Loads every *.yaml / *.yml file of a directory, in name order. Two files defining the same
+// pipeline name is an error naming both files.
+StatusOr<std::vector<Pipeline>> LoadPipelineDir(const std::string& dir);
+
+}  // namespace lockstep

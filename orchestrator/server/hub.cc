@@ -1,0 +1,168 @@
+#include "orchestrator/server/hub.h"
+
+#include <spdlog/spdlog.h>
+
+namespace lockstep {
+
+Hub::Hub(const Clock* clock, int64_t heartbeat_interval_ms)
+    : clock_(clock), heartbeat_interval_ms_(heartbeat_interval_ms) {}
+
+void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg) {
+  {
+    std::lock_guard lock(mu_);
+    inbox_.push_back(Event{stream, std::move(msg)});
+  }
+  cv_.notify_one();
+}
+
+void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
+  {
+    std::lock_guard lock(mu_);
+    inbox_.push_back(Event{stream, std::nullopt});
+  }
+  cv_.notify_one();
+}
+
+void Hub::Kick() {
+  {
+    std::lock_guard lock(mu_);
+    kicked_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Hub::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+}
+
+size_t Hub::connected_agents() const {
+  std::lock_guard lock(mu_);
+  return streams_.size();
+}
+
+bool Hub::Send(const std::string& agent, const lockstep::v1::Task& task) {
+  std::shared_ptr<StreamHandle> stream;
+  {
+    std::lock_guard lock(mu_);
+    auto it = streams_.find(agent);
+    if (it == streams_.end()) return false;
+    stream = it->second;
+  }
+  lockstep::v1::ServerMessage msg;
+  *msg.mutable_task() = task;
+  stream->Deliver(msg);
+  return true;
+}
+
+void Hub::Apply(Event& ev) {
+  std::string name;
+  {
+    std::lock_guard lock(mu_);
+    auto it = names_.find(ev.stream.get());
+    if (it != names_.end()) name = it->second;
+  }
+  if (!ev.msg) {  // stream closed
+    if (name.empty()) return;
+    bool current = false;
+    {
+      std::lock_guard lock(mu_);
+      names_.erase(ev.stream.get());
+      auto it = streams_.find(name);
+      if (it != streams_.end() && it->second == ev.stream) {
+        streams_.erase(it);
+        current = true;
+      }
+    }
+    // A stream replaced by a newer connection of the same agent does not disconnect it.
+    if (current) {
+      spdlog::info("agent {} disconnected", name);
+      if (Status st = engine_->AgentDisconnected(name); !st.ok()) {
+        spdlog::error("recording disconnect of {}: {}", name, st.ToString());
+      }
+    }
+    return;
+  }
+
+  auto& msg = *ev.msg;
+  if (msg.has_hello()) {
+    if (!name.empty()) return;  // a second hello on one stream changes nothing
+    auto pipeline = engine_->AgentConnected(msg.hello());
+    if (!pipeline.ok()) {
+      spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),
+                   pipeline.status().message());
+      ev.stream->Close(pipeline.status().message());
+      return;
+    }
+    std::shared_ptr<StreamHandle> replaced;
+    {
+      std::lock_guard lock(mu_);
+      auto& slot = streams_[msg.hello().name()];
+      if (slot && slot != ev.stream) {
+        replaced = slot;
+        names_.erase(slot.get());
+      }
+      slot = ev.stream;
+      names_[ev.stream.get()] = msg.hello().name();
+    }
+    if (replaced) replaced->Close("replaced by a newer connection of the same agent");
+    lockstep::v1::ServerMessage welcome;
+    welcome.mutable_welcome()->set_pipeline(*pipeline);
+    welcome.mutable_welcome()->set_heartbeat_interval_ms(heartbeat_interval_ms_);
+    ev.stream->Deliver(welcome);
+    spdlog::info("agent {} connected (region {}, pipeline {}, running {})", msg.hello().name(),
+                 msg.hello().region(), *pipeline,
+                 msg.hello().current_version().empty() ? "nothing" : msg.hello().current_version());
+    return;
+  }
+  if (name.empty()) {
+    ev.stream->Close("the first message on a stream must be a hello");
+    return;
+  }
+  if (msg.has_heartbeat()) {
+    engine_->AgentHeartbeat(name, msg.heartbeat().current_version());
+  } else if (msg.has_result()) {
+    if (Status st = engine_->TaskFinished(name, msg.result()); !st.ok()) {
+      spdlog::error("recording result of task {} from {}: {}", msg.result().task_id(), name,
+                    st.ToString());
+    }
+  } else if (msg.has_progress()) {
+    spdlog::debug("{} {} {}: {}", name, msg.progress().task_id(), msg.progress().step(),
+                  msg.progress().output());
+  }
+}
+
+void Hub::Run(Engine* engine) {
+  engine_ = engine;
+  UnixMs next_wake = 0;
+  for (;;) {
+    std::deque<Event> events;
+    {
+      std::unique_lock lock(mu_);
+      auto ready = [&] { return stopping_ || kicked_ || !inbox_.empty(); };
+      if (next_wake > 0) {
+        auto wait = std::chrono::milliseconds(std::max<int64_t>(0, next_wake - clock_->Now()));
+        cv_.wait_until(lock, clock_->Monotonic() + wait, ready);
+      } else {
+        cv_.wait(lock, ready);
+      }
+      if (stopping_) return;
+      events.swap(inbox_);
+      kicked_ = false;
+    }
+    for (auto& ev : events) Apply(ev);
+    auto next = engine_->Reconcile();
+    if (next.ok()) {
+      next_wake = *next;
+    } else {
+      // A store failure: nothing was sent. Try again shortly rather than spinning.
+      spdlog::error("reconcile pass failed: {}", next.status().ToString());
+      next_wake = clock_->Now() + 1000;
+    }
+  }
+}
+
+}  // namespace lockstep

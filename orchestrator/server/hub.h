@@ -1,0 +1,79 @@
+// Hub: where agent streams meet the engine.
+//
+// gRPC threads hand every agent message to the Hub (OnMessage/OnClosed); the Hub queues them
+// for the engine thread, which applies them to the store through the Engine, runs a reconcile
+// pass, and sleeps until the next wake-up the pass asked for or the next message. Only the
+// engine thread touches the Engine's observed-state methods, so passes never race.
+//
+// The Hub is also the engine's TaskSink: it keeps the registry of accepted agent streams by
+// agent name and queues tasks on them.
+//
+// Thread safety: OnMessage, OnClosed, Kick and Stop may be called from any thread. Run is
+// called once, on the engine thread. Send is called by the engine (engine thread).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "common/clock.h"
+#include "orchestrator/engine/engine.h"
+#include "orchestrator/engine/task_sink.h"
+#include "proto/lockstep.pb.h"
+
+namespace lockstep {
+
+// One agent's open stream, as seen from outside the gRPC reactor that owns it. Safe to use
+// after the stream ended: calls then do nothing.
+class StreamHandle {
+ public:
+  virtual ~StreamHandle() = default;
+  // Queues a message; messages go out in the order queued.
+  virtual void Deliver(const lockstep::v1::ServerMessage& msg) = 0;
+  // Sends `msg` (if any), then ends the stream with an error naming `reason`.
+  virtual void Close(const std::string& reason) = 0;
+};
+
+class Hub final : public TaskSink {
+ public:
+  Hub(const Clock* clock, int64_t heartbeat_interval_ms);
+
+  void OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg);
+  void OnClosed(const std::shared_ptr<StreamHandle>& stream);
+  // Asks for a reconcile pass soon (after desired state changed).
+  void Kick();
+
+  // Runs the engine loop until Stop(), driving `engine` (which sends through this hub).
+  // REQUIRES: called once.
+  void Run(Engine* engine);
+  void Stop();
+
+  bool Send(const std::string& agent, const lockstep::v1::Task& task) override;
+  size_t connected_agents() const;
+
+ private:
+  struct Event {
+    std::shared_ptr<StreamHandle> stream;
+    std::optional<lockstep::v1::AgentMessage> msg;  // nullopt: the stream closed
+  };
+  void Apply(Event& ev);  // engine thread
+
+  Engine* engine_ = nullptr;  // set by Run; engine thread only
+  const Clock* const clock_;
+  const int64_t heartbeat_interval_ms_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> inbox_;  // guarded by mu_
+  bool kicked_ = false;      // guarded by mu_
+  bool stopping_ = false;    // guarded by mu_
+  // Accepted streams by agent name, and the reverse.
+  std::map<std::string, std::shared_ptr<StreamHandle>> streams_;  // guarded by mu_
+  std::map<const StreamHandle*, std::string> names_;              // guarded by mu_
+};
+
+}  // namespace lockstep

@@ -1,0 +1,42 @@
+// Orchestrator: lockstepd's runtime. Opens the store, builds the engine, starts the gRPC
+// server (agent stream + control API) and the engine thread.
+//
+// Thread safety: Start, then Wait from one thread; Shutdown from any thread (e.g. a signal
+// watcher). Shutdown stops accepting work, lets the current pass commit, and returns.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "orchestrator/pipeline/pipeline.h"
+
+namespace lockstep {
+
+struct OrchestratorOptions {
+  std::string data_dir;
+  std::vector<Pipeline> pipelines;
+  std::string grpc_listen = "127.0.0.1:7400";  // port 0: pick a free one
+  int64_t heartbeat_interval_ms = 2000;
+  const Clock* clock = SystemClock::Get();
+};
+
+class Orchestrator {
+ public:
+  // Fails with a message naming what is wrong: the data directory, the store, the port.
+  static StatusOr<std::unique_ptr<Orchestrator>> Start(OrchestratorOptions options);
+  ~Orchestrator();
+
+  int grpc_port() const;
+  void Wait();
+  void Shutdown();
+
+ private:
+  struct Impl;
+  explicit Orchestrator(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lockstep

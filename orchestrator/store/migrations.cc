@@ -1,0 +1,77 @@
+#include "orchestrator/store/migrations.h"
+
+namespace lockstep {
+
+const std::vector<Migration>& SqliteMigrations() {
+  static const std::vector<Migration> kMigrations = {
+      {1, R"sql(
+CREATE TABLE releases (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  pipeline TEXT NOT NULL,
+  version TEXT NOT NULL,
+  artifact_url TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  commit_sha TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  current_wave INTEGER NOT NULL DEFAULT -1,
+  previous_version TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  started_at INTEGER NOT NULL DEFAULT 0,
+  finished_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX releases_by_pipeline ON releases(pipeline, id);
+CREATE INDEX releases_by_state ON releases(state);
+CREATE TABLE release_hosts (
+  release_id INTEGER NOT NULL REFERENCES releases(id),
+  agent TEXT NOT NULL,
+  region TEXT NOT NULL,
+  wave INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  task_id TEXT NOT NULL DEFAULT '',
+  detail TEXT NOT NULL DEFAULT '',
+  started_at INTEGER NOT NULL DEFAULT 0,
+  task_sent_at INTEGER NOT NULL DEFAULT 0,
+  finished_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (release_id, agent)
+);
+CREATE TABLE agents (
+  name TEXT PRIMARY KEY,
+  region TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  current_version TEXT NOT NULL DEFAULT '',
+  versions_on_disk TEXT NOT NULL DEFAULT '',
+  connected INTEGER NOT NULL DEFAULT 0,
+  first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL
+);
+)sql"},
+      // Waves get their own rows (bake start times survive restarts), releases record who
+      // made the commit, and mutating actions are audited.
+      {2, R"sql(
+ALTER TABLE releases ADD COLUMN author TEXT NOT NULL DEFAULT '';
+CREATE TABLE release_waves (
+  release_id INTEGER NOT NULL REFERENCES releases(id),
+  idx INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  state TEXT NOT NULL,
+  started_at INTEGER NOT NULL DEFAULT 0,
+  bake_started_at INTEGER NOT NULL DEFAULT 0,
+  finished_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (release_id, idx)
+);
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '',
+  outcome TEXT NOT NULL DEFAULT 'ok'
+);
+)sql"},
+  };
+  return kMigrations;
+}
+
+}  // namespace lockstep

@@ -1,0 +1,434 @@
+// SQLite implementation of Store: one connection, serialised by a mutex, WAL journal,
+// synchronous=FULL so a committed transition survives power loss, not only a crash.
+
+#include <sqlite3.h>
+
+#include <mutex>
+#include <sstream>
+
+#include "orchestrator/store/migrations.h"
+#include "orchestrator/store/store.h"
+
+namespace lockstep {
+namespace release_state {
+bool IsFinal(const std::string& state) { return state != kQueued && state != kRolling; }
+}  // namespace release_state
+
+namespace {
+
+// A prepared statement bound positionally (1-based) and stepped once or row by row.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool prepared() const { return rc_ == SQLITE_OK; }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) const {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string();
+  }
+  std::string Error() const { return sqlite3_errmsg(db_); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+std::string JoinVersions(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += ',';
+    out += s;
+  }
+  return out;
+}
+
+std::vector<std::string> SplitVersions(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+constexpr const char* kReleaseColumns =
+    "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
+    "current_wave, previous_version, created_at, started_at, finished_at";
+
+ReleaseRecord ReadRelease(const Stmt& s) {
+  ReleaseRecord r;
+  r.id = s.Int(0);
+  r.pipeline = s.Text(1);
+  r.version = s.Text(2);
+  r.artifact_url = s.Text(3);
+  r.sha256 = s.Text(4);
+  r.commit = s.Text(5);
+  r.author = s.Text(6);
+  r.state = s.Text(7);
+  r.reason = s.Text(8);
+  r.current_wave = static_cast<int>(s.Int(9));
+  r.previous_version = s.Text(10);
+  r.created_at = s.Int(11);
+  r.started_at = s.Int(12);
+  r.finished_at = s.Int(13);
+  return r;
+}
+
+constexpr const char* kAgentColumns =
+    "name, region, pipeline, current_version, versions_on_disk, connected, first_seen, "
+    "last_seen";
+
+AgentRecord ReadAgent(const Stmt& s) {
+  AgentRecord a;
+  a.name = s.Text(0);
+  a.region = s.Text(1);
+  a.pipeline = s.Text(2);
+  a.current_version = s.Text(3);
+  a.versions_on_disk = SplitVersions(s.Text(4));
+  a.connected = s.Int(5) != 0;
+  a.first_seen = s.Int(6);
+  a.last_seen = s.Int(7);
+  return a;
+}
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  ~SqliteStore() override { sqlite3_close(db_); }
+
+  Status Init() {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("PRAGMA journal_mode=WAL"));
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("PRAGMA synchronous=FULL"));
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("PRAGMA foreign_keys=ON"));
+    sqlite3_busy_timeout(db_, 5000);
+    return MigrateLocked();
+  }
+
+  StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord r, AuditRecord audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_,
+           "INSERT INTO releases (pipeline, version, artifact_url, sha256, commit_sha, author, "
+           "state, reason, current_wave, previous_version, created_at, started_at, "
+           "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    s.Bind(1, r.pipeline).Bind(2, r.version).Bind(3, r.artifact_url).Bind(4, r.sha256);
+    s.Bind(5, r.commit).Bind(6, r.author).Bind(7, r.state).Bind(8, r.reason);
+    s.Bind(9, int64_t{r.current_wave}).Bind(10, r.previous_version).Bind(11, r.created_at);
+    s.Bind(12, r.started_at).Bind(13, r.finished_at);
+    if (s.Step() != SQLITE_DONE) return RollbackLocked("insert release: " + s.Error());
+    r.id = sqlite3_last_insert_rowid(db_);
+    if (audit.target.empty()) audit.target = "release/" + std::to_string(r.id);
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    LOCKSTEP_RETURN_IF_ERROR(CommitLocked());
+    return r;
+  }
+
+  Status Write(const WriteBatch& b) override {
+    if (b.empty()) return Status::Ok();
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    for (const auto& r : b.releases) {
+      Stmt s(db_,
+             "UPDATE releases SET state=?, reason=?, current_wave=?, previous_version=?, "
+             "started_at=?, finished_at=? WHERE id=?");
+      s.Bind(1, r.state).Bind(2, r.reason).Bind(3, int64_t{r.current_wave});
+      s.Bind(4, r.previous_version).Bind(5, r.started_at).Bind(6, r.finished_at).Bind(7, r.id);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("update release: " + s.Error());
+    }
+    for (const auto& w : b.waves) {
+      Stmt s(db_,
+             "INSERT INTO release_waves (release_id, idx, name, state, started_at, "
+             "bake_started_at, finished_at) VALUES (?,?,?,?,?,?,?) "
+             "ON CONFLICT(release_id, idx) DO UPDATE SET state=excluded.state, "
+             "started_at=excluded.started_at, bake_started_at=excluded.bake_started_at, "
+             "finished_at=excluded.finished_at");
+      s.Bind(1, w.release_id).Bind(2, int64_t{w.index}).Bind(3, w.name).Bind(4, w.state);
+      s.Bind(5, w.started_at).Bind(6, w.bake_started_at).Bind(7, w.finished_at);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("write wave: " + s.Error());
+    }
+    for (const auto& h : b.hosts) {
+      Stmt s(db_,
+             "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
+             "detail, started_at, task_sent_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+             "ON CONFLICT(release_id, agent) DO UPDATE SET region=excluded.region, "
+             "wave=excluded.wave, state=excluded.state, task_id=excluded.task_id, "
+             "detail=excluded.detail, started_at=excluded.started_at, "
+             "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at");
+      s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
+      s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
+      s.Bind(9, h.task_sent_at).Bind(10, h.finished_at);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
+    }
+    for (const auto& a : b.agents) {
+      Stmt s(db_,
+             "INSERT INTO agents (name, region, pipeline, current_version, versions_on_disk, "
+             "connected, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?) "
+             "ON CONFLICT(name) DO UPDATE SET region=excluded.region, "
+             "pipeline=excluded.pipeline, current_version=excluded.current_version, "
+             "versions_on_disk=excluded.versions_on_disk, connected=excluded.connected, "
+             "last_seen=excluded.last_seen");
+      s.Bind(1, a.name).Bind(2, a.region).Bind(3, a.pipeline).Bind(4, a.current_version);
+      s.Bind(5, JoinVersions(a.versions_on_disk)).Bind(6, int64_t{a.connected ? 1 : 0});
+      s.Bind(7, a.first_seen).Bind(8, a.last_seen);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("write agent: " + s.Error());
+    }
+    for (const auto& e : b.audit) {
+      if (Status st = InsertAuditLocked(e); !st.ok()) return RollbackLocked(st.message());
+    }
+    return CommitLocked();
+  }
+
+  StatusOr<ReleaseRecord> GetRelease(int64_t id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns + " FROM releases WHERE id=?").c_str());
+    s.Bind(1, id);
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) return ReadRelease(s);
+    if (rc == SQLITE_DONE) return NotFound("no release with id " + std::to_string(id));
+    return Internal("read release: " + s.Error());
+  }
+
+  StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& pipeline,
+                                                    int limit) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
+                 " FROM releases WHERE (?1 = '' OR pipeline = ?1) ORDER BY id DESC LIMIT ?2")
+                    .c_str());
+    s.Bind(1, pipeline).Bind(2, int64_t{limit > 0 ? limit : 50});
+    return CollectReleases(s);
+  }
+
+  StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
+                 " FROM releases WHERE pipeline = ? AND state IN ('queued', 'rolling') "
+                 "ORDER BY id")
+                    .c_str());
+    s.Bind(1, pipeline);
+    return CollectReleases(s);
+  }
+
+  StatusOr<std::optional<ReleaseRecord>> LastSucceeded(const std::string& pipeline) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
+                 " FROM releases WHERE pipeline = ? AND state = 'succeeded' "
+                 "ORDER BY id DESC LIMIT 1")
+                    .c_str());
+    s.Bind(1, pipeline);
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) return std::optional<ReleaseRecord>(ReadRelease(s));
+    if (rc == SQLITE_DONE) return std::optional<ReleaseRecord>();
+    return Internal("read release: " + s.Error());
+  }
+
+  StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT release_id, idx, name, state, started_at, bake_started_at, finished_at "
+           "FROM release_waves WHERE release_id = ? ORDER BY idx");
+    s.Bind(1, release_id);
+    std::vector<WaveRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      WaveRecord w;
+      w.release_id = s.Int(0);
+      w.index = static_cast<int>(s.Int(1));
+      w.name = s.Text(2);
+      w.state = s.Text(3);
+      w.started_at = s.Int(4);
+      w.bake_started_at = s.Int(5);
+      w.finished_at = s.Int(6);
+      out.push_back(std::move(w));
+    }
+    if (rc != SQLITE_DONE) return Internal("read waves: " + s.Error());
+    return out;
+  }
+
+  StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT release_id, agent, region, wave, state, task_id, detail, started_at, "
+           "task_sent_at, finished_at FROM release_hosts WHERE release_id = ? "
+           "ORDER BY wave, region, agent");
+    s.Bind(1, release_id);
+    std::vector<HostRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      HostRecord h;
+      h.release_id = s.Int(0);
+      h.agent = s.Text(1);
+      h.region = s.Text(2);
+      h.wave = static_cast<int>(s.Int(3));
+      h.state = s.Text(4);
+      h.task_id = s.Text(5);
+      h.detail = s.Text(6);
+      h.started_at = s.Int(7);
+      h.task_sent_at = s.Int(8);
+      h.finished_at = s.Int(9);
+      out.push_back(std::move(h));
+    }
+    if (rc != SQLITE_DONE) return Internal("read hosts: " + s.Error());
+    return out;
+  }
+
+  StatusOr<std::vector<AgentRecord>> Agents() override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kAgentColumns + " FROM agents ORDER BY name").c_str());
+    std::vector<AgentRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadAgent(s));
+    if (rc != SQLITE_DONE) return Internal("read agents: " + s.Error());
+    return out;
+  }
+
+  StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kAgentColumns + " FROM agents WHERE name=?").c_str());
+    s.Bind(1, name);
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) return std::optional<AgentRecord>(ReadAgent(s));
+    if (rc == SQLITE_DONE) return std::optional<AgentRecord>();
+    return Internal("read agent: " + s.Error());
+  }
+
+  StatusOr<std::vector<AuditRecord>> Audit(int limit) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT id, at, actor, action, target, detail, outcome FROM audit "
+           "ORDER BY id DESC LIMIT ?");
+    s.Bind(1, int64_t{limit > 0 ? limit : 100});
+    std::vector<AuditRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      AuditRecord a;
+      a.id = s.Int(0);
+      a.at = s.Int(1);
+      a.actor = s.Text(2);
+      a.action = s.Text(3);
+      a.target = s.Text(4);
+      a.detail = s.Text(5);
+      a.outcome = s.Text(6);
+      out.push_back(std::move(a));
+    }
+    if (rc != SQLITE_DONE) return Internal("read audit: " + s.Error());
+    return out;
+  }
+
+ private:
+  StatusOr<std::vector<ReleaseRecord>> CollectReleases(Stmt& s) {
+    std::vector<ReleaseRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadRelease(s));
+    if (rc != SQLITE_DONE) return Internal("read releases: " + s.Error());
+    return out;
+  }
+
+  Status ExecLocked(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      return Internal(std::string("sqlite: ") + msg);
+    }
+    return Status::Ok();
+  }
+
+  Status InsertAuditLocked(const AuditRecord& e) {
+    Stmt s(db_,
+           "INSERT INTO audit (at, actor, action, target, detail, outcome) "
+           "VALUES (?,?,?,?,?,?)");
+    s.Bind(1, e.at).Bind(2, e.actor).Bind(3, e.action).Bind(4, e.target).Bind(5, e.detail);
+    s.Bind(6, e.outcome);
+    if (s.Step() != SQLITE_DONE) return Internal("insert audit: " + s.Error());
+    return Status::Ok();
+  }
+
+  Status RollbackLocked(const std::string& why) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return Internal("store write failed, nothing changed: " + why);
+  }
+
+  Status CommitLocked() {
+    if (Status st = ExecLocked("COMMIT"); !st.ok()) {
+      // The commit may or may not have reached the disk: latch, do not guess.
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      sticky_error_ = st.WithContext("store commit failed; refusing writes until restart");
+      return sticky_error_;
+    }
+    return Status::Ok();
+  }
+
+  Status WritableLocked() const { return sticky_error_; }
+
+  Status MigrateLocked() {
+    Stmt v(db_, "PRAGMA user_version");
+    if (v.Step() != SQLITE_ROW) return Internal("read schema version: " + v.Error());
+    int current = static_cast<int>(v.Int(0));
+    int latest = SqliteSchemaVersion();
+    if (current > latest) {
+      return FailedPrecondition("store schema version " + std::to_string(current) +
+                                " is newer than this lockstepd understands (" +
+                                std::to_string(latest) + "); upgrade lockstepd");
+    }
+    for (const auto& m : SqliteMigrations()) {
+      if (m.version <= current) continue;
+      LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+      if (Status st = ExecLocked(m.sql); !st.ok()) {
+        ExecLocked("ROLLBACK").ok();
+        return st.WithContext("migration " + std::to_string(m.version));
+      }
+      std::string bump = "PRAGMA user_version=" + std::to_string(m.version);
+      LOCKSTEP_RETURN_IF_ERROR(ExecLocked(bump.c_str()));
+      LOCKSTEP_RETURN_IF_ERROR(ExecLocked("COMMIT"));
+    }
+    return Status::Ok();
+  }
+
+  std::mutex mu_;
+  sqlite3* db_;          // guarded by mu_
+  Status sticky_error_;  // guarded by mu_
+};
+
+}  // namespace
+
+int SqliteSchemaVersion() { return SqliteMigrations().back().version; }
+
+StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Unavailable("cannot open store " + path + ": " + msg);
+  }
+  auto store = std::make_unique<SqliteStore>(db);
+  if (Status st = store->Init(); !st.ok()) return st.WithContext("store " + path);
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace lockstep

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs Lockstep's build and test dependencies (Debian 12 packages), idempotently:
+# packages already present are not reinstalled, and apt is not touched when nothing is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config ccache clang-format
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libsqlite3-dev libcurl4-openssl-dev libspdlog-dev libfmt-dev
+  libboost-dev libboost-filesystem-dev
+  libgtest-dev libgmock-dev libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev
+  libssl-dev libarchive-dev
+)
+if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 ]]; then
+  PACKAGES+=(prometheus)
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,206 @@
+#include "tests/integration/fleet.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "common/sha256.h"
+
+namespace lockstep::testing {
+
+namespace fs = std::filesystem;
+
+std::string BinPath(const std::string& name) { return std::string(LOCKSTEP_BIN_DIR) + "/" + name; }
+
+Fleet::Fleet() {
+  char tmpl[] = "/tmp/lockstep-fleet-XXXXXX";
+  dir_ = mkdtemp(tmpl);
+  fs::create_directories(pipelines_dir());
+  fs::create_directories(dir_ + "/agents");
+  fs::create_directories(dir_ + "/logs");
+  http_ = std::make_unique<TestHttpServer>();
+}
+
+Fleet::~Fleet() {
+  bool failed = ::testing::Test::HasFailure();
+  agents_.clear();  // SIGTERM each, SIGKILL after the grace period
+  orchestrator_.reset();
+  if (failed) {
+    DumpLogs();
+    std::cerr << "fleet directory kept for inspection: " << dir_ << "\n";
+  } else {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+}
+
+void Fleet::WritePipeline(const std::string& file, const std::string& yaml) {
+  std::ofstream(pipelines_dir() + "/" + file) << yaml;
+}
+
+Artifact Fleet::ServeEntries(const std::string& version, const std::vector<TarEntry>& entries) {
+  auto bytes = TarGzBytes(entries);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+  std::string path = "/artifacts/app-" + version + ".tar.gz";
+  Artifact a{version, http_->Url(path), Sha256Hex(*bytes)};
+  http_->Serve(path, std::move(*bytes));
+  return a;
+}
+
+Artifact Fleet::ServeApp(const std::string& version, const AppBehaviour& b) {
+  auto log = [](const char* hook) {
+    return std::string("echo \"") + hook +
+           " $LOCKSTEP_AGENT $LOCKSTEP_VERSION $(date +%s%N)\" >> \"$EVENT_LOG\"\n";
+  };
+  std::string check = log("check");
+  if (!b.check_fail_on_agent.empty()) {
+    check += "if [ \"$LOCKSTEP_AGENT\" = \"" + b.check_fail_on_agent +
+             "\" ]; then echo 'health check failed' >&2; exit 1; fi\nexit 0\n";
+  } else {
+    check += "exit " + std::to_string(b.check_exit) + "\n";
+  }
+  std::vector<TarEntry> entries = {
+      {TarEntry::Type::kDir, "deploy", "", "", 0755, -1},
+      Script("deploy/start", log("start") + "sleep " + b.start_sleep + "\n"),
+      Script("deploy/stop", log("stop")),
+      Script("deploy/check", check),
+      {TarEntry::Type::kFile, "VERSION", version + "\n", "", 0644, -1},
+  };
+  return ServeEntries(version, entries);
+}
+
+void Fleet::StartOrchestrator(const std::vector<std::string>& extra) {
+  std::string port_file = dir_ + "/ports.json";
+  fs::remove(port_file);
+  std::vector<std::string> argv = {
+      BinPath("lockstepd"),
+      "--data-dir",
+      dir_ + "/data",
+      "--pipelines",
+      pipelines_dir(),
+      "--grpc-listen",
+      grpc_port_ ? "127.0.0.1:" + std::to_string(grpc_port_) : "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+      "--port-file",
+      port_file};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto p = Process::Start(argv, dir_ + "/logs/lockstepd.log");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  orchestrator_ = std::move(*p);
+  bool up = WaitFor([&] { return fs::exists(port_file) || !orchestrator_->Running(); },
+                    std::chrono::seconds(20));
+  ASSERT_TRUE(up && fs::exists(port_file)) << "lockstepd did not start:\n"
+                                           << ReadFile(orchestrator_->log_path());
+  auto ports = nlohmann::json::parse(ReadFile(port_file));
+  grpc_port_ = ports.at("grpc").get<int>();
+}
+
+void Fleet::StopOrchestrator() {
+  if (orchestrator_) {
+    EXPECT_EQ(orchestrator_->Stop(), 0) << "lockstepd exit status on SIGTERM";
+  }
+}
+
+void Fleet::KillOrchestrator() {
+  if (orchestrator_) orchestrator_->Kill();
+}
+
+void Fleet::StartAgent(const std::string& name, const std::string& region) {
+  ASSERT_NE(grpc_port_, 0) << "start the orchestrator first";
+  fs::create_directories(AgentRoot(name));
+  std::vector<std::string> argv = {BinPath("lockstep-agent"),
+                                   "--server",
+                                   server(),
+                                   "--region",
+                                   region,
+                                   "--name",
+                                   name,
+                                   "--root",
+                                   AgentRoot(name)};
+  auto p =
+      Process::Start(argv, dir_ + "/logs/agent-" + name + ".log", {{"EVENT_LOG", event_log()}});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  agents_[name] = std::move(*p);
+}
+
+void Fleet::KillAgent(const std::string& name) {
+  auto it = agents_.find(name);
+  if (it != agents_.end()) it->second->Kill();
+}
+
+std::string Fleet::CurrentOf(const std::string& agent) const {
+  std::error_code ec;
+  fs::path target = fs::read_symlink(AgentRoot(agent) + "/current", ec);
+  if (ec) return "";
+  return target.filename().string();
+}
+
+CommandResult Fleet::Cli(std::vector<std::string> args, std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv = {BinPath("lockstep"), "--server", server()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv, timeout);
+}
+
+nlohmann::json Fleet::CliJson(std::vector<std::string> args) {
+  args.insert(args.begin(), {"--output", "json"});
+  CommandResult r = Cli(args);
+  EXPECT_EQ(r.exit_code, 0) << "lockstep failed: " << r.err;
+  try {
+    return nlohmann::json::parse(r.out);
+  } catch (const nlohmann::json::exception& e) {
+    ADD_FAILURE() << "lockstep printed no JSON: " << e.what() << "\n" << r.out << r.err;
+    return nlohmann::json();
+  }
+}
+
+bool Fleet::WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void Fleet::WaitForAgents(size_t n) {
+  size_t connected = 0;
+  bool ok = WaitFor(
+      [&] {
+        auto r = Cli({"--output", "json", "agents"});
+        if (r.exit_code != 0) return false;
+        connected = 0;
+        for (const auto& a : nlohmann::json::parse(r.out)) connected += a["connected"].get<bool>();
+        return connected >= n;
+      },
+      std::chrono::seconds(30));
+  ASSERT_TRUE(ok) << "only " << connected << " of " << n << " agents connected";
+}
+
+std::vector<Fleet::Event> Fleet::Events() const {
+  std::vector<Event> out;
+  std::istringstream in(ReadFile(event_log()));
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    Event e;
+    fields >> e.hook >> e.agent >> e.version >> e.ns;
+    if (!e.hook.empty()) out.push_back(e);
+  }
+  return out;
+}
+
+void Fleet::DumpLogs() const {
+  for (const auto& entry : fs::directory_iterator(dir_ + "/logs")) {
+    std::cerr << "==== " << entry.path().filename().string() << " ====\n"
+              << ReadFile(entry.path().string());
+  }
+}
+
+}  // namespace lockstep::testing

@@ -1,0 +1,93 @@
+// Fleet: a whole Lockstep installation on loopback for integration tests. It starts the real
+// lockstepd and lockstep-agent binaries as processes (ephemeral ports, a temporary
+// directory), serves artifacts from a real HTTP server, and runs the real CLI. Every process
+// it starts is stopped by PID when the Fleet is destroyed; logs are printed if the test
+// failed.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/support/http_server.h"
+#include "tests/support/process.h"
+#include "tests/support/tarball.h"
+
+namespace lockstep::testing {
+
+struct Artifact {
+  std::string version;
+  std::string url;
+  std::string sha256;
+};
+
+// What the sample app's hooks do. Every hook appends "<hook> <agent> <version> <ns>" to the
+// file named by $EVENT_LOG, which the fleet sets for all its agents.
+struct AppBehaviour {
+  int check_exit = 0;               // deploy/check's exit status
+  std::string check_fail_on_agent;  // if set, only this agent's check fails
+  std::string start_sleep = "0";    // seconds deploy/start sleeps (for slow rollouts)
+};
+
+class Fleet {
+ public:
+  Fleet();
+  ~Fleet();
+
+  const std::string& dir() const { return dir_; }
+  std::string pipelines_dir() const { return dir_ + "/pipelines"; }
+  std::string event_log() const { return dir_ + "/events.log"; }
+
+  void WritePipeline(const std::string& file, const std::string& yaml);
+  // Builds the sample app at `version` and serves it; returns its URL and digest.
+  Artifact ServeApp(const std::string& version, const AppBehaviour& behaviour = {});
+  // Serves arbitrary tar entries (e.g. a hostile archive) as `version`.
+  Artifact ServeEntries(const std::string& version, const std::vector<TarEntry>& entries);
+
+  // Starts lockstepd and waits until it listens. `extra` flags are appended.
+  void StartOrchestrator(const std::vector<std::string>& extra = {});
+  void StopOrchestrator();
+  void KillOrchestrator();
+  int grpc_port() const { return grpc_port_; }
+  std::string server() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
+
+  void StartAgent(const std::string& name, const std::string& region);
+  void KillAgent(const std::string& name);
+  std::string AgentRoot(const std::string& name) const { return dir_ + "/agents/" + name; }
+  // The version ROOT/current points at, "" if none.
+  std::string CurrentOf(const std::string& agent) const;
+
+  CommandResult Cli(std::vector<std::string> args,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(120));
+  // Runs the CLI with --output json and parses stdout; fails the test on a non-zero exit.
+  nlohmann::json CliJson(std::vector<std::string> args);
+
+  // Polls `pred` every 50 ms until true or `timeout`; returns the last value.
+  static bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+  // Waits until `n` agents are connected according to `lockstep agents`.
+  void WaitForAgents(size_t n);
+
+  // Every event line from the hooks, parsed: {hook, agent, version, ns}.
+  struct Event {
+    std::string hook, agent, version;
+    int64_t ns = 0;
+  };
+  std::vector<Event> Events() const;
+
+  void DumpLogs() const;
+
+ private:
+  std::string dir_;
+  std::unique_ptr<TestHttpServer> http_;
+  std::unique_ptr<Process> orchestrator_;
+  std::map<std::string, std::unique_ptr<Process>> agents_;
+  int grpc_port_ = 0;
+};
+
+std::string BinPath(const std::string& name);
+
+}  // namespace lockstep::testing

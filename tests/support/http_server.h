@@ -1,0 +1,42 @@
+// A real HTTP server for tests, on 127.0.0.1 and an ephemeral port, serving bytes registered
+// by path, with injectable faults (status codes, truncated bodies, delays). Used as the
+// artifact server and as a probe target.
+//
+// Thread safety: every method may be called from any thread while the server runs.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace lockstep::testing {
+
+class TestHttpServer {
+ public:
+  TestHttpServer();   // starts listening; aborts the test process if it cannot bind
+  ~TestHttpServer();  // stops and joins
+  TestHttpServer(const TestHttpServer&) = delete;
+  TestHttpServer& operator=(const TestHttpServer&) = delete;
+
+  int port() const;
+  // "http://127.0.0.1:PORT" + path
+  std::string Url(const std::string& path) const;
+
+  // GET path → 200 with body.
+  void Serve(const std::string& path, std::string body);
+  // GET path → `status` with body.
+  void ServeStatus(const std::string& path, int status, std::string body = "");
+  // GET path → headers claim the full length but only `send_bytes` of body are sent.
+  void ServeTruncated(const std::string& path, std::string body, size_t send_bytes);
+  // Waits `delay` before answering path.
+  void SetDelay(const std::string& path, std::chrono::milliseconds delay);
+  void Remove(const std::string& path);
+  // Number of requests received for path so far.
+  int Hits(const std::string& path) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lockstep::testing
