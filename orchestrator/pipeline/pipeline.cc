@@ -110,7 +110,30 @@ int LineOf(const YAML::Node& node, int fallback) {
   return node.Mark().line + 1;
 }
 
-std::string Quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
+// `s` in double quotes, on one line and of bounded length, for error messages: a value may be
+// a multi-line block scalar or very long.
+std::string Quote(std::string_view s) {
+  constexpr size_t kMaxShown = 80;
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > kMaxShown) out += "...";
+  return out + "\"";
+}
 
 std::string Describe(const YAML::Node& node) {
   switch (node.Type()) {
@@ -165,8 +188,8 @@ size_t EditDistance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
-// `name: a-z0-9 start, then a-z0-9 _ -, at most 64 characters`: safe in URLs, file names and
-// metric labels without escaping.
+// [a-z0-9][a-z0-9_-]{0,63}: a name that is safe in URLs, file names and metric labels without
+// escaping.
 bool IsValidPipelineName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (size_t i = 0; i < name.size(); ++i) {
@@ -209,8 +232,9 @@ class PipelineParser {
     LOCKSTEP_RETURN_IF_ERROR(ReadMap(Field{root, "", LineOf(root, 1)}, kTopKeys, &top));
 
     const Field* name = top.Find("pipeline");
-    if (name == nullptr)
+    if (name == nullptr) {
       return Missing(top, "pipeline", "name the pipeline, e.g. \"pipeline: web\"");
+    }
     LOCKSTEP_RETURN_IF_ERROR(ReadString(*name, &p_->name));
     if (!IsValidPipelineName(p_->name)) {
       return Error(*name, "invalid name " + Quote(p_->name) +
@@ -220,8 +244,9 @@ class PipelineParser {
     *name_line = name->line;
 
     const Field* regions = top.Find("regions");
-    if (regions == nullptr)
+    if (regions == nullptr) {
       return Missing(top, "regions", "list the regions the pipeline deploys to");
+    }
     LOCKSTEP_RETURN_IF_ERROR(ParseRegions(*regions));
 
     const Field* waves = top.Find("waves");
@@ -266,6 +291,8 @@ class PipelineParser {
       std::string key = kv.first.Scalar();
       std::string path = ChildPath(f.path, key);
       if (!Contains(allowed, key)) {
+        // The key is the user's text; quote it if it would not read as a plain name.
+        if (Quote(key) != "\"" + key + "\"") path = ChildPath(f.path, Quote(key));
         std::string what = "unknown key";
         for (std::string_view candidate : allowed) {
           if (EditDistance(key, candidate) <= 2) {
@@ -312,7 +339,7 @@ class PipelineParser {
     const std::string& text = f.node.Scalar();
     int64_t v = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec == std::errc::result_out_of_range) return Error(f, "number " + text + " is too large");
+    if (ec == std::errc::result_out_of_range) return Error(f, Quote(text) + " is out of range");
     if (ec != std::errc() || end != text.data() + text.size()) {
       return Error(f, "expected a whole number, got " + Quote(text));
     }
@@ -368,7 +395,7 @@ class PipelineParser {
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
     if (ec == std::errc::result_out_of_range ||
         (ec == std::errc() && v > std::numeric_limits<int>::max())) {
-      return Error(f, "number " + text + " is too large");
+      return Error(f, Quote(text) + " is out of range");
     }
     if (ec != std::errc() || end != digits.data() + digits.size()) {
       return Error(f, std::string("expected ") + kForms + ", got " + Quote(text));

@@ -578,6 +578,19 @@ waves:
             "\"manual\" (omit the key for none)");
 }
 
+TEST(ParsePipelineTest, MultiLineValueIsQuotedOnOneLine) {
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves:
+  - name: all
+    select: {per_region: 1}
+    approval: |
+      manual
+)"),
+            "p.yaml:6: waves[0].approval: unknown value \"manual\\n\"; the only value is "
+            "\"manual\" (omit the key for none)");
+}
+
 // --- Durations ---
 
 TEST(ParsePipelineTest, BadDurationQuotesTheText) {
