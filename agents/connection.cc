@@ -103,6 +103,8 @@ struct Connection::Impl {
         spdlog::error("refused by {}: {}", options.server, in.reject().reason());
       } else if (in.has_task()) {
         executor->Submit(in.task());
+      } else if (in.has_gate_check()) {
+        executor->SubmitGateCheck(in.gate_check());
       }
     }
     {
@@ -171,6 +173,12 @@ void Connection::Stop() {
 void Connection::SendProgress(const v1::TaskProgress& p) {
   v1::AgentMessage m;
   *m.mutable_progress() = p;
+  impl_->Write(m);
+}
+
+void Connection::SendVerdict(const v1::GateVerdict& v) {
+  v1::AgentMessage m;
+  *m.mutable_gate_verdict() = v;
   impl_->Write(m);
 }
 

@@ -36,6 +36,7 @@ class Connection {
   // Dropped silently when not connected (the orchestrator re-sends what it needs).
   void SendProgress(const lockstep::v1::TaskProgress& p);
   void SendResult(const lockstep::v1::TaskResult& r);
+  void SendVerdict(const lockstep::v1::GateVerdict& v);
 
  private:
   struct Impl;

@@ -7,17 +7,21 @@
 
 #include "agents/artifact/fetch.h"
 #include "agents/health/http_probe.h"
+#include "agents/health/metric_gate.h"
 #include "agents/hooks/hook_runner.h"
+#include "common/clock.h"
 
 namespace lockstep::agent {
 
 namespace fs = std::filesystem;
 namespace v1 = lockstep::v1;
 
-Executor::Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result)
+Executor::Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result,
+                   VerdictFn on_verdict)
     : options_(std::move(options)),
       on_progress_(std::move(on_progress)),
       on_result_(std::move(on_result)),
+      on_verdict_(std::move(on_verdict)),
       releases_(options_.root),
       journal_((fs::path(options_.root) / "agent-tasks.json").string()) {}
 
@@ -27,7 +31,35 @@ Status Executor::Start() {
   LOCKSTEP_RETURN_IF_ERROR(releases_.Init());
   journal_.Load();
   worker_ = std::thread([this] { Loop(); });
+  gate_worker_ = std::thread([this] { GateLoop(); });
   return Status::Ok();
+}
+
+void Executor::SubmitGateCheck(const v1::GateCheck& check) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    // Checks are periodic: a backlog of stale ones is worth nothing.
+    if (gate_queue_.size() >= 64) gate_queue_.pop_front();
+    gate_queue_.push_back(check);
+  }
+  cv_.notify_all();
+}
+
+void Executor::GateLoop() {
+  for (;;) {
+    v1::GateCheck check;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !gate_queue_.empty(); });
+      if (stopping_) return;
+      check = std::move(gate_queue_.front());
+      gate_queue_.pop_front();
+    }
+    v1::GateVerdict verdict = EvaluateMetricGate(check.gate());
+    verdict.set_check_id(check.check_id());
+    if (on_verdict_) on_verdict_(verdict);
+  }
 }
 
 void Executor::Stop() {
@@ -37,6 +69,7 @@ void Executor::Stop() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  if (gate_worker_.joinable()) gate_worker_.join();
 }
 
 void Executor::Submit(const v1::Task& task) {
@@ -119,7 +152,12 @@ v1::TaskResult Executor::Run(const v1::Task& task) {
       failed_step = "prepare";
       break;
     case v1::Task::ACTIVATE:
-      st = Activate(task, failed_step, tail);
+      st = Activate(task, failed_step, tail, result);
+      break;
+    case v1::Task::DEPLOY:
+      failed_step = "prepare";
+      st = Prepare(task);
+      if (st.ok()) st = Activate(task, failed_step, tail, result);
       break;
     default:
       st = InvalidArgument("unknown task kind " + std::to_string(task.kind()));
@@ -190,7 +228,7 @@ Status Executor::RunHookIfPresent(const std::string& version, const std::string&
 }
 
 Status Executor::Activate(const v1::Task& task, std::string& failed_step,
-                          std::vector<std::string>& tail) {
+                          std::vector<std::string>& tail, v1::TaskResult& result) {
   const std::string& version = task.version();
   failed_step = "switch";
   if (!releases_.HasRelease(version, task.sha256())) {
@@ -204,6 +242,7 @@ Status Executor::Activate(const v1::Task& task, std::string& failed_step,
     }
     failed_step = "switch";
     LOCKSTEP_RETURN_IF_ERROR(releases_.SwitchCurrent(version));
+    result.set_switched_at_ms(SystemClock::Get()->Now());
     Note(task.task_id(), "switch", "current -> releases/" + version);
   }
   failed_step = "start";

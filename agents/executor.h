@@ -39,13 +39,17 @@ class Executor {
  public:
   using ProgressFn = std::function<void(const lockstep::v1::TaskProgress&)>;
   using ResultFn = std::function<void(const lockstep::v1::TaskResult&)>;
+  using VerdictFn = std::function<void(const lockstep::v1::GateVerdict&)>;
 
-  Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result);
+  Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result,
+           VerdictFn on_verdict = nullptr);
   ~Executor();  // Stop()
 
   // Prepares the root (cleans partial downloads) and starts the worker thread.
   Status Start();
   void Submit(const lockstep::v1::Task& task);
+  // Metric gate checks run on their own thread so a slow Prometheus never delays a task.
+  void SubmitGateCheck(const lockstep::v1::GateCheck& check);
   void Stop();
 
   // What runs now, read from disk. Safe from any thread.
@@ -54,10 +58,11 @@ class Executor {
 
  private:
   void Loop();
+  void GateLoop();
   lockstep::v1::TaskResult Run(const lockstep::v1::Task& task);
   Status Prepare(const lockstep::v1::Task& task);
   Status Activate(const lockstep::v1::Task& task, std::string& failed_step,
-                  std::vector<std::string>& tail);
+                  std::vector<std::string>& tail, lockstep::v1::TaskResult& result);
   Status RunHookIfPresent(const std::string& version, const std::string& hook,
                           const lockstep::v1::Task& task, const std::string& previous,
                           std::vector<std::string>& tail);
@@ -67,15 +72,18 @@ class Executor {
   const ExecutorOptions options_;
   const ProgressFn on_progress_;
   const ResultFn on_result_;
+  const VerdictFn on_verdict_;
   ReleaseDir releases_;  // executor thread only (reads from other threads are plain FS reads)
   TaskJournal journal_;  // executor thread only
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<lockstep::v1::Task> queue_;  // guarded by mu_
-  std::set<std::string> pending_ids_;     // guarded by mu_; queued or running
-  bool stopping_ = false;                 // guarded by mu_
+  std::deque<lockstep::v1::Task> queue_;            // guarded by mu_
+  std::set<std::string> pending_ids_;               // guarded by mu_; queued or running
+  bool stopping_ = false;                           // guarded by mu_
+  std::deque<lockstep::v1::GateCheck> gate_queue_;  // guarded by mu_
   std::thread worker_;
+  std::thread gate_worker_;
 };
 
 }  // namespace lockstep::agent

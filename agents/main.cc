@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
       },
       [&](const lockstep::v1::TaskResult& r) {
         if (conn_ptr) conn_ptr->SendResult(r);
+      },
+      [&](const lockstep::v1::GateVerdict& v) {
+        if (conn_ptr) conn_ptr->SendVerdict(v);
       });
   lockstep::agent::Connection conn(
       {flags.Get("server"), flags.Get("name"), flags.Get("region"), flags.Get("pipeline"), token},

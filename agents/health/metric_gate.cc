@@ -1,0 +1,400 @@
+#include "agents/health/metric_gate.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agents/artifact/fetch.h"
+#include "common/status.h"
+
+namespace lockstep::agent {
+namespace {
+
+using json = nlohmann::json;
+using lockstep::v1::GateVerdict;
+using lockstep::v1::MetricGate;
+
+// A gate without a timeout must still end: a hung Prometheus would otherwise hold up the
+// release waiting on the verdict.
+constexpr std::chrono::milliseconds kDefaultTimeout{5000};
+// A gate's answer is a handful of numbers. A body this large means the query selects far too
+// many series; reading on would only spend the agent's memory.
+constexpr size_t kMaxBodyBytes = size_t{4} << 20;
+// The detail is shown in the UI and travels to lockstepd; a whole Prometheus error page or a
+// thousand label pairs would not help anyone there.
+constexpr size_t kMaxDetailChars = 400;
+
+struct CurlEasyDeleter {
+  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
+};
+struct CurlFreeDeleter {
+  void operator()(char* p) const { curl_free(p); }
+};
+
+struct Body {
+  std::string data;
+  bool too_large = false;
+};
+
+size_t AppendBody(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  auto* body = static_cast<Body*>(userdata);
+  const size_t n = size * nmemb;
+  if (body->data.size() + n > kMaxBodyBytes) {
+    body->too_large = true;
+    return 0;  // makes curl abort the transfer with CURLE_WRITE_ERROR
+  }
+  body->data.append(ptr, n);
+  return n;
+}
+
+struct HttpResponse {
+  long status = 0;  // NOLINT(runtime/int): curl writes a long
+  std::string body;
+};
+
+// GET `base`/api/v1/query. The error's message is already the verdict's detail.
+StatusOr<HttpResponse> QueryPrometheus(const std::string& base, const std::string& query,
+                                       std::chrono::milliseconds timeout) {
+  std::unique_ptr<CURL, CurlEasyDeleter> curl(curl_easy_init());
+  if (!curl) return Internal("curl_easy_init failed");
+  CURL* c = curl.get();
+  std::unique_ptr<char, CurlFreeDeleter> escaped(
+      curl_easy_escape(c, query.data(), static_cast<int>(query.size())));
+  if (!escaped) return Internal("cannot URL-encode the query");
+  // Passing the timeout on makes Prometheus abandon the evaluation when we stop waiting,
+  // instead of computing an expensive query for its own default of two minutes.
+  const std::string url = base + "/api/v1/query?query=" + escaped.get() +
+                          "&timeout=" + std::to_string(timeout.count()) + "ms";
+
+  Body body;
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  // Not followed: a redirect means the URL in the pipeline is wrong, and the operator should
+  // see that rather than have the gate judged by whatever answered at the other end.
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));         // NOLINT
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));  // NOLINT
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "lockstep-agent-metric-gate");
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &AppendBody);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+
+  const CURLcode rc = curl_easy_perform(c);
+  if (body.too_large) {
+    return DataLoss("prometheus " + base + " sent more than 4 MiB for query \"" + query +
+                    "\"; narrow the query");
+  }
+  if (rc != CURLE_OK) {
+    const std::string error = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+      return DeadlineExceeded("prometheus " + base + " did not answer within " +
+                              std::to_string(timeout.count()) + " ms: " + error);
+    }
+    return Unavailable("prometheus " + base + " unreachable: " + error);
+  }
+  HttpResponse response;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  response.body = std::move(body.data);
+  return response;
+}
+
+// Length of the well-formed UTF-8 sequence starting at s[i], or 0 if there is none (stray
+// continuation bytes, overlong forms, surrogates, code points past U+10FFFF).
+size_t Utf8Length(std::string_view s, size_t i) {
+  const auto byte = [&s](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80;  // allowed range of the second byte
+  unsigned char hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  }
+  return n;
+}
+
+// The detail goes into a proto3 string, whose receiver rejects the whole message if the bytes
+// are not valid UTF-8, and a proxy's error page may be in any encoding: invalid bytes become
+// '?'. Control characters (newlines in errors, in label values) become spaces so that the
+// detail stays one line, and it is capped at a character boundary.
+std::string OneLine(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = Utf8Length(text, i);
+    if (out.size() + std::max<size_t>(n, 1) > kMaxDetailChars - 3) {
+      out += "...";
+      break;
+    }
+    if (n == 0) {
+      out += '?';
+      ++i;
+    } else if (n == 1 && (static_cast<unsigned char>(text[i]) < 0x20 || text[i] == 0x7f)) {
+      out += ' ';
+      ++i;
+    } else {
+      out.append(text.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
+// The shortest text that reads back as the same double: "0.031", not "0.031000".
+std::string FormatNumber(double v) {
+  char buf[64];
+  const auto result = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, result.ptr);
+}
+
+// nlohmann's what() starts with "[json.exception.type_error.302] "; users need the rest.
+std::string JsonError(const json::exception& e) {
+  std::string_view what = e.what();
+  const auto close = what.find("] ");
+  if (!what.empty() && what.front() == '[' && close != std::string_view::npos) {
+    what.remove_prefix(close + 2);
+  }
+  return std::string(what);
+}
+
+// Prometheus sends sample values as strings ("0.5", "NaN", "+Inf", "1e-05") so that the
+// non-finite ones survive JSON. std::from_chars is locale-independent (strtod is not) but
+// does not accept a leading '+', hence the strip.
+bool ParseSampleValue(std::string_view text, double* value) {
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  if (text.empty()) return false;
+  const auto result = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return result.ec == std::errc() && result.ptr == text.data() + text.size();
+}
+
+// A series as Prometheus prints it: name{label="value", ...}; empty for a scalar or for an
+// aggregation that dropped every label.
+std::string SeriesName(const json& metric) {
+  std::string name;
+  std::string labels;
+  for (const auto& [key, value] : metric.items()) {
+    if (key == "__name__") {
+      name = value.get<std::string>();
+      continue;
+    }
+    if (!labels.empty()) labels += ", ";
+    labels += key + "=\"" + value.get<std::string>() + "\"";
+  }
+  return labels.empty() ? name : name + "{" + labels + "}";
+}
+
+struct Sample {
+  std::string series;  // empty for a scalar
+  std::string text;    // as Prometheus sent it, for the detail
+  double value = 0;
+};
+
+// The samples of an instant vector or a scalar. Throws json::exception when the body does
+// not have the shape Prometheus documents; returns an error for a result type a threshold
+// cannot be applied to.
+StatusOr<std::vector<Sample>> ReadSamples(const json& data) {
+  const std::string& type = data.at("resultType").get_ref<const std::string&>();
+  const json& result = data.at("result");
+  std::vector<Sample> samples;
+  auto add = [&samples](std::string series, const json& pair) -> Status {
+    Sample sample{std::move(series), pair.at(1).get<std::string>(), 0};
+    if (!ParseSampleValue(sample.text, &sample.value)) {
+      return InvalidArgument("prometheus returned a value that is not a number: \"" + sample.text +
+                             "\"");
+    }
+    samples.push_back(std::move(sample));
+    return Status::Ok();
+  };
+  if (type == "scalar") {
+    LOCKSTEP_RETURN_IF_ERROR(add("", result));
+  } else if (type == "vector") {
+    for (const json& element : result) {
+      LOCKSTEP_RETURN_IF_ERROR(add(SeriesName(element.at("metric")), element.at("value")));
+    }
+  } else {
+    // A matrix (from `metric[5m]`) holds many samples per series; which one to compare would
+    // be a guess. The user should aggregate it, e.g. with max_over_time().
+    return InvalidArgument("query returned a " + type +
+                           "; a gate needs an instant vector or a scalar");
+  }
+  return samples;
+}
+
+bool Violates(const MetricGate& gate, double v) {
+  return (gate.has_max() && v > gate.max()) || (gate.has_min() && v < gate.min());
+}
+
+// How far inside the thresholds `v` is (negative: outside). The worst sample is the one with
+// the smallest margin: furthest past a threshold, or, when all pass, closest to one.
+double Margin(const MetricGate& gate, double v) {
+  double margin = std::numeric_limits<double>::infinity();
+  if (gate.has_max()) margin = std::min(margin, gate.max() - v);
+  if (gate.has_min()) margin = std::min(margin, v - gate.min());
+  return margin;
+}
+
+// "0.031 > max 0.01", "0.95 >= min 0.9", "0.5 >= min 0.1 and <= max 0.9".
+std::string Comparison(const MetricGate& gate, double v) {
+  const std::string max = FormatNumber(gate.max());
+  const std::string min = FormatNumber(gate.min());
+  if (gate.has_max() && v > gate.max()) return "> max " + max;
+  if (gate.has_min() && v < gate.min()) return "< min " + min;
+  if (gate.has_max() && gate.has_min()) return ">= min " + min + " and <= max " + max;
+  return gate.has_max() ? "<= max " + max : ">= min " + min;
+}
+
+class Evaluation {
+ public:
+  explicit Evaluation(const MetricGate& gate) : gate_(gate) { verdict_.set_gate(gate.name()); }
+
+  GateVerdict Run() {
+    const Status valid = Validate();
+    if (!valid.ok()) return Inconclusive(valid.message());
+    const auto timeout =
+        gate_.timeout_ms() > 0 ? std::chrono::milliseconds(gate_.timeout_ms()) : kDefaultTimeout;
+    CurlGlobalInit();
+    StatusOr<HttpResponse> response = QueryPrometheus(BaseUrl(), gate_.query(), timeout);
+    if (!response.ok()) return Inconclusive(response.status().message());
+    try {
+      return Judge(*response);
+    } catch (const json::exception& e) {
+      return Inconclusive(
+          "prometheus " + BaseUrl() +
+          " answered with something other than its query API's JSON: " + JsonError(e));
+    }
+  }
+
+ private:
+  Status Validate() const {
+    const std::string& url = gate_.prometheus();
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+      return InvalidArgument("prometheus URL must start with http:// or https://: '" + url + "'");
+    }
+    if (gate_.query().empty()) return InvalidArgument("gate has an empty query");
+    // Without a threshold nothing can fail, and a gate that cannot fail must not pass.
+    if (!gate_.has_max() && !gate_.has_min()) {
+      return InvalidArgument("gate has neither a max nor a min");
+    }
+    // Every comparison with NaN is false, so a NaN threshold would pass every value.
+    if ((gate_.has_max() && !std::isfinite(gate_.max())) ||
+        (gate_.has_min() && !std::isfinite(gate_.min()))) {
+      return InvalidArgument("gate threshold is not a finite number");
+    }
+    return Status::Ok();
+  }
+
+  // Trailing slashes are dropped so that "http://prom:9090/" works like "http://prom:9090".
+  std::string BaseUrl() const {
+    std::string base = gate_.prometheus();
+    while (base.size() > 1 && base.back() == '/') base.pop_back();
+    return base;
+  }
+
+  GateVerdict Judge(const HttpResponse& response) {
+    if (response.status < 200 || response.status > 299) {
+      // Prometheus explains 400 (bad query), 422 (evaluation failed) and 503 (timed out) in
+      // its JSON error field; a proxy in front of it may answer with anything.
+      std::string why;
+      const json error = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+      if (error.is_object() && error.contains("error") && error["error"].is_string()) {
+        why = error["error"].get<std::string>();
+      } else {
+        why = response.body.substr(0, response.body.find('\n'));
+      }
+      return Inconclusive("prometheus returned HTTP " + std::to_string(response.status) +
+                          (why.empty() ? "" : ": " + why));
+    }
+    const json body = json::parse(response.body);
+    if (body.at("status").get_ref<const std::string&>() != "success") {
+      return Inconclusive("prometheus query failed: " + body.value("errorType", "") + ": " +
+                          body.value("error", ""));
+    }
+    StatusOr<std::vector<Sample>> samples = ReadSamples(body.at("data"));
+    if (!samples.ok()) return Inconclusive(samples.status().message());
+    return Compare(*samples);
+  }
+
+  GateVerdict Compare(const std::vector<Sample>& samples) {
+    if (samples.empty()) return Inconclusive("no data for query \"" + gate_.query() + "\"");
+    const Sample* worst = nullptr;
+    const Sample* not_finite = nullptr;
+    for (const Sample& sample : samples) {
+      if (!std::isfinite(sample.value)) {
+        if (not_finite == nullptr) not_finite = &sample;
+        continue;
+      }
+      if (worst == nullptr || Margin(gate_, sample.value) < Margin(gate_, worst->value)) {
+        worst = &sample;
+      }
+    }
+    // A finite violation is reported even when other series are NaN: it is certain, and it
+    // names the series to look at.
+    const bool violated = worst != nullptr && Violates(gate_, worst->value);
+    if (not_finite != nullptr && !violated) {
+      return Inconclusive("query \"" + gate_.query() + "\" returned " + not_finite->text +
+                          (not_finite->series.empty() ? "" : " for " + not_finite->series));
+    }
+    std::string detail = worst->series.empty() ? "" : worst->series + " ";
+    detail += FormatNumber(worst->value) + " " + Comparison(gate_, worst->value);
+    if (samples.size() > 1) {
+      detail += " (worst of " + std::to_string(samples.size()) + " series)";
+    }
+    return Finish(violated ? GateVerdict::FAIL : GateVerdict::PASS, worst->value, detail);
+  }
+
+  GateVerdict Inconclusive(const std::string& detail) {
+    return Finish(GateVerdict::INCONCLUSIVE, 0, detail);
+  }
+
+  GateVerdict Finish(GateVerdict::Verdict verdict, double value, const std::string& detail) {
+    verdict_.set_verdict(verdict);
+    verdict_.set_value(value);
+    verdict_.set_detail(OneLine(detail));
+    return verdict_;
+  }
+
+  const MetricGate& gate_;
+  GateVerdict verdict_;
+};
+
+}  // namespace
+
+GateVerdict EvaluateMetricGate(const MetricGate& gate) {
+  try {
+    return Evaluation(gate).Run();
+  } catch (const std::exception& e) {
+    // Only std::bad_alloc and its kin can get here; the contract is still "never throws".
+    GateVerdict verdict;
+    verdict.set_gate(gate.name());
+    verdict.set_verdict(GateVerdict::INCONCLUSIVE);
+    verdict.set_detail(OneLine(std::string("evaluating the gate failed: ") + e.what()));
+    return verdict;
+  }
+}
+
+}  // namespace lockstep::agent

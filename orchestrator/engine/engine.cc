@@ -1,3 +1,7 @@
+// The engine's entry points: operator requests, observed state, and the reconcile pass that
+// picks which release a pipeline works on. How a release advances lives in rollout.cc,
+// rollback.cc and convergence.cc.
+
 #include "orchestrator/engine/engine.h"
 
 #include <spdlog/spdlog.h>
@@ -7,49 +11,75 @@
 
 #include "common/duration.h"
 #include "common/sha256.h"
-#include "orchestrator/engine/selection.h"
+#include "orchestrator/engine/engine_internal.h"
 
 namespace lockstep {
 
-namespace {
+namespace v1 = lockstep::v1;
 
-constexpr const char* kPrepare = "prepare";
-constexpr const char* kActivate = "activate";
-
-bool InFlight(const HostRecord& h) {
-  return h.state == host_state::kPreparing || h.state == host_state::kActivating;
+bool HostInFlight(const HostRecord& h) {
+  return h.state == host_state::kPreparing || h.state == host_state::kActivating ||
+         h.state == host_state::kReverting || h.state == host_state::kConverging;
 }
 
-// How long a host may take on a task before the engine gives up on it. The agent retries a
-// fetch up to three times, each bounded by timeouts.fetch; activation runs up to three hooks
-// plus the probes.
-int64_t TaskBudgetMs(const Pipeline& p, bool activate) {
+int64_t TaskBudgetMs(const Pipeline& p, v1::Task::Kind kind) {
+  // The agent retries a fetch up to three times, each bounded by timeouts.fetch; activation
+  // runs up to three hooks plus the probes.
   constexpr int64_t kSlackMs = 10'000;
-  if (!activate) return 3 * p.timeouts.fetch.count() + kSlackMs;
+  int64_t prepare = 3 * p.timeouts.fetch.count() + kSlackMs;
   int64_t probes = 0;
   for (const auto& pr : p.http_probes) {
     probes += pr.attempts * (pr.timeout.count() + pr.interval.count());
   }
-  return 3 * p.timeouts.hook.count() + probes + kSlackMs;
+  int64_t activate = 3 * p.timeouts.hook.count() + probes + kSlackMs;
+  switch (kind) {
+    case v1::Task::PREPARE:
+      return prepare;
+    case v1::Task::ACTIVATE:
+      return activate;
+    default:
+      return prepare + activate;
+  }
 }
+
+namespace {
 
 bool ValidVersion(const std::string& v) {
   static const std::regex kVersion(R"([A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127})");
   return std::regex_match(v, kVersion);
 }
 
+AuditRecord MakeAudit(UnixMs at, const std::string& actor, const std::string& action,
+                      const std::string& target, const std::string& detail) {
+  AuditRecord a;
+  a.at = at;
+  a.actor = actor;
+  a.action = action;
+  a.target = target;
+  a.detail = detail;
+  return a;
+}
+
+// Minutes since 00:00 UTC and the weekday (0 = Sunday) of a unix ms time.
+std::pair<int, int> UtcMinuteAndDay(UnixMs t) {
+  int64_t secs = t / 1000;
+  int minute = static_cast<int>((secs / 60) % (24 * 60));
+  int day = static_cast<int>(((secs / 86400) + 4) % 7);  // 1970-01-01 was a Thursday
+  return {minute, day};
+}
+
+// Whether a new rollout may start now; if not, the reason and when to look again.
+bool InsideWindow(const DeployWindow& w, UnixMs now, UnixMs* next_check) {
+  auto [minute, day] = UtcMinuteAndDay(now);
+  bool day_ok = w.weekdays.empty() ||
+                std::find(w.weekdays.begin(), w.weekdays.end(), day) != w.weekdays.end();
+  if (day_ok && minute >= w.start_minute && minute < w.end_minute) return true;
+  // Look again at the next minute boundary: cheap, and exact enough for a window.
+  *next_check = (now / 60000 + 1) * 60000;
+  return false;
+}
+
 }  // namespace
-
-// What one pass decides: records to write, tasks to send after the write, next wake-up.
-struct Engine::Pass {
-  WriteBatch batch;
-  std::vector<std::pair<std::string, lockstep::v1::Task>> sends;
-  UnixMs next_wake = 0;
-
-  void WakeAt(UnixMs t) {
-    if (t > 0 && (next_wake == 0 || t < next_wake)) next_wake = t;
-  }
-};
 
 Engine::Engine(std::vector<Pipeline> pipelines, Store* store, const Clock* clock, TaskSink* sink)
     : pipelines_(std::move(pipelines)), store_(store), clock_(clock), sink_(sink) {}
@@ -61,9 +91,17 @@ const Pipeline* Engine::FindPipeline(const std::string& name) const {
   return nullptr;
 }
 
-std::string Engine::TaskId(int64_t release_id, const std::string& agent, const char* kind) {
+std::string Engine::TaskId(int64_t release_id, const std::string& agent, const std::string& kind) {
   return "r" + std::to_string(release_id) + "/" + agent + "/" + kind;
 }
+
+void Engine::Audit(Pass& pass, UnixMs now, const std::string& action, const ReleaseRecord& r,
+                   const std::string& detail) const {
+  pass.batch.audit.push_back(
+      MakeAudit(now, "engine", action, "release/" + std::to_string(r.id), detail));
+}
+
+// ------------------------------------------------------------------ operator requests
 
 Status Engine::ValidateRelease(const NewRelease& req) const {
   if (req.pipeline.empty()) return InvalidArgument("pipeline: required");
@@ -80,6 +118,9 @@ Status Engine::ValidateRelease(const NewRelease& req) const {
   }
   if (!IsSha256Hex(req.sha256)) {
     return InvalidArgument("sha256: \"" + req.sha256 + "\" is not 64 hex digits");
+  }
+  if (req.commit.size() > 200 || req.author.size() > 200) {
+    return InvalidArgument("commit/author: longer than 200 characters");
   }
   return Status::Ok();
 }
@@ -98,15 +139,140 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   r.author = req.author;
   r.state = release_state::kQueued;
   r.created_at = clock_->Now();
-  AuditRecord a;
-  a.at = r.created_at;
-  a.actor = actor;
-  a.action = "release.create";
-  a.detail = req.pipeline + " " + req.version;
-  return store_->CreateRelease(std::move(r), std::move(a));
+  return store_->CreateRelease(std::move(r),
+                               MakeAudit(clock_->Now(), actor, "release.create", "",
+                                         req.pipeline + " " + req.version +
+                                             (req.commit.empty() ? "" : " commit " + req.commit)));
 }
 
-StatusOr<std::string> Engine::AgentConnected(const lockstep::v1::AgentHello& hello) {
+Status Engine::Approve(int64_t release_id, const std::string& actor) const {
+  return store_->ApproveWave(release_id, MakeAudit(clock_->Now(), actor, "release.approve",
+                                                   "release/" + std::to_string(release_id), ""));
+}
+
+Status Engine::Abort(int64_t release_id, const std::string& actor) const {
+  return store_->RequestAbort(release_id, MakeAudit(clock_->Now(), actor, "release.abort",
+                                                    "release/" + std::to_string(release_id), ""));
+}
+
+namespace {
+Status UpdatePipelineState(Store* store, const Engine& engine, const Clock* clock,
+                           const std::string& pipeline, const std::string& actor,
+                           const std::string& action, const std::string& detail,
+                           const std::function<void(PipelineState&, UnixMs)>& change) {
+  if (!engine.FindPipeline(pipeline)) {
+    return NotFound("unknown pipeline \"" + pipeline + "\"");
+  }
+  auto st = store->GetPipelineState(pipeline);
+  if (!st.ok()) return st.status();
+  UnixMs now = clock->Now();
+  change(*st, now);
+  return store->SetPipelineState(*st, MakeAudit(now, actor, action, pipeline, detail));
+}
+}  // namespace
+
+Status Engine::Pause(const std::string& pipeline, const std::string& actor) const {
+  return UpdatePipelineState(store_, *this, clock_, pipeline, actor, "pipeline.pause", "",
+                             [&](PipelineState& s, UnixMs now) {
+                               s.paused = true;
+                               s.paused_by = actor;
+                               s.paused_at = now;
+                             });
+}
+
+Status Engine::Resume(const std::string& pipeline, const std::string& actor) const {
+  return UpdatePipelineState(store_, *this, clock_, pipeline, actor, "pipeline.resume", "",
+                             [](PipelineState& s, UnixMs) {
+                               s.paused = false;
+                               s.paused_by.clear();
+                               s.paused_at = 0;
+                             });
+}
+
+Status Engine::Freeze(const std::string& pipeline, const std::string& reason,
+                      const std::string& actor) const {
+  if (reason.empty()) return InvalidArgument("reason: a freeze needs a reason");
+  return UpdatePipelineState(store_, *this, clock_, pipeline, actor, "pipeline.freeze", reason,
+                             [&](PipelineState& s, UnixMs now) {
+                               s.frozen = true;
+                               s.frozen_by = actor;
+                               s.freeze_reason = reason;
+                               s.frozen_at = now;
+                             });
+}
+
+Status Engine::Unfreeze(const std::string& pipeline, const std::string& actor) const {
+  return UpdatePipelineState(store_, *this, clock_, pipeline, actor, "pipeline.unfreeze", "",
+                             [](PipelineState& s, UnixMs) {
+                               s.frozen = false;
+                               s.frozen_by.clear();
+                               s.freeze_reason.clear();
+                               s.frozen_at = 0;
+                             });
+}
+
+StatusOr<ReleaseRecord> Engine::Rollback(const std::string& pipeline, const std::string& to_version,
+                                         const std::string& actor) const {
+  const Pipeline* p = FindPipeline(pipeline);
+  if (!p) return NotFound("unknown pipeline \"" + pipeline + "\"");
+  auto target = RollbackTarget(*p, to_version);
+  if (!target.ok()) return target.status();
+  if (!target->has_value()) {
+    return NotFound(to_version.empty()
+                        ? "pipeline " + pipeline + " has no earlier release that succeeded"
+                        : "no succeeded release " + to_version + " of pipeline " + pipeline);
+  }
+  const ReleaseRecord& t = **target;
+  ReleaseRecord r;
+  r.pipeline = pipeline;
+  r.version = t.version;
+  r.artifact_url = t.artifact_url;
+  r.sha256 = t.sha256;
+  r.commit = t.commit;
+  r.author = t.author;
+  r.kind = release_kind::kRollback;
+  r.state = release_state::kQueued;
+  r.previous_release_id = t.id;
+  r.created_at = clock_->Now();
+  return store_->CreateRelease(
+      std::move(r),
+      MakeAudit(clock_->Now(), actor, "pipeline.rollback", "",
+                pipeline + " to " + t.version + " (release " + std::to_string(t.id) + ")"));
+}
+
+StatusOr<std::optional<ReleaseRecord>> Engine::RollbackTarget(const Pipeline& p,
+                                                              const std::string& to_version) const {
+  if (!to_version.empty()) return store_->SucceededWithVersion(p.name, to_version);
+  auto list = store_->ListReleases(p.name, 1000);
+  if (!list.ok()) return list.status();
+  // The release the fleet is on or moving to: the newest in flight, else the newest
+  // succeeded. "Before" it means: the newest succeeded rollout older than the rollout that
+  // introduced that version, so that rolling back twice keeps going back.
+  const ReleaseRecord* current = nullptr;
+  for (const auto& r : *list) {  // newest first
+    if (release_state::IsInFlight(r.state) || r.state == release_state::kSucceeded) {
+      current = &r;
+      break;
+    }
+  }
+  if (!current) return std::optional<ReleaseRecord>();
+  int64_t before = current->id;
+  if (current->kind == release_kind::kRollback) before = current->previous_release_id;
+  if (current->state == release_state::kSucceeded && current->kind == release_kind::kRollout) {
+    before = current->id;
+  }
+  for (const auto& r : *list) {
+    if (r.id < before && r.state == release_state::kSucceeded && r.kind == release_kind::kRollout &&
+        r.version != current->version) {
+      return std::optional<ReleaseRecord>(r);
+    }
+  }
+  return std::optional<ReleaseRecord>();
+}
+
+// ------------------------------------------------------------------ observed state
+
+StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
   if (hello.name().empty()) return InvalidArgument("agent name is empty");
   if (hello.region().empty()) return InvalidArgument("agent region is empty");
   const Pipeline* pipeline = nullptr;
@@ -148,7 +314,7 @@ StatusOr<std::string> Engine::AgentConnected(const lockstep::v1::AgentHello& hel
   WriteBatch b;
   b.agents.push_back(a);
   LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
-  last_heartbeat_[a.name] = now;
+  last_contact_[a.name] = now;
   resend_to_.insert(a.name);
   return pipeline->name;
 }
@@ -161,19 +327,43 @@ Status Engine::AgentDisconnected(const std::string& name) {
   a.connected = false;
   // The stream was alive until now; agent_lost counts from here.
   a.last_seen = clock_->Now();
-  last_heartbeat_.erase(name);
+  last_contact_.erase(name);
   resend_to_.erase(name);
   WriteBatch b;
   b.agents.push_back(std::move(a));
   return store_->Write(b);
 }
 
-void Engine::AgentHeartbeat(const std::string& name, const std::string& /*current_version*/) {
-  last_heartbeat_[name] = clock_->Now();
+Status Engine::MarkAllDisconnected() {
+  auto agents = store_->Agents();
+  if (!agents.ok()) return agents.status();
+  WriteBatch b;
+  UnixMs now = clock_->Now();
+  for (auto a : *agents) {
+    if (!a.connected) continue;
+    a.connected = false;
+    a.last_seen = now;
+    b.agents.push_back(std::move(a));
+  }
+  return store_->Write(b);
 }
 
-Status Engine::TaskFinished(const std::string& agent, const lockstep::v1::TaskResult& result) {
+void Engine::AgentHeartbeat(const std::string& name) { last_contact_[name] = clock_->Now(); }
+
+UnixMs Engine::LastContact(const AgentRecord& a) const {
+  auto it = last_contact_.find(a.name);
+  return it != last_contact_.end() ? std::max(it->second, a.last_seen) : a.last_seen;
+}
+
+bool Engine::AgentAlive(const AgentRecord& a, UnixMs now, const Pipeline& p) const {
+  // A connected agent that stopped sending (e.g. SIGSTOP, a half-open connection) is as lost
+  // as one whose stream closed.
+  return now - LastContact(a) < p.timeouts.agent_lost.count();
+}
+
+Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& result) {
   UnixMs now = clock_->Now();
+  last_contact_[agent] = now;
   WriteBatch b;
   auto existing = store_->GetAgent(agent);
   if (!existing.ok()) return existing.status();
@@ -184,7 +374,6 @@ Status Engine::TaskFinished(const std::string& agent, const lockstep::v1::TaskRe
     a.last_seen = now;
     b.agents.push_back(std::move(a));
   }
-  last_heartbeat_[agent] = now;
 
   // Task ids are "r<release>/<agent>/<kind>".
   const std::string& id = result.task_id();
@@ -192,30 +381,94 @@ Status Engine::TaskFinished(const std::string& agent, const lockstep::v1::TaskRe
   if (id.size() > 1 && id[0] == 'r') release_id = std::atoll(id.c_str() + 1);
   auto release = release_id > 0 ? store_->GetRelease(release_id)
                                 : StatusOr<ReleaseRecord>(NotFound("malformed task id"));
-  if (release.ok() && release->state == release_state::kRolling) {
+  // A result is recorded wherever its task is still outstanding: in a release in flight,
+  // on a convergence row of a finished release, or late for a release that ended (then it
+  // only makes the record accurate).
+  if (release.ok()) {
     auto hosts = store_->Hosts(release_id);
     if (!hosts.ok()) return hosts.status();
     for (auto& h : *hosts) {
-      if (h.agent != agent || h.task_id != id || !InFlight(h)) continue;
-      bool activate = h.state == host_state::kActivating;
+      if (h.agent != agent || h.task_id != id || !HostInFlight(h)) continue;
+      const std::string before = h.state;
       if (result.ok()) {
-        h.state = activate ? host_state::kDone : host_state::kPrepared;
-        h.detail = activate ? "running " + release->version : "prepared";
-        if (activate) h.finished_at = now;
+        if (before == host_state::kPreparing) {
+          h.state = host_state::kPrepared;
+          h.detail = "prepared";
+        } else if (before == host_state::kReverting) {
+          h.state = host_state::kReverted;
+          h.detail = "back on " + result.current_version();
+        } else {
+          h.state = host_state::kDone;
+          h.detail = "running " + release->version;
+        }
+        if (h.state != host_state::kPrepared) h.finished_at = now;
       } else {
-        h.state = host_state::kFailed;
-        h.detail = std::string(activate ? "activate" : "prepare") + " failed" +
+        h.state =
+            before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
+        std::string step = before == host_state::kPreparing   ? "prepare"
+                           : before == host_state::kReverting ? "revert"
+                                                              : "activate";
+        h.detail = step + " failed" +
                    (result.failed_step().empty() ? "" : " at " + result.failed_step()) + ": " +
                    result.error();
         h.finished_at = now;
       }
       b.hosts.push_back(h);
+      // The mixed-version window of the wave: first to last switch of `current`.
+      if (result.switched_at_ms() > 0 && release_state::IsInFlight(release->state) &&
+          before == host_state::kActivating) {
+        auto waves = store_->Waves(release_id);
+        if (!waves.ok()) return waves.status();
+        for (auto& w : *waves) {
+          if (w.index != h.wave) continue;
+          UnixMs t = result.switched_at_ms();
+          if (w.first_switch_at == 0 || t < w.first_switch_at) w.first_switch_at = t;
+          if (t > w.last_switch_at) w.last_switch_at = t;
+          b.waves.push_back(w);
+        }
+      }
     }
   } else {
-    spdlog::debug("result for task {} from {} ignored: release not rolling", id, agent);
+    spdlog::debug("result for task {} from {} ignored: unknown release", id, agent);
   }
-  return store_->Write(b);
+  LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
+  if (observer_ && release_id > 0) observer_->OnReleaseChanged(release_id);
+  return Status::Ok();
 }
+
+Status Engine::GateVerdictReceived(const std::string& agent, const v1::GateVerdict& verdict) {
+  UnixMs now = clock_->Now();
+  last_contact_[agent] = now;
+  auto it = gate_checks_.find(verdict.check_id());
+  if (it == gate_checks_.end()) return Status::Ok();  // asked by an earlier process
+  auto [release_id, wave, gate, region] = it->second;
+  gate_checks_.erase(it);
+  GateResult g;
+  g.release_id = release_id;
+  g.wave = wave;
+  g.gate = gate;
+  g.region = region;
+  g.at = now;
+  switch (verdict.verdict()) {
+    case v1::GateVerdict::PASS:
+      g.verdict = "pass";
+      break;
+    case v1::GateVerdict::FAIL:
+      g.verdict = "fail";
+      break;
+    default:
+      g.verdict = "inconclusive";
+  }
+  g.value = verdict.value();
+  g.detail = verdict.detail();
+  WriteBatch b;
+  b.gate_results.push_back(g);
+  LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
+  if (observer_) observer_->OnReleaseChanged(release_id);
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------ the pass
 
 StatusOr<UnixMs> Engine::Reconcile() {
   UnixMs now = clock_->Now();
@@ -226,7 +479,14 @@ StatusOr<UnixMs> Engine::Reconcile() {
   // Written before anything is sent: a crash between the two re-sends on restart.
   LOCKSTEP_RETURN_IF_ERROR(store_->Write(pass.batch));
   for (const auto& [agent, task] : pass.sends) sink_->Send(agent, task);
+  for (const auto& [agent, check] : pass.checks) sink_->SendGateCheck(agent, check);
   ResendOutstanding(pass);
+  if (observer_) {
+    for (const auto& e : pass.events) {
+      observer_->OnReleaseEvent(*e.pipeline, e.release, e.event, e.detail);
+    }
+    for (int64_t id : pass.changed_releases) observer_->OnReleaseChanged(id);
+  }
   return pass.next_wake;
 }
 
@@ -237,15 +497,32 @@ void Engine::ResendOutstanding(Pass& pass) {
   std::set<std::string> already_sent;
   for (const auto& [agent, task] : pass.sends) already_sent.insert(task.task_id());
   for (const auto& p : pipelines_) {
+    std::vector<ReleaseRecord> releases;
     auto open = store_->OpenReleases(p.name);
-    if (!open.ok()) continue;
-    for (const auto& r : *open) {
-      if (r.state != release_state::kRolling) continue;
+    if (open.ok()) releases = std::move(*open);
+    // Convergence tasks hang off the last succeeded release.
+    auto last = store_->DesiredRelease(p.name);
+    if (last.ok() && last->has_value()) releases.push_back(**last);
+    for (const auto& r : releases) {
       auto hosts = store_->Hosts(r.id);
       if (!hosts.ok()) continue;
       for (const auto& h : *hosts) {
-        if (!InFlight(h) || !agents.count(h.agent) || already_sent.count(h.task_id)) continue;
-        sink_->Send(h.agent, BuildTask(p, r, h, h.state == host_state::kActivating));
+        if (!HostInFlight(h) || !agents.count(h.agent) || already_sent.count(h.task_id)) {
+          continue;
+        }
+        v1::Task::Kind kind =
+            h.state == host_state::kPreparing ? v1::Task::PREPARE
+            : h.state == host_state::kActivating && r.kind == release_kind::kRollout
+                ? v1::Task::ACTIVATE
+                : v1::Task::DEPLOY;
+        if (h.state == host_state::kReverting) {
+          auto target = r.previous_release_id > 0 ? store_->GetRelease(r.previous_release_id)
+                                                  : StatusOr<ReleaseRecord>(NotFound(""));
+          if (!target.ok()) continue;
+          sink_->Send(h.agent, BuildTask(p, *target, h, v1::Task::DEPLOY));
+        } else {
+          sink_->Send(h.agent, BuildTask(p, r, h, kind));
+        }
       }
     }
   }
@@ -254,242 +531,166 @@ void Engine::ResendOutstanding(Pass& pass) {
 Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
   auto open = store_->OpenReleases(p.name);
   if (!open.ok()) return open.status();
-  if (open->empty()) return Status::Ok();
+  auto pstate = store_->GetPipelineState(p.name);
+  if (!pstate.ok()) return pstate.status();
 
-  ReleaseRecord* rolling = nullptr;
-  bool started = false;
+  ReleaseRecord* inflight = nullptr;
+  std::vector<ReleaseRecord*> queued_rollouts, queued_rollbacks;
   for (auto& r : *open) {
-    if (r.state == release_state::kRolling) rolling = &r;
+    if (release_state::IsInFlight(r.state)) inflight = &r;
+    if (r.state != release_state::kQueued) continue;
+    (r.kind == release_kind::kRollback ? queued_rollbacks : queued_rollouts).push_back(&r);
   }
-  if (!rolling) {
-    // One release in flight per pipeline; the newest queued one wins, older ones are
-    // superseded rather than rolled out one after another.
-    ReleaseRecord& next = open->back();
-    for (auto& r : *open) {
-      if (&r == &next) continue;
-      r.state = release_state::kSuperseded;
-      r.reason = "superseded by release " + std::to_string(next.id);
-      r.finished_at = now;
-      pass.batch.releases.push_back(r);
-      pass.batch.audit.push_back({0, now, "engine", "release.supersede",
-                                  "release/" + std::to_string(r.id), r.reason, "ok"});
+  auto finish = [&](ReleaseRecord& r, const char* state, const std::string& reason) {
+    r.state = state;
+    r.reason = reason;
+    r.finished_at = now;
+    pass.batch.releases.push_back(r);
+    Audit(pass, now, std::string("release.") + state, r, reason);
+    pass.events.push_back({&p, r, state, reason});
+    pass.changed_releases.insert(r.id);
+  };
+
+  // An on-call rollback preempts whatever is in flight and every queued rollout waits.
+  if (!queued_rollbacks.empty()) {
+    ReleaseRecord* next = queued_rollbacks.back();
+    for (ReleaseRecord* r : queued_rollbacks) {
+      if (r != next) {
+        finish(*r, release_state::kSuperseded,
+               "superseded by rollback " + std::to_string(next->id));
+      }
     }
-    auto last = store_->LastSucceeded(p.name);
-    if (!last.ok()) return last.status();
-    next.state = release_state::kRolling;
-    next.started_at = now;
-    next.current_wave = 0;
-    next.previous_version = last->has_value() ? (*last)->version : "";
-    pass.batch.audit.push_back({0, now, "engine", "release.start",
-                                "release/" + std::to_string(next.id), p.name + " " + next.version,
-                                "ok"});
-    spdlog::info("release {} ({} {}) started", next.id, p.name, next.version);
-    rolling = &next;
-    started = true;
+    if (inflight) {
+      finish(*inflight, release_state::kAborted,
+             "preempted by on-call rollback " + std::to_string(next->id) + " to " + next->version);
+    }
+    LOCKSTEP_RETURN_IF_ERROR(StartRelease(p, *next, now, pass));
+    inflight = next;
+  } else if (!queued_rollouts.empty() && (!inflight || inflight->state == release_state::kHalted)) {
+    ReleaseRecord* next = queued_rollouts.back();
+    std::string wait_reason;
+    UnixMs next_check = 0;
+    if (pstate->frozen) {
+      wait_reason =
+          "waiting: pipeline frozen by " + pstate->frozen_by + " (" + pstate->freeze_reason + ")";
+    } else if (pstate->paused) {
+      wait_reason = "waiting: pipeline paused by " + pstate->paused_by;
+    } else if (p.window && !InsideWindow(*p.window, now, &next_check)) {
+      wait_reason = "waiting: outside the deploy window";
+      pass.WakeAt(next_check);
+    }
+    if (!wait_reason.empty()) {
+      if (next->reason != wait_reason) {
+        next->reason = wait_reason;
+        pass.batch.releases.push_back(*next);
+        pass.changed_releases.insert(next->id);
+      }
+    } else {
+      for (ReleaseRecord* r : queued_rollouts) {
+        if (r != next) {
+          finish(*r, release_state::kSuperseded,
+                 "superseded by release " + std::to_string(next->id));
+        }
+      }
+      if (inflight) {  // halted: a fix-forward release replaces it
+        finish(*inflight, release_state::kFailed,
+               inflight->reason + "; replaced by release " + std::to_string(next->id));
+      }
+      next->reason.clear();
+      LOCKSTEP_RETURN_IF_ERROR(StartRelease(p, *next, now, pass));
+      inflight = next;
+    }
   }
 
-  // One record per wave of the pipeline; only waves that have started are stored.
-  auto stored_waves = store_->Waves(rolling->id);
-  if (!stored_waves.ok()) return stored_waves.status();
-  std::vector<WaveRecord> waves(p.waves.size());
-  for (size_t i = 0; i < p.waves.size(); ++i) {
-    waves[i].release_id = rolling->id;
-    waves[i].index = static_cast<int>(i);
-    waves[i].name = p.waves[i].name;
-  }
-  for (auto& w : *stored_waves) {
-    if (w.index >= 0 && static_cast<size_t>(w.index) < waves.size()) {
-      waves[static_cast<size_t>(w.index)] = std::move(w);
-    }
-  }
-  auto host_list = store_->Hosts(rolling->id);
-  if (!host_list.ok()) return host_list.status();
-  std::map<std::string, HostRecord> hosts;
-  for (auto& h : *host_list) hosts.emplace(h.agent, std::move(h));
+  if (!inflight) return Converge(p, now, pass);
+
   auto agents = store_->Agents();
   if (!agents.ok()) return agents.status();
+  ReleaseCtx c(p, *inflight, *agents, now, pass);
+  c.pstate = *pstate;
+  // One record per wave of the pipeline; only waves that have started are stored.
+  auto stored_waves = store_->Waves(inflight->id);
+  if (!stored_waves.ok()) return stored_waves.status();
+  size_t wave_count = inflight->kind == release_kind::kRollback ? 1 : p.waves.size();
+  c.waves.resize(wave_count);
+  for (size_t i = 0; i < wave_count; ++i) {
+    c.waves[i].release_id = inflight->id;
+    c.waves[i].index = static_cast<int>(i);
+    c.waves[i].name = inflight->kind == release_kind::kRollback ? "rollback" : p.waves[i].name;
+  }
+  for (auto& w : *stored_waves) {
+    if (w.index >= 0 && static_cast<size_t>(w.index) < c.waves.size()) {
+      c.waves[static_cast<size_t>(w.index)] = std::move(w);
+    }
+  }
+  auto host_list = store_->Hosts(inflight->id);
+  if (!host_list.ok()) return host_list.status();
+  for (auto& h : *host_list) c.hosts.emplace(h.agent, std::move(h));
+  if (inflight->previous_release_id > 0) {
+    auto prev = store_->GetRelease(inflight->previous_release_id);
+    if (prev.ok()) c.previous = *prev;
+  }
 
-  AdvanceRelease(p, *rolling, started, waves, hosts, *agents, now, pass);
+  // An abort request turns a rollout into a revert that ends "aborted".
+  if (inflight->abort_requested_at > 0 &&
+      (inflight->state == release_state::kRolling || inflight->state == release_state::kHalted)) {
+    if (inflight->kind == release_kind::kRollback) {
+      finish(*inflight, release_state::kAborted, "aborted by " + inflight->abort_requested_by);
+      return Status::Ok();
+    }
+    BeginRevert(c, release_state::kAborting, "aborted by " + inflight->abort_requested_by);
+  }
+
+  if (inflight->state == release_state::kRolling) {
+    if (inflight->kind == release_kind::kRollback) {
+      AdvanceRollbackRelease(c);
+    } else {
+      auto gates = store_->GateResults(inflight->id);
+      if (!gates.ok()) return gates.status();
+      c.gate_results = std::move(*gates);
+      AdvanceRollout(c);
+    }
+  }
+  if (inflight->state == release_state::kRollingBack ||
+      inflight->state == release_state::kAborting) {
+    AdvanceRevert(c);
+  }
+  c.Flush();
   return Status::Ok();
 }
 
-void Engine::AdvanceRelease(const Pipeline& p, ReleaseRecord& r, bool started,
-                            std::vector<WaveRecord>& waves,
-                            std::map<std::string, HostRecord>& hosts,
-                            const std::vector<AgentRecord>& agents, UnixMs now, Pass& pass) {
-  std::set<std::string> changed_hosts;
-  std::set<int> changed_waves;
-  bool release_changed = false;
-  std::map<std::string, const AgentRecord*> agent_by_name;
-  for (const auto& a : agents) agent_by_name[a.name] = &a;
-
-  auto finish_release = [&](const char* state, std::string reason) {
-    r.state = state;
-    r.reason = std::move(reason);
-    r.finished_at = now;
-    release_changed = true;
-    pass.batch.audit.push_back({0, now, "engine", std::string("release.") + state,
-                                "release/" + std::to_string(r.id), r.reason, "ok"});
-    spdlog::info("release {} ({} {}) {}{}{}", r.id, p.name, r.version, state,
-                 r.reason.empty() ? "" : ": ", r.reason);
-  };
-
-  // Each iteration handles the current wave; it moves on only when a wave completes with no
-  // wait left, so the loop runs at most once per wave plus once.
-  for (size_t guard = 0; guard <= p.waves.size() && r.state == release_state::kRolling; ++guard) {
-    const int wi = r.current_wave;
-    const WaveSpec& spec = p.waves[static_cast<size_t>(wi)];
-    WaveRecord& wave = waves[static_cast<size_t>(wi)];
-    if (wave.state == wave_state::kPending) {
-      wave.state = wave_state::kDeploying;
-      wave.started_at = now;
-      changed_waves.insert(wi);
-    }
-
-    if (wave.state == wave_state::kDeploying) {
-      for (const AgentRecord* a : SelectWaveHosts(p.name, spec, agents)) {
-        if (hosts.count(a->name)) continue;
-        HostRecord h;
-        h.release_id = r.id;
-        h.agent = a->name;
-        h.region = a->region;
-        h.wave = wi;
-        hosts.emplace(a->name, std::move(h));
-        changed_hosts.insert(a->name);
-      }
-
-      // Deadlines: a task that takes too long, or an agent gone for longer than
-      // timeouts.agent_lost while it holds a task, fails its host.
-      for (auto& [name, h] : hosts) {
-        if (!InFlight(h)) continue;
-        bool activate = h.state == host_state::kActivating;
-        UnixMs deadline = h.task_sent_at + TaskBudgetMs(p, activate);
-        auto ag = agent_by_name.find(name);
-        bool connected = ag != agent_by_name.end() && ag->second->connected;
-        UnixMs seen = ag != agent_by_name.end() ? ag->second->last_seen : h.task_sent_at;
-        auto hb = last_heartbeat_.find(name);
-        if (hb != last_heartbeat_.end()) seen = std::max(seen, hb->second);
-        UnixMs lost_at = std::max(seen, h.task_sent_at) + p.timeouts.agent_lost.count();
-        if (now >= deadline) {
-          h.state = host_state::kFailed;
-          h.detail = std::string(activate ? "activate" : "prepare") + " timed out after " +
-                     FormatDuration(std::chrono::milliseconds(now - h.task_sent_at));
-          h.finished_at = now;
-          changed_hosts.insert(name);
-        } else if (!connected && now >= lost_at) {
-          h.state = host_state::kFailed;
-          h.detail =
-              "agent lost: no contact for " + FormatDuration(std::chrono::milliseconds(now - seen));
-          h.finished_at = now;
-          changed_hosts.insert(name);
-        } else {
-          pass.WakeAt(connected ? deadline : std::min(deadline, lost_at));
-        }
-      }
-
-      int failed = 0;
-      std::string first_failure;
-      for (const auto& [name, h] : hosts) {
-        if (h.state != host_state::kFailed) continue;
-        ++failed;
-        if (first_failure.empty()) first_failure = name + ": " + h.detail;
-      }
-      if (failed > p.rollback.tolerate_failed_hosts) {
-        wave.state = wave_state::kFailed;
-        wave.finished_at = now;
-        changed_waves.insert(wi);
-        finish_release(release_state::kFailed, "wave " + spec.name + ": " + std::to_string(failed) +
-                                                   " host(s) failed (" + first_failure + ")");
-        break;
-      }
-
-      // Per-region concurrency counts hosts with a task in flight.
-      std::map<std::string, int> busy;
-      for (const auto& [name, h] : hosts) {
-        if (InFlight(h)) ++busy[h.region];
-      }
-      auto start_task = [&](HostRecord& h, bool activate) {
-        if (busy[h.region] >= p.concurrency_per_region) return;
-        ++busy[h.region];
-        h.state = activate ? host_state::kActivating : host_state::kPreparing;
-        h.task_id = TaskId(r.id, h.agent, activate ? kActivate : kPrepare);
-        h.detail = activate ? "activating" : "preparing";
-        h.task_sent_at = now;
-        if (h.started_at == 0) h.started_at = now;
-        changed_hosts.insert(h.agent);
-        pass.sends.emplace_back(h.agent, BuildTask(p, r, h, activate));
-        pass.WakeAt(now + TaskBudgetMs(p, activate));
-      };
-
-      // Phase one: every host of the wave prepares.
-      bool all_prepared = true;
-      bool all_done = true;
-      for (auto& [name, h] : hosts) {
-        if (h.wave != wi) continue;
-        if (h.state == host_state::kPending) start_task(h, false);
-        if (h.state == host_state::kPending || h.state == host_state::kPreparing) {
-          all_prepared = false;
-        }
-        if (h.state != host_state::kDone && h.state != host_state::kFailed) all_done = false;
-      }
-      // Phase two: only once all are prepared, they switch. This keeps the window in which
-      // a wave runs mixed versions as short as a link switch, not a download.
-      if (all_prepared) {
-        for (auto& [name, h] : hosts) {
-          if (h.wave == wi && h.state == host_state::kPrepared) start_task(h, true);
-        }
-      }
-      if (!all_done) break;
-
-      if (spec.bake.count() > 0) {
-        wave.state = wave_state::kBaking;
-        wave.bake_started_at = now;
-        changed_waves.insert(wi);
-      } else {
-        wave.state = wave_state::kDone;
-        wave.finished_at = now;
-        changed_waves.insert(wi);
-      }
-    }
-
-    if (wave.state == wave_state::kBaking) {
-      UnixMs bake_end = wave.bake_started_at + spec.bake.count();
-      if (now < bake_end) {
-        pass.WakeAt(bake_end);
-        break;
-      }
-      wave.state = wave_state::kDone;
-      wave.finished_at = now;
-      changed_waves.insert(wi);
-    }
-
-    if (wave.state == wave_state::kDone) {
-      if (static_cast<size_t>(wi) + 1 < p.waves.size()) {
-        r.current_wave = wi + 1;
-        release_changed = true;
-        spdlog::info("release {} wave {} done; wave {} starts", r.id, spec.name,
-                     p.waves[static_cast<size_t>(wi) + 1].name);
-      } else {
-        finish_release(release_state::kSucceeded, "");
-      }
-    }
+Status Engine::StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pass& pass) {
+  r.state = release_state::kRolling;
+  r.started_at = now;
+  r.current_wave = 0;
+  if (r.kind == release_kind::kRollout) {
+    auto last = store_->DesiredRelease(p.name);
+    if (!last.ok()) return last.status();
+    r.previous_version = last->has_value() ? (*last)->version : "";
+    r.previous_release_id = last->has_value() ? (*last)->id : 0;
+  } else {
+    auto last = store_->DesiredRelease(p.name);
+    if (!last.ok()) return last.status();
+    r.previous_version = last->has_value() ? (*last)->version : "";
   }
-
-  if (release_changed || started) pass.batch.releases.push_back(r);
-  for (int wi : changed_waves) pass.batch.waves.push_back(waves[static_cast<size_t>(wi)]);
-  for (const auto& name : changed_hosts) pass.batch.hosts.push_back(hosts.at(name));
+  pass.batch.releases.push_back(r);
+  pass.changed_releases.insert(r.id);
+  Audit(pass, now, "release.start", r, p.name + " " + r.version);
+  pass.events.push_back({&p, r, "release_started", ""});
+  spdlog::info("release {} ({} {}, {}) started", r.id, p.name, r.version, r.kind);
+  return Status::Ok();
 }
 
-lockstep::v1::Task Engine::BuildTask(const Pipeline& p, const ReleaseRecord& r, const HostRecord& h,
-                                     bool activate) const {
-  lockstep::v1::Task t;
+v1::Task Engine::BuildTask(const Pipeline& p, const ReleaseRecord& target, const HostRecord& h,
+                           v1::Task::Kind kind) const {
+  v1::Task t;
   t.set_task_id(h.task_id);
-  t.set_kind(activate ? lockstep::v1::Task::ACTIVATE : lockstep::v1::Task::PREPARE);
+  t.set_kind(kind);
   t.set_pipeline(p.name);
-  t.set_release_id(r.id);
-  t.set_version(r.version);
-  t.set_artifact_url(r.artifact_url);
-  t.set_sha256(r.sha256);
+  t.set_release_id(h.release_id);
+  t.set_version(target.version);
+  t.set_artifact_url(target.artifact_url);
+  t.set_sha256(target.sha256);
   t.set_fetch_timeout_ms(p.timeouts.fetch.count());
   t.set_hook_timeout_ms(p.timeouts.hook.count());
   t.set_run_check_hook(p.check_hook);

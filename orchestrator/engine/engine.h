@@ -1,27 +1,36 @@
 // The rollout engine: a reconcile loop over stored state.
 //
-// One pass per pipeline reads desired state (releases) and observed state (agents, per-host
-// progress) from the Store, takes `now` from the Clock, decides the next transitions, writes
-// them in one transaction, and only then sends the tasks they imply through the TaskSink. It
-// never sleeps: a pass returns the time at which it next needs to run (a bake ending, a task
-// deadline), and the caller wakes it then or sooner when something is observed. Because all
-// truth is in the store, a restarted engine resumes where the last committed pass left off.
+// One pass per pipeline reads desired state (releases, operator requests) and observed state
+// (agents, per-host progress, gate verdicts) from the Store, takes `now` from the Clock,
+// decides the next transitions, writes them in one transaction, and only then sends the
+// tasks they imply through the TaskSink. It never sleeps: a pass returns the time at which it
+// next needs to run (a bake ending, a gate check due, a deadline), and the caller wakes it
+// then or sooner when something is observed. Because all truth is in the store, a restarted
+// engine resumes where the last committed pass left off.
 //
-// A release walks its pipeline's waves in order. In a wave, every selected host first
+// A rollout walks its pipeline's waves in order. In a wave, every selected host first
 // prepares (fetch, verify, unpack; `current` untouched); only when all are prepared do they
-// activate (stop old, switch, start, check). When every host of the wave is done the wave
-// bakes for its bake time, then the next wave starts. More failed hosts than the pipeline
-// tolerates fail the release.
+// activate (stop old, switch, start, check, probe). When every host of the wave is healthy
+// the wave bakes: its bake time runs and its metric gates are checked, by an agent in each
+// region against that region's Prometheus. A manual-approval wave then waits for
+// `approve`. More failed hosts than tolerated, a failed gate, a lost agent or any passed
+// deadline fails the wave: every host that took the release goes back to the previous
+// release, all regions at once (or, with `rollback.on_failure: pause`, the fleet is held for
+// a human). An on-call rollback is a release of kind "rollback": it preempts whatever is in
+// flight and takes every host straight to its version. When nothing is in flight, hosts
+// that run something else than the pipeline's current release (new hosts, drift) converge.
 //
-// Thread safety: Engine is driven from one thread (the orchestrator's engine thread), except
-// ValidateRelease/CreateRelease, which only read immutable configuration and the
-// (thread-safe) store and may be called from any thread.
+// Thread safety: Engine is driven from one thread (the orchestrator's engine thread). The
+// operator methods (CreateRelease, Approve, Pause, ..., Rollback) only read immutable
+// configuration and write requests through the (thread-safe) store, so they may be called
+// from any thread; the engine acts on them in its next pass.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/clock.h"
@@ -42,19 +51,46 @@ struct NewRelease {
   std::string author;
 };
 
+// Where a pass reports what happened, for notifications and live views. Called on the
+// engine thread after the pass committed; must not block.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  // `event`: release_started, wave_passed, approval_needed, succeeded, failed, rolled_back,
+  // aborted, superseded, halted, rolling_back.
+  virtual void OnReleaseEvent(const Pipeline& pipeline, const ReleaseRecord& release,
+                              const std::string& event, const std::string& detail) = 0;
+  // Something about the release changed (host progress, a wave, a gate verdict).
+  virtual void OnReleaseChanged(int64_t release_id) = 0;
+};
+
 class Engine {
  public:
   // `store`, `clock` and `sink` must outlive the engine.
   Engine(std::vector<Pipeline> pipelines, Store* store, const Clock* clock, TaskSink* sink);
+  void set_observer(EngineObserver* observer) { observer_ = observer; }
 
   const std::vector<Pipeline>& pipelines() const { return pipelines_; }
   const Pipeline* FindPipeline(const std::string& name) const;
 
+  // --- operator requests; thread-safe; each is audited as `actor` ---
+
   // Checks a release request: known pipeline, version usable as a directory name, http(s)
   // URL, 64-hex sha256. The error names the field.
   Status ValidateRelease(const NewRelease& req) const;
-  // Validates and queues a release, audited as `actor`. Thread-safe.
   StatusOr<ReleaseRecord> CreateRelease(const NewRelease& req, const std::string& actor) const;
+  Status Approve(int64_t release_id, const std::string& actor) const;
+  Status Abort(int64_t release_id, const std::string& actor) const;
+  Status Pause(const std::string& pipeline, const std::string& actor) const;
+  Status Resume(const std::string& pipeline, const std::string& actor) const;
+  Status Freeze(const std::string& pipeline, const std::string& reason,
+                const std::string& actor) const;
+  Status Unfreeze(const std::string& pipeline, const std::string& actor) const;
+  // Queues an on-call rollback of `pipeline` to `to_version`, or, if empty, to the last
+  // release that succeeded before the current one. Always allowed (paused, frozen, outside
+  // the window). kNotFound if there is no such release.
+  StatusOr<ReleaseRecord> Rollback(const std::string& pipeline, const std::string& to_version,
+                                   const std::string& actor) const;
 
   // --- observed state; call from the engine thread ---
 
@@ -63,9 +99,13 @@ class Engine {
   // next pass.
   StatusOr<std::string> AgentConnected(const lockstep::v1::AgentHello& hello);
   Status AgentDisconnected(const std::string& name);
-  // Heartbeats are kept in memory only: they refresh liveness and the reported version.
-  void AgentHeartbeat(const std::string& name, const std::string& current_version);
+  // At start-up: agents recorded as connected by a previous process are not (they will
+  // reconnect); agent_lost counts from now.
+  Status MarkAllDisconnected();
+  // Heartbeats are kept in memory only: they refresh liveness.
+  void AgentHeartbeat(const std::string& name);
   Status TaskFinished(const std::string& agent, const lockstep::v1::TaskResult& result);
+  Status GateVerdictReceived(const std::string& agent, const lockstep::v1::GateVerdict& verdict);
 
   // --- one reconcile pass over every pipeline ---
 
@@ -73,28 +113,50 @@ class Engine {
   StatusOr<UnixMs> Reconcile();
 
   // The id used for a host's task; results are matched against it.
-  static std::string TaskId(int64_t release_id, const std::string& agent, const char* kind);
+  static std::string TaskId(int64_t release_id, const std::string& agent, const std::string& kind);
 
  private:
   struct Pass;
+  struct ReleaseCtx;
   Status ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass);
-  // `started`: the release began in this pass, so its row must be written.
-  void AdvanceRelease(const Pipeline& p, ReleaseRecord& r, bool started,
-                      std::vector<WaveRecord>& waves, std::map<std::string, HostRecord>& hosts,
-                      const std::vector<AgentRecord>& agents, UnixMs now, Pass& pass);
-  lockstep::v1::Task BuildTask(const Pipeline& p, const ReleaseRecord& r, const HostRecord& h,
-                               bool activate) const;
+  Status StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pass& pass);
+  void AdvanceRollout(ReleaseCtx& c);
+  void AdvanceRollbackRelease(ReleaseCtx& c);
+  void AdvanceRevert(ReleaseCtx& c);
+  // Fails the release's current wave: reverts, or holds, per the pipeline's policy.
+  void FailRollout(ReleaseCtx& c, const std::string& reason);
+  void BeginRevert(ReleaseCtx& c, const char* state, const std::string& reason);
+  // Evaluates the wave's metric gates: sends checks that are due, returns "" while they are
+  // passing or pending, or the reason a gate failed. Sets *all_passing.
+  std::string EvaluateGates(ReleaseCtx& c, bool* all_passing);
+  Status Converge(const Pipeline& p, UnixMs now, Pass& pass);
+  void FailLostOrLateHosts(ReleaseCtx& c);
+  lockstep::v1::Task BuildTask(const Pipeline& p, const ReleaseRecord& target, const HostRecord& h,
+                               lockstep::v1::Task::Kind kind) const;
   void ResendOutstanding(Pass& pass);
+  bool AgentAlive(const AgentRecord& a, UnixMs now, const Pipeline& p) const;
+  UnixMs LastContact(const AgentRecord& a) const;
+  StatusOr<std::optional<ReleaseRecord>> RollbackTarget(const Pipeline& p,
+                                                        const std::string& to_version) const;
+  void Audit(Pass& pass, UnixMs now, const std::string& action, const ReleaseRecord& r,
+             const std::string& detail) const;
 
   const std::vector<Pipeline> pipelines_;
   Store* const store_;
   const Clock* const clock_;
   TaskSink* const sink_;
+  EngineObserver* observer_ = nullptr;
 
   // Agents that connected since the last pass: their outstanding tasks are re-sent.
   std::set<std::string> resend_to_;
-  // Last heartbeat per agent (wall ms); liveness is judged from it.
-  std::map<std::string, UnixMs> last_heartbeat_;
+  // Last contact per agent (wall ms), from hellos, heartbeats and results.
+  std::map<std::string, UnixMs> last_contact_;
+  // Metric gate checks in flight: check id -> (release, wave, gate, region); and when each
+  // (release, wave, gate, region) was last asked. Losing these on restart only means the
+  // next check is sent at once.
+  std::map<std::string, std::tuple<int64_t, int, std::string, std::string>> gate_checks_;
+  std::map<std::tuple<int64_t, int, std::string, std::string>, UnixMs> gate_last_sent_;
+  uint64_t gate_check_seq_ = 0;
 };
 
 }  // namespace lockstep

@@ -15,6 +15,8 @@ class TaskSink {
   virtual ~TaskSink() = default;
   // Returns false if `agent` has no open stream right now. Must not block on the network.
   virtual bool Send(const std::string& agent, const lockstep::v1::Task& task) = 0;
+  // Asks an agent to evaluate a metric gate in its region. Same delivery rules as Send.
+  virtual bool SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) = 0;
 };
 
 }  // namespace lockstep

@@ -70,7 +70,7 @@ constexpr std::string_view kMetricKeys[] = {"prometheus", "query",
                                             "regions",    "consecutive_failures",
                                             "interval",   "inconclusive_deadline",
                                             "name"};
-constexpr std::string_view kTimeoutKeys[] = {"hook", "fetch", "agent_lost"};
+constexpr std::string_view kTimeoutKeys[] = {"hook", "fetch", "agent_lost", "approval"};
 constexpr std::string_view kRollbackKeys[] = {"automatic", "tolerate_failed_hosts", "on_failure"};
 constexpr std::string_view kTriggerKeys[] = {"github"};
 constexpr std::string_view kGithubKeys[] = {"repository", "branch", "artifact", "secret_file",
@@ -662,6 +662,9 @@ class PipelineParser {
     }
     if (const Field* v = m.Find("agent_lost")) {
       LOCKSTEP_RETURN_IF_ERROR(ReadDuration(*v, /*allow_zero=*/false, &p_->timeouts.agent_lost));
+    }
+    if (const Field* v = m.Find("approval")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadDuration(*v, /*allow_zero=*/false, &p_->timeouts.approval));
     }
     return Status::Ok();
   }

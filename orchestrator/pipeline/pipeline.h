@@ -68,6 +68,8 @@ struct Timeouts {
   std::chrono::milliseconds hook{60000};
   std::chrono::milliseconds fetch{120000};
   std::chrono::milliseconds agent_lost{30000};
+  // How long a wave may wait for a manual approval before it counts as a failed gate.
+  std::chrono::milliseconds approval{24 * 3600 * 1000};
 };
 
 struct RollbackPolicy {

@@ -108,7 +108,7 @@ class ControlServiceImpl final : public v1::ControlService::Service {
       if (!req->pipeline().empty() && p.name != req->pipeline()) continue;
       auto* ps = out->add_pipelines();
       ps->set_pipeline(p.name);
-      auto last = store_->LastSucceeded(p.name);
+      auto last = store_->DesiredRelease(p.name);
       if (!last.ok()) return ToGrpc(last.status());
       if (last->has_value()) ps->set_desired_version((*last)->version);
       auto open = store_->OpenReleases(p.name);

@@ -44,7 +44,7 @@ size_t Hub::connected_agents() const {
   return streams_.size();
 }
 
-bool Hub::Send(const std::string& agent, const lockstep::v1::Task& task) {
+bool Hub::Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg) {
   std::shared_ptr<StreamHandle> stream;
   {
     std::lock_guard lock(mu_);
@@ -52,10 +52,20 @@ bool Hub::Send(const std::string& agent, const lockstep::v1::Task& task) {
     if (it == streams_.end()) return false;
     stream = it->second;
   }
-  lockstep::v1::ServerMessage msg;
-  *msg.mutable_task() = task;
   stream->Deliver(msg);
   return true;
+}
+
+bool Hub::Send(const std::string& agent, const lockstep::v1::Task& task) {
+  lockstep::v1::ServerMessage msg;
+  *msg.mutable_task() = task;
+  return Deliver(agent, msg);
+}
+
+bool Hub::SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) {
+  lockstep::v1::ServerMessage msg;
+  *msg.mutable_gate_check() = check;
+  return Deliver(agent, msg);
 }
 
 void Hub::Apply(Event& ev) {
@@ -123,7 +133,11 @@ void Hub::Apply(Event& ev) {
     return;
   }
   if (msg.has_heartbeat()) {
-    engine_->AgentHeartbeat(name, msg.heartbeat().current_version());
+    engine_->AgentHeartbeat(name);
+  } else if (msg.has_gate_verdict()) {
+    if (Status st = engine_->GateVerdictReceived(name, msg.gate_verdict()); !st.ok()) {
+      spdlog::error("recording gate verdict from {}: {}", name, st.ToString());
+    }
   } else if (msg.has_result()) {
     if (Status st = engine_->TaskFinished(name, msg.result()); !st.ok()) {
       spdlog::error("recording result of task {} from {}: {}", msg.result().task_id(), name,
@@ -137,6 +151,10 @@ void Hub::Apply(Event& ev) {
 
 void Hub::Run(Engine* engine) {
   engine_ = engine;
+  // Agents recorded as connected by an earlier process must reconnect to count.
+  if (Status st = engine_->MarkAllDisconnected(); !st.ok()) {
+    spdlog::error("resetting agent connections: {}", st.ToString());
+  }
   UnixMs next_wake = 0;
   for (;;) {
     std::deque<Event> events;

@@ -53,6 +53,7 @@ class Hub final : public TaskSink {
   void Stop();
 
   bool Send(const std::string& agent, const lockstep::v1::Task& task) override;
+  bool SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) override;
   size_t connected_agents() const;
 
  private:
@@ -61,6 +62,7 @@ class Hub final : public TaskSink {
     std::optional<lockstep::v1::AgentMessage> msg;  // nullopt: the stream closed
   };
   void Apply(Event& ev);  // engine thread
+  bool Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg);
 
   Engine* engine_ = nullptr;  // set by Run; engine thread only
   const Clock* const clock_;

@@ -49,7 +49,7 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
     std::map<std::string, lockstep::v1::RegionProgress*> by_region;
     for (auto& rp : *w->mutable_regions()) by_region[rp.region()] = &rp;
     for (const auto& h : hosts) {
-      if (h.wave > static_cast<int>(i)) continue;
+      if (h.wave > static_cast<int>(i) || h.wave < 0) continue;  // < 0: converged later
       auto it = by_region.find(h.region);
       if (it == by_region.end()) {
         if (pipeline) continue;  // region not part of this wave

@@ -70,6 +70,41 @@ CREATE TABLE audit (
   outcome TEXT NOT NULL DEFAULT 'ok'
 );
 )sql"},
+      // Rollback, approvals, gates and operator switches (pause, freeze).
+      {3, R"sql(
+ALTER TABLE releases ADD COLUMN kind TEXT NOT NULL DEFAULT 'rollout';
+ALTER TABLE releases ADD COLUMN previous_release_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE releases ADD COLUMN abort_requested_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE releases ADD COLUMN abort_requested_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE release_waves ADD COLUMN first_switch_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE release_waves ADD COLUMN last_switch_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE release_waves ADD COLUMN approval_requested_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE release_waves ADD COLUMN approved_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE release_waves ADD COLUMN approved_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE release_hosts ADD COLUMN from_version TEXT NOT NULL DEFAULT '';
+CREATE TABLE gate_results (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  release_id INTEGER NOT NULL REFERENCES releases(id),
+  wave INTEGER NOT NULL,
+  gate TEXT NOT NULL,
+  region TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  verdict TEXT NOT NULL,
+  value REAL NOT NULL DEFAULT 0,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX gate_results_by_release ON gate_results(release_id, wave, gate, region, id);
+CREATE TABLE pipeline_state (
+  pipeline TEXT PRIMARY KEY,
+  paused INTEGER NOT NULL DEFAULT 0,
+  paused_by TEXT NOT NULL DEFAULT '',
+  paused_at INTEGER NOT NULL DEFAULT 0,
+  frozen INTEGER NOT NULL DEFAULT 0,
+  frozen_by TEXT NOT NULL DEFAULT '',
+  freeze_reason TEXT NOT NULL DEFAULT '',
+  frozen_at INTEGER NOT NULL DEFAULT 0
+);
+)sql"},
   };
   return kMigrations;
 }

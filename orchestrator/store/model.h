@@ -14,27 +14,56 @@
 namespace lockstep {
 
 // Release states. Final states never change again.
+//
+//   queued -> rolling -> succeeded
+//                     -> rolling_back -> rolled_back        (a gate failed; automatic)
+//                     -> aborting     -> aborted            (a human aborted it)
+//                     -> halted (on_failure: pause; a human decides) -> failed | aborting
+//   queued -> superseded (a newer release was queued first)
+//   rolling -> aborted (preempted by an on-call rollback, which takes every host itself)
+//   rolling_back / aborting -> failed (some host could not be put back)
 namespace release_state {
 inline constexpr const char* kQueued = "queued";
 inline constexpr const char* kRolling = "rolling";
+inline constexpr const char* kRollingBack = "rolling_back";
+inline constexpr const char* kAborting = "aborting";
+inline constexpr const char* kHalted = "halted";
 inline constexpr const char* kSucceeded = "succeeded";
 inline constexpr const char* kFailed = "failed";
+inline constexpr const char* kRolledBack = "rolled_back";
+inline constexpr const char* kAborted = "aborted";
 inline constexpr const char* kSuperseded = "superseded";
 bool IsFinal(const std::string& state);
+// Rolling, rolling back, aborting or halted: the release owns the pipeline's fleet.
+bool IsInFlight(const std::string& state);
 }  // namespace release_state
+
+// What a release does: walk the waves (a rollout), or take every host straight to its
+// version at once (an on-call rollback).
+namespace release_kind {
+inline constexpr const char* kRollout = "rollout";
+inline constexpr const char* kRollback = "rollback";
+}  // namespace release_kind
 
 // Wave states, in order.
 namespace wave_state {
 inline constexpr const char* kPending = "pending";
 inline constexpr const char* kDeploying = "deploying";
 inline constexpr const char* kBaking = "baking";
+inline constexpr const char* kAwaitingApproval = "awaiting_approval";
 inline constexpr const char* kDone = "done";
 inline constexpr const char* kFailed = "failed";
 }  // namespace wave_state
 
 // Per-host states within a release. A host moves pending → preparing → prepared →
-// activating → done; any step may end in failed.
+// activating → done; any step may end in failed. When the release is rolled back, a host
+// that took it moves to reverting → reverted (or revert_failed). A host brought to a
+// finished release after the fact (a new or drifted host) is converging → done | failed.
 namespace host_state {
+inline constexpr const char* kReverting = "reverting";
+inline constexpr const char* kReverted = "reverted";
+inline constexpr const char* kRevertFailed = "revert_failed";
+inline constexpr const char* kConverging = "converging";
 inline constexpr const char* kPending = "pending";
 inline constexpr const char* kPreparing = "preparing";
 inline constexpr const char* kPrepared = "prepared";
@@ -58,6 +87,12 @@ struct ReleaseRecord {
   UnixMs created_at = 0;
   UnixMs started_at = 0;
   UnixMs finished_at = 0;
+  std::string kind = release_kind::kRollout;
+  int64_t previous_release_id = 0;  // the succeeded release it would roll back to
+  // Written by the abort request only (never by the engine), so the request cannot be lost
+  // to a concurrent engine pass.
+  std::string abort_requested_by;
+  UnixMs abort_requested_at = 0;
 };
 
 struct WaveRecord {
@@ -68,6 +103,12 @@ struct WaveRecord {
   UnixMs started_at = 0;
   UnixMs bake_started_at = 0;  // stored so that a restart resumes the bake, not restarts it
   UnixMs finished_at = 0;
+  UnixMs first_switch_at = 0;  // the mixed-version window: first to last `current` switch
+  UnixMs last_switch_at = 0;
+  UnixMs approval_requested_at = 0;
+  // Written by the approve request only (never by the engine).
+  std::string approved_by;
+  UnixMs approved_at = 0;
 };
 
 struct HostRecord {
@@ -81,6 +122,31 @@ struct HostRecord {
   UnixMs started_at = 0;    // first task sent
   UnixMs task_sent_at = 0;  // current task sent; its deadline counts from here
   UnixMs finished_at = 0;
+  std::string from_version;  // what the host ran when the release reached it
+};
+
+// One evaluation of a metric gate in one region, as reported by an agent of that region.
+struct GateResult {
+  int64_t release_id = 0;
+  int wave = 0;
+  std::string gate;
+  std::string region;
+  UnixMs at = 0;
+  std::string verdict;  // "pass", "fail", "inconclusive"
+  double value = 0;
+  std::string detail;
+};
+
+// Operator switches on a pipeline.
+struct PipelineState {
+  std::string pipeline;
+  bool paused = false;
+  std::string paused_by;
+  UnixMs paused_at = 0;
+  bool frozen = false;
+  std::string frozen_by;
+  std::string freeze_reason;
+  UnixMs frozen_at = 0;
 };
 
 struct AgentRecord {
@@ -106,14 +172,16 @@ struct AuditRecord {
 
 // Everything one engine pass (or one API call) changes, written in a single transaction.
 struct WriteBatch {
-  std::vector<ReleaseRecord> releases;  // upserted by id (id must exist)
-  std::vector<WaveRecord> waves;        // upserted by (release_id, index)
-  std::vector<HostRecord> hosts;        // upserted by (release_id, agent)
-  std::vector<AgentRecord> agents;      // upserted by name
-  std::vector<AuditRecord> audit;       // appended
+  std::vector<ReleaseRecord> releases;   // upserted by id (id must exist)
+  std::vector<WaveRecord> waves;         // upserted by (release_id, index)
+  std::vector<HostRecord> hosts;         // upserted by (release_id, agent)
+  std::vector<AgentRecord> agents;       // upserted by name
+  std::vector<AuditRecord> audit;        // appended
+  std::vector<GateResult> gate_results;  // appended
 
   bool empty() const {
-    return releases.empty() && waves.empty() && hosts.empty() && agents.empty() && audit.empty();
+    return releases.empty() && waves.empty() && hosts.empty() && agents.empty() && audit.empty() &&
+           gate_results.empty();
   }
 };
 

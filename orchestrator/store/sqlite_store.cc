@@ -11,7 +11,11 @@
 
 namespace lockstep {
 namespace release_state {
-bool IsFinal(const std::string& state) { return state != kQueued && state != kRolling; }
+bool IsFinal(const std::string& state) {
+  return state == kSucceeded || state == kFailed || state == kRolledBack || state == kAborted ||
+         state == kSuperseded;
+}
+bool IsInFlight(const std::string& state) { return !IsFinal(state) && state != kQueued; }
 }  // namespace release_state
 
 namespace {
@@ -35,8 +39,13 @@ class Stmt {
     sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
     return *this;
   }
+  Stmt& BindDouble(int i, double v) {
+    sqlite3_bind_double(stmt_, i, v);
+    return *this;
+  }
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int Step() { return sqlite3_step(stmt_); }
+  double Double(int col) const { return sqlite3_column_double(stmt_, col); }
   int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
   std::string Text(int col) const {
     const unsigned char* p = sqlite3_column_text(stmt_, col);
@@ -73,7 +82,10 @@ std::vector<std::string> SplitVersions(const std::string& s) {
 
 constexpr const char* kReleaseColumns =
     "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
-    "current_wave, previous_version, created_at, started_at, finished_at";
+    "current_wave, previous_version, created_at, started_at, finished_at, kind, "
+    "previous_release_id, abort_requested_by, abort_requested_at";
+
+constexpr const char* kOpenStates = "('queued', 'rolling', 'rolling_back', 'aborting', 'halted')";
 
 ReleaseRecord ReadRelease(const Stmt& s) {
   ReleaseRecord r;
@@ -91,6 +103,10 @@ ReleaseRecord ReadRelease(const Stmt& s) {
   r.created_at = s.Int(11);
   r.started_at = s.Int(12);
   r.finished_at = s.Int(13);
+  r.kind = s.Text(14);
+  r.previous_release_id = s.Int(15);
+  r.abort_requested_by = s.Text(16);
+  r.abort_requested_at = s.Int(17);
   return r;
 }
 
@@ -132,11 +148,12 @@ class SqliteStore final : public Store {
     Stmt s(db_,
            "INSERT INTO releases (pipeline, version, artifact_url, sha256, commit_sha, author, "
            "state, reason, current_wave, previous_version, created_at, started_at, "
-           "finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+           "finished_at, kind, previous_release_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     s.Bind(1, r.pipeline).Bind(2, r.version).Bind(3, r.artifact_url).Bind(4, r.sha256);
     s.Bind(5, r.commit).Bind(6, r.author).Bind(7, r.state).Bind(8, r.reason);
     s.Bind(9, int64_t{r.current_wave}).Bind(10, r.previous_version).Bind(11, r.created_at);
-    s.Bind(12, r.started_at).Bind(13, r.finished_at);
+    s.Bind(12, r.started_at).Bind(13, r.finished_at).Bind(14, r.kind);
+    s.Bind(15, r.previous_release_id);
     if (s.Step() != SQLITE_DONE) return RollbackLocked("insert release: " + s.Error());
     r.id = sqlite3_last_insert_rowid(db_);
     if (audit.target.empty()) audit.target = "release/" + std::to_string(r.id);
@@ -153,33 +170,40 @@ class SqliteStore final : public Store {
     for (const auto& r : b.releases) {
       Stmt s(db_,
              "UPDATE releases SET state=?, reason=?, current_wave=?, previous_version=?, "
-             "started_at=?, finished_at=? WHERE id=?");
+             "started_at=?, finished_at=?, previous_release_id=? WHERE id=?");
       s.Bind(1, r.state).Bind(2, r.reason).Bind(3, int64_t{r.current_wave});
-      s.Bind(4, r.previous_version).Bind(5, r.started_at).Bind(6, r.finished_at).Bind(7, r.id);
+      s.Bind(4, r.previous_version).Bind(5, r.started_at).Bind(6, r.finished_at);
+      s.Bind(7, r.previous_release_id).Bind(8, r.id);
       if (s.Step() != SQLITE_DONE) return RollbackLocked("update release: " + s.Error());
     }
     for (const auto& w : b.waves) {
       Stmt s(db_,
              "INSERT INTO release_waves (release_id, idx, name, state, started_at, "
-             "bake_started_at, finished_at) VALUES (?,?,?,?,?,?,?) "
+             "bake_started_at, finished_at, first_switch_at, last_switch_at, "
+             "approval_requested_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
              "ON CONFLICT(release_id, idx) DO UPDATE SET state=excluded.state, "
              "started_at=excluded.started_at, bake_started_at=excluded.bake_started_at, "
-             "finished_at=excluded.finished_at");
+             "finished_at=excluded.finished_at, first_switch_at=excluded.first_switch_at, "
+             "last_switch_at=excluded.last_switch_at, "
+             "approval_requested_at=excluded.approval_requested_at");
       s.Bind(1, w.release_id).Bind(2, int64_t{w.index}).Bind(3, w.name).Bind(4, w.state);
       s.Bind(5, w.started_at).Bind(6, w.bake_started_at).Bind(7, w.finished_at);
+      s.Bind(8, w.first_switch_at).Bind(9, w.last_switch_at).Bind(10, w.approval_requested_at);
       if (s.Step() != SQLITE_DONE) return RollbackLocked("write wave: " + s.Error());
     }
     for (const auto& h : b.hosts) {
       Stmt s(db_,
              "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
-             "detail, started_at, task_sent_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+             "detail, started_at, task_sent_at, finished_at, from_version) "
+             "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
              "ON CONFLICT(release_id, agent) DO UPDATE SET region=excluded.region, "
              "wave=excluded.wave, state=excluded.state, task_id=excluded.task_id, "
              "detail=excluded.detail, started_at=excluded.started_at, "
-             "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at");
+             "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at, "
+             "from_version=excluded.from_version");
       s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
       s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
-      s.Bind(9, h.task_sent_at).Bind(10, h.finished_at);
+      s.Bind(9, h.task_sent_at).Bind(10, h.finished_at).Bind(11, h.from_version);
       if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
     }
     for (const auto& a : b.agents) {
@@ -198,7 +222,139 @@ class SqliteStore final : public Store {
     for (const auto& e : b.audit) {
       if (Status st = InsertAuditLocked(e); !st.ok()) return RollbackLocked(st.message());
     }
+    for (const auto& g : b.gate_results) {
+      Stmt s(db_,
+             "INSERT INTO gate_results (release_id, wave, gate, region, at, verdict, value, "
+             "detail) VALUES (?,?,?,?,?,?,?,?)");
+      s.Bind(1, g.release_id).Bind(2, int64_t{g.wave}).Bind(3, g.gate).Bind(4, g.region);
+      s.Bind(5, g.at).Bind(6, g.verdict).BindDouble(7, g.value).Bind(8, g.detail);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("write gate result: " + s.Error());
+    }
     return CommitLocked();
+  }
+
+  Status RequestAbort(int64_t release_id, const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_, (std::string("UPDATE releases SET abort_requested_by=?, abort_requested_at=? "
+                             "WHERE id=? AND abort_requested_at=0 AND state IN ") +
+                 kOpenStates)
+                    .c_str());
+    s.Bind(1, audit.actor).Bind(2, audit.at).Bind(3, release_id);
+    if (s.Step() != SQLITE_DONE) return RollbackLocked("request abort: " + s.Error());
+    if (sqlite3_changes(db_) == 0) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return ExplainNoChangeLocked(release_id, "abort");
+    }
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
+  }
+
+  Status ApproveWave(int64_t release_id, const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_,
+           "UPDATE release_waves SET approved_by=?, approved_at=? WHERE release_id=? AND "
+           "state='awaiting_approval' AND approved_at=0 AND release_id IN "
+           "(SELECT id FROM releases WHERE state='rolling')");
+    s.Bind(1, audit.actor).Bind(2, audit.at).Bind(3, release_id);
+    if (s.Step() != SQLITE_DONE) return RollbackLocked("approve: " + s.Error());
+    if (sqlite3_changes(db_) == 0) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return ExplainNoChangeLocked(release_id, "approve");
+    }
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
+  }
+
+  Status SetPipelineState(const PipelineState& p, const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_,
+           "INSERT INTO pipeline_state (pipeline, paused, paused_by, paused_at, frozen, "
+           "frozen_by, freeze_reason, frozen_at) VALUES (?,?,?,?,?,?,?,?) "
+           "ON CONFLICT(pipeline) DO UPDATE SET paused=excluded.paused, "
+           "paused_by=excluded.paused_by, paused_at=excluded.paused_at, "
+           "frozen=excluded.frozen, frozen_by=excluded.frozen_by, "
+           "freeze_reason=excluded.freeze_reason, frozen_at=excluded.frozen_at");
+    s.Bind(1, p.pipeline).Bind(2, int64_t{p.paused}).Bind(3, p.paused_by).Bind(4, p.paused_at);
+    s.Bind(5, int64_t{p.frozen}).Bind(6, p.frozen_by).Bind(7, p.freeze_reason);
+    s.Bind(8, p.frozen_at);
+    if (s.Step() != SQLITE_DONE) return RollbackLocked("write pipeline state: " + s.Error());
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
+  }
+
+  StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT paused, paused_by, paused_at, frozen, frozen_by, freeze_reason, frozen_at "
+           "FROM pipeline_state WHERE pipeline=?");
+    s.Bind(1, pipeline);
+    PipelineState p;
+    p.pipeline = pipeline;
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) {
+      p.paused = s.Int(0) != 0;
+      p.paused_by = s.Text(1);
+      p.paused_at = s.Int(2);
+      p.frozen = s.Int(3) != 0;
+      p.frozen_by = s.Text(4);
+      p.freeze_reason = s.Text(5);
+      p.frozen_at = s.Int(6);
+    } else if (rc != SQLITE_DONE) {
+      return Internal("read pipeline state: " + s.Error());
+    }
+    return p;
+  }
+
+  StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT release_id, wave, gate, region, at, verdict, value, detail FROM gate_results "
+           "WHERE release_id=? ORDER BY id");
+    s.Bind(1, release_id);
+    std::vector<GateResult> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      GateResult g;
+      g.release_id = s.Int(0);
+      g.wave = static_cast<int>(s.Int(1));
+      g.gate = s.Text(2);
+      g.region = s.Text(3);
+      g.at = s.Int(4);
+      g.verdict = s.Text(5);
+      g.value = s.Double(6);
+      g.detail = s.Text(7);
+      out.push_back(std::move(g));
+    }
+    if (rc != SQLITE_DONE) return Internal("read gate results: " + s.Error());
+    return out;
+  }
+
+  StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
+                                                              const std::string& version) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
+                 " FROM releases WHERE pipeline=? AND version=? AND state='succeeded' "
+                 "ORDER BY id DESC LIMIT 1")
+                    .c_str());
+    s.Bind(1, pipeline).Bind(2, version);
+    return OptionalRelease(s);
+  }
+
+  StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
+                                                         int64_t before_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
+                 " FROM releases WHERE pipeline=? AND id<? AND state='succeeded' "
+                 "ORDER BY id DESC LIMIT 1")
+                    .c_str());
+    s.Bind(1, pipeline).Bind(2, before_id);
+    return OptionalRelease(s);
   }
 
   StatusOr<ReleaseRecord> GetRelease(int64_t id) override {
@@ -224,30 +380,27 @@ class SqliteStore final : public Store {
   StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) override {
     std::lock_guard lock(mu_);
     Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline = ? AND state IN ('queued', 'rolling') "
-                 "ORDER BY id")
+                 " FROM releases WHERE pipeline = ? AND state IN " + kOpenStates + " ORDER BY id")
                     .c_str());
     s.Bind(1, pipeline);
     return CollectReleases(s);
   }
 
-  StatusOr<std::optional<ReleaseRecord>> LastSucceeded(const std::string& pipeline) override {
+  StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) override {
     std::lock_guard lock(mu_);
     Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline = ? AND state = 'succeeded' "
-                 "ORDER BY id DESC LIMIT 1")
+                 " FROM releases WHERE pipeline = ? AND (state = 'succeeded' OR "
+                 "(kind = 'rollback' AND state = 'failed')) ORDER BY id DESC LIMIT 1")
                     .c_str());
     s.Bind(1, pipeline);
-    int rc = s.Step();
-    if (rc == SQLITE_ROW) return std::optional<ReleaseRecord>(ReadRelease(s));
-    if (rc == SQLITE_DONE) return std::optional<ReleaseRecord>();
-    return Internal("read release: " + s.Error());
+    return OptionalRelease(s);
   }
 
   StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override {
     std::lock_guard lock(mu_);
     Stmt s(db_,
-           "SELECT release_id, idx, name, state, started_at, bake_started_at, finished_at "
+           "SELECT release_id, idx, name, state, started_at, bake_started_at, finished_at, "
+           "first_switch_at, last_switch_at, approval_requested_at, approved_by, approved_at "
            "FROM release_waves WHERE release_id = ? ORDER BY idx");
     s.Bind(1, release_id);
     std::vector<WaveRecord> out;
@@ -261,6 +414,11 @@ class SqliteStore final : public Store {
       w.started_at = s.Int(4);
       w.bake_started_at = s.Int(5);
       w.finished_at = s.Int(6);
+      w.first_switch_at = s.Int(7);
+      w.last_switch_at = s.Int(8);
+      w.approval_requested_at = s.Int(9);
+      w.approved_by = s.Text(10);
+      w.approved_at = s.Int(11);
       out.push_back(std::move(w));
     }
     if (rc != SQLITE_DONE) return Internal("read waves: " + s.Error());
@@ -271,7 +429,7 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     Stmt s(db_,
            "SELECT release_id, agent, region, wave, state, task_id, detail, started_at, "
-           "task_sent_at, finished_at FROM release_hosts WHERE release_id = ? "
+           "task_sent_at, finished_at, from_version FROM release_hosts WHERE release_id = ? "
            "ORDER BY wave, region, agent");
     s.Bind(1, release_id);
     std::vector<HostRecord> out;
@@ -288,6 +446,7 @@ class SqliteStore final : public Store {
       h.started_at = s.Int(7);
       h.task_sent_at = s.Int(8);
       h.finished_at = s.Int(9);
+      h.from_version = s.Text(10);
       out.push_back(std::move(h));
     }
     if (rc != SQLITE_DONE) return Internal("read hosts: " + s.Error());
@@ -338,6 +497,25 @@ class SqliteStore final : public Store {
   }
 
  private:
+  StatusOr<std::optional<ReleaseRecord>> OptionalRelease(Stmt& s) {
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) return std::optional<ReleaseRecord>(ReadRelease(s));
+    if (rc == SQLITE_DONE) return std::optional<ReleaseRecord>();
+    return Internal("read release: " + s.Error());
+  }
+
+  // Why a guarded update touched no row: no such release, or its state forbids it.
+  Status ExplainNoChangeLocked(int64_t release_id, const std::string& what) {
+    Stmt s(db_, "SELECT state FROM releases WHERE id=?");
+    s.Bind(1, release_id);
+    if (s.Step() != SQLITE_ROW) {
+      return NotFound("no release with id " + std::to_string(release_id));
+    }
+    return FailedPrecondition("cannot " + what + " release " + std::to_string(release_id) +
+                              ": it is " + s.Text(0) +
+                              (what == "approve" ? " and no wave of it awaits approval" : ""));
+  }
+
   StatusOr<std::vector<ReleaseRecord>> CollectReleases(Stmt& s) {
     std::vector<ReleaseRecord> out;
     int rc;

@@ -35,10 +35,30 @@ class Store {
   // Newest first. Empty pipeline: every pipeline. limit <= 0: 50.
   virtual StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& pipeline,
                                                             int limit) = 0;
-  // Releases of a pipeline that are queued or rolling, oldest first.
+  // Releases of a pipeline that are not final (queued or in flight), oldest first.
   virtual StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) = 0;
-  // The newest succeeded release of a pipeline, if any.
-  virtual StatusOr<std::optional<ReleaseRecord>> LastSucceeded(const std::string& pipeline) = 0;
+  // The release every host of the pipeline should run at rest: the newest that succeeded, or
+  // the newest on-call rollback even if some host could not confirm it (that host converges
+  // when it returns; the fleet must never be taken back to what was rolled back from).
+  virtual StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) = 0;
+  // The newest succeeded release of a pipeline with this version, if any.
+  virtual StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(
+      const std::string& pipeline, const std::string& version) = 0;
+  // The newest succeeded release older than `before_id`, if any.
+  virtual StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
+                                                                 int64_t before_id) = 0;
+
+  // --- operator requests: checked and written in one transaction with their audit entry ---
+
+  // Asks the engine to abort a release. kFailedPrecondition if it is already final.
+  virtual Status RequestAbort(int64_t release_id, const AuditRecord& audit) = 0;
+  // Approves the wave of a release that awaits approval. kFailedPrecondition if none does.
+  virtual Status ApproveWave(int64_t release_id, const AuditRecord& audit) = 0;
+  virtual Status SetPipelineState(const PipelineState& state, const AuditRecord& audit) = 0;
+  // A pipeline never switched has the default (not paused, not frozen) state.
+  virtual StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) = 0;
+
+  virtual StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) = 0;
 
   virtual StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) = 0;
   virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;

@@ -37,6 +37,8 @@ struct TestHttpServer::Impl {
   std::map<std::string, Route> routes;
   std::map<std::string, std::chrono::milliseconds> delays;
   std::map<std::string, int> hits;
+  std::map<std::string, std::function<int(const std::string&)>> post_handlers;
+  std::map<std::string, std::vector<ReceivedPost>> posts;
 
   void Handle(const httplib::Request& req, httplib::Response& res) {
     std::optional<Route> route;
@@ -73,6 +75,23 @@ struct TestHttpServer::Impl {
           return false;
         });
   }
+
+  void HandlePost(const httplib::Request& req, httplib::Response& res) {
+    std::function<int(const std::string&)> handler;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ++hits[req.path];
+      posts[req.path].push_back(ReceivedPost{req.get_header_value("Content-Type"), req.body});
+      auto delay = delays.find(req.path);
+      if (delay != delays.end()) {
+        stopping_cv.wait_for(lock, delay->second, [this] { return stopping; });
+      }
+      auto it = post_handlers.find(req.path);
+      if (it != post_handlers.end()) handler = it->second;
+    }
+    res.status = handler ? handler(req.body) : 404;
+    res.set_content(res.status >= 200 && res.status < 300 ? "ok\n" : "error\n", "text/plain");
+  }
 };
 
 TestHttpServer::TestHttpServer() : impl_(std::make_unique<Impl>()) {
@@ -80,6 +99,9 @@ TestHttpServer::TestHttpServer() : impl_(std::make_unique<Impl>()) {
   impl->server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   impl->server.Get(R"(/.*)", [impl](const httplib::Request& req, httplib::Response& res) {
     impl->Handle(req, res);
+  });
+  impl->server.Post(R"(/.*)", [impl](const httplib::Request& req, httplib::Response& res) {
+    impl->HandlePost(req, res);
   });
   impl->port = impl->server.bind_to_any_port("127.0.0.1");
   if (impl->port <= 0) {
@@ -136,12 +158,25 @@ void TestHttpServer::Remove(const std::string& path) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->routes.erase(path);
   impl_->delays.erase(path);
+  impl_->post_handlers.erase(path);
 }
 
 int TestHttpServer::Hits(const std::string& path) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   auto it = impl_->hits.find(path);
   return it == impl_->hits.end() ? 0 : it->second;
+}
+
+void TestHttpServer::OnPost(const std::string& path,
+                            std::function<int(const std::string& body)> handler) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->post_handlers[path] = std::move(handler);
+}
+
+std::vector<TestHttpServer::ReceivedPost> TestHttpServer::Posts(const std::string& path) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->posts.find(path);
+  return it == impl_->posts.end() ? std::vector<ReceivedPost>{} : it->second;
 }
 
 }  // namespace lockstep::testing

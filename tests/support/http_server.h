@@ -1,13 +1,16 @@
 // A real HTTP server for tests, on 127.0.0.1 and an ephemeral port, serving bytes registered
 // by path, with injectable faults (status codes, truncated bodies, delays). Used as the
-// artifact server and as a probe target.
+// artifact server and as a probe target, and (POST) as a webhook receiver that records what
+// it was sent.
 //
 // Thread safety: every method may be called from any thread while the server runs.
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace lockstep::testing {
 
@@ -28,11 +31,24 @@ class TestHttpServer {
   void ServeStatus(const std::string& path, int status, std::string body = "");
   // GET path → headers claim the full length but only `send_bytes` of body are sent.
   void ServeTruncated(const std::string& path, std::string body, size_t send_bytes);
-  // Waits `delay` before answering path.
+  // Waits `delay` before answering path (GET or POST).
   void SetDelay(const std::string& path, std::chrono::milliseconds delay);
   void Remove(const std::string& path);
-  // Number of requests received for path so far.
+  // Number of requests (GET or POST) received for path so far.
   int Hits(const std::string& path) const;
+
+  // POST path → `handler(body)` is called on a server thread, without the server's lock, and
+  // its return value is the response status. A handler may block (to hold a request in
+  // flight) but must return within a bounded time: the destructor waits for it. POST to a
+  // path without a handler → 404 (the request is still recorded). Remove(path) removes the handler
+  // too.
+  void OnPost(const std::string& path, std::function<int(const std::string& body)> handler);
+  struct ReceivedPost {
+    std::string content_type;
+    std::string body;
+  };
+  // Every POST received for path so far, in arrival order.
+  std::vector<ReceivedPost> Posts(const std::string& path) const;
 
  private:
   struct Impl;

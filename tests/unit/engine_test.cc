@@ -24,12 +24,17 @@ class RecordingSink final : public TaskSink {
     sent.emplace_back(agent, task);
     return connected.count(agent) > 0;
   }
+  bool SendGateCheck(const std::string& agent, const v1::GateCheck& check) override {
+    checks.emplace_back(agent, check);
+    return connected.count(agent) > 0;
+  }
   std::vector<std::pair<std::string, v1::Task>> Take() {
     auto out = std::move(sent);
     sent.clear();
     return out;
   }
   std::vector<std::pair<std::string, v1::Task>> sent;
+  std::vector<std::pair<std::string, v1::GateCheck>> checks;
   std::set<std::string> connected;
 };
 
@@ -110,7 +115,7 @@ class EngineTest : public ::testing::Test {
     r.set_ok(ok);
     r.set_error(error);
     if (!ok) r.set_failed_step("check");
-    if (ok && sent.second.kind() == v1::Task::ACTIVATE) {
+    if (ok && sent.second.kind() != v1::Task::PREPARE) {
       r.set_current_version(sent.second.version());
     }
     ASSERT_TRUE(engine_->TaskFinished(sent.first, r).ok());
@@ -130,6 +135,18 @@ class EngineTest : public ::testing::Test {
     ADD_FAILURE() << "engine never went quiet";
     return answered;
   }
+
+  // Moves time forward the way it passes for live agents: each connected agent heartbeats
+  // every second. Use clock_ directly to let agents fall silent.
+  void Advance(milliseconds d) {
+    while (d.count() > 0) {
+      milliseconds step = std::min(d, milliseconds(1000));
+      clock_.Advance(step);
+      d -= step;
+      for (const auto& name : sink_.connected) engine_->AgentHeartbeat(name);
+    }
+  }
+  void AdvanceTo(UnixMs t) { Advance(milliseconds(t - clock_.Now())); }
 
   ReleaseRecord Release(int64_t id) { return *store_->GetRelease(id); }
 
@@ -224,10 +241,10 @@ TEST_F(EngineTest, BakeStartsWhenTheWaveIsDoneAndReportsWhenItEnds) {
   EXPECT_EQ(waves[0].state, "baking");
   EXPECT_EQ(waves[0].bake_started_at, bake_started);
 
-  clock_.Advance(seconds(29));
+  Advance(seconds(29));
   Pass();
   EXPECT_EQ(Release(id).current_wave, 0);
-  clock_.Advance(seconds(1));
+  Advance(seconds(1));
   Pass();
   EXPECT_EQ(Release(id).current_wave, 1);
 }
@@ -243,11 +260,13 @@ TEST_F(EngineTest, ARestartedEngineFinishesTheRemainingBakeNotANewOne) {
   UnixMs bake_started = clock_.Now();
   Pass();
 
-  clock_.Advance(seconds(20));
-  // A new process: a fresh engine over the same store, nothing carried in memory.
+  Advance(seconds(20));
+  // A new process: a fresh engine over the same store, nothing carried in memory; the
+  // agents reconnect to it.
   MakeEngine(ThreeWavePipeline(seconds(30)));
+  for (const auto& region : kRegions) Connect(region + "-1", region);
   EXPECT_EQ(Pass(), bake_started + 30'000);  // 10 s left, not 30
-  clock_.Advance(seconds(10));
+  Advance(seconds(10));
   Pass();
   EXPECT_EQ(Release(id).current_wave, 1);
 }
@@ -299,13 +318,13 @@ TEST_F(EngineTest, AHostThatNeverAnswersFailsByItsDeadline) {
   sink_.Take();
   // The pass says when the deadline falls, so the loop wakes for it without polling.
   EXPECT_EQ(next, sent_at + 3 * 10'000 + 10'000);
-  clock_.Set(next - 1);
+  AdvanceTo(next - 1);
   Pass();
   EXPECT_EQ(Release(id).state, "rolling");
-  clock_.Set(next);
+  AdvanceTo(next);
   Pass();
   auto r = Release(id);
-  EXPECT_EQ(r.state, "failed");
+  EXPECT_EQ(r.state, "failed");  // the first release: nothing to roll back to
   EXPECT_NE(r.reason.find("prepare timed out"), std::string::npos) << r.reason;
 }
 
@@ -315,13 +334,14 @@ TEST_F(EngineTest, AnAgentLostWhileHoldingATaskFailsItsHostAfterAgentLost) {
   int64_t id = Create("v2");
   Pass();
   sink_.Take();
-  clock_.Advance(seconds(1));
+  Advance(seconds(1));
   ASSERT_TRUE(engine_->AgentDisconnected("eu-west-1-1").ok());
+  sink_.connected.erase("eu-west-1-1");
   UnixMs lost_after = clock_.Now() + 30'000;
-  clock_.Advance(seconds(29));
+  Advance(seconds(29));
   Pass();
   EXPECT_EQ(Release(id).state, "rolling");
-  clock_.Set(lost_after);
+  AdvanceTo(lost_after);
   Pass();
   auto r = Release(id);
   EXPECT_EQ(r.state, "failed");
@@ -447,6 +467,428 @@ TEST_F(EngineTest, AWaveOverARegionWithNoHostsDoesNotBlock) {
   int64_t id = Create("v2");
   RunToQuiet();
   EXPECT_EQ(Release(id).state, "succeeded");
+}
+
+// ---------------------------------------------------------------- failure and rollback
+
+class RollbackTest : public EngineTest {
+ protected:
+  // v1 everywhere, then v2 in flight.
+  int64_t ShipV1ThenStartV2(Pipeline p) {
+    MakeEngine(p);
+    ConnectFleet();
+    Create("v1");
+    RunToQuiet();
+    return Create("v2");
+  }
+
+  // Answers every task with success, except activations on `failing`.
+  std::vector<std::pair<std::string, v1::Task>> Step(const std::string& failing = "") {
+    Pass();
+    auto tasks = sink_.Take();
+    for (const auto& t : tasks) {
+      bool fail = t.first == failing && t.second.kind() == v1::Task::ACTIVATE;
+      Finish(t, !fail, fail ? "deploy/check of v2 exited with status 1" : "");
+    }
+    return tasks;
+  }
+};
+
+TEST_F(RollbackTest, AFailedCheckInWaveTwoRollsBackEveryHostThatTookItAllAtOnce) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  std::set<std::string> took;
+  for (int i = 0; i < 20; ++i) {
+    Pass();
+    if (Release(id).state != "rolling") break;
+    for (const auto& t : sink_.Take()) {
+      if (t.second.kind() == v1::Task::ACTIVATE) took.insert(t.first);
+      bool fail = t.first == "eu-west-1-2" && t.second.kind() == v1::Task::ACTIVATE;
+      Finish(t, !fail, fail ? "deploy/check of v2 exited with status 1" : "");
+    }
+  }
+  auto r = Release(id);
+  EXPECT_EQ(r.state, "rolling_back");
+  EXPECT_NE(r.reason.find("wave half"), std::string::npos) << r.reason;
+  // Wave 1 (3 hosts) and wave 2 (3 more) took v2; wave 3 never did.
+  EXPECT_EQ(took.size(), 6u);
+  auto sent = sink_.Take();
+  Pass();
+  auto more = sink_.Take();
+  sent.insert(sent.end(), more.begin(), more.end());
+  std::set<std::string> reverted;
+  for (const auto& [agent, task] : sent) {
+    EXPECT_EQ(task.kind(), v1::Task::DEPLOY);
+    EXPECT_EQ(task.version(), "v1");
+    reverted.insert(agent);
+  }
+  EXPECT_EQ(reverted, took);  // every host that took it, in one pass: all regions at once
+  for (const auto& t : sent) Finish(t);
+  Pass();
+  EXPECT_EQ(Release(id).state, "rolled_back");
+  for (const auto& [name, h] : Hosts(id)) {
+    EXPECT_NE(h.wave, 2) << name << " of wave 3 was touched";
+    if (took.count(name)) {
+      EXPECT_EQ(h.state, "reverted") << name;
+    }
+  }
+}
+
+TEST_F(RollbackTest, OnFailurePauseHoldsTheFleetForAHuman) {
+  Pipeline p = ThreeWavePipeline();
+  p.rollback.on_failure = RollbackPolicy::OnFailure::kPause;
+  int64_t id = ShipV1ThenStartV2(p);
+  Step();               // prepare canaries
+  Step("us-east-1-1");  // activate; one fails
+  Pass();
+  EXPECT_EQ(Release(id).state, "halted");
+  EXPECT_TRUE(sink_.Take().empty());  // nothing is rolled back by itself
+  // The human aborts: what the release changed goes back.
+  ASSERT_TRUE(engine_->Abort(id, "alice").ok());
+  Pass();
+  auto reverts = sink_.Take();
+  EXPECT_EQ(reverts.size(), 3u);
+  for (const auto& t : reverts) Finish(t);
+  Pass();
+  EXPECT_EQ(Release(id).state, "aborted");
+}
+
+TEST_F(RollbackTest, AbortRollsBackWhatTheReleaseChanged) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  Step();
+  Step();  // canaries now run v2
+  ASSERT_TRUE(engine_->Abort(id, "bob").ok());
+  Pass();
+  EXPECT_EQ(Release(id).state, "aborting");
+  auto reverts = sink_.Take();
+  ASSERT_EQ(reverts.size(), 3u);
+  for (const auto& t : reverts) Finish(t);
+  Pass();
+  EXPECT_EQ(Release(id).state, "aborted");
+  // Aborting a finished release is refused and changes nothing.
+  Status again = engine_->Abort(id, "bob");
+  EXPECT_EQ(again.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Release(id).state, "aborted");
+}
+
+TEST_F(RollbackTest, ARevertThatFailsLeavesTheReleaseFailedNamingTheHost) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  Step();
+  Step("ap-southeast-2-1");
+  Pass();
+  auto reverts = sink_.Take();
+  ASSERT_EQ(reverts.size(), 3u);
+  for (const auto& t : reverts) Finish(t, t.first != "us-east-1-1", "disk full");
+  Pass();
+  auto r = Release(id);
+  EXPECT_EQ(r.state, "failed");
+  EXPECT_NE(r.reason.find("rollback incomplete on us-east-1-1"), std::string::npos) << r.reason;
+}
+
+TEST_F(EngineTest, ALostAgentDuringTheBakeFailsTheWave) {
+  MakeEngine(ThreeWavePipeline(seconds(60)));
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
+  sink_.connected.erase("eu-west-1-1");  // stops heartbeating (e.g. SIGSTOP)
+  Advance(seconds(31));
+  Pass();
+  auto r = Release(id);
+  EXPECT_NE(r.state, "rolling");
+  EXPECT_NE(r.reason.find("eu-west-1-1: agent lost"), std::string::npos) << r.reason;
+}
+
+// ---------------------------------------------------------------- gates
+
+class GateTest : public EngineTest {
+ protected:
+  Pipeline WithGate(int consecutive = 1, milliseconds bake = seconds(10)) {
+    Pipeline p = ThreeWavePipeline(bake);
+    MetricGateSpec g;
+    g.name = "errors";
+    g.prometheus = "http://prometheus.{region}:9090";
+    g.query = "rate(errors{region=\"{region}\"}[1m])";
+    g.max = 0.01;
+    g.consecutive_failures = consecutive;
+    g.interval = seconds(2);
+    g.inconclusive_deadline = seconds(30);
+    p.metric_gates = {g};
+    return p;
+  }
+
+  // Answers pending gate checks with a verdict.
+  void Answer(v1::GateVerdict::Verdict verdict, double value = 0) {
+    auto checks = std::move(sink_.checks);
+    sink_.checks.clear();
+    for (const auto& [agent, check] : checks) {
+      v1::GateVerdict v;
+      v.set_check_id(check.check_id());
+      v.set_gate(check.gate().name());
+      v.set_verdict(verdict);
+      v.set_value(value);
+      v.set_detail("value " + std::to_string(value));
+      ASSERT_TRUE(engine_->GateVerdictReceived(agent, v).ok());
+    }
+  }
+
+  int64_t StartAndFinishFirstWave(const Pipeline& p) {
+    MakeEngine(p);
+    ConnectFleet(1);
+    int64_t id = Create("v2");
+    Pass();
+    for (const auto& t : sink_.Take()) Finish(t);
+    Pass();
+    for (const auto& t : sink_.Take()) Finish(t);
+    Pass();  // the bake starts and the first checks go out
+    return id;
+  }
+};
+
+TEST_F(GateTest, ChecksGoToAnAgentOfEachRegionWithTheRegionSubstituted) {
+  int64_t id = StartAndFinishFirstWave(WithGate());
+  ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
+  ASSERT_EQ(sink_.checks.size(), 3u);
+  for (const auto& [agent, check] : sink_.checks) {
+    std::string region = agent.substr(0, agent.rfind('-'));
+    EXPECT_EQ(check.gate().prometheus(), "http://prometheus." + region + ":9090");
+    EXPECT_EQ(check.gate().query(), "rate(errors{region=\"" + region + "\"}[1m])");
+    EXPECT_TRUE(check.gate().has_max());
+  }
+}
+
+TEST_F(GateTest, PassingGatesLetTheWaveEndWhenTheBakeEnds) {
+  int64_t id = StartAndFinishFirstWave(WithGate());
+  Answer(v1::GateVerdict::PASS, 0.001);
+  Advance(seconds(10));
+  Pass();
+  EXPECT_EQ(Release(id).current_wave, 1);
+  EXPECT_EQ(store_->GateResults(id).value().size(), 3u);
+}
+
+TEST_F(GateTest, InconclusiveResultsAreNotPasses) {
+  int64_t id = StartAndFinishFirstWave(WithGate());
+  for (int i = 0; i < 14; ++i) {  // 28 s of "no data"
+    Answer(v1::GateVerdict::INCONCLUSIVE);
+    Advance(seconds(2));
+    Pass();
+  }
+  // The bake (10 s) is long over, but without a passing verdict the wave does not end.
+  EXPECT_EQ(Release(id).current_wave, 0);
+  EXPECT_EQ(Release(id).state, "rolling");
+  Answer(v1::GateVerdict::INCONCLUSIVE);
+  Advance(seconds(2));
+  Pass();
+  auto r = Release(id);
+  EXPECT_EQ(r.state, "failed");  // first release: nothing to roll back to
+  EXPECT_NE(r.reason.find("gave no passing result"), std::string::npos) << r.reason;
+}
+
+TEST_F(GateTest, AGateFailsOnlyAfterTheConfiguredConsecutiveFailures) {
+  int64_t id = StartAndFinishFirstWave(WithGate(/*consecutive=*/2, seconds(60)));
+  Answer(v1::GateVerdict::FAIL, 0.5);
+  Advance(seconds(2));
+  Pass();
+  EXPECT_EQ(Release(id).state, "rolling");
+  Answer(v1::GateVerdict::PASS, 0.001);  // the streak is broken
+  Advance(seconds(2));
+  Pass();
+  Answer(v1::GateVerdict::FAIL, 0.5);
+  Advance(seconds(2));
+  Pass();
+  EXPECT_EQ(Release(id).state, "rolling");
+  Answer(v1::GateVerdict::FAIL, 0.7);
+  Advance(seconds(2));
+  Pass();
+  auto r = Release(id);
+  EXPECT_NE(r.state, "rolling");
+  EXPECT_NE(r.reason.find("metric gate errors failed"), std::string::npos) << r.reason;
+}
+
+// ---------------------------------------------------------------- operators
+
+TEST_F(EngineTest, AManualApprovalWaveWaitsForApprove) {
+  Pipeline p = ThreeWavePipeline();
+  p.waves[1].manual_approval = true;
+  MakeEngine(p);
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  // Approving before anything waits is a conflict and changes nothing.
+  EXPECT_EQ(engine_->Approve(id, "carol").code(), StatusCode::kFailedPrecondition);
+  RunToQuiet();
+  auto waves = store_->Waves(id).value();
+  ASSERT_EQ(waves[1].state, "awaiting_approval");
+  EXPECT_EQ(Release(id).state, "rolling");
+  ASSERT_TRUE(engine_->Approve(id, "carol").ok());
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+  EXPECT_EQ(store_->Waves(id).value().at(1).approved_by, "carol");
+}
+
+TEST_F(EngineTest, AnApprovalNotGivenInTimeFailsTheWave) {
+  Pipeline p = ThreeWavePipeline();
+  p.waves[0].manual_approval = true;
+  p.timeouts.approval = std::chrono::hours(1);
+  MakeEngine(p);
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  RunToQuiet();
+  Advance(std::chrono::hours(1));
+  Pass();
+  EXPECT_NE(Release(id).reason.find("no approval within 1h"), std::string::npos);
+}
+
+TEST_F(EngineTest, PauseHoldsTheRolloutAndResumeContinuesIt) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  auto prepares = sink_.Take();
+  ASSERT_TRUE(engine_->Pause("monolith", "dave").ok());
+  for (const auto& t : prepares) Finish(t);  // work already sent still reports
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());  // but nothing new starts
+  EXPECT_EQ(Hosts(id)["us-east-1-1"].state, "prepared");
+  ASSERT_TRUE(engine_->Resume("monolith", "dave").ok());
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+}
+
+TEST_F(EngineTest, AFrozenPipelineKeepsNewReleasesQueued) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  ASSERT_TRUE(engine_->Freeze("monolith", "black friday", "erin").ok());
+  int64_t id = Create("v2");
+  Pass();
+  EXPECT_EQ(Release(id).state, "queued");
+  EXPECT_NE(Release(id).reason.find("black friday"), std::string::npos);
+  ASSERT_TRUE(engine_->Unfreeze("monolith", "erin").ok());
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+}
+
+// ---------------------------------------------------------------- on-call rollback
+
+TEST_F(EngineTest, AnOnCallRollbackPreemptsTheReleaseInFlightAndMovesEveryHost) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(2);
+  Create("v1");
+  RunToQuiet();
+  Create("v2");
+  RunToQuiet();
+  int64_t v3 = Create("v3");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);  // canaries on v3
+
+  auto rb = engine_->Rollback("monolith", "", "oncall");
+  ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+  EXPECT_EQ(rb->version, "v2");
+  Pass();
+  EXPECT_EQ(Release(v3).state, "aborted");
+  auto tasks = sink_.Take();
+  // The three canaries run v3; the other three already run v2 and are left alone.
+  ASSERT_EQ(tasks.size(), 3u);
+  for (const auto& [agent, task] : tasks) {
+    EXPECT_EQ(task.kind(), v1::Task::DEPLOY);
+    EXPECT_EQ(task.version(), "v2");
+  }
+  for (const auto& t : tasks) Finish(t);
+  Pass();
+  EXPECT_EQ(Release(rb->id).state, "succeeded");
+}
+
+TEST_F(EngineTest, RollbackToAVersionThatNeverSucceededIsRefused) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  auto rb = engine_->Rollback("monolith", "v0", "oncall");
+  EXPECT_EQ(rb.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(rb.status().message(), "no succeeded release v0 of pipeline monolith");
+  EXPECT_EQ(store_->ListReleases("", 10)->size(), 1u);
+}
+
+TEST_F(EngineTest, RollingBackTwiceKeepsGoingBack) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  for (const char* v : {"v1", "v2", "v3"}) {
+    Create(v);
+    RunToQuiet();
+  }
+  auto first = engine_->Rollback("monolith", "", "oncall");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->version, "v2");
+  RunToQuiet();
+  auto second = engine_->Rollback("monolith", "", "oncall");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->version, "v1");
+}
+
+// ---------------------------------------------------------------- convergence
+
+TEST_F(EngineTest, ANewHostConvergesToThePipelinesCurrentRelease) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  Connect("eu-west-1-9", "eu-west-1");
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].first, "eu-west-1-9");
+  EXPECT_EQ(tasks[0].second.kind(), v1::Task::DEPLOY);
+  EXPECT_EQ(tasks[0].second.version(), "v1");
+  Finish(tasks[0]);
+  ASSERT_TRUE(engine_->AgentDisconnected("eu-west-1-9").ok());
+  Connect("eu-west-1-9", "eu-west-1", "v1");  // reconnects running v1: nothing to do
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());
+}
+
+TEST_F(EngineTest, AHostFoundRunningAnotherVersionIsCorrectedAndAudited) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  ASSERT_TRUE(engine_->AgentDisconnected("us-east-1-1").ok());
+  Connect("us-east-1-1", "us-east-1", "hotfix-by-hand");
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].second.version(), "v1");
+  bool audited = false;
+  auto audit = store_->Audit(20).value();
+  for (const auto& a : audit) {
+    audited |= a.action == "agent.converge" && a.detail.find("hotfix-by-hand") != std::string::npos;
+  }
+  EXPECT_TRUE(audited);
+}
+
+TEST_F(EngineTest, TheMixedVersionWindowOfAWaveIsRecorded) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  auto activates = sink_.Take();
+  UnixMs t0 = clock_.Now();
+  for (size_t i = 0; i < activates.size(); ++i) {
+    v1::TaskResult r;
+    r.set_task_id(activates[i].second.task_id());
+    r.set_ok(true);
+    r.set_current_version("v2");
+    r.set_switched_at_ms(t0 + 10 * static_cast<int64_t>(i));
+    ASSERT_TRUE(engine_->TaskFinished(activates[i].first, r).ok());
+  }
+  auto w = store_->Waves(id).value().at(0);
+  EXPECT_EQ(w.first_switch_at, t0);
+  EXPECT_EQ(w.last_switch_at, t0 + 20);
 }
 
 }  // namespace

@@ -292,12 +292,13 @@ waves:
 }
 
 TEST(ParsePipelineTest, UnknownKeyUnlikeAnyAllowedKeyHasNoSuggestion) {
-  EXPECT_EQ(ErrorOf(R"(pipeline: web
+  EXPECT_EQ(
+      ErrorOf(R"(pipeline: web
 regions: [us-east-1]
 waves: [{name: all, select: {per_region: 1}}]
 timeouts: {hook: 60s, deadline: 5m}
 )"),
-            "p.yaml:4: timeouts.deadline: unknown key (allowed: hook, fetch, agent_lost)");
+      "p.yaml:4: timeouts.deadline: unknown key (allowed: hook, fetch, agent_lost, approval)");
 }
 
 TEST(ParsePipelineTest, UnknownTopLevelKeyIsAnError) {

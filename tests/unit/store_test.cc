@@ -75,7 +75,11 @@ TEST(SqliteStore, MigratesAVersionOneFileKeepingItsRows) {
 
   // The tables added later are usable.
   WriteBatch b;
-  b.waves.push_back({1, 0, "canary", "done", 1, 2, 3});
+  WaveRecord wave;
+  wave.release_id = 1;
+  wave.name = "canary";
+  wave.state = "done";
+  b.waves.push_back(wave);
   b.audit.push_back({0, 10, "test", "release.note", "release/1", "", "ok"});
   ASSERT_TRUE((*store)->Write(b).ok());
   EXPECT_EQ((*store)->Waves(1)->size(), 1u);
@@ -162,7 +166,7 @@ TEST(SqliteStore, OpenReleasesAreQueuedOrRollingOldestFirst) {
   ASSERT_EQ(open->size(), 2u);
   EXPECT_EQ((*open)[0].id, b->id);
   EXPECT_EQ((*open)[1].id, c->id);
-  EXPECT_EQ((*(*store)->LastSucceeded("monolith"))->id, a->id);
+  EXPECT_EQ((*(*store)->DesiredRelease("monolith"))->id, a->id);
 }
 
 TEST(SqliteStore, AgentsRoundTripWithTheirVersionsOnDisk) {

@@ -1,0 +1,92 @@
+// Convergence: when no release is in flight, every connected host of a pipeline should run
+// the pipeline's current release (the last that succeeded). A new host, a host back from a
+// partition, or one found running something else (drift) is brought to it with one DEPLOY
+// task, tracked as a host row of that release.
+
+#include <spdlog/spdlog.h>
+
+#include "orchestrator/engine/engine.h"
+#include "orchestrator/engine/engine_internal.h"
+
+namespace lockstep {
+
+namespace v1 = lockstep::v1;
+
+namespace {
+// A failed convergence is tried again after this long, not in a tight loop.
+constexpr int64_t kConvergeRetryMs = 30'000;
+}  // namespace
+
+Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
+  auto last = store_->DesiredRelease(p.name);
+  if (!last.ok()) return last.status();
+  if (!last->has_value()) return Status::Ok();
+  const ReleaseRecord& desired = **last;
+  auto agents = store_->Agents();
+  if (!agents.ok()) return agents.status();
+  std::map<std::string, HostRecord> hosts;
+  bool hosts_loaded = false;
+
+  for (const auto& a : *agents) {
+    if (a.pipeline != p.name || !a.connected || a.current_version == desired.version) continue;
+    if (!hosts_loaded) {
+      auto list = store_->Hosts(desired.id);
+      if (!list.ok()) return list.status();
+      for (auto& h : *list) hosts.emplace(h.agent, std::move(h));
+      hosts_loaded = true;
+    }
+    HostRecord h;
+    auto it = hosts.find(a.name);
+    int attempt = 1;
+    if (it != hosts.end()) {
+      h = it->second;
+      if (HostInFlight(h)) {
+        UnixMs deadline = h.task_sent_at + TaskBudgetMs(p, v1::Task::DEPLOY);
+        if (now < deadline) {
+          pass.WakeAt(deadline);
+          continue;
+        }
+        h.state = host_state::kFailed;
+        h.detail = "convergence timed out";
+      }
+      if (h.state == host_state::kFailed && now < h.finished_at + kConvergeRetryMs) {
+        pass.WakeAt(h.finished_at + kConvergeRetryMs);
+        if (h.detail == "convergence timed out") {
+          h.finished_at = now;
+          pass.batch.hosts.push_back(h);
+        }
+        continue;
+      }
+      // Attempts are numbered in the task id so the agent runs each one.
+      if (auto pos = h.task_id.rfind("converge-"); pos != std::string::npos) {
+        attempt = std::atoi(h.task_id.c_str() + pos + 9) + 1;
+      }
+    } else {
+      h.release_id = desired.id;
+      h.agent = a.name;
+      h.region = a.region;
+      h.wave = -1;
+    }
+    h.from_version = a.current_version;
+    h.state = host_state::kConverging;
+    h.task_id = TaskId(desired.id, a.name, "converge-" + std::to_string(attempt));
+    h.detail = "converging from " + (a.current_version.empty() ? "nothing" : a.current_version) +
+               " to " + desired.version;
+    h.started_at = now;
+    h.task_sent_at = now;
+    h.finished_at = 0;
+    pass.batch.hosts.push_back(h);
+    pass.batch.audit.push_back({0, now, "engine", "agent.converge", "agent/" + a.name,
+                                "running " +
+                                    (a.current_version.empty() ? "nothing" : a.current_version) +
+                                    ", expected " + desired.version,
+                                "ok"});
+    pass.sends.emplace_back(a.name, BuildTask(p, desired, h, v1::Task::DEPLOY));
+    pass.WakeAt(now + TaskBudgetMs(p, v1::Task::DEPLOY));
+    spdlog::info("agent {} runs {}; converging to {}", a.name,
+                 a.current_version.empty() ? "nothing" : a.current_version, desired.version);
+  }
+  return Status::Ok();
+}
+
+}  // namespace lockstep

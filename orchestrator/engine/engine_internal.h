@@ -1,0 +1,86 @@
+// Pieces shared by the engine's source files (engine.cc, rollout.cc, rollback.cc,
+// convergence.cc). Not part of the engine's interface.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "orchestrator/engine/engine.h"
+
+namespace lockstep {
+
+inline constexpr const char* kPrepare = "prepare";
+inline constexpr const char* kActivate = "activate";
+inline constexpr const char* kRevert = "revert";
+inline constexpr const char* kDeploy = "deploy";
+
+// A host with a task outstanding.
+bool HostInFlight(const HostRecord& h);
+
+// How long a host may take on a task before the engine gives up on it.
+int64_t TaskBudgetMs(const Pipeline& p, lockstep::v1::Task::Kind kind);
+
+// What one pass decides: records to write, tasks to send after the write, events to report
+// after the write, next wake-up.
+struct Engine::Pass {
+  WriteBatch batch;
+  std::vector<std::pair<std::string, lockstep::v1::Task>> sends;
+  std::vector<std::pair<std::string, lockstep::v1::GateCheck>> checks;
+  struct Event {
+    const Pipeline* pipeline;
+    ReleaseRecord release;
+    std::string event;
+    std::string detail;
+  };
+  std::vector<Event> events;
+  std::set<int64_t> changed_releases;
+  UnixMs next_wake = 0;
+
+  void WakeAt(UnixMs t) {
+    if (t > 0 && (next_wake == 0 || t < next_wake)) next_wake = t;
+  }
+};
+
+// The release being advanced in a pass, with everything read for it. Changes are made in
+// place and marked; Flush() moves the marked records into the pass's batch.
+struct Engine::ReleaseCtx {
+  const Pipeline& p;
+  ReleaseRecord& r;
+  std::vector<WaveRecord> waves;
+  std::map<std::string, HostRecord> hosts;
+  const std::vector<AgentRecord>& agents;
+  std::map<std::string, const AgentRecord*> agent_by_name;
+  std::vector<GateResult> gate_results;
+  PipelineState pstate;
+  std::optional<ReleaseRecord> previous;  // the release a revert goes back to
+  UnixMs now;
+  Pass& pass;
+
+  bool release_changed = false;
+  std::set<int> changed_waves;
+  std::set<std::string> changed_hosts;
+
+  ReleaseCtx(const Pipeline& pipeline, ReleaseRecord& release,
+             const std::vector<AgentRecord>& all_agents, UnixMs t, Pass& ps)
+      : p(pipeline), r(release), agents(all_agents), now(t), pass(ps) {
+    for (const auto& a : agents) agent_by_name[a.name] = &a;
+  }
+  void MarkWave(int i) { changed_waves.insert(i); }
+  void MarkHost(const std::string& name) { changed_hosts.insert(name); }
+  void Event(const std::string& event, const std::string& detail) {
+    pass.events.push_back({&p, r, event, detail});
+  }
+  void Flush() {
+    if (release_changed) pass.batch.releases.push_back(r);
+    for (int i : changed_waves) pass.batch.waves.push_back(waves[static_cast<size_t>(i)]);
+    for (const auto& name : changed_hosts) pass.batch.hosts.push_back(hosts.at(name));
+    if (release_changed || !changed_waves.empty() || !changed_hosts.empty()) {
+      pass.changed_releases.insert(r.id);
+    }
+  }
+};
+
+}  // namespace lockstep

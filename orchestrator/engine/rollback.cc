@@ -1,0 +1,175 @@
+// Going back: reverting every host that took a failed or aborted rollout, all regions at
+// once; and on-call rollback releases, which take every host straight to their version.
+
+#include <spdlog/spdlog.h>
+
+#include "orchestrator/engine/engine.h"
+#include "orchestrator/engine/engine_internal.h"
+
+namespace lockstep {
+
+namespace v1 = lockstep::v1;
+
+void Engine::BeginRevert(ReleaseCtx& c, const char* state, const std::string& reason) {
+  ReleaseRecord& r = c.r;
+  r.state = state;
+  r.reason = reason;
+  c.release_changed = true;
+  Audit(c.pass, c.now, std::string("release.") + state, r, reason);
+  c.Event(state, reason);
+  spdlog::warn("release {} ({} {}) {}: {}", r.id, c.p.name, r.version, state, reason);
+  // Waves that had not finished never will.
+  for (auto& w : c.waves) {
+    if (w.state == wave_state::kDone || w.state == wave_state::kFailed ||
+        w.state == wave_state::kPending) {
+      continue;
+    }
+    w.state = wave_state::kFailed;
+    w.finished_at = c.now;
+    c.MarkWave(w.index);
+  }
+  if (!c.previous) {
+    // Nothing to go back to (the pipeline's first release): leave hosts where they are.
+    r.state = release_state::kFailed;
+    r.reason = reason + "; no earlier release to roll back to";
+    r.finished_at = c.now;
+    Audit(c.pass, c.now, "release.failed", r, r.reason);
+    c.Event("failed", r.reason);
+    return;
+  }
+  // Every host that may have switched: activating (its switch may land), done, or failed
+  // after the switch. Hosts that only prepared never changed `current`. No waves and no
+  // concurrency limit: every region goes back at once.
+  int reverting = 0;
+  for (auto& [name, h] : c.hosts) {
+    bool took = h.state == host_state::kActivating || h.state == host_state::kDone ||
+                (h.state == host_state::kFailed && h.detail.rfind("activate", 0) == 0) ||
+                (h.state == host_state::kFailed && h.detail.rfind("agent lost", 0) == 0 &&
+                 h.task_id.find("/activate") != std::string::npos);
+    if (!took) continue;
+    h.state = host_state::kReverting;
+    h.task_id = TaskId(r.id, name, kRevert);
+    h.detail = "reverting to " + c.previous->version;
+    h.task_sent_at = c.now;
+    c.MarkHost(name);
+    c.pass.sends.emplace_back(name, BuildTask(c.p, *c.previous, h, v1::Task::DEPLOY));
+    c.pass.WakeAt(c.now + TaskBudgetMs(c.p, v1::Task::DEPLOY));
+    ++reverting;
+  }
+  if (reverting == 0 && r.state == release_state::kRollingBack) {
+    // It failed before any host switched (a bad digest, a hostile artifact): nothing to
+    // roll back, so the release simply failed.
+    r.state = release_state::kFailed;
+    r.reason = reason + "; no host had switched to it";
+    r.finished_at = c.now;
+    Audit(c.pass, c.now, "release.failed", r, r.reason);
+    c.Event("failed", r.reason);
+  }
+}
+
+void Engine::AdvanceRevert(ReleaseCtx& c) {
+  ReleaseRecord& r = c.r;
+  FailLostOrLateHosts(c);
+  int reverting = 0;
+  std::string stuck;
+  for (const auto& [name, h] : c.hosts) {
+    if (h.state == host_state::kReverting) ++reverting;
+    if (h.state == host_state::kRevertFailed) {
+      stuck += (stuck.empty() ? "" : ", ") + name + " (" + h.detail + ")";
+    }
+  }
+  if (reverting > 0) return;
+  r.finished_at = c.now;
+  c.release_changed = true;
+  if (!stuck.empty()) {
+    r.state = release_state::kFailed;
+    r.reason += "; rollback incomplete on " + stuck;
+    Audit(c.pass, c.now, "release.failed", r, r.reason);
+    c.Event("failed", r.reason);
+    spdlog::error("release {} rollback incomplete: {}", r.id, stuck);
+    return;
+  }
+  bool aborted = r.state == release_state::kAborting;
+  r.state = aborted ? release_state::kAborted : release_state::kRolledBack;
+  Audit(c.pass, c.now, std::string("release.") + r.state, r,
+        "every host back on " + (c.previous ? c.previous->version : std::string("?")));
+  c.Event(aborted ? "aborted" : "rolled_back", r.reason);
+  spdlog::info("release {} {}: every host back on {}", r.id, r.state,
+               c.previous ? c.previous->version : "?");
+}
+
+void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
+  ReleaseRecord& r = c.r;
+  WaveRecord& wave = c.waves[0];
+  if (wave.state == wave_state::kPending) {
+    wave.state = wave_state::kDeploying;
+    wave.started_at = c.now;
+    c.MarkWave(0);
+  }
+  // Every host of the pipeline, every region, at once.
+  for (const auto& a : c.agents) {
+    if (a.pipeline != c.p.name || c.hosts.count(a.name)) continue;
+    HostRecord h;
+    h.release_id = r.id;
+    h.agent = a.name;
+    h.region = a.region;
+    h.from_version = a.current_version;
+    h.started_at = c.now;
+    if (a.current_version == r.version && a.connected) {
+      h.state = host_state::kDone;
+      h.detail = "already on " + r.version;
+      h.finished_at = c.now;
+    } else {
+      h.state = host_state::kActivating;
+      h.task_id = TaskId(r.id, a.name, kDeploy);
+      h.detail = "rolling back to " + r.version;
+      h.task_sent_at = c.now;
+      c.pass.sends.emplace_back(a.name, BuildTask(c.p, r, h, v1::Task::DEPLOY));
+    }
+    c.hosts.emplace(a.name, std::move(h));
+    c.MarkHost(a.name);
+  }
+  for (auto& [name, h] : c.hosts) {
+    if (h.state != host_state::kActivating) continue;
+    // A rollback task is a DEPLOY; its deadline is the prepare and activate budgets.
+    UnixMs deadline = h.task_sent_at + TaskBudgetMs(c.p, v1::Task::DEPLOY);
+    auto ag = c.agent_by_name.find(name);
+    UnixMs lost_at =
+        (ag != c.agent_by_name.end() ? std::max(LastContact(*ag->second), h.task_sent_at)
+                                     : h.task_sent_at) +
+        c.p.timeouts.agent_lost.count();
+    if (c.now >= deadline || c.now >= lost_at) {
+      h.state = host_state::kFailed;
+      h.detail = c.now >= deadline ? "rollback timed out" : "agent lost during rollback";
+      h.finished_at = c.now;
+      c.MarkHost(name);
+    } else {
+      c.pass.WakeAt(std::min(deadline, lost_at));
+    }
+  }
+  int pending = 0;
+  std::string failed;
+  for (const auto& [name, h] : c.hosts) {
+    if (h.state == host_state::kActivating) ++pending;
+    if (h.state == host_state::kFailed) failed += (failed.empty() ? "" : ", ") + name;
+  }
+  if (pending > 0) return;
+  wave.state = failed.empty() ? wave_state::kDone : wave_state::kFailed;
+  wave.finished_at = c.now;
+  c.MarkWave(0);
+  r.finished_at = c.now;
+  c.release_changed = true;
+  if (failed.empty()) {
+    r.state = release_state::kSucceeded;
+    Audit(c.pass, c.now, "release.succeeded", r, "every host on " + r.version);
+    c.Event("succeeded", "rollback: every host on " + r.version);
+    spdlog::info("rollback {} done: every host of {} on {}", r.id, c.p.name, r.version);
+  } else {
+    r.state = release_state::kFailed;
+    r.reason = "rollback incomplete on " + failed;
+    Audit(c.pass, c.now, "release.failed", r, r.reason);
+    c.Event("failed", r.reason);
+  }
+}
+
+}  // namespace lockstep

@@ -1,0 +1,327 @@
+// How a rollout advances: waves in order, two phases per wave, bake and metric gates,
+// approvals, deadlines, and what a failure does.
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "common/duration.h"
+#include "orchestrator/engine/engine.h"
+#include "orchestrator/engine/engine_internal.h"
+#include "orchestrator/engine/selection.h"
+
+namespace lockstep {
+
+namespace v1 = lockstep::v1;
+
+void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
+  for (auto& [name, h] : c.hosts) {
+    bool in_flight = HostInFlight(h);
+    // A host that finished is still watched while its release is not over: losing it
+    // during the bake is a failure too.
+    bool watched = in_flight || h.state == host_state::kDone;
+    if (!watched) continue;
+    auto ag = c.agent_by_name.find(name);
+    if (in_flight) {
+      v1::Task::Kind kind = h.state == host_state::kPreparing    ? v1::Task::PREPARE
+                            : h.state == host_state::kActivating ? v1::Task::ACTIVATE
+                                                                 : v1::Task::DEPLOY;
+      UnixMs deadline = h.task_sent_at + TaskBudgetMs(c.p, kind);
+      if (c.now >= deadline) {
+        bool reverting = h.state == host_state::kReverting;
+        h.state = reverting ? host_state::kRevertFailed : host_state::kFailed;
+        h.detail = std::string(kind == v1::Task::PREPARE    ? "prepare"
+                               : kind == v1::Task::ACTIVATE ? "activate"
+                               : reverting                  ? "revert"
+                                                            : "deploy") +
+                   " timed out after " +
+                   FormatDuration(std::chrono::milliseconds(c.now - h.task_sent_at));
+        h.finished_at = c.now;
+        c.MarkHost(name);
+        continue;
+      }
+      c.pass.WakeAt(deadline);
+    }
+    if (ag == c.agent_by_name.end()) continue;
+    const AgentRecord& a = *ag->second;
+    UnixMs since = std::max(LastContact(a), h.task_sent_at);
+    UnixMs lost_at = since + c.p.timeouts.agent_lost.count();
+    if (c.now >= lost_at) {
+      h.state = h.state == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
+      h.detail = "agent lost: no contact for " +
+                 FormatDuration(std::chrono::milliseconds(c.now - LastContact(a)));
+      h.finished_at = c.now;
+      c.MarkHost(name);
+    } else {
+      c.pass.WakeAt(lost_at);
+    }
+  }
+}
+
+void Engine::FailRollout(ReleaseCtx& c, const std::string& reason) {
+  WaveRecord& wave = c.waves[static_cast<size_t>(c.r.current_wave)];
+  wave.state = wave_state::kFailed;
+  wave.finished_at = c.now;
+  c.MarkWave(c.r.current_wave);
+  bool revert =
+      c.p.rollback.automatic && c.p.rollback.on_failure == RollbackPolicy::OnFailure::kRollback;
+  if (!revert) {
+    c.r.state = release_state::kHalted;
+    c.r.reason = reason + " (holding the fleet where it is: abort to roll back, or release a fix)";
+    c.release_changed = true;
+    Audit(c.pass, c.now, "release.halt", c.r, c.r.reason);
+    c.Event("halted", c.r.reason);
+    spdlog::warn("release {} halted: {}", c.r.id, c.r.reason);
+    return;
+  }
+  BeginRevert(c, release_state::kRollingBack, reason);
+}
+
+std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
+  *all_passing = true;
+  if (c.p.metric_gates.empty()) return "";
+  const int wi = c.r.current_wave;
+  const WaveSpec& spec = c.p.waves[static_cast<size_t>(wi)];
+  const WaveRecord& wave = c.waves[static_cast<size_t>(wi)];
+  for (const auto& g : c.p.metric_gates) {
+    for (const auto& region : spec.regions) {
+      if (!g.regions.empty() &&
+          std::find(g.regions.begin(), g.regions.end(), region) == g.regions.end()) {
+        continue;
+      }
+      // Verdicts for this wave, gate and region, oldest first.
+      int consecutive_failures = 0;
+      UnixMs last_pass = 0;
+      std::string latest, latest_detail;
+      for (const auto& res : c.gate_results) {
+        if (res.wave != wi || res.gate != g.name || res.region != region) continue;
+        latest = res.verdict;
+        latest_detail = res.detail;
+        if (res.verdict == "fail") {
+          ++consecutive_failures;
+        } else if (res.verdict == "pass") {
+          consecutive_failures = 0;
+          last_pass = res.at;
+        }
+      }
+      if (consecutive_failures >= g.consecutive_failures) {
+        return "metric gate " + g.name + " failed in " + region + ": " + latest_detail;
+      }
+      UnixMs conclusive_since = std::max(last_pass, wave.bake_started_at);
+      UnixMs inconclusive_deadline = conclusive_since + g.inconclusive_deadline.count();
+      if (latest != "pass") {
+        *all_passing = false;
+        if (c.now >= inconclusive_deadline) {
+          return "metric gate " + g.name + " in " + region + " gave no passing result for " +
+                 FormatDuration(std::chrono::milliseconds(c.now - conclusive_since)) +
+                 (latest_detail.empty() ? "" : " (last: " + latest_detail + ")");
+        }
+        c.pass.WakeAt(inconclusive_deadline);
+      }
+
+      // Ask again every interval: an agent of the region that is alive, preferring hosts
+      // that run the release.
+      auto key = std::make_tuple(c.r.id, wi, g.name, region);
+      UnixMs& last_sent = gate_last_sent_[key];
+      UnixMs due = last_sent + g.interval.count();
+      if (last_sent != 0 && c.now < due) {
+        c.pass.WakeAt(due);
+        continue;
+      }
+      const AgentRecord* asked = nullptr;
+      for (const auto& a : c.agents) {
+        if (a.pipeline != c.p.name || a.region != region || !a.connected) continue;
+        if (!AgentAlive(a, c.now, c.p)) continue;
+        auto h = c.hosts.find(a.name);
+        bool runs_release = h != c.hosts.end() && h->second.state == host_state::kDone;
+        if (!asked || runs_release) asked = &a;
+        if (runs_release) break;
+      }
+      if (!asked) continue;  // no agent to ask now: the inconclusive deadline covers it
+      std::string check_id = "g" + std::to_string(++gate_check_seq_);
+      gate_checks_[check_id] = key;
+      last_sent = c.now;
+      v1::GateCheck check;
+      check.set_check_id(check_id);
+      check.set_release_id(c.r.id);
+      auto* mg = check.mutable_gate();
+      auto subst = [&](std::string s) {
+        for (size_t pos; (pos = s.find("{region}")) != std::string::npos;) {
+          s.replace(pos, 8, region);
+        }
+        return s;
+      };
+      mg->set_name(g.name);
+      mg->set_prometheus(subst(g.prometheus));
+      mg->set_query(subst(g.query));
+      if (g.max) {
+        mg->set_has_max(true);
+        mg->set_max(*g.max);
+      }
+      if (g.min) {
+        mg->set_has_min(true);
+        mg->set_min(*g.min);
+      }
+      mg->set_timeout_ms(std::min<int64_t>(g.interval.count(), 10'000));
+      c.pass.checks.emplace_back(asked->name, std::move(check));
+      c.pass.WakeAt(c.now + g.interval.count());
+    }
+  }
+  return "";
+}
+
+void Engine::AdvanceRollout(ReleaseCtx& c) {
+  const Pipeline& p = c.p;
+  ReleaseRecord& r = c.r;
+  const bool paused = c.pstate.paused;
+
+  // Each iteration handles the current wave; it moves on only when a wave completes with no
+  // wait left, so the loop runs at most once per wave plus once.
+  for (size_t guard = 0; guard <= p.waves.size() && r.state == release_state::kRolling; ++guard) {
+    const int wi = r.current_wave;
+    const WaveSpec& spec = p.waves[static_cast<size_t>(wi)];
+    WaveRecord& wave = c.waves[static_cast<size_t>(wi)];
+
+    FailLostOrLateHosts(c);
+    int failed = 0;
+    std::string first_failure;
+    for (const auto& [name, h] : c.hosts) {
+      if (h.state != host_state::kFailed) continue;
+      ++failed;
+      if (first_failure.empty()) first_failure = name + ": " + h.detail;
+    }
+    if (failed > p.rollback.tolerate_failed_hosts) {
+      FailRollout(c, "wave " + spec.name + ": " + std::to_string(failed) + " host(s) failed (" +
+                         first_failure + ")");
+      return;
+    }
+    if (paused) return;  // results and failures are still recorded; nothing new starts
+
+    if (wave.state == wave_state::kPending) {
+      wave.state = wave_state::kDeploying;
+      wave.started_at = c.now;
+      c.MarkWave(wi);
+    }
+
+    if (wave.state == wave_state::kDeploying) {
+      for (const AgentRecord* a : SelectWaveHosts(p.name, spec, c.agents)) {
+        if (c.hosts.count(a->name)) continue;
+        HostRecord h;
+        h.release_id = r.id;
+        h.agent = a->name;
+        h.region = a->region;
+        h.wave = wi;
+        h.from_version = a->current_version;
+        c.hosts.emplace(a->name, std::move(h));
+        c.MarkHost(a->name);
+      }
+
+      // Per-region concurrency counts hosts with a task in flight.
+      std::map<std::string, int> busy;
+      for (const auto& [name, h] : c.hosts) {
+        if (HostInFlight(h)) ++busy[h.region];
+      }
+      auto start_task = [&](HostRecord& h, bool activate) {
+        if (busy[h.region] >= p.concurrency_per_region) return;
+        ++busy[h.region];
+        h.state = activate ? host_state::kActivating : host_state::kPreparing;
+        h.task_id = TaskId(r.id, h.agent, activate ? kActivate : kPrepare);
+        h.detail = activate ? "activating" : "preparing";
+        h.task_sent_at = c.now;
+        if (h.started_at == 0) h.started_at = c.now;
+        c.MarkHost(h.agent);
+        auto kind = activate ? v1::Task::ACTIVATE : v1::Task::PREPARE;
+        c.pass.sends.emplace_back(h.agent, BuildTask(p, r, h, kind));
+        c.pass.WakeAt(c.now + TaskBudgetMs(p, kind));
+      };
+
+      // Phase one: every host of the wave prepares.
+      bool all_prepared = true;
+      bool all_done = true;
+      for (auto& [name, h] : c.hosts) {
+        if (h.wave != wi) continue;
+        if (h.state == host_state::kPending) start_task(h, false);
+        if (h.state == host_state::kPending || h.state == host_state::kPreparing) {
+          all_prepared = false;
+        }
+        if (h.state != host_state::kDone && h.state != host_state::kFailed) all_done = false;
+      }
+      // Phase two: only once all are prepared, they switch. This keeps the window in which
+      // a wave runs mixed versions as short as a link switch, not a download.
+      if (all_prepared) {
+        for (auto& [name, h] : c.hosts) {
+          if (h.wave == wi && h.state == host_state::kPrepared) start_task(h, true);
+        }
+      }
+      if (!all_done) return;
+
+      // Every host healthy: the bake starts, and with it the metric gates.
+      wave.state = wave_state::kBaking;
+      wave.bake_started_at = c.now;
+      c.MarkWave(wi);
+      c.release_changed = true;
+    }
+
+    if (wave.state == wave_state::kBaking) {
+      bool gates_passing = true;
+      std::string gate_failure = EvaluateGates(c, &gates_passing);
+      if (!gate_failure.empty()) {
+        FailRollout(c, "wave " + spec.name + ": " + gate_failure);
+        return;
+      }
+      UnixMs bake_end = wave.bake_started_at + spec.bake.count();
+      if (c.now < bake_end) {
+        c.pass.WakeAt(bake_end);
+        return;
+      }
+      if (!gates_passing) return;  // bake over, a gate has no passing verdict yet
+      if (spec.manual_approval) {
+        wave.state = wave_state::kAwaitingApproval;
+        wave.approval_requested_at = c.now;
+        c.MarkWave(wi);
+        Audit(c.pass, c.now, "release.approval_needed", r, "wave " + spec.name);
+        c.Event("approval_needed", "wave " + spec.name);
+      } else {
+        wave.state = wave_state::kDone;
+        wave.finished_at = c.now;
+        c.MarkWave(wi);
+      }
+    }
+
+    if (wave.state == wave_state::kAwaitingApproval) {
+      if (wave.approved_at == 0) {
+        UnixMs deadline = wave.approval_requested_at + p.timeouts.approval.count();
+        if (c.now >= deadline) {
+          FailRollout(c, "wave " + spec.name + ": no approval within " +
+                             FormatDuration(p.timeouts.approval));
+          return;
+        }
+        c.pass.WakeAt(deadline);
+        return;
+      }
+      wave.state = wave_state::kDone;
+      wave.finished_at = c.now;
+      c.MarkWave(wi);
+    }
+
+    if (wave.state == wave_state::kDone) {
+      c.Event("wave_passed", "wave " + spec.name);
+      if (static_cast<size_t>(wi) + 1 < p.waves.size()) {
+        r.current_wave = wi + 1;
+        c.release_changed = true;
+        spdlog::info("release {} wave {} done; wave {} starts", r.id, spec.name,
+                     p.waves[static_cast<size_t>(wi) + 1].name);
+      } else {
+        r.state = release_state::kSucceeded;
+        r.reason.clear();
+        r.finished_at = c.now;
+        c.release_changed = true;
+        Audit(c.pass, c.now, "release.succeeded", r, "");
+        c.Event("succeeded", "");
+        spdlog::info("release {} ({} {}) succeeded", r.id, p.name, r.version);
+      }
+    }
+  }
+}
+
+}  // namespace lockstep
