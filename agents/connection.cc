@@ -143,17 +143,18 @@ void Connection::Run() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // Reconnect quickly when the orchestrator comes back: our own backoff governs retries.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  auto channel =
-      grpc::CreateCustomChannel(impl_->options.server, grpc::InsecureChannelCredentials(), args);
-  auto stub = v1::AgentService::NewStub(channel);
   std::mt19937 rng(std::random_device{}());
+  // Capped well below any sensible agent_lost, so an orchestrator that comes back finds
+  // every agent again within a couple of seconds.
   constexpr auto kMin = std::chrono::milliseconds(100);
-  constexpr auto kMax = std::chrono::milliseconds(5000);
+  constexpr auto kMax = std::chrono::milliseconds(2000);
   auto backoff = kMin;
   for (;;) {
+    // A fresh channel per attempt: a channel that failed to connect keeps failing calls fast
+    // for its own backoff period, even after the server is back.
+    auto channel =
+        grpc::CreateCustomChannel(impl_->options.server, grpc::InsecureChannelCredentials(), args);
+    auto stub = v1::AgentService::NewStub(channel);
     bool welcomed = impl_->Session(*stub);
     if (welcomed) backoff = kMin;
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 2);

@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "common/duration.h"
+#include "common/json_views.h"
 #include "proto/lockstep.grpc.pb.h"
 
 namespace lockstep::cli {
@@ -61,69 +62,10 @@ class Client {
 
 std::string Time(int64_t ms) { return ms > 0 ? FormatUnixMs(ms) : ""; }
 
-json ReleaseJson(const v1::Release& r) {
-  json j = {{"id", r.id()},
-            {"pipeline", r.pipeline()},
-            {"version", r.version()},
-            {"artifact", r.artifact_url()},
-            {"sha256", r.sha256()},
-            {"commit", r.commit()},
-            {"author", r.author()},
-            {"state", r.state()},
-            {"reason", r.reason()},
-            {"current_wave", r.current_wave()},
-            {"previous_version", r.previous_version()},
-            {"created_at", Time(r.created_at_ms())},
-            {"started_at", Time(r.started_at_ms())},
-            {"finished_at", Time(r.finished_at_ms())},
-            {"created_at_ms", r.created_at_ms()},
-            {"started_at_ms", r.started_at_ms()},
-            {"finished_at_ms", r.finished_at_ms()}};
-  if (r.waves_size() > 0 || r.hosts_size() > 0) {
-    j["waves"] = json::array();
-    for (const auto& w : r.waves()) {
-      json jw = {{"index", w.index()},
-                 {"name", w.name()},
-                 {"state", w.state()},
-                 {"bake_ms", w.bake_ms()},
-                 {"started_at_ms", w.started_at_ms()},
-                 {"finished_at_ms", w.finished_at_ms()},
-                 {"regions", json::array()}};
-      for (const auto& rp : w.regions()) {
-        jw["regions"].push_back({{"region", rp.region()},
-                                 {"selected", rp.selected()},
-                                 {"done", rp.done()},
-                                 {"failed", rp.failed()}});
-      }
-      j["waves"].push_back(std::move(jw));
-    }
-    j["hosts"] = json::array();
-    for (const auto& h : r.hosts()) {
-      j["hosts"].push_back({{"agent", h.agent()},
-                            {"region", h.region()},
-                            {"wave", h.wave()},
-                            {"state", h.state()},
-                            {"detail", h.detail()},
-                            {"started_at_ms", h.started_at_ms()},
-                            {"finished_at_ms", h.finished_at_ms()}});
-    }
-  }
-  return j;
+bool IsFinal(const std::string& state) {
+  return state == "succeeded" || state == "failed" || state == "rolled_back" ||
+         state == "aborted" || state == "superseded";
 }
-
-json AgentJson(const v1::Agent& a) {
-  json versions = json::array();
-  for (const auto& v : a.versions_on_disk()) versions.push_back(v);
-  return {{"name", a.name()},
-          {"region", a.region()},
-          {"pipeline", a.pipeline()},
-          {"current_version", a.current_version()},
-          {"versions_on_disk", versions},
-          {"connected", a.connected()},
-          {"last_seen", Time(a.last_seen_ms())}};
-}
-
-bool IsFinal(const std::string& state) { return state != "queued" && state != "rolling"; }
 
 // One line summarising where a release stands: its state, current wave and per-region
 // counts. Printed whenever it changes while waiting.
@@ -168,7 +110,10 @@ void PrintReleaseText(const v1::Release& r) {
   }
 }
 
-int Wait(const Context& ctx, Client& client, int64_t id, std::chrono::milliseconds timeout) {
+}  // namespace
+
+int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
+  Client client(ctx);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string last_line;
   v1::Release r;
@@ -176,6 +121,16 @@ int Wait(const Context& ctx, Client& client, int64_t id, std::chrono::millisecon
     v1::GetReleaseRequest req;
     req.set_id(id);
     grpc::Status st = client.Call(&v1::ControlService::Stub::GetRelease, req, &r);
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        std::chrono::steady_clock::now() < deadline) {
+      // lockstepd restarting (or failing over): the release lives on in its store.
+      if (last_line != "unavailable") {
+        std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
+        last_line = "unavailable";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      continue;
+    }
     if (!st.ok()) return RpcError(ctx, st);
     std::string line = ProgressLine(r);
     if (line != last_line) {
@@ -203,6 +158,17 @@ int Wait(const Context& ctx, Client& client, int64_t id, std::chrono::millisecon
   return kOk;
 }
 
+namespace {
+
+StatusOr<int64_t> ParseId(const std::string& text) {
+  char* end = nullptr;
+  long long id = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || !end || *end != '\0' || id <= 0) {
+    return InvalidArgument("release id must be a positive number, got \"" + text + "\"");
+  }
+  return static_cast<int64_t>(id);
+}
+
 }  // namespace
 
 int ReleaseCreate(const Context& ctx, const Flags& flags) {
@@ -225,7 +191,7 @@ int ReleaseCreate(const Context& ctx, const Flags& flags) {
   if (flags.GetBool("wait")) {
     std::fprintf(stderr, "release %lld queued: %s %s\n", static_cast<long long>(r.id()),
                  r.pipeline().c_str(), r.version().c_str());
-    return Wait(ctx, client, r.id(), *timeout);
+    return Wait(ctx, r.id(), *timeout);
   }
   if (ctx.json) {
     std::cout << ReleaseJson(r).dump(2) << "\n";
@@ -261,14 +227,11 @@ int ReleaseList(const Context& ctx, const Flags& flags) {
 
 int ReleaseShow(const Context& ctx, const std::vector<std::string>& args) {
   if (args.size() != 1) return Error(kUsage, "usage: lockstep release show ID");
-  char* end = nullptr;
-  long long id = std::strtoll(args[0].c_str(), &end, 10);
-  if (!end || *end != '\0' || id <= 0) {
-    return Error(kUsage, "release id must be a positive number, got \"" + args[0] + "\"");
-  }
+  auto id = ParseId(args[0]);
+  if (!id.ok()) return Error(kUsage, id.status().message());
   Client client(ctx);
   v1::GetReleaseRequest req;
-  req.set_id(id);
+  req.set_id(*id);
   v1::Release r;
   grpc::Status st = client.Call(&v1::ControlService::Stub::GetRelease, req, &r);
   if (!st.ok()) return RpcError(ctx, st);
@@ -290,24 +253,15 @@ int Status(const Context& ctx, const std::vector<std::string>& args) {
   if (!st.ok()) return RpcError(ctx, st);
   if (ctx.json) {
     json out = json::array();
-    for (const auto& p : resp.pipelines()) {
-      json jp = {{"pipeline", p.pipeline()},
-                 {"desired_version", p.desired_version()},
-                 {"regions", json::array()}};
-      if (p.has_active()) jp["active"] = ReleaseJson(p.active());
-      for (const auto& rs : p.regions()) {
-        json jr = {{"region", rs.region()}, {"hosts", json::array()}};
-        for (const auto& h : rs.hosts()) jr["hosts"].push_back(AgentJson(h));
-        jp["regions"].push_back(std::move(jr));
-      }
-      out.push_back(std::move(jp));
-    }
+    for (const auto& p : resp.pipelines()) out.push_back(PipelineStatusJson(p));
     std::cout << out.dump(2) << "\n";
     return kOk;
   }
   for (const auto& p : resp.pipelines()) {
-    std::printf("pipeline %s  desired %s\n", p.pipeline().c_str(),
-                p.desired_version().empty() ? "(none yet)" : p.desired_version().c_str());
+    std::printf("pipeline %s  desired %s%s%s\n", p.pipeline().c_str(),
+                p.desired_version().empty() ? "(none yet)" : p.desired_version().c_str(),
+                p.paused() ? ("  PAUSED by " + p.paused_by()).c_str() : "",
+                p.frozen() ? ("  FROZEN: " + p.freeze_reason()).c_str() : "");
     if (p.has_active()) std::printf("  in flight: %s\n", ProgressLine(p.active()).c_str());
     for (const auto& rs : p.regions()) {
       std::printf("  %s: %d host(s)\n", rs.region().c_str(), rs.hosts_size());
@@ -340,6 +294,132 @@ int Agents(const Context& ctx) {
                 a.pipeline().c_str(),
                 a.current_version().empty() ? "-" : a.current_version().c_str(),
                 a.connected() ? "connected" : "disconnected");
+  }
+  return kOk;
+}
+
+int ReleaseWatch(const Context& ctx, const std::vector<std::string>& args,
+                 std::chrono::milliseconds timeout) {
+  if (args.size() != 1) return Error(kUsage, "usage: lockstep release watch ID");
+  auto id = ParseId(args[0]);
+  if (!id.ok()) return Error(kUsage, id.status().message());
+  return Wait(ctx, *id, timeout);
+}
+
+int ReleaseAction(const Context& ctx, const std::string& action,
+                  const std::vector<std::string>& args) {
+  if (args.size() != 1) return Error(kUsage, "usage: lockstep " + action + " ID");
+  auto id = ParseId(args[0]);
+  if (!id.ok()) return Error(kUsage, id.status().message());
+  Client client(ctx);
+  v1::ReleaseRef req;
+  req.set_id(*id);
+  v1::Release r;
+  grpc::Status st = action == "approve" ? client.Call(&v1::ControlService::Stub::Approve, req, &r)
+                                        : client.Call(&v1::ControlService::Stub::Abort, req, &r);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    std::cout << ReleaseJson(r).dump(2) << "\n";
+  } else {
+    std::printf("release %lld: %s requested (%s)\n", static_cast<long long>(r.id()), action.c_str(),
+                r.state().c_str());
+  }
+  return kOk;
+}
+
+int PipelineAction(const Context& ctx, const std::string& action,
+                   const std::vector<std::string>& args, const std::string& reason) {
+  if (args.size() != 1) return Error(kUsage, "usage: lockstep " + action + " PIPELINE");
+  Client client(ctx);
+  v1::PipelineRef req;
+  req.set_pipeline(args[0]);
+  req.set_reason(reason);
+  v1::Empty out;
+  grpc::Status st;
+  if (action == "pause") st = client.Call(&v1::ControlService::Stub::Pause, req, &out);
+  if (action == "resume") st = client.Call(&v1::ControlService::Stub::Resume, req, &out);
+  if (action == "freeze") st = client.Call(&v1::ControlService::Stub::Freeze, req, &out);
+  if (action == "unfreeze") st = client.Call(&v1::ControlService::Stub::Unfreeze, req, &out);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    std::cout << json({{"pipeline", args[0]}, {"action", action}, {"ok", true}}).dump(2) << "\n";
+  } else {
+    std::printf("%s: %s\n", args[0].c_str(),
+                action == "pause"    ? "paused"
+                : action == "resume" ? "resumed"
+                : action == "freeze" ? "frozen"
+                                     : "unfrozen");
+  }
+  return kOk;
+}
+
+int Rollback(const Context& ctx, const std::vector<std::string>& args, const std::string& to,
+             bool wait, std::chrono::milliseconds timeout) {
+  if (args.size() != 1) return Error(kUsage, "usage: lockstep rollback PIPELINE [--to V]");
+  auto started = std::chrono::steady_clock::now();
+  Client client(ctx);
+  v1::RollbackRequest req;
+  req.set_pipeline(args[0]);
+  req.set_to_version(to);
+  v1::Release r;
+  grpc::Status st = client.Call(&v1::ControlService::Stub::Rollback, req, &r);
+  if (!st.ok()) return RpcError(ctx, st);
+  std::fprintf(stderr, "rollback %lld: every host of %s to %s\n", static_cast<long long>(r.id()),
+               r.pipeline().c_str(), r.version().c_str());
+  if (!wait) {
+    if (ctx.json) std::cout << ReleaseJson(r).dump(2) << "\n";
+    return kOk;
+  }
+  int rc = Wait(ctx, r.id(), timeout);
+  if (rc == kOk) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::fprintf(stderr, "every host of %s is on %s (%.2fs)\n", r.pipeline().c_str(),
+                 r.version().c_str(), secs);
+  }
+  return rc;
+}
+
+int Audit(const Context& ctx, int limit) {
+  Client client(ctx);
+  v1::AuditRequest req;
+  req.set_limit(limit);
+  v1::AuditResponse resp;
+  grpc::Status st = client.Call(&v1::ControlService::Stub::ListAudit, req, &resp);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    json j = json::array();
+    for (const auto& e : resp.entries()) j.push_back(AuditJson(e));
+    std::cout << j.dump(2) << "\n";
+    return kOk;
+  }
+  for (const auto& e : resp.entries()) {
+    std::printf("%s  %-18s %-24s %-14s %s %s\n", Time(e.at_ms()).c_str(), e.actor().c_str(),
+                e.action().c_str(), e.target().c_str(), e.outcome().c_str(), e.detail().c_str());
+  }
+  return kOk;
+}
+
+int TokensCreate(const Context& ctx, const std::string& role, const std::string& name,
+                 const std::string& region) {
+  if (role.empty() || name.empty()) {
+    return Error(kUsage, "usage: lockstep tokens create --role ROLE --name NAME [--region R]");
+  }
+  Client client(ctx);
+  v1::CreateTokenRequest req;
+  req.set_role(role);
+  req.set_name(name);
+  req.set_region(region);
+  v1::CreateTokenResponse resp;
+  grpc::Status st = client.Call(&v1::ControlService::Stub::CreateToken, req, &resp);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    std::cout
+        << json({{"name", resp.name()}, {"role", resp.role()}, {"token", resp.token()}}).dump(2)
+        << "\n";
+  } else {
+    std::printf("%s\n", resp.token().c_str());
+    std::fprintf(stderr, "token \"%s\" (%s) created; it is shown only once\n", resp.name().c_str(),
+                 resp.role().c_str());
   }
   return kOk;
 }

@@ -4,6 +4,7 @@
 // 2 for bad usage, 3 when the server could not be reached or refused the request.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -22,5 +23,19 @@ int ReleaseList(const Context& ctx, const Flags& flags);
 int ReleaseShow(const Context& ctx, const std::vector<std::string>& args);
 int Status(const Context& ctx, const std::vector<std::string>& args);
 int Agents(const Context& ctx);
+int ReleaseWatch(const Context& ctx, const std::vector<std::string>& args,
+                 std::chrono::milliseconds timeout);
+// approve ID | abort ID
+int ReleaseAction(const Context& ctx, const std::string& action,
+                  const std::vector<std::string>& args);
+// pause | resume | freeze | unfreeze PIPELINE
+int PipelineAction(const Context& ctx, const std::string& action,
+                   const std::vector<std::string>& args, const std::string& reason);
+// Exit 0 only when every host confirmed the target version (unless !wait).
+int Rollback(const Context& ctx, const std::vector<std::string>& args, const std::string& to,
+             bool wait, std::chrono::milliseconds timeout);
+int Audit(const Context& ctx, int limit);
+int TokensCreate(const Context& ctx, const std::string& role, const std::string& name,
+                 const std::string& region);
 
 }  // namespace lockstep::cli

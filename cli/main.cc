@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "common/duration.h"
 #include "common/flags.h"
 
 namespace {
@@ -18,8 +19,17 @@ commands:
                  [--author NAME] [--wait] [--timeout 60m]
   release list [--pipeline P] [--limit N]
   release show ID
+  release watch ID               live progress until a final state
   status [PIPELINE]
   agents
+  approve ID                     approve the wave waiting for a manual approval
+  pause PIPELINE | resume PIPELINE
+  freeze PIPELINE --reason TEXT | unfreeze PIPELINE
+  abort ID                       stop the release and roll back what it changed
+  rollback PIPELINE [--to V] [--no-wait]
+                                 every host of every region back on the last good release
+  audit [--limit N]
+  tokens create --role ROLE --name NAME [--region R]
 
 --server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN.
 )";
@@ -47,6 +57,12 @@ int main(int argc, char** argv) {
   flags.Value("limit", "20", "how many releases to list");
   flags.Value("timeout", "60m", "how long --wait waits at most");
   flags.Bool("wait", "wait until the release reaches a final state");
+  flags.Bool("no-wait", "rollback: return once the rollback is queued");
+  flags.Value("to", "", "rollback: the version to go back to");
+  flags.Value("reason", "", "freeze: why");
+  flags.Value("role", "", "tokens create: the token's role");
+  flags.Value("name", "", "tokens create: the token's name");
+  flags.Value("region", "", "tokens create: an agent token's region");
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) return Usage(st.message());
   if (flags.GetBool("help")) {
@@ -75,12 +91,33 @@ int main(int argc, char** argv) {
       return lockstep::cli::ReleaseList(ctx, flags);
     }
     if (sub == "show") return lockstep::cli::ReleaseShow(ctx, sub_args);
+    if (sub == "watch") {
+      auto timeout = lockstep::ParseDuration(flags.Get("timeout"));
+      if (!timeout.ok()) return Usage("--timeout: " + timeout.status().message());
+      return lockstep::cli::ReleaseWatch(ctx, sub_args, *timeout);
+    }
     return Usage("unknown release subcommand \"" + sub + "\"");
   }
   if (cmd == "status") return lockstep::cli::Status(ctx, rest);
   if (cmd == "agents") {
     if (!rest.empty()) return Usage("unexpected argument " + rest[0]);
     return lockstep::cli::Agents(ctx);
+  }
+  if (cmd == "approve" || cmd == "abort") return lockstep::cli::ReleaseAction(ctx, cmd, rest);
+  if (cmd == "pause" || cmd == "resume" || cmd == "freeze" || cmd == "unfreeze") {
+    if (cmd == "freeze" && flags.Get("reason").empty()) return Usage("freeze needs --reason");
+    return lockstep::cli::PipelineAction(ctx, cmd, rest, flags.Get("reason"));
+  }
+  if (cmd == "rollback") {
+    auto timeout = lockstep::ParseDuration(flags.Get("timeout"));
+    if (!timeout.ok()) return Usage("--timeout: " + timeout.status().message());
+    return lockstep::cli::Rollback(ctx, rest, flags.Get("to"), !flags.GetBool("no-wait"), *timeout);
+  }
+  if (cmd == "audit") return lockstep::cli::Audit(ctx, std::atoi(flags.Get("limit").c_str()));
+  if (cmd == "tokens") {
+    if (rest.size() != 1 || rest[0] != "create") return Usage("usage: lockstep tokens create");
+    return lockstep::cli::TokensCreate(ctx, flags.Get("role"), flags.Get("name"),
+                                       flags.Get("region"));
   }
   return Usage("unknown command \"" + cmd + "\"");
 }

@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
   flags.Value("grpc-listen", "127.0.0.1:7400", "gRPC address for agents and the CLI");
   flags.Value("http-listen", "127.0.0.1:7480", "HTTP address for the API and dashboard");
   flags.Value("config", "", "YAML file with the same keys as these flags");
-  flags.Value("bootstrap-token-file", "", "where the first admin token is written");
+  flags.Value("bootstrap-token-file", "",
+              "where the first admin token is written (default DATA_DIR/admin-token)");
+  flags.Value("web-dir", LOCKSTEP_DEFAULT_WEB_DIR, "the dashboard's static files");
   flags.Value("port-file", "", "write the bound ports here as JSON once listening");
   flags.Value("log-level", "info", "debug, info, warn or error");
   flags.Bool("help", "show this help");
@@ -87,6 +89,9 @@ int main(int argc, char** argv) {
   options.data_dir = flags.Get("data-dir");
   options.pipelines = std::move(*pipelines);
   options.grpc_listen = flags.Get("grpc-listen");
+  options.http_listen = flags.Get("http-listen");
+  options.web_dir = flags.Get("web-dir");
+  options.bootstrap_token_file = flags.Get("bootstrap-token-file");
   auto orch = lockstep::Orchestrator::Start(std::move(options));
   if (!orch.ok()) return Fail(orch.status().message());
 
@@ -94,7 +99,7 @@ int main(int argc, char** argv) {
     std::string tmp = flags.Get("port-file") + ".tmp";
     {
       std::ofstream f(tmp);
-      f << "{\"grpc\": " << (*orch)->grpc_port() << "}\n";
+      f << "{\"grpc\": " << (*orch)->grpc_port() << ", \"http\": " << (*orch)->http_port() << "}\n";
     }
     std::rename(tmp.c_str(), flags.Get("port-file").c_str());
   }

@@ -47,13 +47,20 @@ ARTIFACTS="http://127.0.0.1:$(cat "$WORK/artifacts.port")"
 PIDS+=($!)
 wait_for_file "$WORK/lockstepd.ports" 20
 export LOCKSTEP_SERVER="127.0.0.1:$(sed -E 's/.*"grpc": ([0-9]+).*/\1/' "$WORK/lockstepd.ports")"
-echo "lockstepd listening on $LOCKSTEP_SERVER (store: $WORK/data/lockstep.db)"
+HTTP_PORT=$(sed -E 's/.*"http": ([0-9]+).*/\1/' "$WORK/lockstepd.ports")
+# The first start wrote an admin token; everything else uses tokens made from it.
+export LOCKSTEP_TOKEN=$(cat "$WORK/data/admin-token")
+echo "lockstepd listening on $LOCKSTEP_SERVER (gRPC) and http://127.0.0.1:$HTTP_PORT/ (dashboard)"
+echo "store: $WORK/data/lockstep.db; admin token in $WORK/data/admin-token"
 
-# 3. Three hosts per region.
+# 3. Three hosts per region, each region with its own enrollment token.
 for region in us-east-1 eu-west-1 ap-southeast-2; do
+  "$BIN/lockstep" tokens create --role agent --region "$region" --name "enroll-$region" \
+    > "$WORK/enroll-$region.token" 2>/dev/null
   for i in 1 2 3; do
     name="$region-$i"
     "$BIN/lockstep-agent" --server "$LOCKSTEP_SERVER" --region "$region" --name "$name" \
+      --token-file "$WORK/enroll-$region.token" \
       --root "$WORK/hosts/$name" 2> "$WORK/logs/agent-$name.log" &
     PIDS+=($!)
   done

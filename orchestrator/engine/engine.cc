@@ -82,7 +82,11 @@ bool InsideWindow(const DeployWindow& w, UnixMs now, UnixMs* next_check) {
 }  // namespace
 
 Engine::Engine(std::vector<Pipeline> pipelines, Store* store, const Clock* clock, TaskSink* sink)
-    : pipelines_(std::move(pipelines)), store_(store), clock_(clock), sink_(sink) {}
+    : pipelines_(std::move(pipelines)),
+      store_(store),
+      clock_(clock),
+      sink_(sink),
+      started_at_(clock->Now()) {}
 
 const Pipeline* Engine::FindPipeline(const std::string& name) const {
   for (const auto& p : pipelines_) {
@@ -352,7 +356,10 @@ void Engine::AgentHeartbeat(const std::string& name) { last_contact_[name] = clo
 
 UnixMs Engine::LastContact(const AgentRecord& a) const {
   auto it = last_contact_.find(a.name);
-  return it != last_contact_.end() ? std::max(it->second, a.last_seen) : a.last_seen;
+  UnixMs seen = it != last_contact_.end() ? std::max(it->second, a.last_seen) : a.last_seen;
+  // While this process was not running nobody watched the agent: its silence counts from
+  // our start, so every agent gets agent_lost to reconnect after a restart.
+  return std::max(seen, started_at_);
 }
 
 bool Engine::AgentAlive(const AgentRecord& a, UnixMs now, const Pipeline& p) const {

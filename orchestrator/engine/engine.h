@@ -146,6 +146,7 @@ class Engine {
   const Clock* const clock_;
   TaskSink* const sink_;
   EngineObserver* observer_ = nullptr;
+  const UnixMs started_at_;
 
   // Agents that connected since the last pass: their outstanding tasks are re-sent.
   std::set<std::string> resend_to_;

@@ -1,8 +1,10 @@
-// The CLI's control API. Reads come straight from the store; creating a release validates
-// and stores it, then kicks the engine, which takes it from there.
+// The CLI's control API. Every call is authenticated (bearer token in the "authorization"
+// metadata) and authorised by role; reads come from the store, requests go through the
+// engine's operator methods, which audit them, and then kick the engine.
 
 #include <grpcpp/grpcpp.h>
 
+#include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/server/hub.h"
 #include "orchestrator/server/services.h"
@@ -54,24 +56,34 @@ grpc::Status ToGrpc(const Status& st) {
   return grpc::Status(code, st.message());
 }
 
+std::string AuthorizationOf(const grpc::ServerContext* ctx) {
+  auto it = ctx->client_metadata().find("authorization");
+  if (it == ctx->client_metadata().end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
 class ControlServiceImpl final : public v1::ControlService::Service {
  public:
-  ControlServiceImpl(Engine* engine, Store* store, Hub* hub)
-      : engine_(engine), store_(store), hub_(hub) {}
+  ControlServiceImpl(Engine* engine, Store* store, Hub* hub, const Authenticator* auth)
+      : engine_(engine), store_(store), hub_(hub), auth_(auth) {}
 
-  grpc::Status CreateRelease(grpc::ServerContext* /*ctx*/, const v1::CreateReleaseRequest* req,
+  grpc::Status CreateRelease(grpc::ServerContext* ctx, const v1::CreateReleaseRequest* req,
                              v1::Release* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kCreateRelease);
+    if (!who.ok()) return ToGrpc(who.status());
     NewRelease nr{req->pipeline(), req->version(), req->artifact_url(),
                   req->sha256(),   req->commit(),  req->author()};
-    auto created = engine_->CreateRelease(nr, "cli");
+    auto created = engine_->CreateRelease(nr, who->name);
     if (!created.ok()) return ToGrpc(created.status());
     hub_->Kick();
     *out = ReleaseSummary(*created);
     return grpc::Status::OK;
   }
 
-  grpc::Status ListReleases(grpc::ServerContext* /*ctx*/, const v1::ListReleasesRequest* req,
+  grpc::Status ListReleases(grpc::ServerContext* ctx, const v1::ListReleasesRequest* req,
                             v1::ListReleasesResponse* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
+    if (!who.ok()) return ToGrpc(who.status());
     if (!req->pipeline().empty() && !engine_->FindPipeline(req->pipeline())) {
       return ToGrpc(NotFound("unknown pipeline \"" + req->pipeline() + "\""));
     }
@@ -81,75 +93,134 @@ class ControlServiceImpl final : public v1::ControlService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status GetRelease(grpc::ServerContext* /*ctx*/, const v1::GetReleaseRequest* req,
+  grpc::Status GetRelease(grpc::ServerContext* ctx, const v1::GetReleaseRequest* req,
                           v1::Release* out) override {
-    auto view = FullRelease(req->id());
-    if (!view.ok()) return ToGrpc(view.status());
-    *out = std::move(*view);
-    return grpc::Status::OK;
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
+    if (!who.ok()) return ToGrpc(who.status());
+    return Respond(LoadReleaseView(*store_, *engine_, req->id()), out);
   }
 
-  grpc::Status ListAgents(grpc::ServerContext* /*ctx*/, const v1::ListAgentsRequest* /*req*/,
+  grpc::Status ListAgents(grpc::ServerContext* ctx, const v1::ListAgentsRequest* /*req*/,
                           v1::ListAgentsResponse* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
+    if (!who.ok()) return ToGrpc(who.status());
     auto agents = store_->Agents();
     if (!agents.ok()) return ToGrpc(agents.status());
     for (const auto& a : *agents) *out->add_agents() = AgentView(a);
     return grpc::Status::OK;
   }
 
-  grpc::Status GetStatus(grpc::ServerContext* /*ctx*/, const v1::StatusRequest* req,
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::StatusRequest* req,
                          v1::StatusResponse* out) override {
-    if (!req->pipeline().empty() && !engine_->FindPipeline(req->pipeline())) {
-      return ToGrpc(NotFound("unknown pipeline \"" + req->pipeline() + "\""));
-    }
-    auto agents = store_->Agents();
-    if (!agents.ok()) return ToGrpc(agents.status());
-    for (const auto& p : engine_->pipelines()) {
-      if (!req->pipeline().empty() && p.name != req->pipeline()) continue;
-      auto* ps = out->add_pipelines();
-      ps->set_pipeline(p.name);
-      auto last = store_->DesiredRelease(p.name);
-      if (!last.ok()) return ToGrpc(last.status());
-      if (last->has_value()) ps->set_desired_version((*last)->version);
-      auto open = store_->OpenReleases(p.name);
-      if (!open.ok()) return ToGrpc(open.status());
-      for (const auto& r : *open) {
-        if (r.state != release_state::kRolling) continue;
-        auto view = FullRelease(r.id);
-        if (!view.ok()) return ToGrpc(view.status());
-        *ps->mutable_active() = std::move(*view);
-      }
-      for (const auto& region : p.regions) {
-        auto* rs = ps->add_regions();
-        rs->set_region(region);
-        for (const auto& a : *agents) {
-          if (a.pipeline == p.name && a.region == region) *rs->add_hosts() = AgentView(a);
-        }
-      }
-    }
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
+    if (!who.ok()) return ToGrpc(who.status());
+    return Respond(LoadStatusView(*store_, *engine_, req->pipeline()), out);
+  }
+
+  grpc::Status Approve(grpc::ServerContext* ctx, const v1::ReleaseRef* req,
+                       v1::Release* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kApprove);
+    if (!who.ok()) return ToGrpc(who.status());
+    if (Status st = engine_->Approve(req->id(), who->name); !st.ok()) return ToGrpc(st);
+    hub_->Kick();
+    return Respond(LoadReleaseView(*store_, *engine_, req->id()), out);
+  }
+
+  grpc::Status Abort(grpc::ServerContext* ctx, const v1::ReleaseRef* req,
+                     v1::Release* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kAbort);
+    if (!who.ok()) return ToGrpc(who.status());
+    if (Status st = engine_->Abort(req->id(), who->name); !st.ok()) return ToGrpc(st);
+    hub_->Kick();
+    return Respond(LoadReleaseView(*store_, *engine_, req->id()), out);
+  }
+
+  grpc::Status Pause(grpc::ServerContext* ctx, const v1::PipelineRef* req,
+                     v1::Empty* /*out*/) override {
+    return PipelineSwitch(ctx, Action::kPause, [&](const std::string& who) {
+      return engine_->Pause(req->pipeline(), who);
+    });
+  }
+  grpc::Status Resume(grpc::ServerContext* ctx, const v1::PipelineRef* req,
+                      v1::Empty* /*out*/) override {
+    return PipelineSwitch(ctx, Action::kResume, [&](const std::string& who) {
+      return engine_->Resume(req->pipeline(), who);
+    });
+  }
+  grpc::Status Freeze(grpc::ServerContext* ctx, const v1::PipelineRef* req,
+                      v1::Empty* /*out*/) override {
+    return PipelineSwitch(ctx, Action::kFreeze, [&](const std::string& who) {
+      return engine_->Freeze(req->pipeline(), req->reason(), who);
+    });
+  }
+  grpc::Status Unfreeze(grpc::ServerContext* ctx, const v1::PipelineRef* req,
+                        v1::Empty* /*out*/) override {
+    return PipelineSwitch(ctx, Action::kFreeze, [&](const std::string& who) {
+      return engine_->Unfreeze(req->pipeline(), who);
+    });
+  }
+
+  grpc::Status Rollback(grpc::ServerContext* ctx, const v1::RollbackRequest* req,
+                        v1::Release* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kRollback);
+    if (!who.ok()) return ToGrpc(who.status());
+    auto created = engine_->Rollback(req->pipeline(), req->to_version(), who->name);
+    if (!created.ok()) return ToGrpc(created.status());
+    hub_->Kick();
+    *out = ReleaseSummary(*created);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListAudit(grpc::ServerContext* ctx, const v1::AuditRequest* req,
+                         v1::AuditResponse* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
+    if (!who.ok()) return ToGrpc(who.status());
+    auto entries = store_->Audit(req->limit());
+    if (!entries.ok()) return ToGrpc(entries.status());
+    for (const auto& e : *entries) *out->add_entries() = AuditView(e);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status CreateToken(grpc::ServerContext* ctx, const v1::CreateTokenRequest* req,
+                           v1::CreateTokenResponse* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kManageTokens);
+    if (!who.ok()) return ToGrpc(who.status());
+    auto token = auth_->CreateToken(req->name(), req->role(), req->region(), who->name);
+    if (!token.ok()) return ToGrpc(token.status());
+    out->set_name(req->name());
+    out->set_role(req->role());
+    out->set_token(*token);
     return grpc::Status::OK;
   }
 
  private:
-  StatusOr<v1::Release> FullRelease(int64_t id) {
-    auto r = store_->GetRelease(id);
-    if (!r.ok()) return r.status();
-    auto waves = store_->Waves(id);
-    if (!waves.ok()) return waves.status();
-    auto hosts = store_->Hosts(id);
-    if (!hosts.ok()) return hosts.status();
-    return ReleaseView(*r, *waves, *hosts, engine_->FindPipeline(r->pipeline));
+  template <typename T>
+  grpc::Status Respond(StatusOr<T> result, T* out) {
+    if (!result.ok()) return ToGrpc(result.status());
+    *out = std::move(*result);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status PipelineSwitch(grpc::ServerContext* ctx, Action action,
+                              const std::function<Status(const std::string&)>& change) {
+    auto who = auth_->Check(AuthorizationOf(ctx), action);
+    if (!who.ok()) return ToGrpc(who.status());
+    if (Status st = change(who->name); !st.ok()) return ToGrpc(st);
+    hub_->Kick();
+    return grpc::Status::OK;
   }
 
   Engine* const engine_;
   Store* const store_;
   Hub* const hub_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> MakeControlService(Engine* engine, Store* store, Hub* hub) {
-  return std::make_unique<ControlServiceImpl>(engine, store, hub);
+std::unique_ptr<grpc::Service> MakeControlService(Engine* engine, Store* store, Hub* hub,
+                                                  const Authenticator* auth) {
+  return std::make_unique<ControlServiceImpl>(engine, store, hub, auth);
 }
 
 }  // namespace lockstep

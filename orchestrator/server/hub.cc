@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "orchestrator/auth/authenticator.h"
+
 namespace lockstep {
 
-Hub::Hub(const Clock* clock, int64_t heartbeat_interval_ms)
-    : clock_(clock), heartbeat_interval_ms_(heartbeat_interval_ms) {}
+Hub::Hub(const Clock* clock, int64_t heartbeat_interval_ms, const Authenticator* auth)
+    : clock_(clock), heartbeat_interval_ms_(heartbeat_interval_ms), auth_(auth) {}
 
 void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg) {
   {
@@ -100,6 +102,12 @@ void Hub::Apply(Event& ev) {
   auto& msg = *ev.msg;
   if (msg.has_hello()) {
     if (!name.empty()) return;  // a second hello on one stream changes nothing
+    if (Status st = auth_->AuthenticateAgent(msg.hello().token(), msg.hello().region()); !st.ok()) {
+      spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),
+                   st.message());
+      ev.stream->Close(st.message());
+      return;
+    }
     auto pipeline = engine_->AgentConnected(msg.hello());
     if (!pipeline.ok()) {
       spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),

@@ -27,6 +27,8 @@
 
 namespace lockstep {
 
+class Authenticator;
+
 // One agent's open stream, as seen from outside the gRPC reactor that owns it. Safe to use
 // after the stream ended: calls then do nothing.
 class StreamHandle {
@@ -40,7 +42,8 @@ class StreamHandle {
 
 class Hub final : public TaskSink {
  public:
-  Hub(const Clock* clock, int64_t heartbeat_interval_ms);
+  // `auth` checks each agent's enrollment token; it must outlive the hub.
+  Hub(const Clock* clock, int64_t heartbeat_interval_ms, const Authenticator* auth);
 
   void OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg);
   void OnClosed(const std::shared_ptr<StreamHandle>& stream);
@@ -67,6 +70,7 @@ class Hub final : public TaskSink {
   Engine* engine_ = nullptr;  // set by Run; engine thread only
   const Clock* const clock_;
   const int64_t heartbeat_interval_ms_;
+  const Authenticator* const auth_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

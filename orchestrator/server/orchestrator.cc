@@ -8,8 +8,12 @@
 #include <filesystem>
 #include <thread>
 
+#include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/server/http_api.h"
+#include "orchestrator/notify/notifier.h"
 #include "orchestrator/server/hub.h"
+#include "orchestrator/server/observers.h"
 #include "orchestrator/server/services.h"
 #include "orchestrator/store/store.h"
 
@@ -18,13 +22,20 @@ namespace lockstep {
 struct Orchestrator::Impl {
   OrchestratorOptions options;
   std::unique_ptr<Store> store;
+  std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Hub> hub;
   std::unique_ptr<grpc::Service> agent_service;
   std::unique_ptr<grpc::Service> control_service;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<HttpApi> http;
+  // Release events go to the HTTP event streams and to each pipeline's notify webhooks.
+  std::unique_ptr<Notifier> notifier;
+  std::unique_ptr<ReleaseNotifications> notifications;
+  std::unique_ptr<FanOutObserver> observers;
   std::thread engine_thread;
   int grpc_port = 0;
+  int http_port = 0;
   std::mutex mu;
   std::condition_variable cv;
   bool shut_down = false;  // guarded by mu; Shutdown has begun
@@ -48,12 +59,20 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   auto store = OpenSqliteStore((std::filesystem::path(o.data_dir) / "lockstep.db").string());
   if (!store.ok()) return store.status();
   impl->store = std::move(*store);
-  impl->hub = std::make_unique<Hub>(o.clock, o.heartbeat_interval_ms);
+  impl->auth = std::make_unique<Authenticator>(impl->store.get(), o.clock);
+  std::string token_file = o.bootstrap_token_file.empty()
+                               ? (std::filesystem::path(o.data_dir) / "admin-token").string()
+                               : o.bootstrap_token_file;
+  auto bootstrapped = impl->auth->Bootstrap(token_file);
+  if (!bootstrapped.ok()) return bootstrapped.status();
+  if (*bootstrapped) spdlog::info("first start: admin token written to {}", token_file);
+  impl->hub = std::make_unique<Hub>(o.clock, o.heartbeat_interval_ms, impl->auth.get());
   impl->engine = std::make_unique<Engine>(o.pipelines, impl->store.get(), o.clock, impl->hub.get());
 
   impl->agent_service = MakeAgentService(impl->hub.get());
   impl->control_service =
-      MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get());
+      MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get(),
+                         impl->auth.get());
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(o.grpc_listen, grpc::InsecureServerCredentials(), &impl->grpc_port);
@@ -72,16 +91,37 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     return Unavailable("cannot listen on " + o.grpc_listen +
                        " for gRPC (address in use or invalid)");
   }
+  if (!o.http_listen.empty()) {
+    HttpApiOptions ho;
+    ho.listen = o.http_listen;
+    ho.web_dir = o.web_dir;
+    auto http = HttpApi::Start(ho, impl->engine.get(), impl->store.get(), impl->hub.get(),
+                               impl->auth.get(), o.clock);
+    if (!http.ok()) {
+      impl->server->Shutdown();
+      return http.status();
+    }
+    impl->http = std::move(*http);
+    impl->http_port = impl->http->port();
+  }
+  impl->notifier = std::make_unique<Notifier>();
+  impl->notifications = std::make_unique<ReleaseNotifications>(impl->notifier.get());
+  impl->observers = std::make_unique<FanOutObserver>(
+      std::vector<EngineObserver*>{impl->notifications.get(), impl->http.get()});
+  impl->engine->set_observer(impl->observers.get());
   Hub* hub = impl->hub.get();
   Engine* engine = impl->engine.get();
   impl->engine_thread = std::thread([hub, engine] { hub->Run(engine); });
   hub->Kick();  // resume whatever was in flight when the last process stopped
-  spdlog::info("lockstepd serving gRPC on port {} with {} pipeline(s), store {}/lockstep.db",
-               impl->grpc_port, o.pipelines.size(), o.data_dir);
+  spdlog::info("lockstepd serving gRPC on port {}, HTTP on port {}, {} pipeline(s), store {}",
+               impl->grpc_port, impl->http_port, o.pipelines.size(),
+               (std::filesystem::path(o.data_dir) / "lockstep.db").string());
   return std::unique_ptr<Orchestrator>(new Orchestrator(std::move(impl)));
 }
 
 int Orchestrator::grpc_port() const { return impl_->grpc_port; }
+
+int Orchestrator::http_port() const { return impl_->http_port; }
 
 void Orchestrator::Wait() {
   std::unique_lock lock(impl_->mu);
@@ -97,6 +137,7 @@ void Orchestrator::Shutdown() {
   // Stop taking RPCs first (streams are cancelled), then the engine loop; the store's last
   // committed pass is the state a restart resumes from.
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (impl_->http) impl_->http->Stop();
   impl_->hub->Stop();
   if (impl_->engine_thread.joinable()) impl_->engine_thread.join();
   {

@@ -19,6 +19,10 @@ struct OrchestratorOptions {
   std::string data_dir;
   std::vector<Pipeline> pipelines;
   std::string grpc_listen = "127.0.0.1:7400";  // port 0: pick a free one
+  std::string http_listen = "127.0.0.1:7480";  // port 0: pick a free one; empty: no HTTP
+  std::string web_dir;                         // the dashboard's static files
+  // Where the first admin token is written on first start (default DATA_DIR/admin-token).
+  std::string bootstrap_token_file;
   int64_t heartbeat_interval_ms = 2000;
   const Clock* clock = SystemClock::Get();
 };
@@ -30,6 +34,7 @@ class Orchestrator {
   ~Orchestrator();
 
   int grpc_port() const;
+  int http_port() const;
   void Wait();
   void Shutdown();
 

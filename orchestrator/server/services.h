@@ -10,6 +10,7 @@ class Service;
 
 namespace lockstep {
 
+class Authenticator;
 class Engine;
 class Hub;
 class Store;
@@ -17,6 +18,7 @@ class Store;
 // The agent-facing bidirectional stream service.
 std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub);
 // The CLI-facing control service.
-std::unique_ptr<grpc::Service> MakeControlService(Engine* engine, Store* store, Hub* hub);
+std::unique_ptr<grpc::Service> MakeControlService(Engine* engine, Store* store, Hub* hub,
+                                                  const Authenticator* auth);
 
 }  // namespace lockstep

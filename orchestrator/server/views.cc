@@ -1,6 +1,10 @@
 #include "orchestrator/server/views.h"
 
 #include <map>
+#include <tuple>
+
+#include "orchestrator/engine/engine.h"
+#include "orchestrator/store/store.h"
 
 namespace lockstep {
 
@@ -20,12 +24,15 @@ lockstep::v1::Release ReleaseSummary(const ReleaseRecord& r) {
   out.set_created_at_ms(r.created_at);
   out.set_started_at_ms(r.started_at);
   out.set_finished_at_ms(r.finished_at);
+  out.set_kind(r.kind);
   return out;
 }
 
 lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<WaveRecord>& waves,
-                                  const std::vector<HostRecord>& hosts, const Pipeline* pipeline) {
+                                  const std::vector<HostRecord>& hosts,
+                                  const std::vector<GateResult>& gates, const Pipeline* pipeline) {
   lockstep::v1::Release out = ReleaseSummary(r);
+  if (r.kind == release_kind::kRollback) pipeline = nullptr;  // one implicit wave
   size_t wave_count = pipeline ? pipeline->waves.size() : waves.size();
   for (size_t i = 0; i < wave_count; ++i) {
     auto* w = out.add_waves();
@@ -35,6 +42,7 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
       const WaveSpec& spec = pipeline->waves[i];
       w->set_name(spec.name);
       w->set_bake_ms(spec.bake.count());
+      w->set_manual_approval(spec.manual_approval);
       for (const auto& region : spec.regions) w->add_regions()->set_region(region);
     }
     for (const auto& rec : waves) {
@@ -43,6 +51,10 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
       w->set_state(rec.state);
       w->set_started_at_ms(rec.started_at);
       w->set_finished_at_ms(rec.finished_at);
+      w->set_bake_started_at_ms(rec.bake_started_at);
+      w->set_first_switch_at_ms(rec.first_switch_at);
+      w->set_last_switch_at_ms(rec.last_switch_at);
+      w->set_approved_by(rec.approved_by);
     }
     // Per-region counts for this wave: hosts selected by it (cumulatively, a wave covers
     // the hosts of earlier waves too, and they count as done).
@@ -71,6 +83,20 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
     hp->set_detail(h.detail);
     hp->set_started_at_ms(h.started_at);
     hp->set_finished_at_ms(h.finished_at);
+    hp->set_from_version(h.from_version);
+  }
+  // The latest verdict of each wave, gate and region.
+  std::map<std::tuple<int, std::string, std::string>, const GateResult*> latest;
+  for (const auto& g : gates) latest[{g.wave, g.gate, g.region}] = &g;
+  for (const auto& [key, g] : latest) {
+    auto* gv = out.add_gates();
+    gv->set_wave(g->wave);
+    gv->set_gate(g->gate);
+    gv->set_region(g->region);
+    gv->set_at_ms(g->at);
+    gv->set_verdict(g->verdict);
+    gv->set_value(g->value);
+    gv->set_detail(g->detail);
   }
   return out;
 }
@@ -84,6 +110,71 @@ lockstep::v1::Agent AgentView(const AgentRecord& a) {
   for (const auto& v : a.versions_on_disk) out.add_versions_on_disk(v);
   out.set_connected(a.connected);
   out.set_last_seen_ms(a.last_seen);
+  return out;
+}
+
+lockstep::v1::AuditEntry AuditView(const AuditRecord& a) {
+  lockstep::v1::AuditEntry e;
+  e.set_id(a.id);
+  e.set_at_ms(a.at);
+  e.set_actor(a.actor);
+  e.set_action(a.action);
+  e.set_target(a.target);
+  e.set_detail(a.detail);
+  e.set_outcome(a.outcome);
+  return e;
+}
+
+StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id) {
+  auto r = store.GetRelease(id);
+  if (!r.ok()) return r.status();
+  auto waves = store.Waves(id);
+  if (!waves.ok()) return waves.status();
+  auto hosts = store.Hosts(id);
+  if (!hosts.ok()) return hosts.status();
+  auto gates = store.GateResults(id);
+  if (!gates.ok()) return gates.status();
+  return ReleaseView(*r, *waves, *hosts, *gates, engine.FindPipeline(r->pipeline));
+}
+
+StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,
+                                                      const std::string& pipeline) {
+  if (!pipeline.empty() && !engine.FindPipeline(pipeline)) {
+    return NotFound("unknown pipeline \"" + pipeline + "\"");
+  }
+  auto agents = store.Agents();
+  if (!agents.ok()) return agents.status();
+  lockstep::v1::StatusResponse out;
+  for (const auto& p : engine.pipelines()) {
+    if (!pipeline.empty() && p.name != pipeline) continue;
+    auto* ps = out.add_pipelines();
+    ps->set_pipeline(p.name);
+    auto desired = store.DesiredRelease(p.name);
+    if (!desired.ok()) return desired.status();
+    if (desired->has_value()) ps->set_desired_version((*desired)->version);
+    auto pstate = store.GetPipelineState(p.name);
+    if (!pstate.ok()) return pstate.status();
+    ps->set_paused(pstate->paused);
+    ps->set_paused_by(pstate->paused_by);
+    ps->set_frozen(pstate->frozen);
+    ps->set_frozen_by(pstate->frozen_by);
+    ps->set_freeze_reason(pstate->freeze_reason);
+    auto open = store.OpenReleases(p.name);
+    if (!open.ok()) return open.status();
+    for (const auto& r : *open) {
+      if (!release_state::IsInFlight(r.state)) continue;
+      auto view = LoadReleaseView(store, engine, r.id);
+      if (!view.ok()) return view.status();
+      *ps->mutable_active() = std::move(*view);
+    }
+    for (const auto& region : p.regions) {
+      auto* rs = ps->add_regions();
+      rs->set_region(region);
+      for (const auto& a : *agents) {
+        if (a.pipeline == p.name && a.region == region) *rs->add_hosts() = AgentView(a);
+      }
+    }
+  }
   return out;
 }
 

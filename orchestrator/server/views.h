@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "common/status.h"
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/store/model.h"
 #include "proto/lockstep.pb.h"
@@ -17,5 +18,14 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
 // A release without its waves and hosts, for lists.
 lockstep::v1::Release ReleaseSummary(const ReleaseRecord& r);
 lockstep::v1::Agent AgentView(const AgentRecord& a);
+lockstep::v1::AuditEntry AuditView(const AuditRecord& a);
+
+class Store;
+class Engine;
+// Reads a release with its waves, hosts and gate verdicts and builds its view.
+StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id);
+// The status of every pipeline (or one), as `lockstep status` shows it.
+StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,
+                                                      const std::string& pipeline);
 
 }  // namespace lockstep

@@ -105,6 +105,17 @@ CREATE TABLE pipeline_state (
   frozen_at INTEGER NOT NULL DEFAULT 0
 );
 )sql"},
+      // API tokens and agent enrollment tokens, stored as sha256 hashes only.
+      {4, R"sql(
+CREATE TABLE tokens (
+  name TEXT PRIMARY KEY,
+  role TEXT NOT NULL,
+  region TEXT NOT NULL DEFAULT '',
+  hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  created_by TEXT NOT NULL
+);
+)sql"},
   };
   return kMigrations;
 }

@@ -149,6 +149,16 @@ struct PipelineState {
   UnixMs frozen_at = 0;
 };
 
+// An API token (or agent enrollment token). Only the token's sha256 is stored.
+struct TokenRecord {
+  std::string name;
+  std::string role;    // viewer, deployer, release-manager, on-call, admin, or agent
+  std::string region;  // agent enrollment tokens: the region they may join
+  std::string hash;
+  UnixMs created_at = 0;
+  std::string created_by;
+};
+
 struct AgentRecord {
   std::string name;
   std::string region;

@@ -335,6 +335,49 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  Status CreateToken(const TokenRecord& t, const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_,
+           "INSERT INTO tokens (name, role, region, hash, created_at, created_by) "
+           "VALUES (?,?,?,?,?,?)");
+    s.Bind(1, t.name).Bind(2, t.role).Bind(3, t.region).Bind(4, t.hash).Bind(5, t.created_at);
+    s.Bind(6, t.created_by);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return Status(StatusCode::kAlreadyExists, "a token named \"" + t.name + "\" exists");
+    }
+    if (rc != SQLITE_DONE) return RollbackLocked("create token: " + s.Error());
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
+  }
+
+  StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, "SELECT name, role, region, hash, created_at, created_by FROM tokens WHERE hash=?");
+    s.Bind(1, hash);
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return std::optional<TokenRecord>();
+    if (rc != SQLITE_ROW) return Internal("read token: " + s.Error());
+    TokenRecord t;
+    t.name = s.Text(0);
+    t.role = s.Text(1);
+    t.region = s.Text(2);
+    t.hash = s.Text(3);
+    t.created_at = s.Int(4);
+    t.created_by = s.Text(5);
+    return std::optional<TokenRecord>(std::move(t));
+  }
+
+  StatusOr<int64_t> CountTokens() override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, "SELECT COUNT(*) FROM tokens");
+    if (s.Step() != SQLITE_ROW) return Internal("count tokens: " + s.Error());
+    return s.Int(0);
+  }
+
   StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
                                                               const std::string& version) override {
     std::lock_guard lock(mu_);

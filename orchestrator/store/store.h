@@ -60,6 +60,11 @@ class Store {
 
   virtual StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) = 0;
 
+  // kAlreadyExists if a token of that name exists.
+  virtual Status CreateToken(const TokenRecord& token, const AuditRecord& audit) = 0;
+  virtual StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) = 0;
+  virtual StatusOr<int64_t> CountTokens() = 0;
+
   virtual StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) = 0;
   virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -100,6 +101,25 @@ void Fleet::StartOrchestrator(const std::vector<std::string>& extra) {
                                            << ReadFile(orchestrator_->log_path());
   auto ports = nlohmann::json::parse(ReadFile(port_file));
   grpc_port_ = ports.at("grpc").get<int>();
+  http_port_ = ports.at("http").get<int>();
+  if (admin_token_.empty()) {
+    admin_token_ = ReadFile(dir_ + "/data/admin-token");
+    while (!admin_token_.empty() && admin_token_.back() == '\n') admin_token_.pop_back();
+    ASSERT_FALSE(admin_token_.empty()) << "no admin token written on first start";
+  }
+}
+
+std::string Fleet::CreateToken(const std::string& role, const std::string& name) {
+  std::vector<std::string> args = {"--output", "json", "tokens", "create",
+                                   "--role",   role,   "--name", name};
+  CommandResult r = Cli(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  try {
+    return nlohmann::json::parse(r.out).at("token").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    ADD_FAILURE() << "no token in: " << r.out;
+    return "";
+  }
 }
 
 void Fleet::StopOrchestrator() {
@@ -112,18 +132,24 @@ void Fleet::KillOrchestrator() {
   if (orchestrator_) orchestrator_->Kill();
 }
 
-void Fleet::StartAgent(const std::string& name, const std::string& region) {
+void Fleet::StartAgent(const std::string& name, const std::string& region,
+                       const std::string& token) {
   ASSERT_NE(grpc_port_, 0) << "start the orchestrator first";
   fs::create_directories(AgentRoot(name));
-  std::vector<std::string> argv = {BinPath("lockstep-agent"),
-                                   "--server",
-                                   server(),
-                                   "--region",
-                                   region,
-                                   "--name",
-                                   name,
-                                   "--root",
-                                   AgentRoot(name)};
+  std::string enroll = token;
+  if (enroll.empty()) {
+    auto& cached = enrollment_tokens_[region];
+    if (cached.empty()) {
+      CommandResult r = Cli({"--output", "json", "tokens", "create", "--role", "agent", "--region",
+                             region, "--name", "enroll-" + region});
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      cached = nlohmann::json::parse(r.out).at("token").get<std::string>();
+    }
+    enroll = cached;
+  }
+  std::vector<std::string> argv = {
+      BinPath("lockstep-agent"), "--server", server(), "--region", region, "--name", name, "--root",
+      AgentRoot(name),           "--token",  enroll};
   auto p =
       Process::Start(argv, dir_ + "/logs/agent-" + name + ".log", {{"EVENT_LOG", event_log()}});
   ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -144,6 +170,11 @@ std::string Fleet::CurrentOf(const std::string& agent) const {
 
 CommandResult Fleet::Cli(std::vector<std::string> args, std::chrono::milliseconds timeout) {
   std::vector<std::string> argv = {BinPath("lockstep"), "--server", server()};
+  bool has_token = std::find(args.begin(), args.end(), "--token") != args.end();
+  if (!has_token && !admin_token_.empty()) {
+    argv.push_back("--token");
+    argv.push_back(admin_token_);
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv, timeout);
 }

@@ -53,14 +53,26 @@ class Fleet {
   void StopOrchestrator();
   void KillOrchestrator();
   int grpc_port() const { return grpc_port_; }
+  int http_port() const { return http_port_; }
+  std::string http_url(const std::string& path = "") const {
+    return "http://127.0.0.1:" + std::to_string(http_port_) + path;
+  }
+  // The admin token lockstepd wrote on first start.
+  const std::string& admin_token() const { return admin_token_; }
+  // Creates an API token with `role` through the CLI and returns it.
+  std::string CreateToken(const std::string& role, const std::string& name);
   std::string server() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
 
-  void StartAgent(const std::string& name, const std::string& region);
+  // Starts an agent with its region's enrollment token (created on first use), or with
+  // `token` if given.
+  void StartAgent(const std::string& name, const std::string& region,
+                  const std::string& token = "");
   void KillAgent(const std::string& name);
   std::string AgentRoot(const std::string& name) const { return dir_ + "/agents/" + name; }
   // The version ROOT/current points at, "" if none.
   std::string CurrentOf(const std::string& agent) const;
 
+  // Runs the CLI as the admin, unless `args` carries its own --token.
   CommandResult Cli(std::vector<std::string> args,
                     std::chrono::milliseconds timeout = std::chrono::seconds(120));
   // Runs the CLI with --output json and parses stdout; fails the test on a non-zero exit.
@@ -86,6 +98,9 @@ class Fleet {
   std::unique_ptr<Process> orchestrator_;
   std::map<std::string, std::unique_ptr<Process>> agents_;
   int grpc_port_ = 0;
+  int http_port_ = 0;
+  std::string admin_token_;
+  std::map<std::string, std::string> enrollment_tokens_;  // by region
 };
 
 std::string BinPath(const std::string& name);

@@ -1,0 +1,911 @@
+#include "orchestrator/server/http_api.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "common/json_views.h"
+#include "common/sha256.h"
+#include "orchestrator/auth/authenticator.h"
+#include "orchestrator/server/hub.h"
+#include "orchestrator/server/views.h"
+#include "orchestrator/store/store.h"
+#include "orchestrator/webhook/github.h"
+
+namespace lockstep {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// An event stream that falls this far behind is closed; the browser's EventSource reconnects
+// and reloads, which is cheaper than buffering without bound for a stalled client.
+constexpr size_t kMaxStreamQueue = 256;
+constexpr auto kKeepaliveInterval = std::chrono::seconds(15);
+// The webhook waits this long for CI to publish the artifact of a push.
+constexpr int kArtifactAttempts = 60;
+constexpr auto kArtifactRetryDelay = std::chrono::milliseconds(500);
+constexpr uint64_t kMaxArtifactBytes = uint64_t{4} << 30;
+// Releases counted per pipeline for /metrics.
+constexpr int kMetricsReleaseLimit = 1'000'000;
+
+int HttpStatusOf(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kAlreadyExists:
+      return 409;
+    default:
+      return 500;
+  }
+}
+
+void SendJson(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump() + "\n", "application/json");
+}
+
+void SendError(httplib::Response& res, int status, const std::string& message) {
+  SendJson(res, status, json{{"error", message}});
+}
+
+void SendStatus(httplib::Response& res, const Status& st) {
+  SendError(res, HttpStatusOf(st), st.message());
+}
+
+// A successful API answer.
+struct Reply {
+  int status = 200;
+  json body;
+};
+
+// The request body as a JSON object with only `allowed` keys. An empty body is {} (for
+// endpoints whose body is optional). Malformed JSON, a non-object or an unknown key is
+// kInvalidArgument naming what was wrong.
+StatusOr<json> ParseObject(const std::string& body, const std::set<std::string>& allowed) {
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) return json::object();
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::exception& e) {
+    return InvalidArgument(std::string("malformed JSON: ") + e.what());
+  }
+  if (!j.is_object()) return InvalidArgument("the JSON body must be an object");
+  for (const auto& [key, value] : j.items()) {
+    if (!allowed.count(key)) return InvalidArgument("unknown key \"" + key + "\"");
+  }
+  return j;
+}
+
+// A string field: "" if absent; kInvalidArgument if present but not a string.
+StatusOr<std::string> StringField(const json& j, const std::string& key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::string();
+  if (!it->is_string()) return InvalidArgument("field \"" + key + "\" must be a string");
+  return it->get<std::string>();
+}
+
+// ?limit=n; 0 (the store's default) if absent.
+StatusOr<int> LimitParam(const httplib::Request& req) {
+  if (!req.has_param("limit")) return 0;
+  const std::string v = req.get_param_value("limit");
+  char* end = nullptr;
+  long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || n < 0 || n > 100000) {
+    return InvalidArgument("limit must be an integer in 0..100000, got \"" + v + "\"");
+  }
+  return static_cast<int>(n);
+}
+
+std::string Trim(std::string s) {
+  const char* ws = " \t\r\n";
+  s.erase(s.find_last_not_of(ws) + 1);
+  s.erase(0, s.find_first_not_of(ws));
+  return s;
+}
+
+std::string EscapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+const char* ContentTypeOf(const fs::path& p) {
+  static const std::map<std::string, const char*> kTypes = {
+      {".html", "text/html; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".mjs", "text/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".json", "application/json"},
+      {".svg", "image/svg+xml"},
+      {".png", "image/png"},
+      {".ico", "image/x-icon"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".map", "application/json"}};
+  auto it = kTypes.find(p.extension().string());
+  return it == kTypes.end() ? "application/octet-stream" : it->second;
+}
+
+// A Prometheus histogram kept in memory.
+struct Histogram {
+  std::vector<double> bounds = {10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200};
+  std::vector<uint64_t> buckets = std::vector<uint64_t>(bounds.size(), 0);
+  double sum = 0;
+  uint64_t count = 0;
+
+  void Observe(double v) {
+    for (size_t i = 0; i < bounds.size(); ++i) {
+      if (v <= bounds[i]) ++buckets[i];
+    }
+    sum += v;
+    ++count;
+  }
+  void Write(std::ostringstream& out, const std::string& name) const {
+    for (size_t i = 0; i < bounds.size(); ++i) {
+      out << name << "_bucket{le=\"" << bounds[i] << "\"} " << buckets[i] << "\n";
+    }
+    out << name << "_bucket{le=\"+Inf\"} " << count << "\n";
+    out << name << "_sum " << sum << "\n";
+    out << name << "_count " << count << "\n";
+  }
+};
+
+// One open /api/v1/events stream. The engine thread only appends release ids; the stream's
+// own server thread loads the views, so publishing costs the engine a lock and a push.
+struct Subscriber {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::pair<std::string, int64_t>> queue;  // guarded by mu: (type, release id)
+  bool closed = false;                                // guarded by mu
+};
+
+class HttpApiImpl final : public HttpApi {
+ public:
+  HttpApiImpl(const HttpApiOptions& options, Engine* engine, Store* store, Hub* hub,
+              const Authenticator* auth, const Clock* clock)
+      : options_(options), engine_(engine), store_(store), hub_(hub), auth_(auth), clock_(clock) {}
+  ~HttpApiImpl() override { Stop(); }
+
+  Status Listen() {
+    server_.new_task_queue = [n = options_.threads] {
+      return new httplib::ThreadPool(static_cast<size_t>(n));
+    };
+    // httplib answers 413 itself for a larger Content-Length (or chunked body), before any
+    // handler runs.
+    server_.set_payload_max_length(options_.max_body_bytes);
+    server_.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      if (res.status == 413) {
+        SendError(
+            res, 413,
+            "request body too large (limit " + std::to_string(options_.max_body_bytes) + " bytes)");
+      } else {
+        SendError(res, res.status, res.status == 404 ? "not found" : "request failed");
+      }
+    });
+    server_.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+      std::lock_guard lock(metrics_mu_);
+      ++requests_by_code_[res.status];
+    });
+    server_.set_exception_handler(
+        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown exception";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          spdlog::error("HTTP {} {}: {}", req.method, req.path, what);
+          SendError(res, 500, "internal error");
+        });
+
+    // Unauthenticated by design: liveness probes and Prometheus scrapers carry no token,
+    // and neither endpoint reveals more than counts.
+    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("{\"status\": \"ok\"}\n", "application/json");
+    });
+    server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      auto text = Metrics();
+      if (!text.ok()) return SendStatus(res, text.status());
+      res.set_content(*text, "text/plain; version=0.0.4");
+    });
+    RegisterApi();
+    server_.Get("/api/v1/events",
+                [this](const httplib::Request& req, httplib::Response& res) { Events(req, res); });
+    server_.Post("/hooks/github", [this](const httplib::Request& req, httplib::Response& res) {
+      GithubHook(req, res);
+    });
+    // Registered last: handlers match in order, so no /api path can be shadowed by a file.
+    server_.Get("/.*", [this](const httplib::Request& req, httplib::Response& res) {
+      StaticFile(req, res);
+    });
+    if (!options_.web_dir.empty() && !fs::is_directory(options_.web_dir)) {
+      spdlog::warn("dashboard directory {} not found; / is not served", options_.web_dir);
+    }
+
+    auto colon = options_.listen.rfind(':');
+    if (colon == std::string::npos) {
+      return InvalidArgument("--http-listen must be HOST:PORT, got " + options_.listen);
+    }
+    std::string host = options_.listen.substr(0, colon);
+    int port = std::atoi(options_.listen.c_str() + colon + 1);
+    if (port == 0) {
+      port = server_.bind_to_any_port(host);
+    } else if (!server_.bind_to_port(host, port)) {
+      port = -1;
+    }
+    if (port <= 0) {
+      return Unavailable("cannot listen on " + options_.listen +
+                         " for HTTP (address in use or invalid)");
+    }
+    port_ = port;
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    return Status::Ok();
+  }
+
+  int port() const override { return port_; }
+
+  void Stop() override {
+    stopping_ = true;
+    {
+      std::lock_guard lock(subs_mu_);
+      for (auto& s : subs_) Close(*s);
+      subs_.clear();
+    }
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void OnReleaseEvent(const Pipeline& /*pipeline*/, const ReleaseRecord& release,
+                      const std::string& event, const std::string& /*detail*/) override {
+    RecordDuration(release, event);
+    Publish(event, release.id);
+  }
+  void OnReleaseChanged(int64_t release_id) override { Publish("changed", release_id); }
+
+ private:
+  using ApiHandler = std::function<StatusOr<Reply>(const httplib::Request&, const Principal& who)>;
+
+  // Authenticates and authorises before the handler runs, so a 401 or 403 changes nothing.
+  httplib::Server::Handler Api(Action action, ApiHandler handler) {
+    return [this, action, handler](const httplib::Request& req, httplib::Response& res) {
+      auto who = auth_->Check(req.get_header_value("Authorization"), action);
+      if (!who.ok()) return SendStatus(res, who.status());
+      StatusOr<Reply> reply = Internal("no reply");
+      try {
+        reply = handler(req, *who);
+      } catch (const json::exception& e) {
+        reply = InvalidArgument(std::string("bad JSON value: ") + e.what());
+      }
+      if (!reply.ok()) return SendStatus(res, reply.status());
+      SendJson(res, reply->status, reply->body);
+    };
+  }
+
+  StatusOr<Reply> ReleaseReply(int64_t id, int status = 200) {
+    auto view = LoadReleaseView(*store_, *engine_, id);
+    if (!view.ok()) return view.status();
+    return Reply{status, ReleaseJson(*view)};
+  }
+
+  StatusOr<Reply> PipelineReply(const std::string& pipeline) {
+    auto view = LoadStatusView(*store_, *engine_, pipeline);
+    if (!view.ok()) return view.status();
+    if (view->pipelines_size() == 0) return NotFound("unknown pipeline \"" + pipeline + "\"");
+    return Reply{200, PipelineStatusJson(view->pipelines(0))};
+  }
+
+  static int64_t IdOf(const httplib::Request& req) {
+    return std::strtoll(req.matches[1].str().c_str(), nullptr, 10);
+  }
+
+  void RegisterApi() {
+    server_.Get(
+        "/api/v1/pipelines",
+        Api(Action::kRead, [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {
+          auto view = LoadStatusView(*store_, *engine_, "");
+          if (!view.ok()) return view.status();
+          json out = json::array();
+          for (const auto& p : view->pipelines()) out.push_back(PipelineStatusJson(p));
+          return Reply{200, out};
+        }));
+    server_.Get(R"(/api/v1/pipelines/([^/]+))",
+                Api(Action::kRead, [this](const httplib::Request& req, const Principal&) {
+                  return PipelineReply(req.matches[1].str());
+                }));
+    server_.Get("/api/v1/releases",
+                Api(Action::kRead,
+                    [this](const httplib::Request& req, const Principal&) -> StatusOr<Reply> {
+                      std::string pipeline = req.get_param_value("pipeline");
+                      if (!pipeline.empty() && !engine_->FindPipeline(pipeline)) {
+                        return NotFound("unknown pipeline \"" + pipeline + "\"");
+                      }
+                      auto limit = LimitParam(req);
+                      if (!limit.ok()) return limit.status();
+                      auto list = store_->ListReleases(pipeline, *limit);
+                      if (!list.ok()) return list.status();
+                      json out = json::array();
+                      for (const auto& r : *list) out.push_back(ReleaseJson(ReleaseSummary(r)));
+                      return Reply{200, out};
+                    }));
+    server_.Get(R"(/api/v1/releases/(\d{1,18}))",
+                Api(Action::kRead, [this](const httplib::Request& req, const Principal&) {
+                  return ReleaseReply(IdOf(req));
+                }));
+    server_.Post(
+        "/api/v1/releases",
+        Api(Action::kCreateRelease,
+            [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+              auto body = ParseObject(
+                  req.body, {"pipeline", "version", "artifact", "sha256", "commit", "author"});
+              if (!body.ok()) return body.status();
+              NewRelease nr;
+              for (auto [key, field] : std::initializer_list<std::pair<const char*, std::string*>>{
+                       {"pipeline", &nr.pipeline},
+                       {"version", &nr.version},
+                       {"artifact", &nr.artifact_url},
+                       {"sha256", &nr.sha256},
+                       {"commit", &nr.commit},
+                       {"author", &nr.author}}) {
+                auto v = StringField(*body, key);
+                if (!v.ok()) return v.status();
+                *field = *v;
+              }
+              auto created = engine_->CreateRelease(nr, who.name);
+              if (!created.ok()) return created.status();
+              hub_->Kick();
+              return Reply{201, ReleaseJson(ReleaseSummary(*created))};
+            }));
+    server_.Post(R"(/api/v1/releases/(\d{1,18})/approve)",
+                 Api(Action::kApprove,
+                     [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+                       LOCKSTEP_RETURN_IF_ERROR(engine_->Approve(IdOf(req), who.name));
+                       hub_->Kick();
+                       return ReleaseReply(IdOf(req));
+                     }));
+    server_.Post(R"(/api/v1/releases/(\d{1,18})/abort)",
+                 Api(Action::kAbort,
+                     [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+                       LOCKSTEP_RETURN_IF_ERROR(engine_->Abort(IdOf(req), who.name));
+                       hub_->Kick();
+                       return ReleaseReply(IdOf(req));
+                     }));
+    PipelineSwitch("pause", Action::kPause, {},
+                   [this](const std::string& p, const json&, const std::string& who) {
+                     return engine_->Pause(p, who);
+                   });
+    PipelineSwitch("resume", Action::kResume, {},
+                   [this](const std::string& p, const json&, const std::string& who) {
+                     return engine_->Resume(p, who);
+                   });
+    PipelineSwitch("freeze", Action::kFreeze, {"reason"},
+                   [this](const std::string& p, const json& body, const std::string& who) {
+                     auto reason = StringField(body, "reason");
+                     if (!reason.ok()) return reason.status();
+                     if (Trim(*reason).empty()) {
+                       return InvalidArgument("freeze needs a \"reason\"");
+                     }
+                     return engine_->Freeze(p, *reason, who);
+                   });
+    // Unfreezing is the same permission as freezing, as in the gRPC API.
+    PipelineSwitch("unfreeze", Action::kFreeze, {},
+                   [this](const std::string& p, const json&, const std::string& who) {
+                     return engine_->Unfreeze(p, who);
+                   });
+    server_.Post(R"(/api/v1/pipelines/([^/]+)/rollback)",
+                 Api(Action::kRollback,
+                     [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+                       auto body = ParseObject(req.body, {"to"});
+                       if (!body.ok()) return body.status();
+                       auto to = StringField(*body, "to");
+                       if (!to.ok()) return to.status();
+                       auto created = engine_->Rollback(req.matches[1].str(), *to, who.name);
+                       if (!created.ok()) return created.status();
+                       hub_->Kick();
+                       return Reply{202, ReleaseJson(ReleaseSummary(*created))};
+                     }));
+    server_.Get(
+        "/api/v1/agents",
+        Api(Action::kRead, [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {
+          auto agents = store_->Agents();
+          if (!agents.ok()) return agents.status();
+          json out = json::array();
+          for (const auto& a : *agents) out.push_back(AgentJson(AgentView(a)));
+          return Reply{200, out};
+        }));
+    server_.Get("/api/v1/audit",
+                Api(Action::kRead,
+                    [this](const httplib::Request& req, const Principal&) -> StatusOr<Reply> {
+                      auto limit = LimitParam(req);
+                      if (!limit.ok()) return limit.status();
+                      auto entries = store_->Audit(*limit);
+                      if (!entries.ok()) return entries.status();
+                      json out = json::array();
+                      for (const auto& e : *entries) out.push_back(AuditJson(AuditView(e)));
+                      return Reply{200, out};
+                    }));
+    server_.Post("/api/v1/tokens",
+                 Api(Action::kManageTokens,
+                     [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+                       auto body = ParseObject(req.body, {"role", "name", "region"});
+                       if (!body.ok()) return body.status();
+                       auto role = StringField(*body, "role");
+                       if (!role.ok()) return role.status();
+                       auto name = StringField(*body, "name");
+                       if (!name.ok()) return name.status();
+                       auto region = StringField(*body, "region");
+                       if (!region.ok()) return region.status();
+                       auto token = auth_->CreateToken(*name, *role, *region, who.name);
+                       if (!token.ok()) return token.status();
+                       return Reply{201, json{{"name", *name}, {"role", *role}, {"token", *token}}};
+                     }));
+  }
+
+  using SwitchFn =
+      std::function<Status(const std::string& pipeline, const json& body, const std::string&)>;
+  void PipelineSwitch(const std::string& verb, Action action, std::set<std::string> keys,
+                      SwitchFn change) {
+    server_.Post("/api/v1/pipelines/([^/]+)/" + verb,
+                 Api(action,
+                     [this, keys, change](const httplib::Request& req,
+                                          const Principal& who) -> StatusOr<Reply> {
+                       auto body = ParseObject(req.body, keys);
+                       if (!body.ok()) return body.status();
+                       std::string pipeline = req.matches[1].str();
+                       LOCKSTEP_RETURN_IF_ERROR(change(pipeline, *body, who.name));
+                       hub_->Kick();
+                       return PipelineReply(pipeline);
+                     }));
+  }
+
+  // --- /api/v1/events ---
+
+  static void Close(Subscriber& s) {
+    std::lock_guard lock(s.mu);
+    s.closed = true;
+    s.cv.notify_all();
+  }
+
+  // Engine thread: a lock and a push per stream, never a store read. A "changed" for a
+  // release that already waits in the queue adds nothing: the stream loads the newest view
+  // when it gets there.
+  void Publish(const std::string& type, int64_t id) {
+    std::lock_guard lock(subs_mu_);
+    for (auto it = subs_.begin(); it != subs_.end();) {
+      Subscriber& s = **it;
+      std::unique_lock slock(s.mu);
+      bool redundant = false;
+      if (type == "changed") {
+        for (const auto& q : s.queue) redundant = redundant || q.second == id;
+      }
+      if (!redundant) {
+        if (s.queue.size() >= kMaxStreamQueue) {
+          s.closed = true;
+        } else {
+          s.queue.emplace_back(type, id);
+        }
+        s.cv.notify_all();
+      }
+      bool closed = s.closed;
+      slock.unlock();
+      it = closed ? subs_.erase(it) : std::next(it);
+    }
+  }
+
+  void Events(const httplib::Request& req, httplib::Response& res) {
+    // EventSource cannot send headers, so this route alone also takes ?token=.
+    std::string authorization = req.get_header_value("Authorization");
+    if (authorization.empty() && req.has_param("token")) {
+      authorization = "Bearer " + req.get_param_value("token");
+    }
+    auto who = auth_->Check(authorization, Action::kRead);
+    if (!who.ok()) return SendStatus(res, who.status());
+    auto sub = std::make_shared<Subscriber>();
+    {
+      std::lock_guard lock(subs_mu_);
+      if (stopping_) return SendError(res, 503, "shutting down");
+      subs_.push_back(sub);
+    }
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    auto hello_sent = std::make_shared<bool>(false);
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, sub, hello_sent](size_t, httplib::DataSink& sink) -> bool {
+          auto write = [&sink](const std::string& s) { return sink.write(s.data(), s.size()); };
+          if (!*hello_sent) {
+            *hello_sent = true;
+            return write(": connected\n\n");
+          }
+          std::unique_lock lock(sub->mu);
+          bool ready = sub->cv.wait_for(lock, kKeepaliveInterval,
+                                        [&] { return sub->closed || !sub->queue.empty(); });
+          if (sub->closed) {
+            lock.unlock();
+            sink.done();
+            return true;
+          }
+          if (!ready) {
+            lock.unlock();
+            return write(": keepalive\n\n");
+          }
+          auto [type, id] = sub->queue.front();
+          sub->queue.pop_front();
+          lock.unlock();
+          auto view = LoadReleaseView(*store_, *engine_, id);
+          if (!view.ok()) return true;  // nothing to show; keep the stream
+          json event = {{"type", type}, {"release", ReleaseJson(*view)}};
+          return write("event: release\ndata: " + event.dump() + "\n\n");
+        },
+        [this, sub](bool) {
+          Close(*sub);
+          std::lock_guard lock(subs_mu_);
+          std::erase(subs_, sub);
+        });
+  }
+
+  // --- /hooks/github ---
+
+  struct Fetched {
+    int http_status = 0;  // 0: no response
+    std::string sha256;
+    std::string error;
+  };
+
+  // One GET of `url`, hashing the body as it streams in.
+  static Fetched FetchOnce(const std::string& url) {
+    Fetched f;
+    auto scheme_end = url.find("://");
+    auto path_start =
+        scheme_end == std::string::npos ? std::string::npos : url.find('/', scheme_end + 3);
+    if (scheme_end == std::string::npos) {
+      f.error = "not an absolute URL";
+      return f;
+    }
+    std::string origin = url.substr(0, path_start);
+    std::string path = path_start == std::string::npos ? "/" : url.substr(path_start);
+    httplib::Client client(origin);
+    client.set_connection_timeout(std::chrono::seconds(5));
+    client.set_read_timeout(std::chrono::seconds(60));
+    client.set_follow_location(true);
+    Sha256 hash;
+    uint64_t bytes = 0;
+    bool too_big = false;
+    auto result = client.Get(
+        path,
+        [&](const httplib::Response& r) {
+          f.http_status = r.status;
+          return r.status == 200;
+        },
+        [&](const char* data, size_t len) {
+          bytes += len;
+          if (bytes > kMaxArtifactBytes) {
+            too_big = true;
+            return false;
+          }
+          hash.Update(data, len);
+          return true;
+        });
+    if (too_big) {
+      f.error = "larger than " + std::to_string(kMaxArtifactBytes) + " bytes";
+    } else if (f.http_status == 200 && result) {
+      f.sha256 = hash.FinishHex();
+    } else if (f.http_status == 0) {
+      f.error = httplib::to_string(result.error());
+    } else if (f.http_status == 200) {
+      f.error = "download interrupted: " + httplib::to_string(result.error());
+    } else {
+      f.error = "HTTP " + std::to_string(f.http_status);
+    }
+    return f;
+  }
+
+  // Waits for CI to publish the artifact, then digests it. The status is 504 if it never
+  // appeared, 502 if the server answered something unusable.
+  std::pair<int, Fetched> FetchArtifact(const std::string& url) {
+    Fetched last;
+    for (int attempt = 0; attempt < kArtifactAttempts && !stopping_; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(kArtifactRetryDelay);
+      last = FetchOnce(url);
+      if (!last.sha256.empty()) return {200, last};
+      bool may_appear = last.http_status == 0 || last.http_status == 404 ||
+                        last.http_status == 403 || last.http_status >= 500;
+      if (!may_appear) return {502, last};
+    }
+    return {504, last};
+  }
+
+  // The webhook secret of `p`, read at request time so that it can be rotated without a
+  // restart. Empty if none is configured or readable.
+  static std::string SecretOf(const GithubTrigger& t) {
+    if (!t.secret_file.empty()) {
+      std::ifstream in(t.secret_file, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      return Trim(ss.str());
+    }
+    if (!t.secret_env.empty()) {
+      const char* v = std::getenv(t.secret_env.c_str());
+      return v ? Trim(v) : "";
+    }
+    return "";
+  }
+
+  void GithubHook(const httplib::Request& req, httplib::Response& res) {
+    std::string event = req.get_header_value("X-GitHub-Event");
+    if (event == "ping") return SendJson(res, 200, json{{"pong", true}});
+    if (event.empty()) return SendError(res, 400, "missing X-GitHub-Event header");
+    if (event != "push") {
+      return SendJson(res, 202, json{{"ignored", "event \"" + event + "\" is not a push"}});
+    }
+    // Parsed only to learn which pipeline's secret to check; nothing else is used until the
+    // signature is verified.
+    auto push = ParsePushEvent(req.body);
+    if (!push.ok()) return SendError(res, 400, push.status().message());
+    std::vector<const Pipeline*> matching;
+    for (const auto& p : engine_->pipelines()) {
+      if (p.github && p.github->repository == push->repository) matching.push_back(&p);
+    }
+    if (matching.empty()) {
+      return SendError(res, 404, "no pipeline is triggered by " + push->repository);
+    }
+    std::string signature = req.get_header_value("X-Hub-Signature-256");
+    std::vector<const Pipeline*> verified;
+    std::vector<std::string> unconfigured;
+    for (const Pipeline* p : matching) {
+      std::string secret = SecretOf(*p->github);
+      if (secret.empty()) unconfigured.push_back(p->name);
+      if (VerifyGithubSignature(secret, req.body, signature)) verified.push_back(p);
+    }
+    if (verified.empty()) {
+      if (unconfigured.size() == matching.size()) {
+        spdlog::error("webhook for {}: no readable secret for pipeline {}", push->repository,
+                      unconfigured.front());
+        return SendError(res, 500,
+                         "the webhook secret of pipeline " + unconfigured.front() +
+                             " is not configured or not readable");
+      }
+      return SendError(res, 401, "invalid or missing X-Hub-Signature-256");
+    }
+    std::string delivery = req.get_header_value("X-GitHub-Delivery");
+    spdlog::info("webhook push {} ({})", push->delivery_hint,
+                 delivery.empty() ? "no delivery id" : delivery);
+    if (push->deleted) return SendJson(res, 202, json{{"ignored", "branch deleted"}});
+
+    // Each verified pipeline on the pushed branch gets a release; the answer is the first
+    // pipeline's outcome (a repository usually triggers one pipeline).
+    int status = 202;
+    json body = {{"ignored", "push to " + (push->branch.empty() ? push->ref : push->branch)}};
+    bool answered = false;
+    for (const Pipeline* p : verified) {
+      if (push->branch.empty() || push->branch != p->github->branch) continue;
+      auto [s, b] = TriggerRelease(*p, *push);
+      if (!answered) {
+        status = s;
+        body = std::move(b);
+        answered = true;
+      }
+    }
+    SendJson(res, status, body);
+  }
+
+  std::pair<int, json> TriggerRelease(const Pipeline& p, const PushEvent& push) {
+    const std::string key = p.name + "@" + push.after;
+    {
+      std::lock_guard lock(inflight_mu_);
+      if (!inflight_.insert(key).second) {
+        return {202, json{{"ignored", "a delivery for " + push.after + " is in progress"}}};
+      }
+    }
+    struct Release {
+      HttpApiImpl* self;
+      std::string key;
+      ~Release() {
+        std::lock_guard lock(self->inflight_mu_);
+        self->inflight_.erase(key);
+      }
+    } release_inflight{this, key};
+
+    auto existing = store_->ListReleases(p.name, kMetricsReleaseLimit);
+    if (!existing.ok()) return {500, json{{"error", existing.status().message()}}};
+    for (const auto& r : *existing) {
+      if (r.commit == push.after) return {200, json{{"duplicate", r.id}}};
+    }
+    std::string url = ExpandArtifactTemplate(p.github->artifact, push.after);
+    auto [fetch_status, fetched] = FetchArtifact(url);
+    if (fetch_status != 200) {
+      std::string msg = fetch_status == 504
+                            ? "artifact " + url + " did not appear in time (" + fetched.error + ")"
+                            : "artifact " + url + " could not be fetched: " + fetched.error;
+      spdlog::warn("webhook for pipeline {}: {}", p.name, msg);
+      return {fetch_status, json{{"error", msg}}};
+    }
+    NewRelease nr{p.name, push.after.substr(0, 12), url, fetched.sha256, push.after, push.author};
+    auto created = engine_->CreateRelease(nr, "webhook:github");
+    if (!created.ok()) {
+      return {HttpStatusOf(created.status()), json{{"error", created.status().message()}}};
+    }
+    hub_->Kick();
+    return {201, json{{"release", ReleaseJson(ReleaseSummary(*created))}}};
+  }
+
+  // --- static files ---
+
+  void StaticFile(const httplib::Request& req, httplib::Response& res) {
+    const std::string& path = req.path;
+    if (path.rfind("/api/", 0) == 0 || path.rfind("/hooks/", 0) == 0 || options_.web_dir.empty()) {
+      return SendError(res, 404, "not found");
+    }
+    // Refuse anything that could leave the directory before touching the filesystem.
+    if (path.find("..") != std::string::npos || path.find('\\') != std::string::npos ||
+        path.find('\0') != std::string::npos) {
+      return SendError(res, 400, "bad path");
+    }
+    fs::path file = fs::path(options_.web_dir) / path.substr(1);
+    std::error_code ec;
+    if (fs::is_directory(file, ec)) file /= "index.html";
+    if (!fs::is_regular_file(file, ec)) return SendError(res, 404, "not found");
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in) return SendError(res, 500, "cannot read " + path);
+    res.set_content(ss.str(), ContentTypeOf(file));
+  }
+
+  // --- /metrics ---
+
+  void RecordDuration(const ReleaseRecord& r, const std::string& event) {
+    bool rollback_kind = r.kind == release_kind::kRollback;
+    Histogram* h = nullptr;
+    if (event == "succeeded") {
+      h = rollback_kind ? &rollback_seconds_ : &rollout_seconds_;
+    } else if (event == "rolled_back" || event == "aborted") {
+      h = &rollback_seconds_;
+    }
+    if (!h || r.started_at <= 0) return;
+    UnixMs end = r.finished_at > 0 ? r.finished_at : clock_->Now();
+    std::lock_guard lock(metrics_mu_);
+    h->Observe(static_cast<double>(std::max<UnixMs>(0, end - r.started_at)) / 1000.0);
+  }
+
+  StatusOr<std::string> Metrics() {
+    std::ostringstream out;
+    out << "# HELP lockstep_releases Releases in the store by pipeline and state.\n"
+        << "# TYPE lockstep_releases gauge\n";
+    std::map<std::string, uint64_t> verdicts = {{"pass", 0}, {"fail", 0}, {"inconclusive", 0}};
+    for (const auto& p : engine_->pipelines()) {
+      auto list = store_->ListReleases(p.name, kMetricsReleaseLimit);
+      if (!list.ok()) return list.status();
+      std::map<std::string, int> by_state;
+      for (const auto& r : *list) {
+        ++by_state[r.state];
+        auto counts = GateCounts(r);
+        if (!counts.ok()) return counts.status();
+        for (const auto& [v, n] : *counts) verdicts[v] += n;
+      }
+      for (const auto& [state, n] : by_state) {
+        out << "lockstep_releases{pipeline=\"" << EscapeLabel(p.name) << "\",state=\""
+            << EscapeLabel(state) << "\"} " << n << "\n";
+      }
+    }
+    auto agents = store_->Agents();
+    if (!agents.ok()) return agents.status();
+    std::map<std::string, int> connected;
+    for (const auto& p : engine_->pipelines()) {
+      for (const auto& region : p.regions) connected[region];
+    }
+    for (const auto& a : *agents) connected[a.region] += a.connected ? 1 : 0;
+    out << "# HELP lockstep_agents_connected Agents connected now, by region.\n"
+        << "# TYPE lockstep_agents_connected gauge\n";
+    for (const auto& [region, n] : connected) {
+      out << "lockstep_agents_connected{region=\"" << EscapeLabel(region) << "\"} " << n << "\n";
+    }
+    out << "# HELP lockstep_gate_results_total Metric gate evaluations by verdict.\n"
+        << "# TYPE lockstep_gate_results_total counter\n";
+    for (const auto& [v, n] : verdicts) {
+      out << "lockstep_gate_results_total{verdict=\"" << EscapeLabel(v) << "\"} " << n << "\n";
+    }
+    std::lock_guard lock(metrics_mu_);
+    out << "# HELP lockstep_rollout_duration_seconds Time from start to success of rollouts "
+           "finished since this process started.\n"
+        << "# TYPE lockstep_rollout_duration_seconds histogram\n";
+    rollout_seconds_.Write(out, "lockstep_rollout_duration_seconds");
+    out << "# HELP lockstep_rollback_duration_seconds Time from start to the end of releases "
+           "rolled back or aborted, and of on-call rollbacks, since this process started.\n"
+        << "# TYPE lockstep_rollback_duration_seconds histogram\n";
+    rollback_seconds_.Write(out, "lockstep_rollback_duration_seconds");
+    out << "# HELP lockstep_http_requests_total HTTP requests answered, by status code.\n"
+        << "# TYPE lockstep_http_requests_total counter\n";
+    for (const auto& [code, n] : requests_by_code_) {
+      out << "lockstep_http_requests_total{code=\"" << code << "\"} " << n << "\n";
+    }
+    return out.str();
+  }
+
+  // Gate verdicts of a release. A final release's verdicts never change, so they are read
+  // once and remembered; that keeps a scrape from rereading the whole history.
+  StatusOr<std::map<std::string, uint64_t>> GateCounts(const ReleaseRecord& r) {
+    {
+      std::lock_guard lock(metrics_mu_);
+      auto it = final_gate_counts_.find(r.id);
+      if (it != final_gate_counts_.end()) return it->second;
+    }
+    auto results = store_->GateResults(r.id);
+    if (!results.ok()) return results.status();
+    std::map<std::string, uint64_t> counts;
+    for (const auto& g : *results) ++counts[g.verdict];
+    if (release_state::IsFinal(r.state)) {
+      std::lock_guard lock(metrics_mu_);
+      final_gate_counts_[r.id] = counts;
+    }
+    return counts;
+  }
+
+  const HttpApiOptions options_;
+  Engine* const engine_;
+  Store* const store_;
+  Hub* const hub_;
+  const Authenticator* const auth_;
+  const Clock* const clock_;
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+
+  std::mutex subs_mu_;
+  std::vector<std::shared_ptr<Subscriber>> subs_;  // guarded by subs_mu_
+
+  std::mutex inflight_mu_;
+  std::set<std::string> inflight_;  // guarded by inflight_mu_: "<pipeline>@<commit>"
+
+  std::mutex metrics_mu_;
+  Histogram rollout_seconds_;                                             // guarded by metrics_mu_
+  Histogram rollback_seconds_;                                            // guarded by metrics_mu_
+  std::map<int, uint64_t> requests_by_code_;                              // guarded by metrics_mu_
+  std::map<int64_t, std::map<std::string, uint64_t>> final_gate_counts_;  // guarded by metrics_mu_
+};
+
+}  // namespace
+
+HttpApi::~HttpApi() = default;
+
+StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options, Engine* engine,
+                                                  Store* store, Hub* hub, const Authenticator* auth,
+                                                  const Clock* clock) {
+  auto api = std::make_unique<HttpApiImpl>(options, engine, store, hub, auth, clock);
+  LOCKSTEP_RETURN_IF_ERROR(api->Listen());
+  return std::unique_ptr<HttpApi>(std::move(api));
+}
+
+}  // namespace lockstep

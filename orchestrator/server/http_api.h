@@ -1,0 +1,53 @@
+// HttpApi: lockstepd's HTTP face. The JSON API under /api/v1 (INTERFACES.md), server-sent
+// events at /api/v1/events, the GitHub push webhook at /hooks/github, Prometheus metrics at
+// /metrics, /healthz, and the dashboard's static files at /.
+//
+// Every /api/v1 call needs "Authorization: Bearer <token>"; roles are enforced per endpoint
+// (401 without a valid token, 403 for a role that may not, and nothing changes). Errors are
+// JSON {"error": "..."} with 400, 401, 403, 404, 409 or 413. Bodies are limited in size.
+//
+// It is also an EngineObserver: release events and changes are published to every
+// connected event stream. Publishing never blocks the engine: each stream has a bounded
+// queue, and a stream that falls behind is closed (the browser reconnects).
+//
+// Thread safety: Start/Stop from the owner's thread; the observer methods from the engine
+// thread; requests run on the server's own thread pool.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "orchestrator/engine/engine.h"
+
+namespace lockstep {
+
+class Authenticator;
+class Hub;
+class Store;
+
+struct HttpApiOptions {
+  std::string listen = "127.0.0.1:7480";  // port 0: pick a free one
+  std::string web_dir;                    // static files served at /; empty: none
+  size_t max_body_bytes = 1 << 20;        // larger request bodies get 413
+  int threads = 32;                       // each open event stream holds one
+};
+
+class HttpApi : public EngineObserver {
+ public:
+  // Binds and starts serving. kUnavailable naming the address if it cannot listen.
+  static StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options, Engine* engine,
+                                                  Store* store, Hub* hub,
+                                                  const Authenticator* auth, const Clock* clock);
+  ~HttpApi() override;
+
+  virtual int port() const = 0;
+  // Stops accepting requests and closes event streams. Idempotent.
+  virtual void Stop() = 0;
+
+ protected:
+  HttpApi() = default;
+};
+
+}  // namespace lockstep
