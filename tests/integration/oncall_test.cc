@@ -1,0 +1,201 @@
+// On-call and operators through the real CLI: rollback mid-bake, --to, rollback while the
+// pipeline is paused and frozen, approvals, roles, and agent enrollment.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "tests/integration/fleet.h"
+
+namespace lockstep::testing {
+namespace {
+
+using nlohmann::json;
+
+const std::vector<std::string> kRegions = {"us-east-1", "eu-west-1", "ap-southeast-2"};
+
+std::string Pipeline(const std::string& half_bake, const std::string& all_extra = "") {
+  return R"(pipeline: monolith
+regions: [us-east-1, eu-west-1, ap-southeast-2]
+waves:
+  - name: canary
+    select: {per_region: 1}
+  - name: half
+    select: {per_region: "50%"}
+    bake: )" +
+         half_bake + R"(
+  - name: all
+    select: {per_region: "100%"}
+)" + all_extra +
+         R"(timeouts: {hook: 10s, fetch: 10s, agent_lost: 10s}
+)";
+}
+
+std::vector<std::string> Hosts() {
+  std::vector<std::string> out;
+  for (const auto& r : kRegions) {
+    for (int i = 1; i <= 2; ++i) out.push_back(r + "-" + std::to_string(i));
+  }
+  return out;
+}
+
+class OnCallTest : public ::testing::Test {
+ protected:
+  void Start(const std::string& yaml) {
+    fleet_.WritePipeline("monolith.yaml", yaml);
+    fleet_.StartOrchestrator();
+    for (const auto& h : Hosts()) fleet_.StartAgent(h, h.substr(0, h.rfind('-')));
+    fleet_.WaitForAgents(Hosts().size());
+  }
+
+  int64_t Create(const Artifact& a, bool wait) {
+    std::vector<std::string> args = {"--output",   "json",     "release",   "create",
+                                     "--pipeline", "monolith", "--version", a.version,
+                                     "--artifact", a.url,      "--sha256",  a.sha256};
+    if (wait) args.push_back("--wait");
+    CommandResult r = fleet_.Cli(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out).value("id", int64_t{0});
+  }
+
+  bool EveryHostOn(const std::string& v) {
+    for (const auto& h : Hosts()) {
+      if (fleet_.CurrentOf(h) != v) return false;
+    }
+    return true;
+  }
+
+  Fleet fleet_;
+};
+
+TEST_F(OnCallTest, RollbackDuringTheSecondWavesBakePutsEveryRegionBack) {
+  Start(Pipeline("10m"));
+  // v1 needs no bake to land: it is shipped with the bake lifted, as a fresh fleet would be.
+  fleet_.StopOrchestrator();
+  fleet_.WritePipeline("monolith.yaml", Pipeline("0s"));
+  fleet_.StartOrchestrator();
+  fleet_.WaitForAgents(Hosts().size());
+  Create(fleet_.ServeApp("v1"), true);
+  ASSERT_TRUE(EveryHostOn("v1"));
+  fleet_.StopOrchestrator();
+  fleet_.WritePipeline("monolith.yaml", Pipeline("10m"));
+  fleet_.StartOrchestrator();
+  fleet_.WaitForAgents(Hosts().size());
+
+  int64_t v2 = Create(fleet_.ServeApp("v2"), false);
+  bool baking = Fleet::WaitFor(
+      [&] {
+        json r = fleet_.CliJson({"release", "show", std::to_string(v2)});
+        return r["current_wave"] == 1 && r["waves"][1]["state"] == "baking";
+      },
+      std::chrono::seconds(60));
+  ASSERT_TRUE(baking);
+
+  CommandResult rb = fleet_.Cli({"rollback", "monolith"});
+  EXPECT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_NE(rb.err.find("every host of monolith is on v1"), std::string::npos) << rb.err;
+  EXPECT_TRUE(EveryHostOn("v1"));
+  EXPECT_EQ(fleet_.CliJson({"release", "show", std::to_string(v2)})["state"], "aborted");
+  json audit = fleet_.CliJson({"audit", "--limit", "50"});
+  bool audited = false;
+  for (const auto& e : audit) audited |= e["action"] == "pipeline.rollback";
+  EXPECT_TRUE(audited);
+}
+
+TEST_F(OnCallTest, RollbackToAnOlderVersionAndWhilePausedAndFrozen) {
+  Start(Pipeline("0s"));
+  for (const char* v : {"v1", "v2", "v3"}) Create(fleet_.ServeApp(v), true);
+  ASSERT_TRUE(EveryHostOn("v3"));
+  ASSERT_EQ(fleet_.Cli({"pause", "monolith"}).exit_code, 0);
+  ASSERT_EQ(fleet_.Cli({"freeze", "monolith", "--reason", "incident 42"}).exit_code, 0);
+
+  CommandResult rb = fleet_.Cli({"rollback", "monolith", "--to", "v1"});
+  EXPECT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_TRUE(EveryHostOn("v1"));
+  // The rolled-back-to version is what every host should run from now on.
+  json status = fleet_.CliJson({"status", "monolith"});
+  EXPECT_EQ(status[0]["desired_version"], "v1");
+  EXPECT_EQ(status[0]["paused"], true);
+  EXPECT_EQ(status[0]["frozen"], true);
+
+  // A new release waits while frozen.
+  int64_t v4 = Create(fleet_.ServeApp("v4"), false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  json r = fleet_.CliJson({"release", "show", std::to_string(v4)});
+  EXPECT_EQ(r["state"], "queued");
+  EXPECT_NE(r["reason"].get<std::string>().find("incident 42"), std::string::npos);
+
+  CommandResult missing = fleet_.Cli({"rollback", "monolith", "--to", "v9"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("no succeeded release v9"), std::string::npos) << missing.err;
+}
+
+TEST_F(OnCallTest, AManualApprovalIsGivenFromTheCli) {
+  Start(Pipeline("0s", "    approval: manual\n"));
+  int64_t id = Create(fleet_.ServeApp("v1"), false);
+  CommandResult early = fleet_.Cli({"approve", std::to_string(id)});
+  bool waiting = Fleet::WaitFor(
+      [&] {
+        return fleet_.CliJson({"release", "show", std::to_string(id)})["waves"][2]["state"] ==
+               "awaiting_approval";
+      },
+      std::chrono::seconds(60));
+  ASSERT_TRUE(waiting);
+  CommandResult ok = fleet_.Cli({"approve", std::to_string(id)});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  CommandResult watched = fleet_.Cli({"release", "watch", std::to_string(id)});
+  EXPECT_EQ(watched.exit_code, 0) << watched.err;
+  EXPECT_TRUE(EveryHostOn("v1"));
+}
+
+TEST_F(OnCallTest, RolesAreEnforcedAndRefusalsChangeNothing) {
+  Start(Pipeline("0s"));
+  Create(fleet_.ServeApp("v1"), true);
+  Create(fleet_.ServeApp("v2"), true);
+  std::string viewer = fleet_.CreateToken("viewer", "vera");
+  std::string deployer = fleet_.CreateToken("deployer", "dan");
+  size_t releases = fleet_.CliJson({"release", "list"}).size();
+
+  CommandResult r = fleet_.Cli({"--token", viewer, "rollback", "monolith"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("role viewer"), std::string::npos) << r.err;
+  r = fleet_.Cli({"--token", deployer, "pause", "monolith"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("may not pipeline.pause"), std::string::npos) << r.err;
+  r = fleet_.Cli({"--token", "lst_not-a-real-token", "status"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("invalid token"), std::string::npos) << r.err;
+  r = fleet_.Cli({"--token", "", "status"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("missing bearer token"), std::string::npos) << r.err;
+
+  EXPECT_EQ(fleet_.CliJson({"release", "list"}).size(), releases);
+  EXPECT_EQ(fleet_.CliJson({"status"})[0]["paused"], false);
+  EXPECT_TRUE(EveryHostOn("v2"));
+  // A viewer can read.
+  EXPECT_EQ(fleet_.Cli({"--token", viewer, "status"}).exit_code, 0);
+}
+
+TEST_F(OnCallTest, AnAgentWithAWrongEnrollmentTokenOrRegionIsRefused) {
+  Start(Pipeline("0s"));
+  fleet_.StartAgent("intruder-1", "eu-west-1", "lst_wrong");
+  // A valid token, but for another region.
+  json tokens = json::parse(fleet_
+                                .Cli({"--output", "json", "tokens", "create", "--role", "agent",
+                                      "--region", "us-east-1", "--name", "us-only"})
+                                .out);
+  fleet_.StartAgent("intruder-2", "eu-west-1", tokens["token"]);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  for (const auto& a : fleet_.CliJson({"agents"})) {
+    EXPECT_NE(a["name"], "intruder-1");
+    EXPECT_NE(a["name"], "intruder-2");
+  }
+  std::string log1 = ReadFile(fleet_.dir() + "/logs/agent-intruder-1.log");
+  std::string log2 = ReadFile(fleet_.dir() + "/logs/agent-intruder-2.log");
+  EXPECT_NE(log1.find("invalid enrollment token"), std::string::npos) << log1;
+  EXPECT_NE(log2.find("is for region us-east-1, not eu-west-1"), std::string::npos) << log2;
+}
+
+}  // namespace
+}  // namespace lockstep::testing
