@@ -152,8 +152,10 @@ void Connection::Run() {
   for (;;) {
     // A fresh channel per attempt: a channel that failed to connect keeps failing calls fast
     // for its own backoff period, even after the server is back.
-    auto channel =
-        grpc::CreateCustomChannel(impl_->options.server, grpc::InsecureChannelCredentials(), args);
+    auto credentials = ChannelCredentialsFrom(impl_->options.tls);  // checked at start-up
+    auto channel = grpc::CreateCustomChannel(
+        impl_->options.server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(),
+        args);
     auto stub = v1::AgentService::NewStub(channel);
     bool welcomed = impl_->Session(*stub);
     if (welcomed) backoff = kMin;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "common/tls.h"
 #include "proto/lockstep.pb.h"
 
 namespace lockstep::agent {
@@ -23,6 +24,7 @@ struct ConnectionOptions {
   std::string region;
   std::string pipeline;
   std::string token;
+  TlsFiles tls;  // CA of the server, and our certificate for mutual TLS
 };
 
 class Connection {

@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
   flags.Value("token", "", "the enrollment token");
   flags.Value("pipeline", "", "pipeline to join (default: the only one listing the region)");
   flags.Value("keep-releases", "5", "releases kept on disk");
+  flags.Value("tls-ca", "", "PEM CA that signed lockstepd's certificate (enables TLS)");
+  flags.Value("tls-cert", "", "PEM client certificate, for mutual TLS");
+  flags.Value("tls-key", "", "PEM client key, for mutual TLS");
   flags.Value("log-level", "info", "debug, info, warn or error");
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
@@ -81,9 +84,13 @@ int main(int argc, char** argv) {
       [&](const lockstep::v1::GateVerdict& v) {
         if (conn_ptr) conn_ptr->SendVerdict(v);
       });
-  lockstep::agent::Connection conn(
-      {flags.Get("server"), flags.Get("name"), flags.Get("region"), flags.Get("pipeline"), token},
-      &executor);
+  lockstep::TlsFiles tls{flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key")};
+  if (auto creds = lockstep::ChannelCredentialsFrom(tls); !creds.ok()) {
+    return Fail(creds.status().message());
+  }
+  lockstep::agent::Connection conn({flags.Get("server"), flags.Get("name"), flags.Get("region"),
+                                    flags.Get("pipeline"), token, tls},
+                                   &executor);
   conn_ptr = &conn;
   if (auto st = executor.Start(); !st.ok()) return Fail(st.message());
   spdlog::info("agent {} in {} running {}", flags.Get("name"), flags.Get("region"),

@@ -40,10 +40,11 @@ int RpcError(const Context& ctx, const grpc::Status& st) {
 
 class Client {
  public:
-  explicit Client(const Context& ctx)
-      : ctx_(ctx),
-        stub_(v1::ControlService::NewStub(
-            grpc::CreateChannel(ctx.server, grpc::InsecureChannelCredentials()))) {}
+  explicit Client(const Context& ctx) : ctx_(ctx) {
+    auto credentials = ChannelCredentialsFrom(ctx.tls);  // checked in main
+    stub_ = v1::ControlService::NewStub(grpc::CreateChannel(
+        ctx.server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials()));
+  }
 
   template <typename Req, typename Resp, typename Fn>
   grpc::Status Call(Fn fn, const Req& req, Resp* resp) {
@@ -139,7 +140,8 @@ int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
                    line.c_str());
       last_line = line;
     }
-    if (IsFinal(r.state())) break;
+    // Final, or halted: a halted release waits for a human, not for time.
+    if (IsFinal(r.state()) || r.state() == "halted") break;
     if (std::chrono::steady_clock::now() > deadline) {
       return Error(kNotReached, "gave up waiting for release " + std::to_string(id) + " after " +
                                     FormatDuration(timeout) + "; it is " + r.state());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/flags.h"
+#include "common/tls.h"
 
 namespace lockstep::cli {
 
@@ -16,6 +17,7 @@ struct Context {
   std::string server;
   std::string token;
   bool json = false;
+  TlsFiles tls;
 };
 
 int ReleaseCreate(const Context& ctx, const Flags& flags);

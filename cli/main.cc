@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
   flags.Value("role", "", "tokens create: the token's role");
   flags.Value("name", "", "tokens create: the token's name");
   flags.Value("region", "", "tokens create: an agent token's region");
+  const char* env_ca = std::getenv("LOCKSTEP_TLS_CA");
+  flags.Value("tls-ca", env_ca ? env_ca : "", "PEM CA of lockstepd's certificate (TLS)");
+  flags.Value("tls-cert", "", "PEM client certificate (mutual TLS)");
+  flags.Value("tls-key", "", "PEM client key (mutual TLS)");
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) return Usage(st.message());
   if (flags.GetBool("help")) {
@@ -72,8 +76,12 @@ int main(int argc, char** argv) {
   if (flags.Get("output") != "text" && flags.Get("output") != "json") {
     return Usage("--output must be text or json");
   }
-  lockstep::cli::Context ctx{flags.Get("server"), flags.Get("token"),
-                             flags.Get("output") == "json"};
+  lockstep::cli::Context ctx{
+      flags.Get("server"), flags.Get("token"), flags.Get("output") == "json",
+      lockstep::TlsFiles{flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key")}};
+  if (auto creds = lockstep::ChannelCredentialsFrom(ctx.tls); !creds.ok()) {
+    return Usage(creds.status().message());
+  }
   const auto& args = flags.positional();
   if (args.empty()) return Usage("missing command");
   const std::string& cmd = args[0];

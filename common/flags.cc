@@ -5,12 +5,12 @@
 namespace lockstep {
 
 void Flags::Value(const std::string& name, std::string def, std::string help) {
-  specs_[name] = Spec{std::move(def), std::move(help), false, false};
+  specs_[name] = Spec{def, std::move(help), def, false, false};
   order_.push_back(name);
 }
 
 void Flags::Bool(const std::string& name, std::string help) {
-  specs_[name] = Spec{"", std::move(help), true, false};
+  specs_[name] = Spec{"", std::move(help), "", true, false};
   order_.push_back(name);
 }
 
@@ -77,7 +77,7 @@ std::string Flags::Usage() const {
     const Spec& s = specs_.at(name);
     out += "  --" + name + (s.is_bool ? "" : " VALUE");
     out += "\n      " + s.help;
-    if (!s.is_bool && !s.value.empty()) out += " (default " + s.value + ")";
+    if (!s.is_bool && !s.def.empty()) out += " (default " + s.def + ")";
     out += "\n";
   }
   return out;

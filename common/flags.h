@@ -34,6 +34,7 @@ class Flags {
   struct Spec {
     std::string value;
     std::string help;
+    std::string def;
     bool is_bool = false;
     bool given = false;
   };

@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
               "where the first admin token is written (default DATA_DIR/admin-token)");
   flags.Value("web-dir", LOCKSTEP_DEFAULT_WEB_DIR, "the dashboard's static files");
   flags.Value("port-file", "", "write the bound ports here as JSON once listening");
+  flags.Value("tls-cert", "", "PEM certificate for gRPC TLS");
+  flags.Value("tls-key", "", "PEM private key for gRPC TLS");
+  flags.Value("tls-client-ca", "", "PEM CA for client certificates (enables mutual TLS)");
   flags.Value("log-level", "info", "debug, info, warn or error");
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
   options.http_listen = flags.Get("http-listen");
   options.web_dir = flags.Get("web-dir");
   options.bootstrap_token_file = flags.Get("bootstrap-token-file");
+  options.tls = {flags.Get("tls-client-ca"), flags.Get("tls-cert"), flags.Get("tls-key")};
   auto orch = lockstep::Orchestrator::Start(std::move(options));
   if (!orch.ok()) return Fail(orch.status().message());
 

@@ -558,9 +558,26 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     pass.changed_releases.insert(r.id);
   };
 
-  // An on-call rollback preempts whatever is in flight and every queued rollout waits.
+  // A release aborted before it started simply ends.
+  for (auto* list : {&queued_rollouts, &queued_rollbacks}) {
+    std::erase_if(*list, [&](ReleaseRecord* r) {
+      if (r->abort_requested_at == 0) return false;
+      finish(*r, release_state::kAborted,
+             "aborted by " + r->abort_requested_by + " before it started");
+      return true;
+    });
+  }
+
+  // An on-call rollback preempts whatever is in flight, and rollouts queued before it are
+  // dropped: on-call wants the fleet back, not the next release right after.
   if (!queued_rollbacks.empty()) {
     ReleaseRecord* next = queued_rollbacks.back();
+    std::erase_if(queued_rollouts, [&](ReleaseRecord* r) {
+      if (r->id > next->id) return false;
+      finish(*r, release_state::kSuperseded,
+             "superseded by on-call rollback " + std::to_string(next->id));
+      return true;
+    });
     for (ReleaseRecord* r : queued_rollbacks) {
       if (r != next) {
         finish(*r, release_state::kSuperseded,

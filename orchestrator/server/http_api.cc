@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -40,6 +41,8 @@ constexpr auto kKeepaliveInterval = std::chrono::seconds(15);
 constexpr int kArtifactAttempts = 60;
 constexpr auto kArtifactRetryDelay = std::chrono::milliseconds(500);
 constexpr uint64_t kMaxArtifactBytes = uint64_t{4} << 30;
+// A body up to this many times the limit is read (and dropped) before the 413; see Listen.
+constexpr unsigned long long kDrainFactor = 64;
 // Releases counted per pipeline for /metrics.
 constexpr int kMetricsReleaseLimit = 1'000'000;
 
@@ -212,6 +215,24 @@ class HttpApiImpl final : public HttpApi {
       } else {
         SendError(res, res.status, res.status == 404 ? "not found" : "request failed");
       }
+    });
+    // httplib reads and discards a body over the limit, then answers 413: clients that write
+    // the whole body before reading see the answer. A Content-Length far beyond the limit is
+    // refused before a byte of it is read, so a client cannot tie up a thread with it.
+    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (!req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string v = req.get_header_value("Content-Length");
+      errno = 0;
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (errno == 0 && *end == '\0' && n <= kDrainFactor * options_.max_body_bytes) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      SendError(
+          res, 413,
+          "request body too large (limit " + std::to_string(options_.max_body_bytes) + " bytes)");
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
     });
     server_.set_logger([this](const httplib::Request&, const httplib::Response& res) {
       std::lock_guard lock(metrics_mu_);

@@ -38,8 +38,8 @@ class HttpApi : public EngineObserver {
  public:
   // Binds and starts serving. kUnavailable naming the address if it cannot listen.
   static StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options, Engine* engine,
-                                                  Store* store, Hub* hub,
-                                                  const Authenticator* auth, const Clock* clock);
+                                                  Store* store, Hub* hub, const Authenticator* auth,
+                                                  const Clock* clock);
   ~HttpApi() override;
 
   virtual int port() const = 0;

@@ -10,8 +10,8 @@
 
 #include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
-#include "orchestrator/server/http_api.h"
 #include "orchestrator/notify/notifier.h"
+#include "orchestrator/server/http_api.h"
 #include "orchestrator/server/hub.h"
 #include "orchestrator/server/observers.h"
 #include "orchestrator/server/services.h"
@@ -71,11 +71,12 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
 
   impl->agent_service = MakeAgentService(impl->hub.get());
   impl->control_service =
-      MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get(),
-                         impl->auth.get());
+      MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get(), impl->auth.get());
 
+  auto credentials = ServerCredentialsFrom(o.tls);
+  if (!credentials.ok()) return credentials.status();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.grpc_listen, grpc::InsecureServerCredentials(), &impl->grpc_port);
+  builder.AddListeningPort(o.grpc_listen, *credentials, &impl->grpc_port);
   // Without this, gRPC sets SO_REUSEPORT and a second lockstepd would share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(impl->agent_service.get());

@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "common/tls.h"
 #include "orchestrator/pipeline/pipeline.h"
 
 namespace lockstep {
@@ -24,6 +25,7 @@ struct OrchestratorOptions {
   // Where the first admin token is written on first start (default DATA_DIR/admin-token).
   std::string bootstrap_token_file;
   int64_t heartbeat_interval_ms = 2000;
+  TlsFiles tls;  // gRPC TLS: cert+key, and a client CA for mutual TLS
   const Clock* clock = SystemClock::Get();
 };
 

@@ -150,6 +150,7 @@ void Fleet::StartAgent(const std::string& name, const std::string& region,
   std::vector<std::string> argv = {
       BinPath("lockstep-agent"), "--server", server(), "--region", region, "--name", name, "--root",
       AgentRoot(name),           "--token",  enroll};
+  argv.insert(argv.end(), agent_flags.begin(), agent_flags.end());
   auto p =
       Process::Start(argv, dir_ + "/logs/agent-" + name + ".log", {{"EVENT_LOG", event_log()}});
   ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -170,6 +171,7 @@ std::string Fleet::CurrentOf(const std::string& agent) const {
 
 CommandResult Fleet::Cli(std::vector<std::string> args, std::chrono::milliseconds timeout) {
   std::vector<std::string> argv = {BinPath("lockstep"), "--server", server()};
+  argv.insert(argv.end(), cli_flags.begin(), cli_flags.end());
   bool has_token = std::find(args.begin(), args.end(), "--token") != args.end();
   if (!has_token && !admin_token_.empty()) {
     argv.push_back("--token");

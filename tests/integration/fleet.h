@@ -98,6 +98,13 @@ class Fleet {
   std::unique_ptr<Process> orchestrator_;
   std::map<std::string, std::unique_ptr<Process>> agents_;
   int grpc_port_ = 0;
+
+ public:
+  // Extra flags for every agent and CLI started from now on (e.g. TLS files).
+  std::vector<std::string> agent_flags;
+  std::vector<std::string> cli_flags;
+
+ private:
   int http_port_ = 0;
   std::string admin_token_;
   std::map<std::string, std::string> enrollment_tokens_;  // by region

@@ -891,5 +891,34 @@ TEST_F(EngineTest, TheMixedVersionWindowOfAWaveIsRecorded) {
   EXPECT_EQ(w.last_switch_at, t0 + 20);
 }
 
+TEST_F(EngineTest, AbortingAQueuedReleaseEndsItBeforeItStarts) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  ASSERT_TRUE(engine_->Freeze("monolith", "hold", "erin").ok());
+  int64_t id = Create("v2");
+  Pass();
+  ASSERT_TRUE(engine_->Abort(id, "erin").ok());
+  Pass();
+  EXPECT_EQ(Release(id).state, "aborted");
+  EXPECT_TRUE(sink_.Take().empty());
+}
+
+TEST_F(EngineTest, AnOnCallRollbackDropsRolloutsQueuedBeforeIt) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  Create("v2");
+  RunToQuiet();
+  ASSERT_TRUE(engine_->Freeze("monolith", "incident", "oncall").ok());
+  int64_t queued = Create("v3");
+  Pass();
+  auto rb = engine_->Rollback("monolith", "", "oncall");
+  ASSERT_TRUE(rb.ok());
+  RunToQuiet();
+  EXPECT_EQ(Release(rb->id).state, "succeeded");
+  EXPECT_EQ(Release(queued).state, "superseded");
+}
+
 }  // namespace
 }  // namespace lockstep

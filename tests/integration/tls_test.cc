@@ -1,0 +1,91 @@
+// gRPC with TLS and mutual TLS, with certificates made by the test.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/integration/fleet.h"
+
+namespace lockstep::testing {
+namespace {
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+void MakeCertificates(const std::string& dir) {
+  auto run = [&](const std::string& cmd) {
+    CommandResult r =
+        RunCommand({"/bin/sh", "-c", "cd '" + dir + "' && " + cmd}, std::chrono::seconds(30));
+    ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.err;
+  };
+  run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=lockstep-test-ca "
+      "-keyout ca.key -out ca.pem");
+  for (const char* who : {"server", "client"}) {
+    std::string w = who;
+    run("openssl req -newkey rsa:2048 -nodes -subj /CN=" + w + " -keyout " + w + ".key -out " + w +
+        ".csr");
+    run("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > " + w + ".ext");
+    run("openssl x509 -req -in " + w +
+        ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "-extfile " +
+        w + ".ext -out " + w + ".pem");
+  }
+}
+
+const char* kPipeline = R"(pipeline: monolith
+regions: [us-east-1, eu-west-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+timeouts: {hook: 10s, fetch: 10s, agent_lost: 10s}
+)";
+
+TEST(TlsTest, MutualTlsCarriesARolloutAndRefusesClientsWithoutACertificate) {
+  Fleet fleet;
+  MakeCertificates(fleet.dir());
+  std::string d = fleet.dir() + "/";
+  fleet.WritePipeline("monolith.yaml", kPipeline);
+  fleet.cli_flags = {"--tls-ca",       d + "ca.pem", "--tls-cert",
+                     d + "client.pem", "--tls-key",  d + "client.key"};
+  fleet.agent_flags = fleet.cli_flags;
+  fleet.StartOrchestrator({"--tls-cert", d + "server.pem", "--tls-key", d + "server.key",
+                           "--tls-client-ca", d + "ca.pem"});
+  fleet.StartAgent("use1", "us-east-1");
+  fleet.StartAgent("euw1", "eu-west-1");
+  fleet.WaitForAgents(2);
+  Artifact v1 = fleet.ServeApp("v1");
+  CommandResult r = fleet.Cli({"release", "create", "--pipeline", "monolith", "--version", "v1",
+                               "--artifact", v1.url, "--sha256", v1.sha256, "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(fleet.CurrentOf("use1"), "v1");
+  EXPECT_EQ(fleet.CurrentOf("euw1"), "v1");
+
+  // Without a client certificate: refused.
+  fleet.cli_flags = {"--tls-ca", d + "ca.pem"};
+  r = fleet.Cli({"status"}, std::chrono::seconds(30));
+  EXPECT_NE(r.exit_code, 0);
+  // Without TLS at all: refused.
+  fleet.cli_flags.clear();
+  r = fleet.Cli({"status"}, std::chrono::seconds(30));
+  EXPECT_NE(r.exit_code, 0);
+  // An agent without a client certificate never joins.
+  fleet.agent_flags = {"--tls-ca", d + "ca.pem"};
+  fleet.cli_flags = {"--tls-ca",       d + "ca.pem", "--tls-cert",
+                     d + "client.pem", "--tls-key",  d + "client.key"};
+  fleet.StartAgent("euw2", "eu-west-1");
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  for (const auto& a : fleet.CliJson({"agents"})) EXPECT_NE(a["name"], "euw2");
+}
+
+TEST(TlsTest, AMissingKeyFileIsAClearStartupError) {
+  CommandResult r = RunCommand({BinPath("lockstepd"), "--tls-cert", "/nonexistent/cert.pem",
+                                "--tls-key", "/nonexistent/key.pem", "--pipelines", "/nonexistent"},
+                               std::chrono::seconds(10));
+  EXPECT_NE(r.exit_code, 0);
+  CommandResult a = RunCommand({BinPath("lockstep-agent"), "--region", "r", "--name", "n", "--root",
+                                "/tmp", "--tls-cert", "/x.pem"},
+                               std::chrono::seconds(10));
+  EXPECT_EQ(a.exit_code, 2);
+  EXPECT_NE(a.err.find("--tls-ca"), std::string::npos) << a.err;
+}
+
+}  // namespace
+}  // namespace lockstep::testing
