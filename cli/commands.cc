@@ -70,17 +70,26 @@ bool IsFinal(const std::string& state) {
 
 // One line summarising where a release stands: its state, current wave and per-region
 // counts. Printed whenever it changes while waiting.
-std::string ProgressLine(const v1::Release& r) {
+// `bars`: draw each region's progress as a bar (for a terminal) instead of plain counts.
+std::string ProgressLine(const v1::Release& r, bool bars = false) {
   std::string line = "release " + std::to_string(r.id()) + " " + r.state();
-  if (r.state() == "rolling" && r.current_wave() >= 0 && r.current_wave() < r.waves_size()) {
+  if (r.state() != "queued" && r.current_wave() >= 0 && r.current_wave() < r.waves_size()) {
     const auto& w = r.waves(r.current_wave());
     line += "  wave " + std::to_string(w.index() + 1) + "/" + std::to_string(r.waves_size()) + " " +
             w.name() + " (" + w.state() + ")";
     for (const auto& rp : w.regions()) {
-      line += "  " + rp.region() + " " + std::to_string(rp.done()) + "/" +
-              std::to_string(rp.selected());
+      line += "  " + rp.region() + " ";
+      if (bars) {
+        constexpr int kWidth = 10;
+        int filled = rp.selected() > 0 ? kWidth * rp.done() / rp.selected() : 0;
+        line += "[" + std::string(static_cast<size_t>(filled), '#') +
+                std::string(static_cast<size_t>(kWidth - filled), '.') + "] ";
+      }
+      line += std::to_string(rp.done()) + "/" + std::to_string(rp.selected());
       if (rp.failed() > 0) line += " (" + std::to_string(rp.failed()) + " failed)";
     }
+  } else if (!r.reason().empty()) {
+    line += "  " + r.reason();
   }
   return line;
 }
@@ -115,6 +124,7 @@ void PrintReleaseText(const v1::Release& r) {
 
 int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
   Client client(ctx);
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string last_line;
   v1::Release r;
@@ -133,15 +143,23 @@ int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
       continue;
     }
     if (!st.ok()) return RpcError(ctx, st);
-    std::string line = ProgressLine(r);
+    std::string line = ProgressLine(r, tty);
     if (line != last_line) {
-      // Progress goes to stderr so that --output json keeps stdout machine-readable.
-      std::fprintf(stderr, "%s  %s\n", FormatUnixMs(SystemClock::Get()->Now()).c_str(),
-                   line.c_str());
+      // Progress goes to stderr so that --output json keeps stdout machine-readable. On a
+      // terminal the line redraws in place, with bars; piped, each change is a new line.
+      if (tty) {
+        std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      } else {
+        std::fprintf(stderr, "%s  %s\n", FormatUnixMs(SystemClock::Get()->Now()).c_str(),
+                     line.c_str());
+      }
       last_line = line;
     }
     // Final, or halted: a halted release waits for a human, not for time.
-    if (IsFinal(r.state()) || r.state() == "halted") break;
+    if (IsFinal(r.state()) || r.state() == "halted") {
+      if (tty) std::fprintf(stderr, "\n");
+      break;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       return Error(kNotReached, "gave up waiting for release " + std::to_string(id) + " after " +
                                     FormatDuration(timeout) + "; it is " + r.state());

@@ -43,6 +43,7 @@ ARTIFACTS="http://127.0.0.1:$(cat "$WORK/artifacts.port")"
 
 # 2. The orchestrator, on a free port, with its SQLite store in the work directory.
 "$BIN/lockstepd" --data-dir "$WORK/data" --pipelines pipelines --grpc-listen 127.0.0.1:0 \
+  --http-listen "127.0.0.1:${LOCKSTEP_DEMO_HTTP_PORT:-0}" \
   --port-file "$WORK/lockstepd.ports" 2> "$WORK/logs/lockstepd.log" &
 PIDS+=($!)
 wait_for_file "$WORK/lockstepd.ports" 20
