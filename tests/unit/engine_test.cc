@@ -920,5 +920,23 @@ TEST_F(EngineTest, AnOnCallRollbackDropsRolloutsQueuedBeforeIt) {
   EXPECT_EQ(Release(queued).state, "superseded");
 }
 
+TEST_F(EngineTest, ReleasesWaitForTheDeployWindowButRollbacksDoNot) {
+  Pipeline p = ThreeWavePipeline();
+  p.window = DeployWindow{9 * 60, 17 * 60, {}};  // 09:00-17:00 UTC
+  MakeEngine(p);
+  ConnectFleet(1);
+  clock_.Set(1'700'000'000'000);  // 2023-11-14 22:13:20 UTC: outside
+  Create("v1");
+  UnixMs next = Pass();
+  int64_t id = store_->ListReleases("monolith", 1).value().at(0).id;
+  EXPECT_EQ(Release(id).state, "queued");
+  EXPECT_EQ(Release(id).reason, "waiting: outside the deploy window");
+  EXPECT_GT(next, clock_.Now());  // it looks again by itself
+  // 09:00 the next morning.
+  AdvanceTo(1'700'000'000'000 + (10 * 3600 + 46 * 60 + 40) * 1000LL);
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+}
+
 }  // namespace
 }  // namespace lockstep
