@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "agents/artifact/fetch.h"
+#include "common/curl_options.h"
 
 namespace lockstep::agent {
 namespace {
@@ -32,16 +33,9 @@ long GetStatus(const std::string& url, std::chrono::milliseconds timeout,  // NO
   }
   char errbuf[CURL_ERROR_SIZE] = {0};
   CURL* c = curl.get();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   // Redirects are not followed: a probe that expects 301 must see the 301, and one that
   // expects 200 should not pass because a redirect led somewhere healthy.
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));         // NOLINT
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));  // NOLINT
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "lockstep-agent-probe");
+  SetCommonCurlOptions(c, url.c_str(), errbuf, timeout, "lockstep-agent-probe");
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &DiscardBody);
 
   const CURLcode rc = curl_easy_perform(c);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "agents/artifact/fetch.h"
+#include "common/curl_options.h"
 #include "common/status.h"
 
 namespace lockstep::agent {
@@ -78,16 +79,9 @@ StatusOr<HttpResponse> QueryPrometheus(const std::string& base, const std::strin
 
   Body body;
   char errbuf[CURL_ERROR_SIZE] = {0};
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  // Not followed: a redirect means the URL in the pipeline is wrong, and the operator should
-  // see that rather than have the gate judged by whatever answered at the other end.
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));         // NOLINT
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));  // NOLINT
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "lockstep-agent-metric-gate");
+  // Redirects are not followed: one means the URL in the pipeline is wrong, and the operator
+  // should see that rather than have the gate judged by whatever answered at the other end.
+  SetCommonCurlOptions(c, url.c_str(), errbuf, timeout, "lockstep-agent-metric-gate");
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &AppendBody);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
 

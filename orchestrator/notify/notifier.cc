@@ -13,6 +13,8 @@
 #include <thread>
 #include <utility>
 
+#include "common/curl_options.h"
+
 namespace lockstep {
 namespace {
 
@@ -106,16 +108,9 @@ AttemptResult PostOnce(const std::string& url, const std::string& body,
   char errbuf[CURL_ERROR_SIZE] = {0};
   std::string excerpt;
   CURL* c = curl.get();
-  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   // A redirect is not followed: curl would turn the POST into a GET, and a webhook that
   // redirects is misconfigured. It is a final failure, reported with its status.
-  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));         // NOLINT
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeout.count()));  // NOLINT
-  curl_easy_setopt(c, CURLOPT_USERAGENT, "lockstep-notifier");
+  SetCommonCurlOptions(c, url.c_str(), errbuf, timeout, "lockstep-notifier");
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
   curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
