@@ -107,7 +107,10 @@ json PipelineStatusJson(const lockstep::v1::PipelineStatus& p) {
     json jr = {{"region", rs.region()}, {"hosts", json::array()}};
     for (const auto& h : rs.hosts()) {
       json jh = AgentJson(h);
-      jh["drift"] = !p.desired_version().empty() && h.current_version() != p.desired_version();
+      // A host already on the release in flight is moving, not drifting.
+      bool on_active = p.has_active() && h.current_version() == p.active().version();
+      jh["drift"] =
+          !p.desired_version().empty() && h.current_version() != p.desired_version() && !on_active;
       jr["hosts"].push_back(std::move(jh));
     }
     jp["regions"].push_back(std::move(jr));

@@ -12,7 +12,9 @@ PACKAGES=(
   libssl-dev libarchive-dev
 )
 if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 ]]; then
-  PACKAGES+=(prometheus)
+  PACKAGES+=(prometheus openssl chromium fonts-liberation)  # fonts: chromium only recommends them
+  # The browser tests (tests/browser) run on Node.js; Debian's is enough.
+  if ! command -v node >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi
 fi
 
 missing=()
@@ -28,4 +30,11 @@ if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# playwright-core for the browser tests, at the version pinned in tests/browser/package-lock.json.
+# It drives Debian's chromium (installed above); it never downloads a browser of its own.
+if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 && ! -d "$(dirname "$0")/../tests/browser/node_modules" ]]; then
+  echo "setup: installing the browser tests' npm packages"
+  npm ci --prefix "$(dirname "$0")/../tests/browser" --no-audit --no-fund >/dev/null
 fi

@@ -456,6 +456,20 @@ class HttpApiImpl final : public HttpApi {
                        hub_->Kick();
                        return Reply{202, ReleaseJson(ReleaseSummary(*created))};
                      }));
+    // Who the token belongs to and what it may do, so the dashboard can disable actions the
+    // role may not use (the server enforces them anyway).
+    server_.Get(
+        "/api/v1/whoami",
+        Api(Action::kRead, [](const httplib::Request&, const Principal& who) -> StatusOr<Reply> {
+          json allowed = json::array();
+          for (Action a :
+               {Action::kCreateRelease, Action::kApprove, Action::kPause, Action::kResume,
+                Action::kAbort, Action::kRollback, Action::kFreeze, Action::kManageTokens}) {
+            if (RoleAllows(who.role, a)) allowed.push_back(ActionName(a));
+          }
+          return Reply{
+              200, json{{"name", who.name}, {"role", RoleName(who.role)}, {"allowed", allowed}}};
+        }));
     server_.Get(
         "/api/v1/agents",
         Api(Action::kRead, [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {

@@ -920,7 +920,7 @@ TEST_F(EngineTest, AnOnCallRollbackDropsRolloutsQueuedBeforeIt) {
   EXPECT_EQ(Release(queued).state, "superseded");
 }
 
-TEST_F(EngineTest, ReleasesWaitForTheDeployWindowButRollbacksDoNot) {
+TEST_F(EngineTest, ReleasesWaitForTheDeployWindow) {
   Pipeline p = ThreeWavePipeline();
   p.window = DeployWindow{9 * 60, 17 * 60, {}};  // 09:00-17:00 UTC
   MakeEngine(p);
