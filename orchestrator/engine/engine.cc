@@ -319,6 +319,7 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
   b.agents.push_back(a);
   LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
   last_contact_[a.name] = now;
+  reported_version_[a.name] = a.current_version;
   resend_to_.insert(a.name);
   return pipeline->name;
 }
@@ -332,6 +333,7 @@ Status Engine::AgentDisconnected(const std::string& name) {
   // The stream was alive until now; agent_lost counts from here.
   a.last_seen = clock_->Now();
   last_contact_.erase(name);
+  reported_version_.erase(name);
   resend_to_.erase(name);
   WriteBatch b;
   b.agents.push_back(std::move(a));
@@ -352,7 +354,21 @@ Status Engine::MarkAllDisconnected() {
   return store_->Write(b);
 }
 
-void Engine::AgentHeartbeat(const std::string& name) { last_contact_[name] = clock_->Now(); }
+Status Engine::AgentHeartbeat(const std::string& name, const std::string& current_version) {
+  last_contact_[name] = clock_->Now();
+  auto it = reported_version_.find(name);
+  if (it == reported_version_.end() || it->second == current_version) return Status::Ok();
+  it->second = current_version;
+  auto existing = store_->GetAgent(name);
+  if (!existing.ok()) return existing.status();
+  if (!existing->has_value()) return Status::Ok();
+  AgentRecord a = **existing;
+  a.current_version = current_version;
+  a.last_seen = clock_->Now();
+  WriteBatch b;
+  b.agents.push_back(std::move(a));
+  return store_->Write(b);
+}
 
 UnixMs Engine::LastContact(const AgentRecord& a) const {
   auto it = last_contact_.find(a.name);
@@ -379,6 +395,7 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
     a.current_version = result.current_version();
     a.versions_on_disk.assign(result.versions_on_disk().begin(), result.versions_on_disk().end());
     a.last_seen = now;
+    reported_version_[agent] = a.current_version;
     b.agents.push_back(std::move(a));
   }
 

@@ -102,8 +102,9 @@ class Engine {
   // At start-up: agents recorded as connected by a previous process are not (they will
   // reconnect); agent_lost counts from now.
   Status MarkAllDisconnected();
-  // Heartbeats are kept in memory only: they refresh liveness.
-  void AgentHeartbeat(const std::string& name);
+  // Heartbeats refresh liveness (in memory). A heartbeat reporting another version than the
+  // one recorded (someone switched the host by hand) is recorded, so drift is seen at once.
+  Status AgentHeartbeat(const std::string& name, const std::string& current_version);
   Status TaskFinished(const std::string& agent, const lockstep::v1::TaskResult& result);
   Status GateVerdictReceived(const std::string& agent, const lockstep::v1::GateVerdict& verdict);
 
@@ -152,6 +153,8 @@ class Engine {
   std::set<std::string> resend_to_;
   // Last contact per agent (wall ms), from hellos, heartbeats and results.
   std::map<std::string, UnixMs> last_contact_;
+  // The version each connected agent last reported, to notice drift from heartbeats.
+  std::map<std::string, std::string> reported_version_;
   // Metric gate checks in flight: check id -> (release, wave, gate, region); and when each
   // (release, wave, gate, region) was last asked. Losing these on restart only means the
   // next check is sent at once.

@@ -5,6 +5,7 @@
 
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/engine/engine_internal.h"
+#include "orchestrator/engine/selection.h"
 
 namespace lockstep {
 
@@ -106,9 +107,16 @@ void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
     wave.started_at = c.now;
     c.MarkWave(0);
   }
-  // Every host of the pipeline, every region, at once.
+  // Every connected host of the pipeline, every region, at once. Hosts that are down are
+  // not waited for: the rollback's version becomes the pipeline's desired release, and they
+  // converge to it when they return.
+  int offline = 0;
   for (const auto& a : c.agents) {
     if (a.pipeline != c.p.name || c.hosts.count(a.name)) continue;
+    if (!AgentUp(a, c.now, c.p.timeouts.agent_lost.count())) {
+      ++offline;
+      continue;
+    }
     HostRecord h;
     h.release_id = r.id;
     h.agent = a.name;
@@ -128,6 +136,11 @@ void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
     }
     c.hosts.emplace(a.name, std::move(h));
     c.MarkHost(a.name);
+  }
+  if (offline > 0 && r.reason.empty()) {
+    r.reason = std::to_string(offline) + " host(s) offline; they converge to " + r.version +
+               " when they return";
+    c.release_changed = true;
   }
   for (auto& [name, h] : c.hosts) {
     if (h.state != host_state::kActivating) continue;

@@ -204,7 +204,8 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
     }
 
     if (wave.state == wave_state::kDeploying) {
-      for (const AgentRecord* a : SelectWaveHosts(p.name, spec, c.agents)) {
+      for (const AgentRecord* a :
+           SelectWaveHosts(p.name, spec, c.agents, c.now, p.timeouts.agent_lost.count())) {
         if (c.hosts.count(a->name)) continue;
         HostRecord h;
         h.release_id = r.id;

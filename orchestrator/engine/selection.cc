@@ -4,13 +4,22 @@
 
 namespace lockstep {
 
+bool AgentUp(const AgentRecord& a, UnixMs now, int64_t agent_lost_ms) {
+  return a.connected || now - a.last_seen < agent_lost_ms;
+}
+
 std::vector<const AgentRecord*> SelectWaveHosts(const std::string& pipeline, const WaveSpec& wave,
-                                                const std::vector<AgentRecord>& agents) {
+                                                const std::vector<AgentRecord>& agents, UnixMs now,
+                                                int64_t agent_lost_ms) {
   std::vector<const AgentRecord*> out;
   for (const auto& region : wave.regions) {
     std::vector<const AgentRecord*> in_region;
     for (const auto& a : agents) {
-      if (a.pipeline == pipeline && a.region == region) in_region.push_back(&a);
+      // Only hosts that are up take part: a host that is down cannot deploy, and it
+      // converges to the pipeline's release when it returns.
+      if (a.pipeline == pipeline && a.region == region && AgentUp(a, now, agent_lost_ms)) {
+        in_region.push_back(&a);
+      }
     }
     std::sort(in_region.begin(), in_region.end(),
               [](const AgentRecord* x, const AgentRecord* y) { return x->name < y->name; });

@@ -11,9 +11,15 @@
 
 namespace lockstep {
 
-// Agents of `pipeline` selected by `wave`, grouped by region in the wave's region order,
-// by name within a region. `agents` may hold agents of other pipelines; they are ignored.
+// Agents of `pipeline` that are up (connected, or seen within `agent_lost_ms` of `now`, e.g.
+// just reconnecting after an orchestrator restart) selected by `wave`, grouped by region in
+// the wave's region order, by name within a region. Agents of other pipelines and agents
+// gone for longer are ignored: a host that is down converges when it returns.
 std::vector<const AgentRecord*> SelectWaveHosts(const std::string& pipeline, const WaveSpec& wave,
-                                                const std::vector<AgentRecord>& agents);
+                                                const std::vector<AgentRecord>& agents, UnixMs now,
+                                                int64_t agent_lost_ms);
+
+// The rule above, for one agent.
+bool AgentUp(const AgentRecord& a, UnixMs now, int64_t agent_lost_ms);
 
 }  // namespace lockstep

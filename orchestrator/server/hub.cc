@@ -141,7 +141,9 @@ void Hub::Apply(Event& ev) {
     return;
   }
   if (msg.has_heartbeat()) {
-    engine_->AgentHeartbeat(name);
+    if (Status st = engine_->AgentHeartbeat(name, msg.heartbeat().current_version()); !st.ok()) {
+      spdlog::error("recording heartbeat of {}: {}", name, st.ToString());
+    }
   } else if (msg.has_gate_verdict()) {
     if (Status st = engine_->GateVerdictReceived(name, msg.gate_verdict()); !st.ok()) {
       spdlog::error("recording gate verdict from {}: {}", name, st.ToString());

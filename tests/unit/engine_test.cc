@@ -143,7 +143,11 @@ class EngineTest : public ::testing::Test {
       milliseconds step = std::min(d, milliseconds(1000));
       clock_.Advance(step);
       d -= step;
-      for (const auto& name : sink_.connected) engine_->AgentHeartbeat(name);
+      for (const auto& name : sink_.connected) {
+        auto agent = store_->GetAgent(name);
+        ASSERT_TRUE(agent.ok() && agent->has_value());
+        ASSERT_TRUE(engine_->AgentHeartbeat(name, (*agent)->current_version).ok());
+      }
     }
   }
   void AdvanceTo(UnixMs t) { Advance(milliseconds(t - clock_.Now())); }
@@ -936,6 +940,72 @@ TEST_F(EngineTest, ReleasesWaitForTheDeployWindow) {
   AdvanceTo(1'700'000'000'000 + (10 * 3600 + 46 * 60 + 40) * 1000LL);
   RunToQuiet();
   EXPECT_EQ(Release(id).state, "succeeded");
+}
+
+TEST_F(EngineTest, AHostSwitchedByHandIsSeenFromItsHeartbeatAndCorrected) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  ASSERT_TRUE(engine_->AgentHeartbeat("eu-west-1-1", "v0-by-hand").ok());
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].first, "eu-west-1-1");
+  EXPECT_EQ(tasks[0].second.version(), "v1");
+}
+
+TEST_F(EngineTest, HostsThatAreDownAreNotSelectedAndConvergeWhenTheyReturn) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(2);
+  ASSERT_TRUE(engine_->AgentDisconnected("us-east-1-2").ok());
+  sink_.connected.erase("us-east-1-2");
+  Advance(seconds(30));  // gone for agent_lost: no longer expected back soon
+  int64_t id = Create("v1");
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+  EXPECT_EQ(Hosts(id).count("us-east-1-2"), 0u);
+  Connect("us-east-1-2", "us-east-1");
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].second.kind(), v1::Task::DEPLOY);
+}
+
+TEST_F(EngineTest, AHostThatJustDisconnectedIsStillSelectedAndFailsIfItDoesNotReturn) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  ASSERT_TRUE(engine_->AgentDisconnected("eu-west-1-1").ok());  // e.g. lockstepd restarted
+  sink_.connected.erase("eu-west-1-1");
+  int64_t id = Create("v1");
+  Pass();
+  EXPECT_EQ(Hosts(id).count("eu-west-1-1"), 1u);
+  Advance(seconds(30));
+  Pass();
+  EXPECT_NE(Release(id).reason.find("eu-west-1-1: agent lost"), std::string::npos);
+}
+
+TEST_F(EngineTest, AnOnCallRollbackDoesNotWaitForHostsThatAreDown) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  Create("v2");
+  RunToQuiet();
+  ASSERT_TRUE(engine_->AgentDisconnected("ap-southeast-2-1").ok());
+  sink_.connected.erase("ap-southeast-2-1");
+  Advance(seconds(30));
+  auto rb = engine_->Rollback("monolith", "", "oncall");
+  ASSERT_TRUE(rb.ok());
+  RunToQuiet();
+  auto r = Release(rb->id);
+  EXPECT_EQ(r.state, "succeeded");
+  EXPECT_EQ(r.reason, "1 host(s) offline; they converge to v1 when they return");
+  Connect("ap-southeast-2-1", "ap-southeast-2", "v2");
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].second.version(), "v1");
 }
 
 }  // namespace
