@@ -32,6 +32,9 @@ commands:
   tokens create --role ROLE --name NAME [--region R]
 
 --server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN.
+TLS: --tls-ca FILE (or $LOCKSTEP_TLS_CA), and --tls-cert/--tls-key for mutual TLS.
+Exit status: 0 done; 1 the release or rollback ended elsewhere than asked; 2 bad usage;
+3 lockstepd unreachable or the request refused.
 )";
 
 int Usage(const std::string& why) {
