@@ -1,0 +1,712 @@
+// lockstep-fleet-bench: measures a real lockstepd against N simulated hosts.
+//
+// Starts build/bin/lockstepd as a child process (temp data dir, generated 3-region pipeline,
+// zero bake), serves tiny artifacts without hooks from an in-process HTTP server, and hosts N
+// agents in this process using the agent's own classes: one Executor, one Connection (one gRPC
+// stream) and one root directory per simulated host. Then, through ControlService with the
+// admin token, it times full rollouts and on-call rollbacks and reads lockstepd's CPU and RSS
+// from /proc. Prints a table; --json FILE writes the figures. Every wait is bounded and every
+// child process is stopped by PID.
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agents/artifact/fetch.h"
+#include "agents/connection.h"
+#include "agents/executor.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "proto/lockstep.grpc.pb.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = lockstep::v1;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+const std::vector<std::string> kRegions = {"us-east-1", "eu-west-1", "ap-southeast-2"};
+std::chrono::seconds kWait(120);  // --timeout
+
+[[noreturn]] void Die(const std::string& msg) { throw std::runtime_error(msg); }
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// A child process started with posix_spawn, stdout+stderr to a log file, stopped by PID.
+class Child {
+ public:
+  Child(const std::vector<std::string>& argv, const std::string& log) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) Die("cannot start " + argv[0] + ": " + std::strerror(rc));
+  }
+  ~Child() { Stop(); }
+  pid_t pid() const { return pid_; }
+  bool Running() {
+    if (pid_ <= 0) return false;
+    int st = 0;
+    pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return false;
+    }
+    return true;
+  }
+  // SIGTERM, then SIGKILL after 10 s.
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    int st = 0;
+    while (Clock::now() < deadline) {
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Runs a command to completion (bounded by its own nature: the CLI has a 15 s deadline).
+std::string RunCapture(const std::vector<std::string>& argv, const std::string& log) {
+  std::string out_file = log + ".out";
+  {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) Die("cannot start " + argv[0] + ": " + std::strerror(rc));
+    int st = 0;
+    auto deadline = Clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      if (waitpid(pid, &st, WNOHANG) == pid) break;
+      if (Clock::now() > deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        Die(argv[0] + " timed out");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+      Die(argv[0] + " failed; see " + log + ":\n" + ReadFile(log));
+    }
+  }
+  return ReadFile(out_file);
+}
+
+struct ProcStats {
+  double cpu_s = 0;  // utime + stime
+  long rss_kib = 0;
+};
+
+ProcStats ReadProc(pid_t pid) {
+  ProcStats s;
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream in(stat.substr(close + 2));
+    std::vector<std::string> f;
+    std::string x;
+    while (in >> x) f.push_back(x);
+    // fields after ")" start at field 3 (state); utime is field 14, stime 15.
+    if (f.size() > 13) {
+      double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+      s.cpu_s = (std::stod(f[11]) + std::stod(f[12])) / ticks;
+    }
+  }
+  std::istringstream status(ReadFile("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) s.rss_kib = std::atol(line.c_str() + 6);
+  }
+  return s;
+}
+
+struct Percentiles {
+  double p50 = 0, p99 = 0, max = 0, min = 0, mean = 0;
+};
+
+Percentiles Summarise(std::vector<double> v) {
+  Percentiles p;
+  if (v.empty()) return p;
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) {
+    // nearest-rank percentile
+    size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+    if (rank < 1) rank = 1;
+    return v[std::min(rank, v.size()) - 1];
+  };
+  p.p50 = at(0.50);
+  p.p99 = at(0.99);
+  p.max = v.back();
+  p.min = v.front();
+  double sum = 0;
+  for (double x : v) sum += x;
+  p.mean = sum / static_cast<double>(v.size());
+  return p;
+}
+
+class Control {
+ public:
+  Control(const std::string& server, std::string token) : token_(std::move(token)) {
+    stub_ = v1::ControlService::NewStub(
+        grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  }
+  template <typename Req, typename Resp, typename Fn>
+  void Call(Fn fn, const Req& req, Resp* resp, const char* what) {
+    grpc::ClientContext c;
+    c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+    c.AddMetadata("authorization", "Bearer " + token_);
+    grpc::Status st = ((*stub_).*fn)(&c, req, resp);
+    if (!st.ok()) Die(std::string(what) + ": " + st.error_message());
+  }
+  v1::Release Create(const std::string& pipeline, const std::string& version,
+                     const std::string& url, const std::string& sha) {
+    v1::CreateReleaseRequest req;
+    req.set_pipeline(pipeline);
+    req.set_version(version);
+    req.set_artifact_url(url);
+    req.set_sha256(sha);
+    req.set_author("fleet-bench");
+    v1::Release r;
+    Call(&v1::ControlService::Stub::CreateRelease, req, &r, "CreateRelease");
+    return r;
+  }
+  v1::Release Rollback(const std::string& pipeline, const std::string& to) {
+    v1::RollbackRequest req;
+    req.set_pipeline(pipeline);
+    req.set_to_version(to);
+    v1::Release r;
+    Call(&v1::ControlService::Stub::Rollback, req, &r, "Rollback");
+    return r;
+  }
+  v1::Release Get(int64_t id) {
+    v1::GetReleaseRequest req;
+    req.set_id(id);
+    v1::Release r;
+    Call(&v1::ControlService::Stub::GetRelease, req, &r, "GetRelease");
+    return r;
+  }
+  size_t Connected() {
+    v1::ListAgentsRequest req;
+    v1::ListAgentsResponse resp;
+    Call(&v1::ControlService::Stub::ListAgents, req, &resp, "ListAgents");
+    size_t n = 0;
+    for (const auto& a : resp.agents()) n += a.connected() ? 1 : 0;
+    return n;
+  }
+  // Polls until the release reaches a final state; returns it. Dies unless it succeeded.
+  v1::Release WaitSucceeded(int64_t id, std::chrono::milliseconds every) {
+    auto deadline = Clock::now() + kWait;
+    for (;;) {
+      v1::Release r = Get(id);
+      const auto& s = r.state();
+      if (s == "succeeded") return r;
+      if (s == "failed" || s == "rolled_back" || s == "aborted" || s == "superseded" ||
+          s == "halted") {
+        Die("release " + std::to_string(id) + " ended " + s + ": " + r.reason());
+      }
+      if (Clock::now() > deadline) {
+        std::map<std::string, int> states;
+        for (const auto& h : r.hosts()) {
+          states["wave" + std::to_string(h.wave() + 1) + ":" + h.state()]++;
+        }
+        std::string hist;
+        for (const auto& [k, n] : states) hist += " " + k + "=" + std::to_string(n);
+        Die("release " + std::to_string(id) + " still " + s + " (wave " +
+            std::to_string(r.current_wave() + 1) + ") after 120 s; hosts:" + hist);
+      }
+      std::this_thread::sleep_for(every);
+    }
+  }
+
+ private:
+  std::string token_;
+  std::unique_ptr<v1::ControlService::Stub> stub_;
+};
+
+struct Host {
+  std::string name, region, root;
+  std::unique_ptr<lockstep::agent::Executor> executor;
+  std::unique_ptr<lockstep::agent::Connection> conn;
+  std::atomic<lockstep::agent::Connection*> conn_ptr{nullptr};
+  std::thread runner;
+  ~Host() {
+    if (runner.joinable()) {
+      conn->Stop();
+      runner.join();
+    }
+    if (executor) executor->Stop();
+    conn_ptr.store(nullptr);
+  }
+};
+
+// Time (unix ns) the host's `current` symlink was created, i.e. its switch; 0 if none.
+int64_t SwitchNs(const std::string& root) {
+  struct stat sb {};
+  if (::lstat((root + "/current").c_str(), &sb) != 0) return 0;
+  return static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000LL + sb.st_mtim.tv_nsec;
+}
+
+struct Window {
+  double whole_ms = 0;                // first switch → last switch over all hosts
+  std::map<int, double> per_wave_ms;  // same, within each wave
+};
+
+Window MixedWindow(const v1::Release& r, const std::map<std::string, std::string>& roots) {
+  Window w;
+  int64_t lo = INT64_MAX, hi = 0;
+  std::map<int, std::pair<int64_t, int64_t>> waves;
+  for (const auto& h : r.hosts()) {
+    auto it = roots.find(h.agent());
+    if (it == roots.end()) continue;
+    int64_t t = SwitchNs(it->second);
+    if (t == 0) continue;
+    lo = std::min(lo, t);
+    hi = std::max(hi, t);
+    auto [wit, inserted] = waves.try_emplace(h.wave(), t, t);
+    if (!inserted) {
+      wit->second.first = std::min(wit->second.first, t);
+      wit->second.second = std::max(wit->second.second, t);
+    }
+  }
+  if (hi > 0) w.whole_ms = static_cast<double>(hi - lo) / 1e6;
+  for (const auto& [wave, span] : waves) {
+    w.per_wave_ms[wave] = static_cast<double>(span.second - span.first) / 1e6;
+  }
+  return w;
+}
+
+struct Options {
+  int hosts = 100;
+  int rollbacks = 20;
+  std::string json_file;
+  std::string bin_dir = LOCKSTEP_BIN_DIR;
+  bool keep = false;
+};
+
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) Die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--hosts") {
+      o.hosts = std::atoi(next().c_str());
+    } else if (a == "--rollbacks") {
+      o.rollbacks = std::atoi(next().c_str());
+    } else if (a == "--json") {
+      o.json_file = next();
+    } else if (a == "--bin-dir") {
+      o.bin_dir = next();
+    } else if (a == "--timeout") {
+      kWait = std::chrono::seconds(std::atoi(next().c_str()));
+    } else if (a == "--keep") {
+      o.keep = true;
+    } else if (a == "--help" || a == "-h") {
+      std::cout << "usage: lockstep-fleet-bench [--hosts N=100] [--rollbacks R=20] "
+                   "[--json FILE] [--bin-dir DIR] [--timeout S=120] [--keep]\n";
+      std::exit(0);
+    } else {
+      Die("unknown flag " + a);
+    }
+  }
+  if (o.hosts < 3) Die("--hosts must be at least 3");
+  if (o.rollbacks < 1) Die("--rollbacks must be at least 1");
+  return o;
+}
+
+std::string PipelineYaml() {
+  return R"(pipeline: bench
+regions: [us-east-1, eu-west-1, ap-southeast-2]
+waves:
+  - name: canary
+    select: {per_region: 1}
+    bake: 0s
+  - name: half
+    select: {per_region: "50%"}
+    bake: 0s
+  - name: all
+    select: {per_region: "100%"}
+    bake: 0s
+concurrency: {per_region: 10000}
+health:
+  check_hook: false
+timeouts: {hook: 300s, fetch: 300s, agent_lost: 300s}
+rollback: {automatic: false, tolerate_failed_hosts: 0}
+)";
+}
+
+int RunBench(const Options& opt) {
+  auto t_setup = Clock::now();
+  // Many hosts: ~4 threads and a few fds each.
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+
+  char tmpl[] = "/tmp/lockstep-bench-XXXXXX";
+  if (!mkdtemp(tmpl)) Die("mkdtemp failed");
+  const std::string dir = tmpl;
+  fs::create_directories(dir + "/pipelines");
+  fs::create_directories(dir + "/agents");
+  fs::create_directories(dir + "/art");
+  std::ofstream(dir + "/pipelines/bench.yaml") << PipelineYaml();
+
+  // Artifacts: no hooks at all (hooks skipped), a VERSION file only. Built once with tar.
+  std::map<std::string, std::string> artifact_bytes, artifact_sha;
+  for (const std::string version : {"v1", "v2"}) {
+    std::string src = dir + "/art/" + version;
+    fs::create_directories(src);
+    std::ofstream(src + "/VERSION") << version << "\n";
+    std::string out = dir + "/art/app-" + version + ".tar.gz";
+    RunCapture({"/bin/tar", "-czf", out, "-C", src, "VERSION"}, dir + "/tar.log");
+    artifact_bytes[version] = ReadFile(out);
+    artifact_sha[version] = lockstep::Sha256Hex(artifact_bytes[version]);
+  }
+  httplib::Server http;
+  http.new_task_queue = [] { return new httplib::ThreadPool(256); };
+  http.Get(R"(/artifacts/app-(v\d+)\.tar\.gz)",
+           [&](const httplib::Request& req, httplib::Response& res) {
+             auto it = artifact_bytes.find(req.matches[1].str());
+             if (it == artifact_bytes.end()) {
+               res.status = 404;
+               return;
+             }
+             res.set_content(it->second, "application/gzip");
+           });
+  http.set_keep_alive_max_count(1);
+  int http_port = http.bind_to_any_port("127.0.0.1");
+  if (http_port <= 0) Die("cannot bind the artifact server");
+  std::thread http_thread([&] { http.listen_after_bind(); });
+  struct HttpGuard {
+    httplib::Server& s;
+    std::thread& t;
+    ~HttpGuard() {
+      s.stop();
+      if (t.joinable()) t.join();
+    }
+  } http_guard{http, http_thread};
+  auto url = [&](const std::string& v) {
+    return "http://127.0.0.1:" + std::to_string(http_port) + "/artifacts/app-" + v + ".tar.gz";
+  };
+
+  // The real lockstepd.
+  std::string port_file = dir + "/ports.json";
+  auto lockstepd = std::make_unique<Child>(
+      std::vector<std::string>{opt.bin_dir + "/lockstepd", "--data-dir", dir + "/data",
+                               "--pipelines", dir + "/pipelines", "--grpc-listen", "127.0.0.1:0",
+                               "--http-listen", "127.0.0.1:0", "--port-file", port_file,
+                               "--log-level", "warn"},
+      dir + "/lockstepd.log");
+  {
+    auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (!fs::exists(port_file)) {
+      if (!lockstepd->Running() || Clock::now() > deadline) {
+        Die("lockstepd did not start:\n" + ReadFile(dir + "/lockstepd.log"));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the file is complete
+  }
+  json ports = json::parse(ReadFile(port_file));
+  const std::string server = "127.0.0.1:" + std::to_string(ports.at("grpc").get<int>());
+  const std::string admin = Trim(ReadFile(dir + "/data/admin-token"));
+  if (admin.empty()) Die("no admin token in " + dir + "/data/admin-token");
+  const pid_t dpid = lockstepd->pid();
+
+  // Enrollment tokens, one per region, through the real CLI.
+  std::map<std::string, std::string> enroll;
+  for (const auto& region : kRegions) {
+    std::string out = RunCapture({opt.bin_dir + "/lockstep", "--server", server, "--token", admin,
+                                  "--output", "json", "tokens", "create", "--role", "agent",
+                                  "--region", region, "--name", "bench-enroll-" + region},
+                                 dir + "/cli.log");
+    enroll[region] = json::parse(out).at("token").get<std::string>();
+  }
+
+  // N hosts in this process.
+  lockstep::InitLogging("fleet-bench", "error");
+  lockstep::agent::CurlGlobalInit();
+  std::vector<std::unique_ptr<Host>> hosts;
+  std::map<std::string, std::string> roots;
+  ProcStats before_connect = ReadProc(dpid);
+  auto t_connect = Clock::now();
+  for (int i = 0; i < opt.hosts; ++i) {
+    auto h = std::make_unique<Host>();
+    h->region = kRegions[static_cast<size_t>(i) % kRegions.size()];
+    char name[64];
+    std::snprintf(name, sizeof(name), "host-%05d", i);
+    h->name = name;
+    h->root = dir + "/agents/" + h->name;
+    fs::create_directories(h->root);
+    roots[h->name] = h->root;
+    Host* hp = h.get();
+    h->executor = std::make_unique<lockstep::agent::Executor>(
+        lockstep::agent::ExecutorOptions{h->root, h->name, h->region, 5},
+        [hp](const v1::TaskProgress& p) {
+          if (auto* c = hp->conn_ptr.load()) c->SendProgress(p);
+        },
+        [hp](const v1::TaskResult& r) {
+          if (auto* c = hp->conn_ptr.load()) c->SendResult(r);
+        },
+        [hp](const v1::GateVerdict& v) {
+          if (auto* c = hp->conn_ptr.load()) c->SendVerdict(v);
+        });
+    h->conn = std::make_unique<lockstep::agent::Connection>(
+        lockstep::agent::ConnectionOptions{
+            server, h->name, h->region, "bench", enroll[h->region], {}},
+        h->executor.get());
+    h->conn_ptr.store(h->conn.get());
+    if (auto st = h->executor->Start(); !st.ok()) Die("executor: " + st.message());
+    h->runner = std::thread([hp] { hp->conn->Run(); });
+    hosts.push_back(std::move(h));
+  }
+  Control ctl(server, admin);
+  {
+    auto deadline = Clock::now() + kWait;
+    size_t n = 0;
+    while ((n = ctl.Connected()) < static_cast<size_t>(opt.hosts)) {
+      if (Clock::now() > deadline) {
+        Die("only " + std::to_string(n) + " of " + std::to_string(opt.hosts) +
+            " agents connected after " + std::to_string(kWait.count()) + " s");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  double connect_ms = Ms(Clock::now() - t_connect);
+  ProcStats after_connect = ReadProc(dpid);
+
+  // Idle: all hosts connected, nothing to do.
+  constexpr double kIdleSeconds = 5.0;
+  ProcStats idle0 = ReadProc(dpid);
+  std::this_thread::sleep_for(std::chrono::duration<double>(kIdleSeconds));
+  ProcStats idle1 = ReadProc(dpid);
+  double idle_cpu_pct = (idle1.cpu_s - idle0.cpu_s) / kIdleSeconds * 100.0;
+
+  const int64_t host_steps = static_cast<int64_t>(opt.hosts) * 2;  // prepare + activate
+
+  // (a1) first install of v1 everywhere (fetch + unpack on every host).
+  ProcStats c0 = ReadProc(dpid);
+  auto t0 = Clock::now();
+  v1::Release r1 = ctl.Create("bench", "v1", url("v1"), artifact_sha["v1"]);
+  ctl.WaitSucceeded(r1.id(), std::chrono::milliseconds(10));
+  double install_ms = Ms(Clock::now() - t0);
+  ProcStats c1 = ReadProc(dpid);
+
+  // (a2) the measured rollout: v1 → v2, three waves, zero bake.
+  t0 = Clock::now();
+  v1::Release r2 = ctl.Create("bench", "v2", url("v2"), artifact_sha["v2"]);
+  v1::Release done2 = ctl.WaitSucceeded(r2.id(), std::chrono::milliseconds(10));
+  double rollout_ms = Ms(Clock::now() - t0);
+  ProcStats c2 = ReadProc(dpid);
+  Window rollout_window = MixedWindow(done2, roots);
+  double rollout_cpu_s = c2.cpu_s - c1.cpu_s;
+  double install_cpu_s = c1.cpu_s - c0.cpu_s;
+
+  // (b) on-call rollbacks v2 → v1, each followed by a roll forward (Rollback --to v2).
+  std::vector<double> rollback_ms, forward_ms, rollback_cpu_us_per_step;
+  std::vector<double> rollback_window_ms;
+  for (int i = 0; i < opt.rollbacks; ++i) {
+    ProcStats b0 = ReadProc(dpid);
+    auto tb = Clock::now();
+    v1::Release rb = ctl.Rollback("bench", "");
+    v1::Release rbd = ctl.WaitSucceeded(rb.id(), std::chrono::milliseconds(5));
+    rollback_ms.push_back(Ms(Clock::now() - tb));
+    ProcStats b1 = ReadProc(dpid);
+    rollback_cpu_us_per_step.push_back((b1.cpu_s - b0.cpu_s) * 1e6 /
+                                       static_cast<double>(host_steps));
+    rollback_window_ms.push_back(MixedWindow(rbd, roots).whole_ms);
+    if (rbd.version() != "v1") Die("rollback went to " + rbd.version() + ", not v1");
+    auto tf = Clock::now();
+    v1::Release fw = ctl.Rollback("bench", "v2");
+    v1::Release fwd = ctl.WaitSucceeded(fw.id(), std::chrono::milliseconds(5));
+    forward_ms.push_back(Ms(Clock::now() - tf));
+    if (fwd.version() != "v2") Die("roll forward went to " + fwd.version() + ", not v2");
+  }
+  // Every host on v2 at the end, checked on disk.
+  for (const auto& h : hosts) {
+    std::string cur = h->executor->CurrentVersion();
+    if (cur != "v2") Die(h->name + " runs " + cur + ", not v2");
+  }
+  ProcStats end = ReadProc(dpid);
+
+  // Stop: agents first, then lockstepd, then the HTTP server.
+  auto t_stop = Clock::now();
+  for (auto& h : hosts) h->conn->Stop();
+  for (auto& h : hosts) {
+    if (h->runner.joinable()) h->runner.join();
+    h->executor->Stop();
+  }
+  double stop_ms = Ms(Clock::now() - t_stop);
+  for (auto& h : hosts) h->conn_ptr.store(nullptr);
+  hosts.clear();
+  lockstepd->Stop();
+
+  Percentiles rb = Summarise(rollback_ms);
+  Percentiles fw = Summarise(forward_ms);
+  Percentiles rcpu = Summarise(rollback_cpu_us_per_step);
+  Percentiles rwin = Summarise(rollback_window_ms);
+  double cpu_per_step_us = rollout_cpu_s * 1e6 / static_cast<double>(host_steps);
+
+  std::printf(
+      "\nlockstep-fleet-bench: %d hosts in 3 regions (one process, Executor + Connection "
+      "per host), %d rollbacks\n",
+      opt.hosts, opt.rollbacks);
+  std::printf(
+      "hooks: none (artifact holds only VERSION; hooks skipped, check_hook off); "
+      "bake 0; concurrency per_region 10000\n\n");
+  std::printf("%-52s %12s %14s\n", "figure", "measured", "goal");
+  std::printf("%-52s %12s %14s\n", std::string(52, '-').c_str(), "--------", "----");
+  auto row = [](const char* name, double v, const char* unit, const char* goal) {
+    std::printf("%-52s %9.1f %-3s %13s\n", name, v, unit, goal);
+  };
+  row("connect all agents (until ListAgents shows N)", connect_ms, "ms", "-");
+  row("first install v1 (fetch+unpack), 3 waves", install_ms, "ms", "-");
+  row("rollout v1->v2, 3 waves, wall", rollout_ms, "ms", "< 3000 ms");
+  row("lockstepd CPU per host-step (rollout)", cpu_per_step_us, "us", "< 100 us");
+  row("lockstepd CPU for the rollout", rollout_cpu_s * 1e3, "ms", "-");
+  row("mixed-version window, rollout, all hosts", rollout_window.whole_ms, "ms", "-");
+  for (const auto& [wave, ms] : rollout_window.per_wave_ms) {
+    std::string n = "mixed-version window, rollout, wave " + std::to_string(wave + 1);
+    row(n.c_str(), ms, "ms", wave == 2 ? "< 100 ms*" : "-");
+  }
+  row("rollback v2->v1 p50", rb.p50, "ms", "-");
+  row("rollback v2->v1 p99", rb.p99, "ms", "< 1000 ms");
+  row("rollback v2->v1 max", rb.max, "ms", "-");
+  row("rollback v2->v1 min", rb.min, "ms", "-");
+  row("rollback lockstepd CPU per host-step p50", rcpu.p50, "us", "-");
+  row("rollback mixed-version window p50", rwin.p50, "ms", "-");
+  row("roll forward (Rollback --to v2) p50", fw.p50, "ms", "-");
+  row("roll forward (Rollback --to v2) p99", fw.p99, "ms", "-");
+  row("lockstepd RSS after connect", static_cast<double>(after_connect.rss_kib) / 1024.0, "MiB",
+      "-");
+  row("lockstepd RSS at end", static_cast<double>(end.rss_kib) / 1024.0, "MiB", "< 1024 MiB**");
+  row("lockstepd CPU idle, N connected (5 s)", idle_cpu_pct, "%", "< 5 %**");
+  row("stop all agents", stop_ms, "ms", "-");
+  std::printf(
+      "\n*  issue 6 asks for the window of a wave of 1,000 hosts; wave 3 here holds "
+      "the rest of the fleet (time from switch-symlink mtimes).\n"
+      "** issue 6's goal is for 10,000 idle agents; measured here with N.\n");
+  std::printf("setup + run: %.1f s; lockstepd CPU total %.2f s (connect %.2f s, install %.2f s)\n",
+              Ms(Clock::now() - t_setup) / 1e3, end.cpu_s,
+              after_connect.cpu_s - before_connect.cpu_s, install_cpu_s);
+
+  if (!opt.json_file.empty()) {
+    json j = {
+        {"hosts", opt.hosts},
+        {"regions", kRegions},
+        {"rollbacks", opt.rollbacks},
+        {"hooks", "none (skipped): artifact holds only VERSION, check_hook false"},
+        {"nproc", std::thread::hardware_concurrency()},
+        {"connect_ms", connect_ms},
+        {"install_ms", install_ms},
+        {"install_cpu_s", install_cpu_s},
+        {"rollout_ms", rollout_ms},
+        {"rollout_cpu_s", rollout_cpu_s},
+        {"rollout_cpu_per_host_step_us", cpu_per_step_us},
+        {"rollout_mixed_window_ms", rollout_window.whole_ms},
+        {"rollback_ms", rollback_ms},
+        {"rollback_p50_ms", rb.p50},
+        {"rollback_p99_ms", rb.p99},
+        {"rollback_max_ms", rb.max},
+        {"rollback_min_ms", rb.min},
+        {"rollback_mean_ms", rb.mean},
+        {"rollback_cpu_per_host_step_us_p50", rcpu.p50},
+        {"rollback_mixed_window_ms_p50", rwin.p50},
+        {"forward_ms", forward_ms},
+        {"forward_p50_ms", fw.p50},
+        {"forward_p99_ms", fw.p99},
+        {"rss_after_connect_kib", after_connect.rss_kib},
+        {"rss_end_kib", end.rss_kib},
+        {"idle_cpu_percent", idle_cpu_pct},
+        {"stop_ms", stop_ms},
+    };
+    json waves = json::object();
+    for (const auto& [wave, ms] : rollout_window.per_wave_ms) waves[std::to_string(wave + 1)] = ms;
+    j["rollout_mixed_window_per_wave_ms"] = waves;
+    std::ofstream(opt.json_file) << j.dump(2) << "\n";
+  }
+  if (!opt.keep) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  } else {
+    std::printf("kept %s\n", dir.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  try {
+    return RunBench(ParseArgs(argc, argv));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lockstep-fleet-bench: %s\n", e.what());
+    // Children are stopped by their destructors only on a normal unwind; main's unwinding
+    // already ran them by now.
+    return 1;
+  }
+}
