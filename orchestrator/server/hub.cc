@@ -41,11 +41,6 @@ void Hub::Stop() {
   cv_.notify_one();
 }
 
-size_t Hub::connected_agents() const {
-  std::lock_guard lock(mu_);
-  return streams_.size();
-}
-
 bool Hub::Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg) {
   std::shared_ptr<StreamHandle> stream;
   {

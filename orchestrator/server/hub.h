@@ -57,7 +57,6 @@ class Hub final : public TaskSink {
 
   bool Send(const std::string& agent, const lockstep::v1::Task& task) override;
   bool SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) override;
-  size_t connected_agents() const;
 
  private:
   struct Event {

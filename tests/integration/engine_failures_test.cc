@@ -111,11 +111,7 @@ TEST_F(EngineFailuresTest, ANewHostInARegionConvergesToTheCurrentRelease) {
   bool converged = Fleet::WaitFor([&] { return fleet_.CurrentOf("eu-west-1-9") == "v1"; },
                                   std::chrono::seconds(30));
   EXPECT_TRUE(converged);
-  json agents = fleet_.CliJson({"agents"});
-  bool reported = false;
-  for (const auto& a : agents) {
-    reported |= a["name"] == "eu-west-1-9" && a["current_version"] == "v1";
-  }
+  // lockstepd records what the new host runs, too.
   EXPECT_TRUE(Fleet::WaitFor(
       [&] {
         for (const auto& a : fleet_.CliJson({"agents"})) {

@@ -134,7 +134,6 @@ TEST_F(OnCallTest, RollbackToAnOlderVersionAndWhilePausedAndFrozen) {
 TEST_F(OnCallTest, AManualApprovalIsGivenFromTheCli) {
   Start(Pipeline("0s", "    approval: manual\n"));
   int64_t id = Create(fleet_.ServeApp("v1"), false);
-  CommandResult early = fleet_.Cli({"approve", std::to_string(id)});
   bool waiting = Fleet::WaitFor(
       [&] {
         return fleet_.CliJson({"release", "show", std::to_string(id)})["waves"][2]["state"] ==
