@@ -93,9 +93,14 @@ struct Connection::Impl {
           heartbeat = std::thread([&, interval] {
             std::unique_lock lock(hb_mu);
             while (!hb_cv.wait_for(lock, interval, [&] { return hb_stop; })) {
+              // The version is read under the write lock so that a heartbeat never reaches
+              // the orchestrator after a task result it predates: a stale version there
+              // would read as drift and make a host look as if it ran the other release.
+              std::lock_guard write_lock(write_mu);
+              if (!stream || !welcomed) continue;
               v1::AgentMessage m;
               m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
-              Write(m);
+              stream->Write(m);
             }
           });
         }

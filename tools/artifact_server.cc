@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "common/flags.h"
+#include "common/http_backlog.h"
 
 int main(int argc, char** argv) {
   lockstep::Flags flags;
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lockstep-artifact-server: cannot serve %s\n", flags.Get("dir").c_str());
     return 2;
   }
+  lockstep::ListenBacklog backlog(server);  // a whole fleet fetches at once
   if (port == 0) {
     port = server.bind_to_any_port(host);
   } else if (!server.bind_to_port(host, port)) {
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lockstep-artifact-server: cannot listen on %s\n", listen.c_str());
     return 1;
   }
+  backlog.Widen();
   if (!flags.Get("port-file").empty()) {
     std::string tmp = flags.Get("port-file") + ".tmp";
     std::ofstream(tmp) << port << "\n";

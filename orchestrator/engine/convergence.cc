@@ -22,23 +22,22 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
   if (!last.ok()) return last.status();
   if (!last->has_value()) return Status::Ok();
   const ReleaseRecord& desired = **last;
-  auto agents = store_->Agents();
-  if (!agents.ok()) return agents.status();
-  std::map<std::string, HostRecord> hosts;
-  bool hosts_loaded = false;
+  releases_seen_[desired.id] = desired;
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  HostMap* hosts = nullptr;
 
-  for (const auto& a : *agents) {
+  for (const auto& [name, a] : agents_) {
     if (a.pipeline != p.name || !a.connected || a.current_version == desired.version) continue;
-    if (!hosts_loaded) {
-      auto list = store_->Hosts(desired.id);
-      if (!list.ok()) return list.status();
-      for (auto& h : *list) hosts.emplace(h.agent, std::move(h));
-      hosts_loaded = true;
+    if (!hosts) {
+      auto loaded = HostsOf(desired.id);
+      if (!loaded.ok()) return loaded.status();
+      hosts = *loaded;
+      pass.live_releases.insert(desired.id);
     }
     HostRecord h;
-    auto it = hosts.find(a.name);
+    auto it = hosts->find(a.name);
     int attempt = 1;
-    if (it != hosts.end()) {
+    if (it != hosts->end()) {
       h = it->second;
       if (HostInFlight(h)) {
         UnixMs deadline = h.task_sent_at + TaskBudgetMs(p, v1::Task::DEPLOY);
@@ -53,7 +52,8 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
         pass.WakeAt(h.finished_at + kConvergeRetryMs);
         if (h.detail == "convergence timed out") {
           h.finished_at = now;
-          pass.batch.hosts.push_back(h);
+          it->second = h;
+          pass.changed_hosts.emplace(desired.id, a.name);
         }
         continue;
       }
@@ -75,7 +75,8 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
     h.started_at = now;
     h.task_sent_at = now;
     h.finished_at = 0;
-    pass.batch.hosts.push_back(h);
+    (*hosts)[a.name] = h;
+    pass.changed_hosts.emplace(desired.id, a.name);
     pass.batch.audit.push_back({0, now, "engine", "agent.converge", "agent/" + a.name,
                                 "running " +
                                     (a.current_version.empty() ? "nothing" : a.current_version) +

@@ -303,10 +303,8 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
   }
 
   UnixMs now = clock_->Now();
-  auto existing = store_->GetAgent(hello.name());
-  if (!existing.ok()) return existing.status();
-  AgentRecord a;
-  if (existing->has_value()) a = **existing;
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  AgentRecord& a = agents_[hello.name()];
   if (a.first_seen == 0) a.first_seen = now;
   a.name = hello.name();
   a.region = hello.region();
@@ -315,9 +313,7 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
   a.versions_on_disk.assign(hello.versions_on_disk().begin(), hello.versions_on_disk().end());
   a.connected = true;
   a.last_seen = now;
-  WriteBatch b;
-  b.agents.push_back(a);
-  LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
+  dirty_agents_.insert(a.name);
   last_contact_[a.name] = now;
   reported_version_[a.name] = a.current_version;
   resend_to_.insert(a.name);
@@ -325,49 +321,94 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
 }
 
 Status Engine::AgentDisconnected(const std::string& name) {
-  auto existing = store_->GetAgent(name);
-  if (!existing.ok()) return existing.status();
-  if (!existing->has_value()) return Status::Ok();
-  AgentRecord a = **existing;
-  a.connected = false;
-  // The stream was alive until now; agent_lost counts from here.
-  a.last_seen = clock_->Now();
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   last_contact_.erase(name);
   reported_version_.erase(name);
   resend_to_.erase(name);
-  WriteBatch b;
-  b.agents.push_back(std::move(a));
-  return store_->Write(b);
+  auto it = agents_.find(name);
+  if (it == agents_.end()) return Status::Ok();
+  it->second.connected = false;
+  // The stream was alive until now; agent_lost counts from here.
+  it->second.last_seen = clock_->Now();
+  dirty_agents_.insert(name);
+  return Status::Ok();
 }
 
 Status Engine::MarkAllDisconnected() {
-  auto agents = store_->Agents();
-  if (!agents.ok()) return agents.status();
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   WriteBatch b;
   UnixMs now = clock_->Now();
-  for (auto a : *agents) {
+  for (auto& [name, a] : agents_) {
     if (!a.connected) continue;
     a.connected = false;
     a.last_seen = now;
-    b.agents.push_back(std::move(a));
+    b.agents.push_back(a);
   }
-  return store_->Write(b);
+  Status st = store_->Write(b);
+  if (!st.ok()) DropCopies();
+  return st;
 }
 
-Status Engine::AgentHeartbeat(const std::string& name, const std::string& current_version) {
+StatusOr<bool> Engine::AgentHeartbeat(const std::string& name, const std::string& current_version) {
   last_contact_[name] = clock_->Now();
   auto it = reported_version_.find(name);
-  if (it == reported_version_.end() || it->second == current_version) return Status::Ok();
+  if (it == reported_version_.end() || it->second == current_version) return false;
   it->second = current_version;
-  auto existing = store_->GetAgent(name);
-  if (!existing.ok()) return existing.status();
-  if (!existing->has_value()) return Status::Ok();
-  AgentRecord a = **existing;
-  a.current_version = current_version;
-  a.last_seen = clock_->Now();
-  WriteBatch b;
-  b.agents.push_back(std::move(a));
-  return store_->Write(b);
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  auto a = agents_.find(name);
+  if (a == agents_.end()) return false;
+  a->second.current_version = current_version;
+  a->second.last_seen = clock_->Now();
+  dirty_agents_.insert(name);
+  return true;
+}
+
+Status Engine::LoadAgents() {
+  if (agents_loaded_) return Status::Ok();
+  auto agents = store_->Agents();
+  if (!agents.ok()) return agents.status();
+  agents_.clear();
+  for (auto& a : *agents) {
+    std::string name = a.name;
+    agents_.emplace(std::move(name), std::move(a));
+  }
+  agents_loaded_ = true;
+  return Status::Ok();
+}
+
+const AgentRecord* Engine::FindAgent(const std::string& name) const {
+  auto it = agents_.find(name);
+  return it == agents_.end() ? nullptr : &it->second;
+}
+
+StatusOr<Engine::HostMap*> Engine::HostsOf(int64_t release_id) {
+  auto it = hosts_.find(release_id);
+  if (it != hosts_.end()) return &it->second;
+  auto list = store_->Hosts(release_id);
+  if (!list.ok()) return list.status();
+  HostMap& hosts = hosts_[release_id];
+  for (auto& h : *list) {
+    std::string agent = h.agent;
+    hosts.emplace(std::move(agent), std::move(h));
+  }
+  return &hosts;
+}
+
+StatusOr<ReleaseRecord> Engine::ReleaseById(int64_t id) {
+  auto it = releases_seen_.find(id);
+  if (it != releases_seen_.end()) return it->second;
+  return store_->GetRelease(id);
+}
+
+void Engine::DropCopies() {
+  agents_.clear();
+  agents_loaded_ = false;
+  hosts_.clear();
+  dirty_agents_.clear();
+  dirty_hosts_.clear();
+  pending_switches_.clear();
+  releases_seen_.clear();
+  for (const auto& [name, at] : last_contact_) resend_to_.insert(name);
 }
 
 UnixMs Engine::LastContact(const AgentRecord& a) const {
@@ -387,76 +428,71 @@ bool Engine::AgentAlive(const AgentRecord& a, UnixMs now, const Pipeline& p) con
 Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& result) {
   UnixMs now = clock_->Now();
   last_contact_[agent] = now;
-  WriteBatch b;
-  auto existing = store_->GetAgent(agent);
-  if (!existing.ok()) return existing.status();
-  if (existing->has_value()) {
-    AgentRecord a = **existing;
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  if (auto it = agents_.find(agent); it != agents_.end()) {
+    AgentRecord& a = it->second;
     a.current_version = result.current_version();
     a.versions_on_disk.assign(result.versions_on_disk().begin(), result.versions_on_disk().end());
     a.last_seen = now;
     reported_version_[agent] = a.current_version;
-    b.agents.push_back(std::move(a));
+    dirty_agents_.insert(agent);
   }
 
   // Task ids are "r<release>/<agent>/<kind>".
   const std::string& id = result.task_id();
   int64_t release_id = 0;
   if (id.size() > 1 && id[0] == 'r') release_id = std::atoll(id.c_str() + 1);
-  auto release = release_id > 0 ? store_->GetRelease(release_id)
+  auto release = release_id > 0 ? ReleaseById(release_id)
                                 : StatusOr<ReleaseRecord>(NotFound("malformed task id"));
+  if (!release.ok()) {
+    spdlog::debug("result for task {} from {} ignored: unknown release", id, agent);
+    return Status::Ok();
+  }
   // A result is recorded wherever its task is still outstanding: in a release in flight,
   // on a convergence row of a finished release, or late for a release that ended (then it
   // only makes the record accurate).
-  if (release.ok()) {
-    auto hosts = store_->Hosts(release_id);
-    if (!hosts.ok()) return hosts.status();
-    for (auto& h : *hosts) {
-      if (h.agent != agent || h.task_id != id || !HostInFlight(h)) continue;
-      const std::string before = h.state;
-      if (result.ok()) {
-        if (before == host_state::kPreparing) {
-          h.state = host_state::kPrepared;
-          h.detail = "prepared";
-        } else if (before == host_state::kReverting) {
-          h.state = host_state::kReverted;
-          h.detail = "back on " + result.current_version();
-        } else {
-          h.state = host_state::kDone;
-          h.detail = "running " + release->version;
-        }
-        if (h.state != host_state::kPrepared) h.finished_at = now;
-      } else {
-        h.state =
-            before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
-        std::string step = before == host_state::kPreparing   ? "prepare"
-                           : before == host_state::kReverting ? "revert"
-                                                              : "activate";
-        h.detail = step + " failed" +
-                   (result.failed_step().empty() ? "" : " at " + result.failed_step()) + ": " +
-                   result.error();
-        h.finished_at = now;
-      }
-      b.hosts.push_back(h);
-      // The mixed-version window of the wave: first to last switch of `current`.
-      if (result.switched_at_ms() > 0 && release_state::IsInFlight(release->state) &&
-          before == host_state::kActivating) {
-        auto waves = store_->Waves(release_id);
-        if (!waves.ok()) return waves.status();
-        for (auto& w : *waves) {
-          if (w.index != h.wave) continue;
-          UnixMs t = result.switched_at_ms();
-          if (w.first_switch_at == 0 || t < w.first_switch_at) w.first_switch_at = t;
-          if (t > w.last_switch_at) w.last_switch_at = t;
-          b.waves.push_back(w);
-        }
-      }
+  auto hosts = HostsOf(release_id);
+  if (!hosts.ok()) return hosts.status();
+  auto it = (*hosts)->find(agent);
+  if (it == (*hosts)->end()) return Status::Ok();
+  HostRecord& h = it->second;
+  if (h.task_id != id || !HostInFlight(h)) return Status::Ok();
+  const std::string before = h.state;
+  if (result.ok()) {
+    if (before == host_state::kPreparing) {
+      h.state = host_state::kPrepared;
+      h.detail = "prepared";
+    } else if (before == host_state::kReverting) {
+      h.state = host_state::kReverted;
+      h.detail = "back on " + result.current_version();
+    } else {
+      h.state = host_state::kDone;
+      h.detail = "running " + release->version;
     }
+    if (h.state != host_state::kPrepared) h.finished_at = now;
   } else {
-    spdlog::debug("result for task {} from {} ignored: unknown release", id, agent);
+    h.state = before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
+    std::string step = before == host_state::kPreparing   ? "prepare"
+                       : before == host_state::kReverting ? "revert"
+                                                          : "activate";
+    h.detail = step + " failed" +
+               (result.failed_step().empty() ? "" : " at " + result.failed_step()) + ": " +
+               result.error();
+    h.finished_at = now;
   }
-  LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
-  if (observer_ && release_id > 0) observer_->OnReleaseChanged(release_id);
+  dirty_hosts_.emplace(release_id, agent);
+  // The mixed-version window of the wave: first to last switch of `current`, merged into
+  // the wave's record by the next pass.
+  if (result.switched_at_ms() > 0 && release_state::IsInFlight(release->state) &&
+      before == host_state::kActivating) {
+    UnixMs t = result.switched_at_ms();
+    auto [slot, fresh] = pending_switches_.try_emplace({release_id, h.wave}, t, t);
+    if (!fresh) {
+      slot->second.first = std::min(slot->second.first, t);
+      slot->second.second = std::max(slot->second.second, t);
+    }
+  }
+  if (observer_) observer_->OnReleaseChanged(release_id);
   return Status::Ok();
 }
 
@@ -497,11 +533,33 @@ Status Engine::GateVerdictReceived(const std::string& agent, const v1::GateVerdi
 StatusOr<UnixMs> Engine::Reconcile() {
   UnixMs now = clock_->Now();
   Pass pass;
+  releases_seen_.clear();
+  // Results applied since the last pass are written with this one.
+  pass.changed_hosts.swap(dirty_hosts_);
   for (const auto& p : pipelines_) {
-    LOCKSTEP_RETURN_IF_ERROR(ReconcilePipeline(p, now, pass).WithContext("pipeline " + p.name));
+    if (Status st = ReconcilePipeline(p, now, pass); !st.ok()) {
+      DropCopies();
+      return st.WithContext("pipeline " + p.name);
+    }
+  }
+  pending_switches_.clear();  // merged into in-flight waves; others need no window
+  for (const auto& [release_id, agent] : pass.changed_hosts) {
+    auto rel = hosts_.find(release_id);
+    if (rel == hosts_.end()) continue;
+    auto h = rel->second.find(agent);
+    if (h != rel->second.end()) pass.batch.hosts.push_back(h->second);
+  }
+  for (const auto& name : dirty_agents_) {
+    if (const AgentRecord* a = FindAgent(name)) pass.batch.agents.push_back(*a);
   }
   // Written before anything is sent: a crash between the two re-sends on restart.
-  LOCKSTEP_RETURN_IF_ERROR(store_->Write(pass.batch));
+  if (Status st = store_->Write(pass.batch); !st.ok()) {
+    DropCopies();
+    return st;
+  }
+  dirty_agents_.clear();
+  // Host rows of releases no longer in flight nor desired are read again if ever needed.
+  std::erase_if(hosts_, [&](const auto& entry) { return !pass.live_releases.count(entry.first); });
   for (const auto& [agent, task] : pass.sends) sink_->Send(agent, task);
   for (const auto& [agent, check] : pass.checks) sink_->SendGateCheck(agent, check);
   ResendOutstanding(pass);
@@ -528,9 +586,9 @@ void Engine::ResendOutstanding(Pass& pass) {
     auto last = store_->DesiredRelease(p.name);
     if (last.ok() && last->has_value()) releases.push_back(**last);
     for (const auto& r : releases) {
-      auto hosts = store_->Hosts(r.id);
+      auto hosts = HostsOf(r.id);
       if (!hosts.ok()) continue;
-      for (const auto& h : *hosts) {
+      for (const auto& [name, h] : **hosts) {
         if (!HostInFlight(h) || !agents.count(h.agent) || already_sent.count(h.task_id)) {
           continue;
         }
@@ -540,7 +598,7 @@ void Engine::ResendOutstanding(Pass& pass) {
                 ? v1::Task::ACTIVATE
                 : v1::Task::DEPLOY;
         if (h.state == host_state::kReverting) {
-          auto target = r.previous_release_id > 0 ? store_->GetRelease(r.previous_release_id)
+          auto target = r.previous_release_id > 0 ? ReleaseById(r.previous_release_id)
                                                   : StatusOr<ReleaseRecord>(NotFound(""));
           if (!target.ok()) continue;
           sink_->Send(h.agent, BuildTask(p, *target, h, v1::Task::DEPLOY));
@@ -557,6 +615,15 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
   if (!open.ok()) return open.status();
   auto pstate = store_->GetPipelineState(p.name);
   if (!pstate.ok()) return pstate.status();
+  // Results that arrive before the next pass look their release up here, as this pass
+  // leaves it.
+  struct Remember {
+    std::map<int64_t, ReleaseRecord>& seen;
+    const std::vector<ReleaseRecord>& open;
+    ~Remember() {
+      for (const auto& r : open) seen[r.id] = r;
+    }
+  } remember{releases_seen_, *open};
 
   ReleaseRecord* inflight = nullptr;
   std::vector<ReleaseRecord*> queued_rollouts, queued_rollbacks;
@@ -645,9 +712,11 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
 
   if (!inflight) return Converge(p, now, pass);
 
-  auto agents = store_->Agents();
-  if (!agents.ok()) return agents.status();
-  ReleaseCtx c(p, *inflight, *agents, now, pass);
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  auto host_rows = HostsOf(inflight->id);
+  if (!host_rows.ok()) return host_rows.status();
+  pass.live_releases.insert(inflight->id);
+  ReleaseCtx c(p, *inflight, **host_rows, agents_, now, pass);
   c.pstate = *pstate;
   // One record per wave of the pipeline; only waves that have started are stored.
   auto stored_waves = store_->Waves(inflight->id);
@@ -664,11 +733,16 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
       c.waves[static_cast<size_t>(w.index)] = std::move(w);
     }
   }
-  auto host_list = store_->Hosts(inflight->id);
-  if (!host_list.ok()) return host_list.status();
-  for (auto& h : *host_list) c.hosts.emplace(h.agent, std::move(h));
+  for (auto& w : c.waves) {
+    auto sw = pending_switches_.find({inflight->id, w.index});
+    if (sw == pending_switches_.end()) continue;
+    auto [first, last] = sw->second;
+    if (w.first_switch_at == 0 || first < w.first_switch_at) w.first_switch_at = first;
+    if (last > w.last_switch_at) w.last_switch_at = last;
+    c.MarkWave(w.index);
+  }
   if (inflight->previous_release_id > 0) {
-    auto prev = store_->GetRelease(inflight->previous_release_id);
+    auto prev = ReleaseById(inflight->previous_release_id);
     if (prev.ok()) c.previous = *prev;
   }
 

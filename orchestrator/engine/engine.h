@@ -104,9 +104,17 @@ class Engine {
   Status MarkAllDisconnected();
   // Heartbeats refresh liveness (in memory). A heartbeat reporting another version than the
   // one recorded (someone switched the host by hand) is recorded, so drift is seen at once.
-  Status AgentHeartbeat(const std::string& name, const std::string& current_version);
+  // Returns whether the heartbeat changed anything a pass must act on (drift); a plain
+  // heartbeat needs no pass.
+  StatusOr<bool> AgentHeartbeat(const std::string& name, const std::string& current_version);
   Status TaskFinished(const std::string& agent, const lockstep::v1::TaskResult& result);
   Status GateVerdictReceived(const std::string& agent, const lockstep::v1::GateVerdict& verdict);
+
+  // Observed state (agents, host results, switch times) is applied in memory at once and
+  // written with the next pass, in its transaction: a pass per burst of results, not a
+  // commit per result. Results lost in a crash before that commit are not lost for good:
+  // every agent reconnects to the next process, which re-sends outstanding tasks, and the
+  // agent answers a task it already ran from its journal.
 
   // --- one reconcile pass over every pipeline ---
 
@@ -119,7 +127,19 @@ class Engine {
  private:
   struct Pass;
   struct ReleaseCtx;
+  using HostMap = std::map<std::string, HostRecord>;  // by agent name
   Status ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass);
+  // The engine's copy of every agent record, loaded from the store once.
+  Status LoadAgents();
+  // The engine's copy of a release's host rows, loaded from the store on first use.
+  StatusOr<HostMap*> HostsOf(int64_t release_id);
+  const AgentRecord* FindAgent(const std::string& name) const;
+  // A release record by id: as read by the last pass, else from the store.
+  StatusOr<ReleaseRecord> ReleaseById(int64_t id);
+  // After a failed write the copies may be ahead of the store: drop them (they are read
+  // again) and have every connected agent's outstanding tasks re-sent, so results that were
+  // not written are reported again.
+  void DropCopies();
   Status StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pass& pass);
   void AdvanceRollout(ReleaseCtx& c);
   void AdvanceRollbackRelease(ReleaseCtx& c);
@@ -148,6 +168,18 @@ class Engine {
   TaskSink* const sink_;
   EngineObserver* observer_ = nullptr;
   const UnixMs started_at_;
+
+  // Copies of the rows only the engine writes (operator requests write other columns, read
+  // from the store on each pass). Changed rows are marked and written with the next pass.
+  std::map<std::string, AgentRecord> agents_;  // by name
+  bool agents_loaded_ = false;
+  std::map<int64_t, HostMap> hosts_;  // by release id; releases in flight or desired
+  std::set<std::string> dirty_agents_;
+  std::set<std::pair<int64_t, std::string>> dirty_hosts_;
+  // Switches of `current` reported since the last pass: (release, wave) -> first, last.
+  std::map<std::pair<int64_t, int>, std::pair<UnixMs, UnixMs>> pending_switches_;
+  // Releases read by the last pass (open ones and each pipeline's desired release).
+  std::map<int64_t, ReleaseRecord> releases_seen_;
 
   // Agents that connected since the last pass: their outstanding tasks are re-sent.
   std::set<std::string> resend_to_;

@@ -37,6 +37,10 @@ struct Engine::Pass {
   };
   std::vector<Event> events;
   std::set<int64_t> changed_releases;
+  // Host rows changed by the pass (release, agent); written from the engine's copies.
+  std::set<std::pair<int64_t, std::string>> changed_hosts;
+  // Releases whose host rows the engine keeps a copy of after this pass.
+  std::set<int64_t> live_releases;
   UnixMs next_wake = 0;
 
   void WakeAt(UnixMs t) {
@@ -50,9 +54,8 @@ struct Engine::ReleaseCtx {
   const Pipeline& p;
   ReleaseRecord& r;
   std::vector<WaveRecord> waves;
-  std::map<std::string, HostRecord> hosts;
-  const std::vector<AgentRecord>& agents;
-  std::map<std::string, const AgentRecord*> agent_by_name;
+  HostMap& hosts;  // the engine's copy, changed in place
+  const std::map<std::string, AgentRecord>& agents;
   std::vector<GateResult> gate_results;
   PipelineState pstate;
   std::optional<ReleaseRecord> previous;  // the release a revert goes back to
@@ -63,10 +66,12 @@ struct Engine::ReleaseCtx {
   std::set<int> changed_waves;
   std::set<std::string> changed_hosts;
 
-  ReleaseCtx(const Pipeline& pipeline, ReleaseRecord& release,
-             const std::vector<AgentRecord>& all_agents, UnixMs t, Pass& ps)
-      : p(pipeline), r(release), agents(all_agents), now(t), pass(ps) {
-    for (const auto& a : agents) agent_by_name[a.name] = &a;
+  ReleaseCtx(const Pipeline& pipeline, ReleaseRecord& release, HostMap& host_rows,
+             const std::map<std::string, AgentRecord>& all_agents, UnixMs t, Pass& ps)
+      : p(pipeline), r(release), hosts(host_rows), agents(all_agents), now(t), pass(ps) {}
+  const AgentRecord* Agent(const std::string& name) const {
+    auto it = agents.find(name);
+    return it == agents.end() ? nullptr : &it->second;
   }
   void MarkWave(int i) { changed_waves.insert(i); }
   void MarkHost(const std::string& name) { changed_hosts.insert(name); }
@@ -76,7 +81,7 @@ struct Engine::ReleaseCtx {
   void Flush() {
     if (release_changed) pass.batch.releases.push_back(r);
     for (int i : changed_waves) pass.batch.waves.push_back(waves[static_cast<size_t>(i)]);
-    for (const auto& name : changed_hosts) pass.batch.hosts.push_back(hosts.at(name));
+    for (const auto& name : changed_hosts) pass.changed_hosts.emplace(r.id, name);
     if (release_changed || !changed_waves.empty() || !changed_hosts.empty()) {
       pass.changed_releases.insert(r.id);
     }

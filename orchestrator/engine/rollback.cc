@@ -111,7 +111,7 @@ void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
   // not waited for: the rollback's version becomes the pipeline's desired release, and they
   // converge to it when they return.
   int offline = 0;
-  for (const auto& a : c.agents) {
+  for (const auto& [agent_name, a] : c.agents) {
     if (a.pipeline != c.p.name || c.hosts.count(a.name)) continue;
     if (!AgentUp(a, c.now, c.p.timeouts.agent_lost.count())) {
       ++offline;
@@ -146,11 +146,9 @@ void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
     if (h.state != host_state::kActivating) continue;
     // A rollback task is a DEPLOY; its deadline is the prepare and activate budgets.
     UnixMs deadline = h.task_sent_at + TaskBudgetMs(c.p, v1::Task::DEPLOY);
-    auto ag = c.agent_by_name.find(name);
-    UnixMs lost_at =
-        (ag != c.agent_by_name.end() ? std::max(LastContact(*ag->second), h.task_sent_at)
-                                     : h.task_sent_at) +
-        c.p.timeouts.agent_lost.count();
+    const AgentRecord* agent = c.Agent(name);
+    UnixMs lost_at = (agent ? std::max(LastContact(*agent), h.task_sent_at) : h.task_sent_at) +
+                     c.p.timeouts.agent_lost.count();
     if (c.now >= deadline || c.now >= lost_at) {
       h.state = host_state::kFailed;
       h.detail = c.now >= deadline ? "rollback timed out" : "agent lost during rollback";

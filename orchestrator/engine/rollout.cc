@@ -21,7 +21,7 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
     // during the bake is a failure too.
     bool watched = in_flight || h.state == host_state::kDone;
     if (!watched) continue;
-    auto ag = c.agent_by_name.find(name);
+    const AgentRecord* agent = c.Agent(name);
     if (in_flight) {
       v1::Task::Kind kind = h.state == host_state::kPreparing    ? v1::Task::PREPARE
                             : h.state == host_state::kActivating ? v1::Task::ACTIVATE
@@ -42,8 +42,8 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
       }
       c.pass.WakeAt(deadline);
     }
-    if (ag == c.agent_by_name.end()) continue;
-    const AgentRecord& a = *ag->second;
+    if (!agent) continue;
+    const AgentRecord& a = *agent;
     UnixMs since = std::max(LastContact(a), h.task_sent_at);
     UnixMs lost_at = since + c.p.timeouts.agent_lost.count();
     if (c.now >= lost_at) {
@@ -129,7 +129,7 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
         continue;
       }
       const AgentRecord* asked = nullptr;
-      for (const auto& a : c.agents) {
+      for (const auto& [agent_name, a] : c.agents) {
         if (a.pipeline != c.p.name || a.region != region || !a.connected) continue;
         if (!AgentAlive(a, c.now, c.p)) continue;
         auto h = c.hosts.find(a.name);

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/http_backlog.h"
 #include "common/json_views.h"
 #include "common/sha256.h"
 #include "orchestrator/auth/authenticator.h"
@@ -281,6 +282,7 @@ class HttpApiImpl final : public HttpApi {
     }
     std::string host = options_.listen.substr(0, colon);
     int port = std::atoi(options_.listen.c_str() + colon + 1);
+    ListenBacklog backlog(server_);
     if (port == 0) {
       port = server_.bind_to_any_port(host);
     } else if (!server_.bind_to_port(host, port)) {
@@ -290,6 +292,7 @@ class HttpApiImpl final : public HttpApi {
       return Unavailable("cannot listen on " + options_.listen +
                          " for HTTP (address in use or invalid)");
     }
+    backlog.Widen();
     port_ = port;
     thread_ = std::thread([this] { server_.listen_after_bind(); });
     return Status::Ok();

@@ -65,7 +65,7 @@ bool Hub::SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck&
   return Deliver(agent, msg);
 }
 
-void Hub::Apply(Event& ev) {
+bool Hub::Apply(Event& ev) {
   std::string name;
   {
     std::lock_guard lock(mu_);
@@ -73,7 +73,7 @@ void Hub::Apply(Event& ev) {
     if (it != names_.end()) name = it->second;
   }
   if (!ev.msg) {  // stream closed
-    if (name.empty()) return;
+    if (name.empty()) return false;
     bool current = false;
     {
       std::lock_guard lock(mu_);
@@ -91,24 +91,24 @@ void Hub::Apply(Event& ev) {
         spdlog::error("recording disconnect of {}: {}", name, st.ToString());
       }
     }
-    return;
+    return current;
   }
 
   auto& msg = *ev.msg;
   if (msg.has_hello()) {
-    if (!name.empty()) return;  // a second hello on one stream changes nothing
+    if (!name.empty()) return false;  // a second hello on one stream changes nothing
     if (Status st = auth_->AuthenticateAgent(msg.hello().token(), msg.hello().region()); !st.ok()) {
       spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),
                    st.message());
       ev.stream->Close(st.message());
-      return;
+      return false;
     }
     auto pipeline = engine_->AgentConnected(msg.hello());
     if (!pipeline.ok()) {
       spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),
                    pipeline.status().message());
       ev.stream->Close(pipeline.status().message());
-      return;
+      return false;
     }
     std::shared_ptr<StreamHandle> replaced;
     {
@@ -129,17 +129,21 @@ void Hub::Apply(Event& ev) {
     spdlog::info("agent {} connected (region {}, pipeline {}, running {})", msg.hello().name(),
                  msg.hello().region(), *pipeline,
                  msg.hello().current_version().empty() ? "nothing" : msg.hello().current_version());
-    return;
+    return true;
   }
   if (name.empty()) {
     ev.stream->Close("the first message on a stream must be a hello");
-    return;
+    return false;
   }
   if (msg.has_heartbeat()) {
-    if (Status st = engine_->AgentHeartbeat(name, msg.heartbeat().current_version()); !st.ok()) {
-      spdlog::error("recording heartbeat of {}: {}", name, st.ToString());
+    auto changed = engine_->AgentHeartbeat(name, msg.heartbeat().current_version());
+    if (!changed.ok()) {
+      spdlog::error("recording heartbeat of {}: {}", name, changed.status().ToString());
+      return false;
     }
-  } else if (msg.has_gate_verdict()) {
+    return *changed;
+  }
+  if (msg.has_gate_verdict()) {
     if (Status st = engine_->GateVerdictReceived(name, msg.gate_verdict()); !st.ok()) {
       spdlog::error("recording gate verdict from {}: {}", name, st.ToString());
     }
@@ -151,7 +155,9 @@ void Hub::Apply(Event& ev) {
   } else if (msg.has_progress()) {
     spdlog::debug("{} {} {}: {}", name, msg.progress().task_id(), msg.progress().step(),
                   msg.progress().output());
+    return false;
   }
+  return true;
 }
 
 void Hub::Run(Engine* engine) {
@@ -163,6 +169,7 @@ void Hub::Run(Engine* engine) {
   UnixMs next_wake = 0;
   for (;;) {
     std::deque<Event> events;
+    bool need_pass = false;
     {
       std::unique_lock lock(mu_);
       auto ready = [&] { return stopping_ || kicked_ || !inbox_.empty(); };
@@ -174,9 +181,14 @@ void Hub::Run(Engine* engine) {
       }
       if (stopping_) return;
       events.swap(inbox_);
+      need_pass = kicked_;
       kicked_ = false;
     }
-    for (auto& ev : events) Apply(ev);
+    for (auto& ev : events) need_pass = Apply(ev) || need_pass;
+    // Heartbeats alone change nothing a pass acts on before its next wake-up: with
+    // thousands of idle agents they would otherwise cost a pass each.
+    if (!need_pass && next_wake > 0 && clock_->Now() < next_wake) continue;
+    if (!need_pass && next_wake == 0) continue;
     auto next = engine_->Reconcile();
     if (next.ok()) {
       next_wake = *next;

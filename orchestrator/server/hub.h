@@ -63,7 +63,8 @@ class Hub final : public TaskSink {
     std::shared_ptr<StreamHandle> stream;
     std::optional<lockstep::v1::AgentMessage> msg;  // nullopt: the stream closed
   };
-  void Apply(Event& ev);  // engine thread
+  // Engine thread. Returns whether the event may call for a pass (a plain heartbeat does not).
+  bool Apply(Event& ev);
   bool Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg);
 
   Engine* engine_ = nullptr;  // set by Run; engine thread only

@@ -45,6 +45,11 @@ class Stmt {
   }
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int Step() { return sqlite3_step(stmt_); }
+  // Makes the statement ready to be bound and stepped again: one prepare for many rows.
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
   double Double(int col) const { return sqlite3_column_double(stmt_, col); }
   int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
   std::string Text(int col) const {
@@ -167,16 +172,19 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
     LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
-    for (const auto& r : b.releases) {
+    if (!b.releases.empty()) {
       Stmt s(db_,
              "UPDATE releases SET state=?, reason=?, current_wave=?, previous_version=?, "
              "started_at=?, finished_at=?, previous_release_id=? WHERE id=?");
-      s.Bind(1, r.state).Bind(2, r.reason).Bind(3, int64_t{r.current_wave});
-      s.Bind(4, r.previous_version).Bind(5, r.started_at).Bind(6, r.finished_at);
-      s.Bind(7, r.previous_release_id).Bind(8, r.id);
-      if (s.Step() != SQLITE_DONE) return RollbackLocked("update release: " + s.Error());
+      for (const auto& r : b.releases) {
+        s.Reset();
+        s.Bind(1, r.state).Bind(2, r.reason).Bind(3, int64_t{r.current_wave});
+        s.Bind(4, r.previous_version).Bind(5, r.started_at).Bind(6, r.finished_at);
+        s.Bind(7, r.previous_release_id).Bind(8, r.id);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("update release: " + s.Error());
+      }
     }
-    for (const auto& w : b.waves) {
+    if (!b.waves.empty()) {
       Stmt s(db_,
              "INSERT INTO release_waves (release_id, idx, name, state, started_at, "
              "bake_started_at, finished_at, first_switch_at, last_switch_at, "
@@ -186,12 +194,15 @@ class SqliteStore final : public Store {
              "finished_at=excluded.finished_at, first_switch_at=excluded.first_switch_at, "
              "last_switch_at=excluded.last_switch_at, "
              "approval_requested_at=excluded.approval_requested_at");
-      s.Bind(1, w.release_id).Bind(2, int64_t{w.index}).Bind(3, w.name).Bind(4, w.state);
-      s.Bind(5, w.started_at).Bind(6, w.bake_started_at).Bind(7, w.finished_at);
-      s.Bind(8, w.first_switch_at).Bind(9, w.last_switch_at).Bind(10, w.approval_requested_at);
-      if (s.Step() != SQLITE_DONE) return RollbackLocked("write wave: " + s.Error());
+      for (const auto& w : b.waves) {
+        s.Reset();
+        s.Bind(1, w.release_id).Bind(2, int64_t{w.index}).Bind(3, w.name).Bind(4, w.state);
+        s.Bind(5, w.started_at).Bind(6, w.bake_started_at).Bind(7, w.finished_at);
+        s.Bind(8, w.first_switch_at).Bind(9, w.last_switch_at).Bind(10, w.approval_requested_at);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("write wave: " + s.Error());
+      }
     }
-    for (const auto& h : b.hosts) {
+    if (!b.hosts.empty()) {
       Stmt s(db_,
              "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
              "detail, started_at, task_sent_at, finished_at, from_version) "
@@ -201,12 +212,15 @@ class SqliteStore final : public Store {
              "detail=excluded.detail, started_at=excluded.started_at, "
              "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at, "
              "from_version=excluded.from_version");
-      s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
-      s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
-      s.Bind(9, h.task_sent_at).Bind(10, h.finished_at).Bind(11, h.from_version);
-      if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
+      for (const auto& h : b.hosts) {
+        s.Reset();
+        s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
+        s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
+        s.Bind(9, h.task_sent_at).Bind(10, h.finished_at).Bind(11, h.from_version);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
+      }
     }
-    for (const auto& a : b.agents) {
+    if (!b.agents.empty()) {
       Stmt s(db_,
              "INSERT INTO agents (name, region, pipeline, current_version, versions_on_disk, "
              "connected, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?) "
@@ -214,21 +228,27 @@ class SqliteStore final : public Store {
              "pipeline=excluded.pipeline, current_version=excluded.current_version, "
              "versions_on_disk=excluded.versions_on_disk, connected=excluded.connected, "
              "last_seen=excluded.last_seen");
-      s.Bind(1, a.name).Bind(2, a.region).Bind(3, a.pipeline).Bind(4, a.current_version);
-      s.Bind(5, JoinVersions(a.versions_on_disk)).Bind(6, int64_t{a.connected ? 1 : 0});
-      s.Bind(7, a.first_seen).Bind(8, a.last_seen);
-      if (s.Step() != SQLITE_DONE) return RollbackLocked("write agent: " + s.Error());
+      for (const auto& a : b.agents) {
+        s.Reset();
+        s.Bind(1, a.name).Bind(2, a.region).Bind(3, a.pipeline).Bind(4, a.current_version);
+        s.Bind(5, JoinVersions(a.versions_on_disk)).Bind(6, int64_t{a.connected ? 1 : 0});
+        s.Bind(7, a.first_seen).Bind(8, a.last_seen);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("write agent: " + s.Error());
+      }
     }
     for (const auto& e : b.audit) {
       if (Status st = InsertAuditLocked(e); !st.ok()) return RollbackLocked(st.message());
     }
-    for (const auto& g : b.gate_results) {
+    if (!b.gate_results.empty()) {
       Stmt s(db_,
              "INSERT INTO gate_results (release_id, wave, gate, region, at, verdict, value, "
              "detail) VALUES (?,?,?,?,?,?,?,?)");
-      s.Bind(1, g.release_id).Bind(2, int64_t{g.wave}).Bind(3, g.gate).Bind(4, g.region);
-      s.Bind(5, g.at).Bind(6, g.verdict).BindDouble(7, g.value).Bind(8, g.detail);
-      if (s.Step() != SQLITE_DONE) return RollbackLocked("write gate result: " + s.Error());
+      for (const auto& g : b.gate_results) {
+        s.Reset();
+        s.Bind(1, g.release_id).Bind(2, int64_t{g.wave}).Bind(3, g.gate).Bind(4, g.region);
+        s.Bind(5, g.at).Bind(6, g.verdict).BindDouble(7, g.value).Bind(8, g.detail);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("write gate result: " + s.Error());
+      }
     }
     return CommitLocked();
   }

@@ -92,6 +92,7 @@ class EngineTest : public ::testing::Test {
     auto pipeline = engine_->AgentConnected(hello);
     ASSERT_TRUE(pipeline.ok()) << pipeline.status().ToString();
     sink_.connected.insert(name);
+    running_[name] = current;
   }
 
   int64_t Create(const std::string& version) {
@@ -119,6 +120,7 @@ class EngineTest : public ::testing::Test {
       r.set_current_version(sent.second.version());
     }
     ASSERT_TRUE(engine_->TaskFinished(sent.first, r).ok());
+    running_[sent.first] = r.current_version();
   }
 
   // Answers every task handed out with success until nothing more is sent. Returns the
@@ -144,9 +146,7 @@ class EngineTest : public ::testing::Test {
       clock_.Advance(step);
       d -= step;
       for (const auto& name : sink_.connected) {
-        auto agent = store_->GetAgent(name);
-        ASSERT_TRUE(agent.ok() && agent->has_value());
-        ASSERT_TRUE(engine_->AgentHeartbeat(name, (*agent)->current_version).ok());
+        ASSERT_TRUE(engine_->AgentHeartbeat(name, running_[name]).ok());
       }
     }
   }
@@ -166,6 +166,8 @@ class EngineTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   Pipeline pipeline_;
   std::unique_ptr<Engine> engine_;
+  // What each simulated agent reports running in its heartbeats: its last result's version.
+  std::map<std::string, std::string> running_;
 };
 
 std::set<std::string> Agents(const std::vector<std::pair<std::string, v1::Task>>& tasks) {
@@ -890,6 +892,7 @@ TEST_F(EngineTest, TheMixedVersionWindowOfAWaveIsRecorded) {
     r.set_switched_at_ms(t0 + 10 * static_cast<int64_t>(i));
     ASSERT_TRUE(engine_->TaskFinished(activates[i].first, r).ok());
   }
+  Pass();  // results are written with the next pass
   auto w = store_->Waves(id).value().at(0);
   EXPECT_EQ(w.first_switch_at, t0);
   EXPECT_EQ(w.last_switch_at, t0 + 20);
@@ -1006,6 +1009,141 @@ TEST_F(EngineTest, AnOnCallRollbackDoesNotWaitForHostsThatAreDown) {
   auto tasks = sink_.Take();
   ASSERT_EQ(tasks.size(), 1u);
   EXPECT_EQ(tasks[0].second.version(), "v1");
+}
+
+TEST_F(EngineTest, APlainHeartbeatNeedsNoPassAndOneReportingDriftDoes) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  auto same = engine_->AgentHeartbeat("us-east-1-1", "");
+  ASSERT_TRUE(same.ok());
+  EXPECT_FALSE(*same);
+  auto drift = engine_->AgentHeartbeat("us-east-1-1", "v0-by-hand");
+  ASSERT_TRUE(drift.ok());
+  EXPECT_TRUE(*drift);
+}
+
+TEST_F(EngineTest, ResultsAreWrittenWithTheNextPassInOneTransaction) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  // Applied in memory; the store still shows the tasks outstanding until the pass.
+  for (const auto& [name, h] : Hosts(id)) EXPECT_EQ(h.state, "preparing") << name;
+  Pass();
+  for (const auto& [name, h] : Hosts(id)) EXPECT_EQ(h.state, "activating") << name;
+}
+
+TEST_F(EngineTest, ResultsLostInACrashBeforeTheirPassAreReportedAgainAfterTheRestart) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  auto prepares = sink_.Take();
+  ASSERT_EQ(prepares.size(), 3u);
+  for (const auto& t : prepares) Finish(t);
+  // The process dies before a pass wrote those results. The next one starts from the store,
+  // and every agent reconnects to it.
+  engine_ =
+      std::make_unique<Engine>(std::vector<Pipeline>{pipeline_}, store_.get(), &clock_, &sink_);
+  ASSERT_TRUE(engine_->MarkAllDisconnected().ok());
+  for (const auto& region : kRegions) Connect(region + "-1", region, "");
+  Pass();
+  auto resent = sink_.Take();
+  std::set<std::string> ids;
+  for (const auto& [agent, task] : resent) ids.insert(task.task_id());
+  for (const auto& t : prepares) EXPECT_TRUE(ids.count(t.second.task_id())) << t.second.task_id();
+  // The agents answer from their journals; the release carries on.
+  for (const auto& t : resent) Finish(t);
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+}
+
+// The real store, made to refuse writes on demand (a full disk, say).
+class RefusingStore final : public Store {
+ public:
+  explicit RefusingStore(Store* s) : s_(s) {}
+  bool refuse = false;
+  StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord r, AuditRecord a) override {
+    return s_->CreateRelease(std::move(r), std::move(a));
+  }
+  Status Write(const WriteBatch& b) override {
+    return refuse ? Unavailable("disk full") : s_->Write(b);
+  }
+  StatusOr<ReleaseRecord> GetRelease(int64_t id) override { return s_->GetRelease(id); }
+  StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& p, int n) override {
+    return s_->ListReleases(p, n);
+  }
+  StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& p) override {
+    return s_->OpenReleases(p);
+  }
+  StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& p) override {
+    return s_->DesiredRelease(p);
+  }
+  StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& p,
+                                                              const std::string& v) override {
+    return s_->SucceededWithVersion(p, v);
+  }
+  StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& p,
+                                                         int64_t id) override {
+    return s_->SucceededBefore(p, id);
+  }
+  Status RequestAbort(int64_t id, const AuditRecord& a) override { return s_->RequestAbort(id, a); }
+  Status ApproveWave(int64_t id, const AuditRecord& a) override { return s_->ApproveWave(id, a); }
+  Status SetPipelineState(const PipelineState& st, const AuditRecord& a) override {
+    return s_->SetPipelineState(st, a);
+  }
+  StatusOr<PipelineState> GetPipelineState(const std::string& p) override {
+    return s_->GetPipelineState(p);
+  }
+  StatusOr<std::vector<GateResult>> GateResults(int64_t id) override { return s_->GateResults(id); }
+  Status CreateToken(const TokenRecord& t, const AuditRecord& a) override {
+    return s_->CreateToken(t, a);
+  }
+  StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& h) override {
+    return s_->FindTokenByHash(h);
+  }
+  StatusOr<int64_t> CountTokens() override { return s_->CountTokens(); }
+  StatusOr<std::vector<WaveRecord>> Waves(int64_t id) override { return s_->Waves(id); }
+  StatusOr<std::vector<HostRecord>> Hosts(int64_t id) override { return s_->Hosts(id); }
+  StatusOr<std::vector<AgentRecord>> Agents() override { return s_->Agents(); }
+  StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& n) override {
+    return s_->GetAgent(n);
+  }
+  StatusOr<std::vector<AuditRecord>> Audit(int limit) override { return s_->Audit(limit); }
+
+ private:
+  Store* s_;
+};
+
+TEST_F(EngineTest, APassWhoseWriteFailsSendsNothingAndResultsAreAskedForAgain) {
+  RefusingStore refusing(store_.get());
+  Pipeline p = ThreeWavePipeline();
+  pipeline_ = p;
+  engine_ = std::make_unique<Engine>(std::vector<Pipeline>{p}, &refusing, &clock_, &sink_);
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  auto prepares = sink_.Take();
+  ASSERT_EQ(prepares.size(), 3u);
+  for (const auto& t : prepares) Finish(t);
+  refusing.refuse = true;
+  auto failed = engine_->Reconcile();
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("disk full"), std::string::npos);
+  EXPECT_TRUE(sink_.Take().empty());  // nothing sent that the store does not know about
+  for (const auto& [name, h] : Hosts(id)) EXPECT_EQ(h.state, "preparing") << name;
+
+  // The disk recovers: the store is read again, outstanding tasks are re-sent, and the
+  // agents' answers (from their journals) carry the release on.
+  refusing.refuse = false;
+  Pass();
+  auto resent = sink_.Take();
+  ASSERT_EQ(resent.size(), 3u);
+  for (const auto& [agent, task] : resent) EXPECT_EQ(task.kind(), v1::Task::PREPARE);
+  for (const auto& t : resent) Finish(t);
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
 }
 
 }  // namespace
