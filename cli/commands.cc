@@ -32,8 +32,10 @@ int Error(int code, const std::string& msg) {
 int RpcError(const Context& ctx, const grpc::Status& st) {
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // Either the connection failed or lockstepd itself is unavailable (e.g. it cannot write
+    // its store); the message says which.
     return Error(kServerError,
-                 "cannot reach lockstepd at " + ctx.server + ": " + st.error_message());
+                 "lockstepd at " + ctx.server + " is unavailable: " + st.error_message());
   }
   return Error(kServerError, st.error_message());
 }

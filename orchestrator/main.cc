@@ -81,6 +81,10 @@ int main(int argc, char** argv) {
   if (!pipelines.ok()) return Fail(pipelines.status().message());
   if (pipelines->empty()) return Fail("no pipeline files (*.yaml) in " + flags.Get("pipelines"));
 
+  // A file-size limit (RLIMIT_FSIZE, e.g. systemd's LimitFSIZE=) must surface as a failed
+  // write that the store reports and latches, not kill the daemon mid-commit with SIGXFSZ.
+  signal(SIGXFSZ, SIG_IGN);
+
   // Signals are taken synchronously by a watcher thread, not in a handler.
   sigset_t set;
   sigemptyset(&set);

@@ -62,6 +62,8 @@ int HttpStatusOf(const Status& st) {
     case StatusCode::kFailedPrecondition:
     case StatusCode::kAlreadyExists:
       return 409;
+    case StatusCode::kUnavailable:
+      return 503;
     default:
       return 500;
   }
@@ -254,7 +256,11 @@ class HttpApiImpl final : public HttpApi {
 
     // Unauthenticated by design: liveness probes and Prometheus scrapers carry no token,
     // and neither endpoint reveals more than counts.
-    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    server_.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+      Status health = options_.health ? options_.health() : Status::Ok();
+      if (!health.ok()) {
+        return SendJson(res, 503, json{{"status", "unhealthy"}, {"error", health.message()}});
+      }
       res.set_content("{\"status\": \"ok\"}\n", "application/json");
     });
     server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {

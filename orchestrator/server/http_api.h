@@ -4,7 +4,9 @@
 //
 // Every /api/v1 call needs "Authorization: Bearer <token>"; roles are enforced per endpoint
 // (401 without a valid token, 403 for a role that may not, and nothing changes). Errors are
-// JSON {"error": "..."} with 400, 401, 403, 404, 409 or 413. Bodies are limited in size.
+// JSON {"error": "..."} with 400, 401, 403, 404, 409 or 413, and 503 while lockstepd cannot
+// write its store. Bodies are limited in size. /healthz answers 200 {"status": "ok"}, or 503
+// {"status": "unhealthy", "error": "..."} while `health` reports an error.
 //
 // It is also an EngineObserver: release events and changes are published to every
 // connected event stream. Publishing never blocks the engine: each stream has a bounded
@@ -14,6 +16,7 @@
 // thread; requests run on the server's own thread pool.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,6 +35,9 @@ struct HttpApiOptions {
   std::string web_dir;                    // static files served at /; empty: none
   size_t max_body_bytes = 1 << 20;        // larger request bodies get 413
   int threads = 32;                       // each open event stream holds one
+  // What /healthz reports: OK, or why lockstepd cannot do its work (e.g. the store refuses
+  // writes). Called on request threads. Unset: always healthy.
+  std::function<Status()> health;
 };
 
 class HttpApi : public EngineObserver {

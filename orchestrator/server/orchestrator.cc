@@ -4,6 +4,7 @@
 #include <grpcpp/impl/service_type.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <thread>
@@ -15,13 +16,14 @@
 #include "orchestrator/server/hub.h"
 #include "orchestrator/server/observers.h"
 #include "orchestrator/server/services.h"
+#include "orchestrator/server/store_guard.h"
 #include "orchestrator/store/store.h"
 
 namespace lockstep {
 
 struct Orchestrator::Impl {
   OrchestratorOptions options;
-  std::unique_ptr<Store> store;
+  std::unique_ptr<StoreGuard> store;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Hub> hub;
@@ -58,7 +60,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   }
   auto store = OpenSqliteStore((std::filesystem::path(o.data_dir) / "lockstep.db").string());
   if (!store.ok()) return store.status();
-  impl->store = std::move(*store);
+  // Everything reaches the store through the guard, so a disk that refuses writes turns into
+  // "unavailable" answers and an unhealthy /healthz rather than anonymous internal errors.
+  impl->store = std::make_unique<StoreGuard>(std::move(*store));
   impl->auth = std::make_unique<Authenticator>(impl->store.get(), o.clock);
   std::string token_file = o.bootstrap_token_file.empty()
                                ? (std::filesystem::path(o.data_dir) / "admin-token").string()
@@ -66,7 +70,13 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   auto bootstrapped = impl->auth->Bootstrap(token_file);
   if (!bootstrapped.ok()) return bootstrapped.status();
   if (*bootstrapped) spdlog::info("first start: admin token written to {}", token_file);
-  impl->hub = std::make_unique<Hub>(o.clock, o.heartbeat_interval_ms, impl->auth.get());
+  int64_t heartbeat_ms = o.heartbeat_interval_ms;
+  if (heartbeat_ms <= 0) {
+    int64_t lost = 30'000;
+    for (const auto& p : o.pipelines) lost = std::min<int64_t>(lost, p.timeouts.agent_lost.count());
+    heartbeat_ms = std::clamp<int64_t>(lost / 3, 1000, 10'000);
+  }
+  impl->hub = std::make_unique<Hub>(o.clock, heartbeat_ms, impl->auth.get());
   impl->engine = std::make_unique<Engine>(o.pipelines, impl->store.get(), o.clock, impl->hub.get());
 
   impl->agent_service = MakeAgentService(impl->hub.get());
@@ -81,9 +91,10 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(impl->agent_service.get());
   builder.RegisterService(impl->control_service.get());
-  // Detect agents whose connection died silently (no FIN): ping idle streams.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  // Detect agents whose connection died silently (no FIN): ping idle streams. The engine
+  // already counts a silent agent as lost after agent_lost; this only frees the stream.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -96,6 +107,8 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     HttpApiOptions ho;
     ho.listen = o.http_listen;
     ho.web_dir = o.web_dir;
+    StoreGuard* guard = impl->store.get();
+    ho.health = [guard] { return guard->WriteHealth(); };
     auto http = HttpApi::Start(ho, impl->engine.get(), impl->store.get(), impl->hub.get(),
                                impl->auth.get(), o.clock);
     if (!http.ok()) {

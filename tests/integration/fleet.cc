@@ -1,6 +1,7 @@
 #include "tests/integration/fleet.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -30,6 +31,9 @@ Fleet::Fleet() {
 
 Fleet::~Fleet() {
   bool failed = ::testing::Test::HasFailure();
+  // A process a test froze (SIGSTOP) must not outlive it, nor hold up its stop.
+  for (auto& [name, agent] : agents_) agent->Signal(SIGCONT);
+  if (orchestrator_) orchestrator_->Signal(SIGCONT);
   agents_.clear();  // SIGTERM each, SIGKILL after the grace period
   orchestrator_.reset();
   if (failed) {
@@ -55,6 +59,10 @@ Artifact Fleet::ServeEntries(const std::string& version, const std::vector<TarEn
 }
 
 Artifact Fleet::ServeApp(const std::string& version, const AppBehaviour& b) {
+  return ServeEntries(version, AppEntries(version, b));
+}
+
+std::vector<TarEntry> Fleet::AppEntries(const std::string& version, const AppBehaviour& b) {
   auto log = [](const char* hook) {
     return std::string("echo \"") + hook +
            " $LOCKSTEP_AGENT $LOCKSTEP_VERSION $(date +%s%N)\" >> \"$EVENT_LOG\"\n";
@@ -68,12 +76,13 @@ Artifact Fleet::ServeApp(const std::string& version, const AppBehaviour& b) {
   }
   std::vector<TarEntry> entries = {
       {TarEntry::Type::kDir, "deploy", "", "", 0755, -1},
-      Script("deploy/start", log("start") + "sleep " + b.start_sleep + "\n"),
-      Script("deploy/stop", log("stop")),
-      Script("deploy/check", check),
+      Script("deploy/start", log("start") + b.start_prologue + "sleep " + b.start_sleep + "\n"),
+      Script("deploy/stop", log("stop") + b.stop_prologue + "sleep " + b.stop_sleep + "\n"),
+      Script("deploy/check", log("check") + b.check_prologue + check.substr(log("check").size())),
       {TarEntry::Type::kFile, "VERSION", version + "\n", "", 0644, -1},
   };
-  return ServeEntries(version, entries);
+  entries.insert(entries.end(), b.extra_entries.begin(), b.extra_entries.end());
+  return entries;
 }
 
 void Fleet::StartOrchestrator(const std::vector<std::string>& extra) {
@@ -151,8 +160,9 @@ void Fleet::StartAgent(const std::string& name, const std::string& region,
       BinPath("lockstep-agent"), "--server", server(), "--region", region, "--name", name, "--root",
       AgentRoot(name),           "--token",  enroll};
   argv.insert(argv.end(), agent_flags.begin(), agent_flags.end());
-  auto p =
-      Process::Start(argv, dir_ + "/logs/agent-" + name + ".log", {{"EVENT_LOG", event_log()}});
+  std::map<std::string, std::string> env = agent_env;
+  env["EVENT_LOG"] = event_log();
+  auto p = Process::Start(argv, dir_ + "/logs/agent-" + name + ".log", env);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   agents_[name] = std::move(*p);
 }
@@ -160,6 +170,11 @@ void Fleet::StartAgent(const std::string& name, const std::string& region,
 void Fleet::KillAgent(const std::string& name) {
   auto it = agents_.find(name);
   if (it != agents_.end()) it->second->Kill();
+}
+
+void Fleet::SignalAgent(const std::string& name, int sig) {
+  auto it = agents_.find(name);
+  if (it != agents_.end()) it->second->Signal(sig);
 }
 
 std::string Fleet::CurrentOf(const std::string& agent) const {

@@ -31,6 +31,12 @@ struct AppBehaviour {
   int check_exit = 0;               // deploy/check's exit status
   std::string check_fail_on_agent;  // if set, only this agent's check fails
   std::string start_sleep = "0";    // seconds deploy/start sleeps (for slow rollouts)
+  std::string stop_sleep = "0";     // seconds deploy/stop sleeps (e.g. to stretch a revert)
+  // Shell run first in each hook (after it logs its event), e.g. to park a hook so that a test
+  // can land a fault in it.
+  std::string stop_prologue, start_prologue, check_prologue;
+  // More files shipped in the artifact (e.g. bulk, to make unpacking take time).
+  std::vector<TarEntry> extra_entries;
 };
 
 class Fleet {
@@ -45,6 +51,9 @@ class Fleet {
   void WritePipeline(const std::string& file, const std::string& yaml);
   // Builds the sample app at `version` and serves it; returns its URL and digest.
   Artifact ServeApp(const std::string& version, const AppBehaviour& behaviour = {});
+  // The sample app's tar entries at `version` (what ServeApp serves).
+  static std::vector<TarEntry> AppEntries(const std::string& version,
+                                          const AppBehaviour& behaviour = {});
   // Serves arbitrary tar entries (e.g. a hostile archive) as `version`.
   Artifact ServeEntries(const std::string& version, const std::vector<TarEntry>& entries);
 
@@ -68,6 +77,10 @@ class Fleet {
   void StartAgent(const std::string& name, const std::string& region,
                   const std::string& token = "");
   void KillAgent(const std::string& name);
+  // Sends `sig` to the agent's process (e.g. SIGSTOP to partition it). Every process of the
+  // fleet gets SIGCONT before it is stopped, so a test cannot leave one frozen.
+  void SignalAgent(const std::string& name, int sig);
+  pid_t orchestrator_pid() const { return orchestrator_ ? orchestrator_->pid() : -1; }
   std::string AgentRoot(const std::string& name) const { return dir_ + "/agents/" + name; }
   // The version ROOT/current points at, "" if none.
   std::string CurrentOf(const std::string& agent) const;
@@ -103,6 +116,8 @@ class Fleet {
   // Extra flags for every agent and CLI started from now on (e.g. TLS files).
   std::vector<std::string> agent_flags;
   std::vector<std::string> cli_flags;
+  // Extra environment for every agent started from now on (and so for its hooks).
+  std::map<std::string, std::string> agent_env;
 
  private:
   int http_port_ = 0;

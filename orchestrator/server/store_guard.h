@@ -1,0 +1,67 @@
+// StoreGuard: the store as the rest of lockstepd sees it. It forwards every call to the real
+// store and watches the writes, so that a store that cannot write is reported as such:
+//
+//  - A write that fails for a storage reason (the store's kInternal: the disk refused the
+//    transaction, or the store latched an earlier commit failure and refuses writes until
+//    restart) comes back as kUnavailable, "lockstepd cannot write its store: <cause>", which
+//    the HTTP API answers with 503 and the gRPC API with UNAVAILABLE. Refusals that are about
+//    the request (not found, precondition, already exists) pass through unchanged.
+//  - WriteHealth() is the last write's failure until a later write succeeds, so /healthz
+//    turns unhealthy as soon as a write fails and stays so while the store refuses writes (a
+//    latched store never succeeds again before a restart).
+//
+// Thread safety: every method may be called from any thread; the wrapped store serialises its
+// own calls, and the guard's state has its own lock.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "orchestrator/store/store.h"
+
+namespace lockstep {
+
+class StoreGuard final : public Store {
+ public:
+  explicit StoreGuard(std::unique_ptr<Store> inner);
+
+  // OK, or the cause of the last failed write (kUnavailable) if no write succeeded since.
+  Status WriteHealth() const;
+
+  StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord release, AuditRecord audit) override;
+  Status Write(const WriteBatch& batch) override;
+  StatusOr<ReleaseRecord> GetRelease(int64_t id) override;
+  StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& pipeline,
+                                                    int limit) override;
+  StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) override;
+  StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) override;
+  StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
+                                                              const std::string& version) override;
+  StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
+                                                         int64_t before_id) override;
+  Status RequestAbort(int64_t release_id, const AuditRecord& audit) override;
+  Status ApproveWave(int64_t release_id, const AuditRecord& audit) override;
+  Status SetPipelineState(const PipelineState& state, const AuditRecord& audit) override;
+  StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) override;
+  StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override;
+  Status CreateToken(const TokenRecord& token, const AuditRecord& audit) override;
+  StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override;
+  StatusOr<int64_t> CountTokens() override;
+  StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override;
+  StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) override;
+  StatusOr<std::vector<AgentRecord>> Agents() override;
+  StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override;
+  StatusOr<std::vector<AuditRecord>> Audit(int limit) override;
+
+ private:
+  // Records the outcome of a write and returns what the caller should see.
+  Status Observe(const Status& st);
+
+  const std::unique_ptr<Store> inner_;
+  mutable std::mutex mu_;
+  Status write_error_;  // guarded by mu_
+};
+
+}  // namespace lockstep

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The long fault-injection run: every test of tests/integration/faults_test.cc with 50
+# rollouts under random kill -9 of lockstepd (and, with it, 6 rounds of agent kills in every
+# phase of a deployment). Takes about ten minutes on two cores.
+#
+#   LOCKSTEP_FAULT_ITERATIONS=N   rollouts (default 50)
+#   LOCKSTEP_FAULT_SEED=S         replay the random choices of an earlier run (each test
+#                                 prints the seed it used)
+#   BUILD_DIR=DIR                 the build tree (default build)
+#
+# Arguments are passed to the test binary (e.g. --gtest_filter='*Lockstepd*').
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+export LOCKSTEP_FAULT_ITERATIONS=${LOCKSTEP_FAULT_ITERATIONS:-50}
+
+scripts/setup.sh
+BUILD_DIR="$BUILD_DIR" TARGETS=lockstep_fault_tests scripts/build.sh
+exec "$BUILD_DIR/bin/lockstep_fault_tests" "$@"
