@@ -349,6 +349,7 @@ struct Options {
   // (the default when /dev/shm is writable) gives each host a sync as cheap as its own
   // idle disk would. lockstepd's store stays on the real disk.
   std::string agent_root;
+  bool idle_only = false;  // connect, measure idle lockstepd, stop (for 10,000 agents)
   bool keep = false;
 };
 
@@ -372,12 +373,14 @@ Options ParseArgs(int argc, char** argv) {
       kWait = std::chrono::seconds(std::atoi(next().c_str()));
     } else if (a == "--agent-root") {
       o.agent_root = next();
+    } else if (a == "--idle-only") {
+      o.idle_only = true;
     } else if (a == "--keep") {
       o.keep = true;
     } else if (a == "--help" || a == "-h") {
       std::cout << "usage: lockstep-fleet-bench [--hosts N=100] [--rollbacks R=20] "
                    "[--json FILE] [--bin-dir DIR] [--timeout S=120] "
-                   "[--agent-root DIR=/dev/shm] [--keep]\n";
+                   "[--agent-root DIR=/dev/shm] [--idle-only] [--keep]\n";
       std::exit(0);
     } else {
       Die("unknown flag " + a);
@@ -589,12 +592,51 @@ int RunBench(const Options& opt) {
   double connect_ms = Ms(Clock::now() - t_connect);
   ProcStats after_connect = ReadProc(dpid);
 
-  // Idle: all hosts connected, nothing to do.
-  constexpr double kIdleSeconds = 5.0;
+  // Stop: agents first, then lockstepd (the HTTP server stops with its guard).
+  auto stop_everything = [&] {
+    auto t_stop = Clock::now();
+    for (auto& h : hosts) h->conn->Stop();
+    for (auto& h : hosts) {
+      if (h->runner.joinable()) h->runner.join();
+      h->executor->Stop();
+    }
+    double ms = Ms(Clock::now() - t_stop);
+    for (auto& h : hosts) h->conn_ptr.store(nullptr);
+    hosts.clear();
+    lockstepd->Stop();
+    return ms;
+  };
+
+  // Idle: all hosts connected, nothing to do. Long enough for several heartbeats of each.
+  const double idle_seconds = opt.idle_only ? 20.0 : 5.0;
   ProcStats idle0 = ReadProc(dpid);
-  std::this_thread::sleep_for(std::chrono::duration<double>(kIdleSeconds));
+  std::this_thread::sleep_for(std::chrono::duration<double>(idle_seconds));
   ProcStats idle1 = ReadProc(dpid);
-  double idle_cpu_pct = (idle1.cpu_s - idle0.cpu_s) / kIdleSeconds * 100.0;
+  double idle_cpu_pct = (idle1.cpu_s - idle0.cpu_s) / idle_seconds * 100.0;
+  if (opt.idle_only) {
+    double stop_ms = stop_everything();
+    std::printf("\nlockstep-fleet-bench --idle-only: %d agents connected to one lockstepd\n\n",
+                opt.hosts);
+    std::printf("connect all agents (until ListAgents shows N)  %10.1f ms\n", connect_ms);
+    std::printf("lockstepd RSS with N connected                 %10.1f MiB   goal < 1024 MiB\n",
+                static_cast<double>(idle1.rss_kib) / 1024.0);
+    std::printf("lockstepd CPU idle, N connected (%.0f s)         %10.1f %%     goal < 5 %%\n",
+                idle_seconds, idle_cpu_pct);
+    std::printf("stop all agents                                %10.1f ms\n", stop_ms);
+    if (!opt.json_file.empty()) {
+      std::ofstream(opt.json_file) << json{{"hosts", opt.hosts},
+                                           {"connect_ms", connect_ms},
+                                           {"idle_rss_kib", idle1.rss_kib},
+                                           {"idle_cpu_percent", idle_cpu_pct},
+                                           {"idle_seconds", idle_seconds}}
+                                          .dump(2)
+                                   << "\n";
+    }
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::remove_all(agents_dir, ec);
+    return 0;
+  }
 
   const int64_t host_steps = static_cast<int64_t>(opt.hosts) * 2;  // prepare + activate
 
@@ -619,12 +661,24 @@ int RunBench(const Options& opt) {
   // (b) on-call rollbacks v2 → v1, each followed by a roll forward (Rollback --to v2).
   std::vector<double> rollback_ms, forward_ms, rollback_cpu_us_per_step;
   std::vector<double> rollback_window_ms;
+  // Where a rollback's time goes, from lockstepd's own timestamps (wall ms, same machine):
+  // command -> the pass that sent every DEPLOY; -> the last host's result; -> the pass that
+  // concluded; -> the client saw it.
+  std::vector<double> rb_dispatch_ms, rb_agents_ms, rb_conclude_ms, rb_observe_ms;
   for (int i = 0; i < opt.rollbacks; ++i) {
     ProcStats b0 = ReadProc(dpid);
     auto tb = Clock::now();
+    const int64_t command_at = WallMs();
     v1::Release rb = ctl.Rollback("bench", "");
     v1::Release rbd = ctl.WaitSucceeded(rb.id(), std::chrono::milliseconds(5));
+    const int64_t seen_at = WallMs();
     rollback_ms.push_back(Ms(Clock::now() - tb));
+    int64_t last_result = rbd.started_at_ms();
+    for (const auto& hp : rbd.hosts()) last_result = std::max(last_result, hp.finished_at_ms());
+    rb_dispatch_ms.push_back(static_cast<double>(rbd.started_at_ms() - command_at));
+    rb_agents_ms.push_back(static_cast<double>(last_result - rbd.started_at_ms()));
+    rb_conclude_ms.push_back(static_cast<double>(rbd.finished_at_ms() - last_result));
+    rb_observe_ms.push_back(static_cast<double>(seen_at - rbd.finished_at_ms()));
     ProcStats b1 = ReadProc(dpid);
     rollback_cpu_us_per_step.push_back((b1.cpu_s - b0.cpu_s) * 1e6 /
                                        static_cast<double>(host_steps));
@@ -678,17 +732,7 @@ int RunBench(const Options& opt) {
   }
   ProcStats end = ReadProc(dpid);
 
-  // Stop: agents first, then lockstepd, then the HTTP server.
-  auto t_stop = Clock::now();
-  for (auto& h : hosts) h->conn->Stop();
-  for (auto& h : hosts) {
-    if (h->runner.joinable()) h->runner.join();
-    h->executor->Stop();
-  }
-  double stop_ms = Ms(Clock::now() - t_stop);
-  for (auto& h : hosts) h->conn_ptr.store(nullptr);
-  hosts.clear();
-  lockstepd->Stop();
+  double stop_ms = stop_everything();
 
   Percentiles rb = Summarise(rollback_ms);
   Percentiles fw = Summarise(forward_ms);
@@ -724,6 +768,10 @@ int RunBench(const Options& opt) {
   row("rollback v2->v1 max", rb.max, "ms", "-");
   row("rollback v2->v1 min", rb.min, "ms", "-");
   row("rollback lockstepd CPU per host-step p50", rcpu.p50, "us", "-");
+  row("  rollback: command -> DEPLOYs sent p50", Summarise(rb_dispatch_ms).p50, "ms", "-");
+  row("  rollback: DEPLOYs sent -> last result p50", Summarise(rb_agents_ms).p50, "ms", "-");
+  row("  rollback: last result -> succeeded p50", Summarise(rb_conclude_ms).p50, "ms", "-");
+  row("  rollback: succeeded -> client saw it p50", Summarise(rb_observe_ms).p50, "ms", "-");
   row("rollback mixed-version window p50", rwin.p50, "ms", "-");
   row("roll forward (Rollback --to v2) p50", fw.p50, "ms", "-");
   row("roll forward (Rollback --to v2) p99", fw.p99, "ms", "-");
@@ -764,6 +812,10 @@ int RunBench(const Options& opt) {
         {"rollback_mean_ms", rb.mean},
         {"rollback_cpu_per_host_step_us_p50", rcpu.p50},
         {"rollback_mixed_window_ms_p50", rwin.p50},
+        {"rollback_dispatch_ms_p50", Summarise(rb_dispatch_ms).p50},
+        {"rollback_agents_ms_p50", Summarise(rb_agents_ms).p50},
+        {"rollback_conclude_ms_p50", Summarise(rb_conclude_ms).p50},
+        {"rollback_observe_ms_p50", Summarise(rb_observe_ms).p50},
         {"forward_ms", forward_ms},
         {"forward_p50_ms", fw.p50},
         {"forward_p99_ms", fw.p99},

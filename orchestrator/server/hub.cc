@@ -10,17 +10,23 @@ Hub::Hub(const Clock* clock, int64_t heartbeat_interval_ms, const Authenticator*
     : clock_(clock), heartbeat_interval_ms_(heartbeat_interval_ms), auth_(auth) {}
 
 void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg) {
+  // Heartbeats and progress lines wake nobody: they are taken with the next event or within
+  // kLazyEventMs. Liveness is measured in tens of seconds; waking the engine thread for each
+  // of ten thousand agents' heartbeats is what would cost.
+  const bool urgent = !msg.has_heartbeat() && !msg.has_progress();
   {
     std::lock_guard lock(mu_);
     inbox_.push_back(Event{stream, std::move(msg)});
+    if (urgent) urgent_ = true;
   }
-  cv_.notify_one();
+  if (urgent) cv_.notify_one();
 }
 
 void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
   {
     std::lock_guard lock(mu_);
     inbox_.push_back(Event{stream, std::nullopt});
+    urgent_ = true;
   }
   cv_.notify_one();
 }
@@ -172,9 +178,14 @@ void Hub::Run(Engine* engine) {
     bool need_pass = false;
     {
       std::unique_lock lock(mu_);
-      auto ready = [&] { return stopping_ || kicked_ || !inbox_.empty(); };
-      if (next_wake > 0) {
-        auto wait = std::chrono::milliseconds(std::max<int64_t>(0, next_wake - clock_->Now()));
+      auto ready = [&] { return stopping_ || kicked_ || urgent_; };
+      UnixMs wake = next_wake;
+      if (!inbox_.empty()) {
+        UnixMs lazy = clock_->Now() + kLazyEventMs;
+        if (wake == 0 || lazy < wake) wake = lazy;
+      }
+      if (wake > 0) {
+        auto wait = std::chrono::milliseconds(std::max<int64_t>(0, wake - clock_->Now()));
         cv_.wait_until(lock, clock_->Monotonic() + wait, ready);
       } else {
         cv_.wait(lock, ready);
@@ -183,6 +194,7 @@ void Hub::Run(Engine* engine) {
       events.swap(inbox_);
       need_pass = kicked_;
       kicked_ = false;
+      urgent_ = false;
     }
     for (auto& ev : events) need_pass = Apply(ev) || need_pass;
     // Heartbeats alone change nothing a pass acts on before its next wake-up: with

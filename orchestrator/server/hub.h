@@ -76,7 +76,9 @@ class Hub final : public TaskSink {
   std::condition_variable cv_;
   std::deque<Event> inbox_;  // guarded by mu_
   bool kicked_ = false;      // guarded by mu_
-  bool stopping_ = false;    // guarded by mu_
+  bool urgent_ = false;      // guarded by mu_; the inbox holds more than heartbeats/progress
+  static constexpr int64_t kLazyEventMs = 1000;
+  bool stopping_ = false;  // guarded by mu_
   // Accepted streams by agent name, and the reverse.
   std::map<std::string, std::shared_ptr<StreamHandle>> streams_;  // guarded by mu_
   std::map<const StreamHandle*, std::string> names_;              // guarded by mu_
