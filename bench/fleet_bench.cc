@@ -146,7 +146,7 @@ std::string RunCapture(const std::vector<std::string>& argv, const std::string& 
         waitpid(pid, &st, 0);
         Die(argv[0] + " timed out");
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
       Die(argv[0] + " failed; see " + log + ":\n" + ReadFile(log));
@@ -256,18 +256,33 @@ class Control {
     for (const auto& a : resp.agents()) n += a.connected() ? 1 : 0;
     return n;
   }
-  // Polls until the release reaches a final state; returns it. Dies unless it succeeded.
+  // The release's summary (no host list) from ListReleases: cheap enough to poll often
+  // without the polling itself showing up in lockstepd's CPU figures.
+  v1::Release Summary(const std::string& pipeline, int64_t id) {
+    v1::ListReleasesRequest req;
+    req.set_pipeline(pipeline);
+    req.set_limit(3);
+    v1::ListReleasesResponse resp;
+    Call(&v1::ControlService::Stub::ListReleases, req, &resp, "ListReleases");
+    for (const auto& r : resp.releases()) {
+      if (r.id() == id) return r;
+    }
+    return Get(id);
+  }
+  // Polls until the release reaches a final state; returns it, hosts included. Dies unless
+  // it succeeded.
   v1::Release WaitSucceeded(int64_t id, std::chrono::milliseconds every) {
     auto deadline = Clock::now() + kWait;
     for (;;) {
-      v1::Release r = Get(id);
+      v1::Release r = Summary("bench", id);
       const auto& s = r.state();
-      if (s == "succeeded") return r;
+      if (s == "succeeded") return Get(id);
       if (s == "failed" || s == "rolled_back" || s == "aborted" || s == "superseded" ||
           s == "halted") {
         Die("release " + std::to_string(id) + " ended " + s + ": " + r.reason());
       }
       if (Clock::now() > deadline) {
+        r = Get(id);
         std::map<std::string, int> states;
         for (const auto& h : r.hosts()) {
           states["wave" + std::to_string(h.wave() + 1) + ":" + h.state()]++;
@@ -690,6 +705,21 @@ int RunBench(const Options& opt) {
     forward_ms.push_back(Ms(Clock::now() - tf));
     if (fwd.version() != "v2") Die("roll forward went to " + fwd.version() + ", not v2");
   }
+  // (b2) the same through the real CLI, as on-call types it: the process starts, asks for the
+  // rollback, waits until every host confirmed, exits 0. Then back to v2 the same way.
+  std::vector<double> cli_rollback_ms;
+  for (int i = 0; i < std::min(opt.rollbacks, 5); ++i) {
+    for (const char* to : {"", "v2"}) {
+      std::vector<std::string> argv = {
+          opt.bin_dir + "/lockstep", "--server", server, "--token", admin, "rollback", "bench"};
+      if (*to) argv.insert(argv.end(), {"--to", to});
+      auto tc = Clock::now();
+      RunCapture(argv, dir + "/cli-rollback.log");
+      if (!*to) cli_rollback_ms.push_back(Ms(Clock::now() - tc));
+    }
+  }
+  Percentiles cli_rb = Summarise(cli_rollback_ms);
+
   // (c) a merge to main: signed push webhook -> the first canary host is sent its PREPARE.
   // Measured from just before the POST to the earliest task time lockstepd recorded for a
   // host (HostProgress.started_at_ms; same machine, same wall clock).
@@ -772,6 +802,8 @@ int RunBench(const Options& opt) {
   row("  rollback: DEPLOYs sent -> last result p50", Summarise(rb_agents_ms).p50, "ms", "-");
   row("  rollback: last result -> succeeded p50", Summarise(rb_conclude_ms).p50, "ms", "-");
   row("  rollback: succeeded -> client saw it p50", Summarise(rb_observe_ms).p50, "ms", "-");
+  row("lockstep rollback (CLI process, until it exits) p50", cli_rb.p50, "ms", "-");
+  row("lockstep rollback (CLI process, until it exits) max", cli_rb.max, "ms", "-");
   row("rollback mixed-version window p50", rwin.p50, "ms", "-");
   row("roll forward (Rollback --to v2) p50", fw.p50, "ms", "-");
   row("roll forward (Rollback --to v2) p99", fw.p99, "ms", "-");
@@ -813,6 +845,9 @@ int RunBench(const Options& opt) {
         {"rollback_cpu_per_host_step_us_p50", rcpu.p50},
         {"rollback_mixed_window_ms_p50", rwin.p50},
         {"rollback_dispatch_ms_p50", Summarise(rb_dispatch_ms).p50},
+        {"cli_rollback_ms", cli_rollback_ms},
+        {"cli_rollback_p50_ms", cli_rb.p50},
+        {"cli_rollback_max_ms", cli_rb.max},
         {"rollback_agents_ms_p50", Summarise(rb_agents_ms).p50},
         {"rollback_conclude_ms_p50", Summarise(rb_conclude_ms).p50},
         {"rollback_observe_ms_p50", Summarise(rb_observe_ms).p50},
