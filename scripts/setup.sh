@@ -13,6 +13,9 @@ PACKAGES=(
 )
 if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(prometheus openssl chromium fonts-liberation)  # fonts: chromium only recommends them
+  # The fuzz targets (tests/fuzz, scripts/fuzz.sh): clang 14 with its libFuzzer and sanitizer
+  # runtimes (libclang-rt-14-dev), and llvm-symbolizer (llvm) for readable sanitizer stacks.
+  PACKAGES+=(clang libclang-rt-14-dev llvm)
   # The browser tests (tests/browser) run on Node.js; Debian's is enough.
   if ! command -v node >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi
 fi

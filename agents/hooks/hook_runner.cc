@@ -102,7 +102,10 @@ StatusOr<HookResult> RunHook(const std::string& executable, const HookOptions& o
     bool exited = false;
 
     bp::environment env = boost::this_process::environment();
-    for (const auto& [key, value] : options.env) env[key] = value;
+    // set(), not env[key]: Boost 1.74's environment::find (behind operator[]) compares
+    // "KEY=" against every variable without checking its length, reading past the end of any
+    // shorter one (a heap-buffer-overflow under AddressSanitizer). set() checks the length.
+    for (const auto& [key, value] : options.env) env.set(key, value);
 
     std::error_code launch_ec;
     // One pipe for stdout and stderr keeps their lines in the order the hook wrote them.

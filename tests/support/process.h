@@ -31,8 +31,15 @@ class Process {
   pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
   void Signal(int sig);
+  // How long Stop() waits by default. An AddressSanitizer build shuts down several times
+  // slower (shadow memory, the leak check at exit), so a clean stop there gets longer.
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr std::chrono::milliseconds kStopGrace = std::chrono::seconds(20);
+#else
+  static constexpr std::chrono::milliseconds kStopGrace = std::chrono::seconds(5);
+#endif
   // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status (or 128+signal).
-  int Stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  int Stop(std::chrono::milliseconds grace = kStopGrace);
   // kill -9 and reap.
   void Kill();
   bool Running();

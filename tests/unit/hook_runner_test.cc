@@ -74,6 +74,28 @@ TEST_F(HookRunnerTest, EnvironmentReachesTheScript) {
   EXPECT_EQ(result->tail[1], std::string("path=") + (getenv("PATH") ? getenv("PATH") : ""));
 }
 
+TEST_F(HookRunnerTest, VariablesAreAddedBesideShorterOnesAndReplaceInheritedOnes) {
+  // "Z=" is shorter than "LOCKSTEP_PREVIOUS_VERSION=": a lookup that compared the key past
+  // the end of a shorter variable read outside it (AddressSanitizer build, Boost 1.74's
+  // environment::find).
+  ASSERT_EQ(::setenv("Z", "", 1), 0);
+  ASSERT_EQ(::setenv("LOCKSTEP_TEST_INHERITED", "old", 1), 0);
+  options_.env["LOCKSTEP_PREVIOUS_VERSION"] = "1.2.2";
+  options_.env["LOCKSTEP_TEST_INHERITED"] = "new";
+
+  auto result =
+      RunHook(Script("start",
+                     "echo \"p=$LOCKSTEP_PREVIOUS_VERSION z=$Z i=$LOCKSTEP_TEST_INHERITED\"\n"
+                     "env | grep -c '^LOCKSTEP_TEST_INHERITED='"),
+              options_);
+  ::unsetenv("Z");
+  ::unsetenv("LOCKSTEP_TEST_INHERITED");
+
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  const std::vector<std::string> expected = {"p=1.2.2 z= i=new", "1"};  // once, replaced
+  EXPECT_EQ(result->tail, expected);
+}
+
 TEST_F(HookRunnerTest, WorkingDirectoryIsSet) {
   const fs::path work = dir_ / "release";
   fs::create_directory(work);

@@ -334,6 +334,13 @@ TEST_F(UnpackTest, RefusesFifo) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(dest_ / "pipe")));
 }
 
+TEST_F(UnpackTest, RefusesBlockDevice) {
+  const fs::path archive = base_ / "disk.tar";
+  std::ofstream(archive, std::ios::binary) << TarRecord("disk", '4', "") << EndOfTar();
+  ExpectRefused(UnpackTarGz(archive.string(), dest_.string()), "disk", "block devices");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(dest_ / "disk")));
+}
+
 TEST_F(UnpackTest, RefusesExpansionBeyondLimit) {
   UnpackLimits limits;
   limits.max_total_bytes = 1 << 20;
@@ -346,6 +353,24 @@ TEST_F(UnpackTest, RefusesManySmallFilesAddingUpBeyondLimit) {
   ExpectRefused(
       Unpack({Zeros("a", 400 << 10), Zeros("b", 400 << 10), Zeros("c", 400 << 10)}, limits), "c",
       "expands past the limit");
+}
+
+TEST_F(UnpackTest, RefusesAGzipBombWithoutWritingPastTheLimit) {
+  // 32 MiB of zeros that gzip squeezes a thousandfold; every entry is within the limit on its
+  // own, so only the running total stops it.
+  std::vector<TarEntry> entries;
+  for (int i = 0; i < 32; ++i) entries.push_back(Zeros("z" + std::to_string(i), 1 << 20));
+  const std::string archive = WriteArtifact(entries);
+  ASSERT_LT(fs::file_size(archive), 64u << 10);
+  UnpackLimits limits;
+  limits.max_total_bytes = 4 << 20;
+
+  ExpectRefused(UnpackTarGz(archive, dest_.string(), limits), "z4", "expands past the limit");
+  uintmax_t written = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dest_)) {
+    if (entry.is_regular_file()) written += entry.file_size();
+  }
+  EXPECT_LE(written, static_cast<uintmax_t>(limits.max_total_bytes));
 }
 
 TEST_F(UnpackTest, AcceptsArchiveExactlyAtTheLimits) {
