@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "common/sha256.h"
 #include "tests/integration/fleet.h"
 
 namespace lockstep::testing {
@@ -194,6 +195,25 @@ TEST_F(OnCallTest, AnAgentWithAWrongEnrollmentTokenOrRegionIsRefused) {
   std::string log2 = ReadFile(fleet_.dir() + "/logs/agent-intruder-2.log");
   EXPECT_NE(log1.find("invalid enrollment token"), std::string::npos) << log1;
   EXPECT_NE(log2.find("is for region us-east-1, not eu-west-1"), std::string::npos) << log2;
+}
+
+TEST_F(OnCallTest, TokensAreStoredOnlyAsTheirHashes) {
+  Start(Pipeline("0s"));
+  json created = json::parse(
+      fleet_.Cli({"--output", "json", "tokens", "create", "--role", "on-call", "--name", "pager"})
+          .out);
+  const std::string token = created["token"];
+  ASSERT_FALSE(token.empty());
+  // Every byte lockstepd keeps: the store and its write-ahead log.
+  std::string bytes;
+  for (const char* f : {"/data/lockstep.db", "/data/lockstep.db-wal"}) {
+    bytes += ReadFile(fleet_.dir() + f);
+  }
+  ASSERT_FALSE(bytes.empty());
+  for (const std::string& t : {token, fleet_.admin_token()}) {
+    EXPECT_EQ(bytes.find(t), std::string::npos) << "a token is stored in the clear";
+    EXPECT_NE(bytes.find(Sha256Hex(t)), std::string::npos) << "its hash is not stored";
+  }
 }
 
 }  // namespace
