@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
-#include <openssl/hmac.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -42,9 +41,11 @@
 #include "agents/artifact/fetch.h"
 #include "agents/connection.h"
 #include "agents/executor.h"
+#include "common/clock.h"
 #include "common/http_backlog.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "orchestrator/webhook/github.h"
 #include "proto/lockstep.grpc.pb.h"
 
 namespace {
@@ -433,26 +434,7 @@ trigger: {github: {repository: bench/app, branch: main, artifact: "http://127.0.
 )";
 }
 
-// GitHub's X-Hub-Signature-256 for `body`.
-std::string GithubSignature(const std::string& secret, const std::string& body) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &len);
-  static const char* kHex = "0123456789abcdef";
-  std::string out = "sha256=";
-  for (unsigned int i = 0; i < len; ++i) {
-    out += kHex[mac[i] >> 4];
-    out += kHex[mac[i] & 15];
-  }
-  return out;
-}
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+int64_t WallMs() { return lockstep::SystemClock::Get()->Now(); }
 
 int RunBench(const Options& opt) {
   auto t_setup = Clock::now();
@@ -735,11 +717,12 @@ int RunBench(const Options& opt) {
   httplib::Client hook_client("127.0.0.1", ports.at("http").get<int>());
   hook_client.set_read_timeout(60, 0);
   const int64_t push_at = WallMs();
-  auto hook_res = hook_client.Post("/hooks/github",
-                                   {{"X-GitHub-Event", "push"},
-                                    {"X-GitHub-Delivery", "bench-1"},
-                                    {"X-Hub-Signature-256", GithubSignature(secret, push)}},
-                                   push, "application/json");
+  auto hook_res =
+      hook_client.Post("/hooks/github",
+                       {{"X-GitHub-Event", "push"},
+                        {"X-GitHub-Delivery", "bench-1"},
+                        {"X-Hub-Signature-256", lockstep::GithubSignature(secret, push)}},
+                       push, "application/json");
   const int64_t accepted_at = WallMs();
   if (!hook_res || hook_res->status != 201) {
     Die("webhook not accepted: " + (hook_res

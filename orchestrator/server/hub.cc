@@ -199,8 +199,7 @@ void Hub::Run(Engine* engine) {
     for (auto& ev : events) need_pass = Apply(ev) || need_pass;
     // Heartbeats alone change nothing a pass acts on before its next wake-up: with
     // thousands of idle agents they would otherwise cost a pass each.
-    if (!need_pass && next_wake > 0 && clock_->Now() < next_wake) continue;
-    if (!need_pass && next_wake == 0) continue;
+    if (!need_pass && (next_wake == 0 || clock_->Now() < next_wake)) continue;
     auto next = engine_->Reconcile();
     if (next.ok()) {
       next_wake = *next;

@@ -169,13 +169,8 @@ StatusOr<PushEvent> ParsePushEventJson(const json& doc) {
 
 }  // namespace
 
-bool VerifyGithubSignature(std::string_view secret, std::string_view body,
-                           std::string_view signature_header) {
-  if (secret.empty() || secret.size() > static_cast<size_t>(INT_MAX)) return false;
-  if (!signature_header.starts_with(kSignaturePrefix)) return false;
-  std::string_view given = signature_header.substr(kSignaturePrefix.size());
-  if (given.size() != 2 * 32 || !IsLowerHex(given)) return false;
-
+std::string GithubSignature(std::string_view secret, std::string_view body) {
+  if (secret.empty() || secret.size() > static_cast<size_t>(INT_MAX)) return "";
   static const unsigned char kEmpty = 0;  // OpenSSL wants a valid pointer even for no data
   const auto* data = body.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(body.data());
   unsigned char mac[EVP_MAX_MD_SIZE];
@@ -183,9 +178,19 @@ bool VerifyGithubSignature(std::string_view secret, std::string_view body,
   if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), data, body.size(), mac,
            &mac_len) == nullptr ||
       mac_len != 32) {
-    return false;
+    return "";
   }
-  return ConstantTimeEquals(ToLowerHex(mac, mac_len), given);
+  return std::string(kSignaturePrefix) + ToLowerHex(mac, mac_len);
+}
+
+bool VerifyGithubSignature(std::string_view secret, std::string_view body,
+                           std::string_view signature_header) {
+  if (!signature_header.starts_with(kSignaturePrefix)) return false;
+  std::string_view given = signature_header.substr(kSignaturePrefix.size());
+  if (given.size() != 2 * 32 || !IsLowerHex(given)) return false;
+  std::string expected = GithubSignature(secret, body);
+  if (expected.empty()) return false;
+  return ConstantTimeEquals(std::string_view(expected).substr(kSignaturePrefix.size()), given);
 }
 
 StatusOr<PushEvent> ParsePushEvent(std::string_view body) {

@@ -23,6 +23,10 @@ namespace lockstep {
 bool VerifyGithubSignature(std::string_view secret, std::string_view body,
                            std::string_view signature_header);
 
+// The X-Hub-Signature-256 value GitHub would send for `body`: "sha256=" and 64 lower-case hex
+// digits. Empty if the secret is empty or HMAC fails.
+std::string GithubSignature(std::string_view secret, std::string_view body);
+
 // What a push event says, reduced to what a trigger needs.
 struct PushEvent {
   std::string repository;  // "org/repo", from repository.full_name

@@ -95,6 +95,15 @@ std::string ErrorOf(const std::string& body) {
   return event.status().message();
 }
 
+// --- GithubSignature ---
+
+TEST(GithubSignatureTest, MatchesGithubsDocumentedExample) {
+  EXPECT_EQ(GithubSignature("It's a Secret to Everybody", "Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
+}
+
+TEST(GithubSignatureTest, IsEmptyWithoutASecret) { EXPECT_EQ(GithubSignature("", "body"), ""); }
+
 // --- VerifyGithubSignature ---
 
 TEST(VerifyGithubSignatureTest, AcceptsGithubsDocumentedExample) {
