@@ -22,6 +22,14 @@ bool HostInFlight(const HostRecord& h) {
          h.state == host_state::kReverting || h.state == host_state::kConverging;
 }
 
+v1::Task::Kind OutstandingTaskKind(const HostRecord& h, const ReleaseRecord& r) {
+  if (h.state == host_state::kPreparing) return v1::Task::PREPARE;
+  if (h.state == host_state::kActivating && r.kind == release_kind::kRollout) {
+    return v1::Task::ACTIVATE;
+  }
+  return v1::Task::DEPLOY;
+}
+
 int64_t TaskBudgetMs(const Pipeline& p, v1::Task::Kind kind) {
   // The agent retries a fetch up to three times, each bounded by timeouts.fetch; activation
   // runs up to three hooks plus the probes.
@@ -592,11 +600,7 @@ void Engine::ResendOutstanding(Pass& pass) {
         if (!HostInFlight(h) || !agents.count(h.agent) || already_sent.count(h.task_id)) {
           continue;
         }
-        v1::Task::Kind kind =
-            h.state == host_state::kPreparing ? v1::Task::PREPARE
-            : h.state == host_state::kActivating && r.kind == release_kind::kRollout
-                ? v1::Task::ACTIVATE
-                : v1::Task::DEPLOY;
+        v1::Task::Kind kind = OutstandingTaskKind(h, r);
         if (h.state == host_state::kReverting) {
           auto target = r.previous_release_id > 0 ? ReleaseById(r.previous_release_id)
                                                   : StatusOr<ReleaseRecord>(NotFound(""));

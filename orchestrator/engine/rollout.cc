@@ -23,9 +23,7 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
     if (!watched) continue;
     const AgentRecord* agent = c.Agent(name);
     if (in_flight) {
-      v1::Task::Kind kind = h.state == host_state::kPreparing    ? v1::Task::PREPARE
-                            : h.state == host_state::kActivating ? v1::Task::ACTIVATE
-                                                                 : v1::Task::DEPLOY;
+      v1::Task::Kind kind = OutstandingTaskKind(h, c.r);
       UnixMs deadline = h.task_sent_at + TaskBudgetMs(c.p, kind);
       if (c.now >= deadline) {
         bool reverting = h.state == host_state::kReverting;
