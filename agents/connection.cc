@@ -43,6 +43,41 @@ struct Connection::Impl {
     return !stopping;
   }
 
+  // Sends a heartbeat every interval (as last set by lockstepd) until `stop`. Each wait is
+  // drawn from 90-110 % of the interval, and the first from anywhere in it: agents that
+  // connected together, as after a lockstepd restart, do not all beat in the same instant.
+  void Heartbeats(std::mutex& hb_mu, std::condition_variable& hb_cv, const bool& stop,
+                  const int64_t& interval_ms, bool& retuned) {
+    std::mt19937_64 rng(std::random_device{}());
+    std::unique_lock lock(hb_mu);
+    auto draw = [&](double lo, double hi) {
+      std::uniform_real_distribution<double> share(lo, hi);
+      return std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(
+                                                    share(rng) * static_cast<double>(interval_ms)));
+    };
+    retuned = false;
+    auto next = draw(0.0, 1.0);
+    for (;;) {
+      hb_cv.wait_until(lock, next, [&] { return stop || retuned; });
+      if (stop) return;
+      if (retuned) {
+        retuned = false;
+        next = draw(0.0, 1.0);
+        continue;
+      }
+      if (std::chrono::steady_clock::now() < next) continue;
+      next = draw(0.9, 1.1);
+      // The version is read under the write lock so that a heartbeat never reaches the
+      // orchestrator after a task result it predates: a stale version there would read as
+      // drift and make a host look as if it ran the other release.
+      std::lock_guard write_lock(write_mu);
+      if (!stream || !welcomed) continue;
+      v1::AgentMessage m;
+      m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
+      stream->Write(m);
+    }
+  }
+
   // One connection attempt, until the stream ends. Returns true if it got a welcome.
   bool Session(v1::AgentService::Stub& stub) {
     grpc::ClientContext ctx;
@@ -77,7 +112,17 @@ struct Connection::Impl {
     std::thread heartbeat;
     std::mutex hb_mu;
     std::condition_variable hb_cv;
-    bool hb_stop = false;
+    bool hb_stop = false;        // guarded by hb_mu
+    int64_t hb_interval_ms = 0;  // guarded by hb_mu; lockstepd's latest word
+    bool hb_retuned = false;     // guarded by hb_mu
+    auto set_interval = [&](int64_t ms) {
+      {
+        std::lock_guard lock(hb_mu);
+        hb_interval_ms = std::max<int64_t>(100, ms);
+        hb_retuned = true;
+      }
+      hb_cv.notify_all();
+    };
     v1::ServerMessage in;
     while (ok && call->Read(&in)) {
       if (in.has_welcome()) {
@@ -87,23 +132,14 @@ struct Connection::Impl {
           welcomed = true;
         }
         spdlog::info("connected to {} (pipeline {})", options.server, in.welcome().pipeline());
-        auto interval =
-            std::chrono::milliseconds(std::max<int64_t>(100, in.welcome().heartbeat_interval_ms()));
+        set_interval(in.welcome().heartbeat_interval_ms());
         if (!heartbeat.joinable()) {
-          heartbeat = std::thread([&, interval] {
-            std::unique_lock lock(hb_mu);
-            while (!hb_cv.wait_for(lock, interval, [&] { return hb_stop; })) {
-              // The version is read under the write lock so that a heartbeat never reaches
-              // the orchestrator after a task result it predates: a stale version there
-              // would read as drift and make a host look as if it ran the other release.
-              std::lock_guard write_lock(write_mu);
-              if (!stream || !welcomed) continue;
-              v1::AgentMessage m;
-              m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
-              stream->Write(m);
-            }
-          });
+          heartbeat =
+              std::thread([&] { Heartbeats(hb_mu, hb_cv, hb_stop, hb_interval_ms, hb_retuned); });
         }
+      } else if (in.has_settings()) {
+        spdlog::debug("heartbeats every {} ms from now on", in.settings().heartbeat_interval_ms());
+        set_interval(in.settings().heartbeat_interval_ms());
       } else if (in.has_reject()) {
         spdlog::error("refused by {}: {}", options.server, in.reject().reason());
       } else if (in.has_task()) {
@@ -145,9 +181,11 @@ Connection::~Connection() { Stop(); }
 
 void Connection::Run() {
   grpc::ChannelArguments args;
-  // A lockstepd that vanished without closing the connection is noticed within 40 s; a ping
-  // every 30 s per agent stays cheap for lockstepd with ten thousand agents.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  // A lockstepd that hangs with its connection open is noticed within 70 s. One whose host or
+  // network vanished is noticed sooner: with keepalive on, gRPC also sets TCP_USER_TIMEOUT
+  // (10 s), which fails the connection when a heartbeat goes unacknowledged. Each ping costs
+  // lockstepd a wake-up; at one a minute ten thousand agents send 170 a second.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::mt19937 rng(std::random_device{}());

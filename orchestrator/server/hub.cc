@@ -2,12 +2,40 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "orchestrator/auth/authenticator.h"
 
 namespace lockstep {
 
-Hub::Hub(const Clock* clock, int64_t heartbeat_interval_ms, const Authenticator* auth)
-    : clock_(clock), heartbeat_interval_ms_(heartbeat_interval_ms), auth_(auth) {}
+int64_t HeartbeatPolicy::IntervalFor(size_t connected) const {
+  const int64_t spread = static_cast<int64_t>(connected) * 1000 / kPerSecond;
+  return std::clamp(spread, base_ms, std::max(base_ms, ceiling_ms));
+}
+
+Hub::Hub(const Clock* clock, HeartbeatPolicy heartbeats, const Authenticator* auth)
+    : clock_(clock),
+      heartbeats_(heartbeats),
+      heartbeat_interval_ms_(heartbeats.IntervalFor(0)),
+      auth_(auth) {}
+
+void Hub::RetuneHeartbeats() {
+  std::vector<std::shared_ptr<StreamHandle>> streams;
+  int64_t want = 0;
+  {
+    std::lock_guard lock(mu_);
+    want = heartbeats_.IntervalFor(streams_.size());
+    if (2 * want < 3 * heartbeat_interval_ms_ && 3 * want > 2 * heartbeat_interval_ms_) return;
+    heartbeat_interval_ms_ = want;
+    streams.reserve(streams_.size());
+    for (const auto& [name, stream] : streams_) streams.push_back(stream);
+  }
+  spdlog::info("{} agents connected: heartbeats every {} ms", streams.size(), want);
+  lockstep::v1::ServerMessage settings;
+  settings.mutable_settings()->set_heartbeat_interval_ms(want);
+  for (const auto& s : streams) s->Deliver(settings);
+}
 
 void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg) {
   // Heartbeats and progress lines wake nobody: they are taken with the next event or within
@@ -92,6 +120,7 @@ bool Hub::Apply(Event& ev) {
     }
     // A stream replaced by a newer connection of the same agent does not disconnect it.
     if (current) {
+      RetuneHeartbeats();
       spdlog::info("agent {} disconnected", name);
       if (Status st = engine_->AgentDisconnected(name); !st.ok()) {
         spdlog::error("recording disconnect of {}: {}", name, st.ToString());
@@ -128,6 +157,7 @@ bool Hub::Apply(Event& ev) {
       names_[ev.stream.get()] = msg.hello().name();
     }
     if (replaced) replaced->Close("replaced by a newer connection of the same agent");
+    RetuneHeartbeats();  // before the welcome, which then carries the interval in force
     lockstep::v1::ServerMessage welcome;
     welcome.mutable_welcome()->set_pipeline(*pipeline);
     welcome.mutable_welcome()->set_heartbeat_interval_ms(heartbeat_interval_ms_);

@@ -40,10 +40,23 @@ class StreamHandle {
   virtual void Close(const std::string& reason) = 0;
 };
 
+// How often agents send heartbeats. Each heartbeat costs lockstepd a wake-up of a gRPC
+// thread; with ten thousand agents at 10 s that is a thousand a second and most of an idle
+// lockstepd's CPU. So the interval grows with the number of connected agents to keep the
+// total near kPerSecond, from base_ms up to ceiling_ms (a third of the smallest agent_lost,
+// so every agent still has three chances before it counts as lost).
+struct HeartbeatPolicy {
+  static constexpr int64_t kPerSecond = 100;
+  int64_t base_ms = 10'000;
+  int64_t ceiling_ms = 10'000;
+  // The interval for `connected` agents.
+  int64_t IntervalFor(size_t connected) const;
+};
+
 class Hub final : public TaskSink {
  public:
   // `auth` checks each agent's enrollment token; it must outlive the hub.
-  Hub(const Clock* clock, int64_t heartbeat_interval_ms, const Authenticator* auth);
+  Hub(const Clock* clock, HeartbeatPolicy heartbeats, const Authenticator* auth);
 
   void OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg);
   void OnClosed(const std::shared_ptr<StreamHandle>& stream);
@@ -66,10 +79,15 @@ class Hub final : public TaskSink {
   // Engine thread. Returns whether the event may call for a pass (a plain heartbeat does not).
   bool Apply(Event& ev);
   bool Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg);
+  // Engine thread, after the number of streams changed: when the policy's interval for the
+  // new count differs from the one in force by half or more, every agent is told the new one.
+  // The factor keeps a fleet that connects one by one from being told thousands of times.
+  void RetuneHeartbeats();
 
   Engine* engine_ = nullptr;  // set by Run; engine thread only
   const Clock* const clock_;
-  const int64_t heartbeat_interval_ms_;
+  const HeartbeatPolicy heartbeats_;
+  int64_t heartbeat_interval_ms_;  // engine thread: what the connected agents were told
   const Authenticator* const auth_;
 
   mutable std::mutex mu_;

@@ -70,13 +70,17 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   auto bootstrapped = impl->auth->Bootstrap(token_file);
   if (!bootstrapped.ok()) return bootstrapped.status();
   if (*bootstrapped) spdlog::info("first start: admin token written to {}", token_file);
-  int64_t heartbeat_ms = o.heartbeat_interval_ms;
-  if (heartbeat_ms <= 0) {
-    int64_t lost = 30'000;
+  HeartbeatPolicy heartbeats;
+  if (o.heartbeat_interval_ms > 0) {
+    heartbeats.base_ms = heartbeats.ceiling_ms = o.heartbeat_interval_ms;
+  } else {
+    int64_t lost = INT64_MAX;
     for (const auto& p : o.pipelines) lost = std::min<int64_t>(lost, p.timeouts.agent_lost.count());
-    heartbeat_ms = std::clamp<int64_t>(lost / 3, 1000, 10'000);
+    if (lost == INT64_MAX) lost = 30'000;
+    heartbeats.base_ms = std::clamp<int64_t>(lost / 3, 1000, 10'000);
+    heartbeats.ceiling_ms = std::max<int64_t>(heartbeats.base_ms, lost / 3);
   }
-  impl->hub = std::make_unique<Hub>(o.clock, heartbeat_ms, impl->auth.get());
+  impl->hub = std::make_unique<Hub>(o.clock, heartbeats, impl->auth.get());
   impl->engine = std::make_unique<Engine>(o.pipelines, impl->store.get(), o.clock, impl->hub.get());
 
   impl->agent_service = MakeAgentService(impl->hub.get());
@@ -92,8 +96,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   builder.RegisterService(impl->agent_service.get());
   builder.RegisterService(impl->control_service.get());
   // Detect agents whose connection died silently (no FIN): ping idle streams. The engine
-  // already counts a silent agent as lost after agent_lost; this only frees the stream.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  // already counts a silent agent as lost after agent_lost; this only frees the stream, so
+  // it can be rare (each ping is a wake-up of lockstepd for every agent).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);

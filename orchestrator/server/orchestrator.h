@@ -25,8 +25,9 @@ struct OrchestratorOptions {
   // Where the first admin token is written on first start (default DATA_DIR/admin-token).
   std::string bootstrap_token_file;
   // How often agents send a heartbeat. 0: a third of the smallest agent_lost of any
-  // pipeline, between 1 s and 10 s (so each agent has three chances before it counts as
-  // lost, and ten thousand idle agents cost lockstepd little).
+  // pipeline, between 1 s and 10 s, so each agent has three chances before it counts as
+  // lost; lockstepd lengthens it as the fleet grows (HeartbeatPolicy), never beyond a third
+  // of agent_lost. Non-zero: exactly this, whatever the fleet size.
   int64_t heartbeat_interval_ms = 0;
   TlsFiles tls;  // gRPC TLS: cert+key, and a client CA for mutual TLS
   const Clock* clock = SystemClock::Get();
