@@ -12,6 +12,7 @@
 #include "agents/connection.h"
 #include "agents/executor.h"
 #include "common/flags.h"
+#include "common/grpc_runtime.h"
 #include "common/log.h"
 
 namespace {
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   if (keep < 2) return Fail("--keep-releases must be at least 2 (current and previous)");
 
   lockstep::InitLogging("agent:" + flags.Get("name"), flags.Get("log-level"));
+  lockstep::TuneGrpcRuntime();
   lockstep::agent::CurlGlobalInit();
 
   sigset_t set;

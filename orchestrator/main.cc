@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/flags.h"
+#include "common/grpc_runtime.h"
 #include "common/log.h"
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/server/orchestrator.h"
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
     }
   }
   lockstep::InitLogging("lockstepd", flags.Get("log-level"));
+  lockstep::TuneGrpcRuntime();
 
   auto pipelines = lockstep::LoadPipelineDir(flags.Get("pipelines"));
   if (!pipelines.ok()) return Fail(pipelines.status().message());
