@@ -27,8 +27,9 @@ struct Connection::Impl {
   // Writes may block on flow control, so they have their own lock: Stop (under mu) can
   // always cancel the call, which unblocks them.
   std::mutex write_mu;
-  Stream* stream = nullptr;  // guarded by write_mu
-  bool welcomed = false;     // guarded by write_mu
+  Stream* stream = nullptr;    // guarded by write_mu
+  bool welcomed = false;       // guarded by write_mu
+  bool send_progress = false;  // guarded by write_mu; as the welcome asked
 
   bool Write(const v1::AgentMessage& msg) {
     std::lock_guard lock(write_mu);
@@ -130,6 +131,7 @@ struct Connection::Impl {
         {
           std::lock_guard lock(write_mu);
           welcomed = true;
+          send_progress = in.welcome().send_progress();
         }
         spdlog::info("connected to {} (pipeline {})", options.server, in.welcome().pipeline());
         set_interval(in.welcome().heartbeat_interval_ms());
@@ -219,9 +221,12 @@ void Connection::Stop() {
 }
 
 void Connection::SendProgress(const v1::TaskProgress& p) {
+  spdlog::info("task {} {}: {}", p.task_id(), p.step(), p.output());
   v1::AgentMessage m;
   *m.mutable_progress() = p;
-  impl_->Write(m);
+  std::lock_guard lock(impl_->write_mu);
+  if (!impl_->stream || !impl_->welcomed || !impl_->send_progress) return;
+  impl_->stream->Write(m);
 }
 
 void Connection::SendVerdict(const v1::GateVerdict& v) {

@@ -161,6 +161,7 @@ bool Hub::Apply(Event& ev) {
     lockstep::v1::ServerMessage welcome;
     welcome.mutable_welcome()->set_pipeline(*pipeline);
     welcome.mutable_welcome()->set_heartbeat_interval_ms(heartbeat_interval_ms_);
+    welcome.mutable_welcome()->set_send_progress(spdlog::should_log(spdlog::level::debug));
     ev.stream->Deliver(welcome);
     spdlog::info("agent {} connected (region {}, pipeline {}, running {})", msg.hello().name(),
                  msg.hello().region(), *pipeline,

@@ -1110,6 +1110,7 @@ class RogueOrchestrator final : public lockstep::v1::AgentService::Service {
     lockstep::v1::ServerMessage welcome;
     welcome.mutable_welcome()->set_pipeline("monolith");
     welcome.mutable_welcome()->set_heartbeat_interval_ms(1000);
+    welcome.mutable_welcome()->set_send_progress(true);  // the steps the agent ran
     stream->Write(welcome);
     for (const auto& task : tasks_) {
       {
