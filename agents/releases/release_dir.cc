@@ -52,10 +52,12 @@ std::string Lower(std::string s) {
 
 std::string RandomSuffix() {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::random_device rd;
+  // Seeded once per thread: opening a random_device for every switch costs more than the
+  // switch's own system calls.
+  thread_local std::mt19937 rng(std::random_device{}());
   std::string s;
   for (int i = 0; i < 4; ++i) {
-    uint32_t v = rd();
+    uint32_t v = rng();
     for (int j = 0; j < 4; ++j, v >>= 4) s.push_back(kHex[v & 0xf]);
   }
   return s;
