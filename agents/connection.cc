@@ -33,7 +33,7 @@ struct Connection::Impl {
 
   bool Write(const v1::AgentMessage& msg) {
     std::lock_guard lock(write_mu);
-    if (!stream || !welcomed) return false;
+    if (!stream || !welcomed || (msg.has_progress() && !send_progress)) return false;
     return stream->Write(msg);
   }
 
@@ -66,7 +66,6 @@ struct Connection::Impl {
         next = draw(0.0, 1.0);
         continue;
       }
-      if (std::chrono::steady_clock::now() < next) continue;
       next = draw(0.9, 1.1);
       // The version is read under the write lock so that a heartbeat never reaches the
       // orchestrator after a task result it predates: a stale version there would read as
@@ -224,9 +223,7 @@ void Connection::SendProgress(const v1::TaskProgress& p) {
   spdlog::info("task {} {}: {}", p.task_id(), p.step(), p.output());
   v1::AgentMessage m;
   *m.mutable_progress() = p;
-  std::lock_guard lock(impl_->write_mu);
-  if (!impl_->stream || !impl_->welcomed || !impl_->send_progress) return;
-  impl_->stream->Write(m);
+  impl_->Write(m);
 }
 
 void Connection::SendVerdict(const v1::GateVerdict& v) {

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "proto/lockstep.grpc.pb.h"
 #include "tests/integration/fleet.h"
@@ -18,26 +19,27 @@ namespace fs = std::filesystem;
 namespace v1 = lockstep::v1;
 using std::chrono::seconds;
 
-// Welcomes the agent with a heartbeat interval of ten minutes, then at once tells it 200 ms
-// (as lockstepd does when the fleet shrinks), and counts the heartbeats that follow.
-class RetuningOrchestrator final : public v1::AgentService::Service {
+// Welcomes the agent as `welcome` says, sends `then` (settings, a task) right after, and
+// counts what comes back.
+class StandInOrchestrator final : public v1::AgentService::Service {
  public:
+  StandInOrchestrator(v1::Welcome welcome, std::vector<v1::ServerMessage> then)
+      : welcome_(std::move(welcome)), then_(std::move(then)) {}
+
   grpc::Status Connect(
       grpc::ServerContext* /*ctx*/,
       grpc::ServerReaderWriter<v1::ServerMessage, v1::AgentMessage>* stream) override {
     v1::AgentMessage in;
     if (!stream->Read(&in) || !in.has_hello()) return grpc::Status::OK;
     v1::ServerMessage welcome;
-    welcome.mutable_welcome()->set_pipeline("monolith");
-    welcome.mutable_welcome()->set_heartbeat_interval_ms(600'000);
+    *welcome.mutable_welcome() = welcome_;
     stream->Write(welcome);
-    v1::ServerMessage settings;
-    settings.mutable_settings()->set_heartbeat_interval_ms(200);
-    stream->Write(settings);
+    for (const auto& msg : then_) stream->Write(msg);
     while (stream->Read(&in)) {
-      if (!in.has_heartbeat()) continue;
       std::lock_guard lock(mu_);
-      ++heartbeats_;
+      if (in.has_heartbeat()) ++heartbeats_;
+      if (in.has_progress()) ++progress_;
+      if (in.has_result()) result_ = in.result();
       cv_.notify_all();
     }
     return grpc::Status::OK;
@@ -47,37 +49,104 @@ class RetuningOrchestrator final : public v1::AgentService::Service {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, seconds(20), [&] { return heartbeats_ >= n; });
   }
+  bool WaitResult() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, seconds(30), [&] { return result_.has_value(); });
+  }
+  int progress() {
+    std::lock_guard lock(mu_);
+    return progress_;
+  }
 
  private:
+  const v1::Welcome welcome_;
+  const std::vector<v1::ServerMessage> then_;
   std::mutex mu_;
   std::condition_variable cv_;
-  int heartbeats_ = 0;  // guarded by mu_
+  int heartbeats_ = 0;                    // guarded by mu_
+  int progress_ = 0;                      // guarded by mu_
+  std::optional<v1::TaskResult> result_;  // guarded by mu_
 };
 
-TEST(AgentProtocolTest, AnAgentBeatsAtTheIntervalLockstepdLastToldIt) {
+// Serves `stand_in` on a loopback port and runs a real agent against it until `done`
+// returns; the agent's log is returned.
+std::string RunAgentAgainst(StandInOrchestrator& stand_in, const std::function<bool()>& done,
+                            bool* finished) {
   char tmpl[] = "/tmp/lockstep-agent-protocol-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   fs::create_directories(dir + "/agent");
-  RetuningOrchestrator stand_in;
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&stand_in);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_TRUE(server && port > 0);
-
+  EXPECT_TRUE(server && port > 0);
   auto agent = Process::Start(
       {BinPath("lockstep-agent"), "--server", "127.0.0.1:" + std::to_string(port), "--region",
        "us-east-1", "--name", "us-east-1-1", "--root", dir + "/agent", "--token", "lst_any"},
       dir + "/agent.log");
-  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
-  // At the welcome's ten minutes, five heartbeats would take most of an hour.
-  bool beat = stand_in.WaitHeartbeats(5);
-  (*agent)->Stop();
+  EXPECT_TRUE(agent.ok()) << agent.status().ToString();
+  *finished = agent.ok() && done();
+  if (agent.ok()) (*agent)->Stop();
   server->Shutdown(std::chrono::system_clock::now() + seconds(2));
-  EXPECT_TRUE(beat) << ReadFile(dir + "/agent.log");
+  std::string log = ReadFile(dir + "/agent.log");
   std::error_code ec;
   fs::remove_all(dir, ec);
+  return log;
+}
+
+TEST(AgentProtocolTest, AnAgentBeatsAtTheIntervalLockstepdLastToldIt) {
+  // Welcomed with ten minutes, then at once told 200 ms (as lockstepd does when the fleet
+  // shrinks).
+  v1::Welcome welcome;
+  welcome.set_pipeline("monolith");
+  welcome.set_heartbeat_interval_ms(600'000);
+  v1::ServerMessage settings;
+  settings.mutable_settings()->set_heartbeat_interval_ms(200);
+  StandInOrchestrator stand_in(welcome, {settings});
+  bool beat = false;
+  // At the welcome's ten minutes, five heartbeats would take most of an hour.
+  std::string log = RunAgentAgainst(
+      stand_in, [&] { return stand_in.WaitHeartbeats(5); }, &beat);
+  EXPECT_TRUE(beat) << log;
+}
+
+// A prepare whose fetch fails (nothing listens on port 1): the agent notes the fetch and its
+// retries as progress lines before it answers.
+v1::ServerMessage FailingPrepare() {
+  v1::ServerMessage msg;
+  v1::Task* t = msg.mutable_task();
+  t->set_task_id("prepare-1");
+  t->set_kind(v1::Task::PREPARE);
+  t->set_pipeline("monolith");
+  t->set_version("v1");
+  t->set_artifact_url("http://127.0.0.1:1/app-v1.tar.gz");
+  t->set_sha256(std::string(64, 'a'));
+  t->set_fetch_timeout_ms(1000);
+  return msg;
+}
+
+TEST(AgentProtocolTest, AnAgentSendsProgressLinesOnlyWhenTheWelcomeAsksAndLogsThemAlways) {
+  for (bool asked : {false, true}) {
+    SCOPED_TRACE(asked ? "welcome asks for progress" : "welcome does not ask");
+    v1::Welcome welcome;
+    welcome.set_pipeline("monolith");
+    welcome.set_heartbeat_interval_ms(600'000);
+    welcome.set_send_progress(asked);
+    StandInOrchestrator stand_in(welcome, {FailingPrepare()});
+    bool answered = false;
+    std::string log = RunAgentAgainst(
+        stand_in, [&] { return stand_in.WaitResult(); }, &answered);
+    ASSERT_TRUE(answered) << log;
+    if (asked) {
+      EXPECT_GT(stand_in.progress(), 0) << log;
+    } else {
+      EXPECT_EQ(stand_in.progress(), 0) << log;
+    }
+    // The agent's own log has the lines either way.
+    EXPECT_NE(log.find("task prepare-1 fetch: http://127.0.0.1:1/app-v1.tar.gz"), std::string::npos)
+        << log;
+  }
 }
 
 }  // namespace

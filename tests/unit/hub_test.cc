@@ -7,6 +7,7 @@
 #include "orchestrator/server/hub.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
 #include <condition_variable>
 #include <thread>
@@ -40,6 +41,7 @@ class RecordingStream final : public StreamHandle {
     std::lock_guard lock(mu_);
     if (msg.has_welcome()) {
       welcomed_ = true;
+      send_progress_ = msg.welcome().send_progress();
       latest_ms_ = msg.welcome().heartbeat_interval_ms();
     } else if (msg.has_settings()) {
       ++settings_;
@@ -65,6 +67,10 @@ class RecordingStream final : public StreamHandle {
     std::lock_guard lock(mu_);
     return settings_;
   }
+  bool send_progress() {
+    std::lock_guard lock(mu_);
+    return send_progress_;
+  }
   std::string closed() {
     std::lock_guard lock(mu_);
     return closed_;
@@ -74,6 +80,7 @@ class RecordingStream final : public StreamHandle {
   std::mutex mu_;
   std::condition_variable cv_;
   bool welcomed_ = false;
+  bool send_progress_ = false;
   int64_t latest_ms_ = 0;
   int settings_ = 0;
   std::string closed_;
@@ -158,6 +165,21 @@ TEST_F(HubHeartbeatTest, AGrowingFleetIsToldFewerHeartbeatsAndEveryAgentHearsThe
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   for (size_t i = 0; i < 100; ++i) EXPECT_EQ(streams[i]->latest_ms(), 1000) << "agent " << i;
+}
+
+// Progress lines cost lockstepd a wake-up each and it only logs them at debug level: agents
+// are asked for them exactly when it does.
+TEST_F(HubHeartbeatTest, AgentsAreAskedForProgressLinesOnlyWhenLockstepdLogsThem) {
+  const auto level = spdlog::get_level();
+  spdlog::set_level(spdlog::level::info);
+  auto quiet = Connect(1);
+  ASSERT_TRUE(quiet->WaitWelcomed()) << quiet->closed();
+  spdlog::set_level(spdlog::level::debug);
+  auto verbose = Connect(2);
+  ASSERT_TRUE(verbose->WaitWelcomed()) << verbose->closed();
+  spdlog::set_level(level);
+  EXPECT_FALSE(quiet->send_progress());
+  EXPECT_TRUE(verbose->send_progress());
 }
 
 }  // namespace
