@@ -2,8 +2,12 @@
 // again (after a reconnect, or after either side restarted) is answered from the journal
 // instead of being run twice. Bounded to the most recent `capacity` results.
 //
-// The file is replaced atomically (write to a temporary file, fsync, rename), so a kill -9
-// leaves either the old or the new journal.
+// The file is replaced atomically (write to a fresh temporary file, fsync, rename), so a
+// kill -9 leaves either the old or the new journal. It lives in the agent's root, which the
+// agent never follows links in: the journal is read with O_NOFOLLOW (a link there is ignored,
+// and replaced by the next write), and the temporary file is created with O_CREAT | O_EXCL |
+// O_NOFOLLOW after removing whatever had its name, so a planted link can neither be read
+// through nor written through. Mode 0600: task errors are the agent's business.
 //
 // Thread safety: not thread-safe; owned by the executor thread.
 #pragma once

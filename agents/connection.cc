@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "agents/credential.h"
 #include "agents/executor.h"
 #include "proto/lockstep.grpc.pb.h"
 
@@ -18,6 +19,8 @@ using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>;
 struct Connection::Impl {
   ConnectionOptions options;
   Executor* executor;
+
+  std::string credential;  // this host's own credential; "" until enrolled (Session thread)
 
   std::mutex mu;
   std::condition_variable cv;
@@ -99,6 +102,7 @@ struct Connection::Impl {
     h->set_region(options.region);
     h->set_pipeline(options.pipeline);
     h->set_token(options.token);
+    h->set_credential(credential);
     h->set_current_version(executor->CurrentVersion());
     for (const auto& v : executor->VersionsOnDisk()) h->add_versions_on_disk(v);
     h->set_agent_version("0.1.0");
@@ -127,6 +131,18 @@ struct Connection::Impl {
     while (ok && call->Read(&in)) {
       if (in.has_welcome()) {
         got_welcome = true;
+        if (!in.welcome().credential().empty()) {
+          // Enrolled: from now on this host proves itself with its own credential.
+          credential = in.welcome().credential();
+          if (!options.credential_file.empty()) {
+            if (Status st = SaveHostCredential(options.credential_file, credential); !st.ok()) {
+              spdlog::error("{}; this host will have to be re-enrolled after a restart",
+                            st.message());
+            }
+          }
+          spdlog::info("enrolled: credential kept in {}",
+                       options.credential_file.empty() ? "memory" : options.credential_file);
+        }
         {
           std::lock_guard lock(write_mu);
           welcomed = true;
@@ -180,7 +196,12 @@ Connection::Connection(ConnectionOptions options, Executor* executor)
 
 Connection::~Connection() { Stop(); }
 
-void Connection::Run() {
+Status Connection::Run() {
+  if (!impl_->options.credential_file.empty()) {
+    auto stored = LoadHostCredential(impl_->options.credential_file);
+    if (!stored.ok()) return stored.status();
+    impl_->credential = *stored;
+  }
   grpc::ChannelArguments args;
   // A lockstepd that hangs with its connection open is noticed within 70 s. One whose host or
   // network vanished is noticed sooner: with keepalive on, gRPC also sets TCP_USER_TIMEOUT
@@ -207,7 +228,7 @@ void Connection::Run() {
     if (welcomed) backoff = kMin;
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 2);
     auto wait = backoff + std::chrono::milliseconds(jitter(rng));
-    if (!impl_->Sleep(wait)) return;
+    if (!impl_->Sleep(wait)) return Status::Ok();
     backoff = std::min(kMax, backoff * 2);
   }
 }

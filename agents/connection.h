@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "common/status.h"
 #include "common/tls.h"
 #include "proto/lockstep.pb.h"
 
@@ -25,6 +26,9 @@ struct ConnectionOptions {
   std::string pipeline;
   std::string token;
   TlsFiles tls;  // CA of the server, and our certificate for mutual TLS
+  // Where this host's own credential is kept (agents/credential.h); empty: in memory only.
+  // Once lockstepd issued one, every hello presents it.
+  std::string credential_file;
 };
 
 class Connection {
@@ -32,7 +36,8 @@ class Connection {
   Connection(ConnectionOptions options, Executor* executor);
   ~Connection();
 
-  void Run();
+  // Runs until Stop. Fails at once, naming the file, if the stored credential is unreadable.
+  Status Run();
   void Stop();
 
   // Dropped silently when not connected (the orchestrator re-sends what it needs).

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -28,6 +29,16 @@ Executor::Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_
 Executor::~Executor() { Stop(); }
 
 Status Executor::Start() {
+  if (Status st = CheckHookEnvAllowList(options_.hook_env); !st.ok()) {
+    return st.WithContext("--hook-env");
+  }
+  if (!options_.hook_user.empty()) {
+    StatusOr<HookUser> user = LookUpHookUser(options_.hook_user);
+    if (!user.ok()) return user.status().WithContext("--hook-user");
+    hook_user_ = std::move(*user);
+  } else if (::geteuid() == 0) {
+    spdlog::warn("hooks will run as root; --hook-user runs them as an unprivileged user");
+  }
   LOCKSTEP_RETURN_IF_ERROR(releases_.Init());
   journal_.Load();
   worker_ = std::thread([this] { Loop(); });
@@ -212,6 +223,8 @@ Status Executor::RunHookIfPresent(const std::string& version, const std::string&
             {"LOCKSTEP_REGION", options_.region},
             {"LOCKSTEP_AGENT", options_.name},
             {"LOCKSTEP_ROOT", options_.root}};
+  ho.pass_env = options_.hook_env;
+  ho.user = hook_user_;
   ho.on_line = [&](const std::string& line) { Note(task.task_id(), hook, line); };
   auto result = RunHook(path.string(), ho);
   if (!result.ok()) return result.status();

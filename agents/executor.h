@@ -3,7 +3,9 @@
 // PREPARE fetches the artifact, verifies its sha256 and unpacks it into releases/VERSION/;
 // ACTIVATE runs the old release's deploy/stop, switches `current`, runs deploy/start, then
 // deploy/check and the HTTP probes. Hooks are only ever executables inside the verified
-// release directory: a task names a version, never a command.
+// release directory: a task names a version, never a command. They run with the curated
+// environment of hooks/hook_runner.h (PATH, LANG, LOCKSTEP_*, and the `hook_env` allow-list,
+// nothing else of the agent's), as `hook_user` when set.
 //
 // Tasks are idempotent by id: a task id already finished is answered from the TaskJournal; a
 // task id already queued or running is ignored.
@@ -17,12 +19,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "agents/agent_state.h"
+#include "agents/hooks/hook_runner.h"
 #include "agents/releases/release_dir.h"
 #include "proto/lockstep.pb.h"
 
@@ -33,6 +37,10 @@ struct ExecutorOptions {
   std::string name;
   std::string region;
   size_t keep_releases = 5;
+  // --hook-env: names of the agent's variables passed to hooks (see CheckHookEnvAllowList).
+  std::vector<std::string> hook_env = {};
+  // --hook-user: the user hooks run as; empty runs them as the agent's user.
+  std::string hook_user = {};
 };
 
 class Executor {
@@ -45,7 +53,9 @@ class Executor {
            VerdictFn on_verdict = nullptr);
   ~Executor();  // Stop()
 
-  // Prepares the root (cleans partial downloads) and starts the worker thread.
+  // Checks the hook settings, resolves the hook user, prepares the root (cleans partial
+  // downloads) and starts the worker thread. Fails, naming the flag, for a refused --hook-env
+  // name or an unknown --hook-user; and for a root it cannot use (ReleaseDir::Init).
   Status Start();
   void Submit(const lockstep::v1::Task& task);
   // Metric gate checks run on their own thread so a slow Prometheus never delays a task.
@@ -75,6 +85,7 @@ class Executor {
   const VerdictFn on_verdict_;
   ReleaseDir releases_;  // executor thread only (reads from other threads are plain FS reads)
   TaskJournal journal_;  // executor thread only
+  std::optional<HookUser> hook_user_;  // set by Start, before the worker exists; then read-only
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -43,6 +43,12 @@ int main(int argc, char** argv) {
   flags.Value("tls-cert", "", "PEM client certificate, for mutual TLS");
   flags.Value("tls-key", "", "PEM client key, for mutual TLS");
   flags.Value("log-level", "info", "debug, info, warn or error");
+  flags.Value("hook-env", "",
+              "NAME[,NAME...]: variables of the agent's environment passed on to hooks, which "
+              "otherwise see only PATH, LANG and LOCKSTEP_* (never CREDENTIALS_DIRECTORY)");
+  flags.Value("hook-user", "",
+              "user hooks run as, with its primary and supplementary groups (default: the "
+              "agent's user; needs root)");
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
     return Fail(st.message() + "\nusage: lockstep-agent [flags]\n" + flags.Usage());
@@ -75,8 +81,11 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   lockstep::agent::Connection* conn_ptr = nullptr;
+  auto hook_env = lockstep::agent::ParseHookEnvAllowList(flags.Get("hook-env"));
+  if (!hook_env.ok()) return Fail(hook_env.status().message());
   lockstep::agent::Executor executor(
-      {flags.Get("root"), flags.Get("name"), flags.Get("region"), static_cast<size_t>(keep)},
+      {flags.Get("root"), flags.Get("name"), flags.Get("region"), static_cast<size_t>(keep),
+       *hook_env, flags.Get("hook-user")},
       [&](const lockstep::v1::TaskProgress& p) {
         if (conn_ptr) conn_ptr->SendProgress(p);
       },
@@ -90,9 +99,10 @@ int main(int argc, char** argv) {
   if (auto creds = lockstep::ChannelCredentialsFrom(tls); !creds.ok()) {
     return Fail(creds.status().message());
   }
-  lockstep::agent::Connection conn({flags.Get("server"), flags.Get("name"), flags.Get("region"),
-                                    flags.Get("pipeline"), token, tls},
-                                   &executor);
+  lockstep::agent::Connection conn(
+      {flags.Get("server"), flags.Get("name"), flags.Get("region"), flags.Get("pipeline"), token,
+       tls, flags.Get("root") + "/host-credential"},
+      &executor);
   conn_ptr = &conn;
   if (auto st = executor.Start(); !st.ok()) return Fail(st.message());
   spdlog::info("agent {} in {} running {}", flags.Get("name"), flags.Get("region"),
@@ -105,7 +115,8 @@ int main(int argc, char** argv) {
     conn.Stop();
   });
   watcher.detach();
-  conn.Run();
+  lockstep::Status run = conn.Run();
   executor.Stop();
+  if (!run.ok()) return Fail(run.message());
   return 0;
 }

@@ -370,11 +370,11 @@ std::vector<std::unique_ptr<Host>> StartHosts(const std::string& server,
         });
     h->conn = std::make_unique<lockstep::agent::Connection>(
         lockstep::agent::ConnectionOptions{
-            server, h->name, h->region, "bench", enroll.at(h->region), {}},
+            server, h->name, h->region, "bench", enroll.at(h->region), {}, ""},
         h->executor.get());
     h->conn_ptr.store(h->conn.get());
     if (auto st = h->executor->Start(); !st.ok()) Die("executor: " + st.message());
-    h->runner = std::thread([hp] { hp->conn->Run(); });
+    h->runner = std::thread([hp] { (void)hp->conn->Run(); });
     hosts.push_back(std::move(h));
   }
   return hosts;

@@ -424,7 +424,7 @@ int Audit(const Context& ctx, int limit) {
 }
 
 int TokensCreate(const Context& ctx, const std::string& role, const std::string& name,
-                 const std::string& region) {
+                 const std::string& region, int64_t expires_in_ms) {
   if (role.empty() || name.empty()) {
     return Error(kUsage, "usage: lockstep tokens create --role ROLE --name NAME [--region R]");
   }
@@ -433,6 +433,7 @@ int TokensCreate(const Context& ctx, const std::string& role, const std::string&
   req.set_role(role);
   req.set_name(name);
   req.set_region(region);
+  req.set_expires_in_ms(expires_in_ms);
   v1::CreateTokenResponse resp;
   grpc::Status st = client.Call(&v1::ControlService::Stub::CreateToken, req, &resp);
   if (!st.ok()) return RpcError(ctx, st);
@@ -444,6 +445,60 @@ int TokensCreate(const Context& ctx, const std::string& role, const std::string&
     std::printf("%s\n", resp.token().c_str());
     std::fprintf(stderr, "token \"%s\" (%s) created; it is shown only once\n", resp.name().c_str(),
                  resp.role().c_str());
+  }
+  return kOk;
+}
+
+int TokensList(const Context& ctx) {
+  Client client(ctx);
+  v1::Empty req;
+  v1::ListTokensResponse resp;
+  grpc::Status st = client.Call(&v1::ControlService::Stub::ListTokens, req, &resp);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    json j = json::array();
+    for (const auto& t : resp.tokens()) j.push_back(TokenJson(t));
+    std::cout << j.dump(2) << "\n";
+    return kOk;
+  }
+  auto when = [](int64_t ms, const char* none) { return ms == 0 ? std::string(none) : Time(ms); };
+  std::printf("%-24s %-16s %-16s %-20s %-20s %-20s %s\n", "NAME", "ROLE", "REGION", "CREATED",
+              "LAST USED", "EXPIRES", "REVOKED");
+  for (const auto& t : resp.tokens()) {
+    std::printf("%-24s %-16s %-16s %-20s %-20s %-20s %s\n", t.name().c_str(), t.role().c_str(),
+                t.region().empty() ? "-" : t.region().c_str(), Time(t.created_at_ms()).c_str(),
+                when(t.last_used_at_ms(), "never").c_str(),
+                when(t.expires_at_ms(), "never").c_str(), when(t.revoked_at_ms(), "-").c_str());
+  }
+  return kOk;
+}
+
+int TokensRevoke(const Context& ctx, const std::string& name) {
+  Client client(ctx);
+  v1::TokenRef req;
+  req.set_name(name);
+  v1::Empty resp;
+  grpc::Status st = client.Call(&v1::ControlService::Stub::RevokeToken, req, &resp);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    std::cout << json({{"revoked", name}}).dump(2) << "\n";
+  } else {
+    std::fprintf(stderr, "token \"%s\" revoked\n", name.c_str());
+  }
+  return kOk;
+}
+
+int AgentsRemove(const Context& ctx, const std::string& name) {
+  Client client(ctx);
+  v1::AgentRef req;
+  req.set_name(name);
+  v1::Empty resp;
+  grpc::Status st = client.Call(&v1::ControlService::Stub::RemoveAgent, req, &resp);
+  if (!st.ok()) return RpcError(ctx, st);
+  if (ctx.json) {
+    std::cout << json({{"removed", name}}).dump(2) << "\n";
+  } else {
+    std::fprintf(stderr, "agent \"%s\" removed; it must enroll again to return\n", name.c_str());
   }
   return kOk;
 }

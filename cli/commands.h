@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,11 @@ int Rollback(const Context& ctx, const std::vector<std::string>& args, const std
              bool wait, std::chrono::milliseconds timeout);
 int Audit(const Context& ctx, int limit);
 int TokensCreate(const Context& ctx, const std::string& role, const std::string& name,
-                 const std::string& region);
+                 const std::string& region, int64_t expires_in_ms);
+// Name, role, region, created, last used, expires, revoked: never the secret.
+int TokensList(const Context& ctx);
+int TokensRevoke(const Context& ctx, const std::string& name);
+// Retires a host and its credential; it must enroll again to come back.
+int AgentsRemove(const Context& ctx, const std::string& name);
 
 }  // namespace lockstep::cli

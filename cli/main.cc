@@ -22,6 +22,7 @@ commands:
   release watch ID               live progress until a final state
   status [PIPELINE]
   agents
+  agents remove NAME             retire a host and its credential (it must enroll again)
   approve ID                     approve the wave waiting for a manual approval
   pause PIPELINE | resume PIPELINE
   freeze PIPELINE --reason TEXT | unfreeze PIPELINE
@@ -29,7 +30,9 @@ commands:
   rollback PIPELINE [--to V] [--no-wait]
                                  every host of every region back on the last good release
   audit [--limit N]
-  tokens create --role ROLE --name NAME [--region R]
+  tokens create --role ROLE --name NAME [--region R] [--expires-in 30d]
+  tokens list                    names, roles, last use, expiry; never the secret
+  tokens revoke NAME             at once; open event streams of the token are closed
 
 --server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN.
 TLS: --tls-ca FILE (or $LOCKSTEP_TLS_CA), and --tls-cert/--tls-key for mutual TLS.
@@ -66,6 +69,7 @@ int main(int argc, char** argv) {
   flags.Value("role", "", "tokens create: the token's role");
   flags.Value("name", "", "tokens create: the token's name");
   flags.Value("region", "", "tokens create: an agent token's region");
+  flags.Value("expires-in", "", "tokens create: lifetime, e.g. 30d or 12h (default: none)");
   const char* env_ca = std::getenv("LOCKSTEP_TLS_CA");
   flags.Value("tls-ca", env_ca ? env_ca : "", "PEM CA of lockstepd's certificate (TLS)");
   flags.Value("tls-cert", "", "PEM client certificate (mutual TLS)");
@@ -111,6 +115,10 @@ int main(int argc, char** argv) {
   }
   if (cmd == "status") return lockstep::cli::Status(ctx, rest);
   if (cmd == "agents") {
+    if (!rest.empty() && rest[0] == "remove") {
+      if (rest.size() != 2) return Usage("usage: lockstep agents remove NAME");
+      return lockstep::cli::AgentsRemove(ctx, rest[1]);
+    }
     if (!rest.empty()) return Usage("unexpected argument " + rest[0]);
     return lockstep::cli::Agents(ctx);
   }
@@ -126,9 +134,22 @@ int main(int argc, char** argv) {
   }
   if (cmd == "audit") return lockstep::cli::Audit(ctx, std::atoi(flags.Get("limit").c_str()));
   if (cmd == "tokens") {
-    if (rest.size() != 1 || rest[0] != "create") return Usage("usage: lockstep tokens create");
-    return lockstep::cli::TokensCreate(ctx, flags.Get("role"), flags.Get("name"),
-                                       flags.Get("region"));
+    const std::string sub = rest.empty() ? "" : rest[0];
+    if (sub == "create" && rest.size() == 1) {
+      int64_t expires_in_ms = 0;
+      if (!flags.Get("expires-in").empty()) {
+        auto lifetime = lockstep::ParseLifetime(flags.Get("expires-in"));
+        if (!lifetime.ok()) return Usage("--expires-in: " + lifetime.status().message());
+        expires_in_ms = lifetime->count();
+      }
+      return lockstep::cli::TokensCreate(ctx, flags.Get("role"), flags.Get("name"),
+                                         flags.Get("region"), expires_in_ms);
+    }
+    if (sub == "list" && rest.size() == 1) return lockstep::cli::TokensList(ctx);
+    if (sub == "revoke" && rest.size() == 2) return lockstep::cli::TokensRevoke(ctx, rest[1]);
+    return Usage(
+        "usage: lockstep tokens create --role ROLE --name NAME [--region R] [--expires-in D] | "
+        "tokens list | tokens revoke NAME");
   }
   return Usage("unknown command \"" + cmd + "\"");
 }

@@ -48,6 +48,29 @@ StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   return std::chrono::milliseconds(total);
 }
 
+StatusOr<std::chrono::milliseconds> ParseLifetime(std::string_view text) {
+  if (text.size() >= 2 && text.back() == 'd') {
+    int64_t days = 0;
+    for (char c : text.substr(0, text.size() - 1)) {
+      if (!std::isdigit(static_cast<unsigned char>(c)) || days > 3650) {
+        return InvalidArgument("bad lifetime \"" + std::string(text) +
+                               "\": use whole days like 30d, or forms like 12h");
+      }
+      days = days * 10 + (c - '0');
+    }
+    if (days == 0 || days > 3650) {
+      return InvalidArgument("bad lifetime \"" + std::string(text) + "\": 1d to 3650d");
+    }
+    return std::chrono::milliseconds(days * 24 * 3600 * 1000);
+  }
+  auto d = ParseDuration(text);
+  if (!d.ok()) return d.status();
+  if (d->count() <= 0) {
+    return InvalidArgument("bad lifetime \"" + std::string(text) + "\": must be positive");
+  }
+  return *d;
+}
+
 std::string FormatDuration(std::chrono::milliseconds d) {
   int64_t ms = d.count();
   if (ms == 0) return "0s";

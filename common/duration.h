@@ -13,6 +13,10 @@ namespace lockstep {
 
 StatusOr<std::chrono::milliseconds> ParseDuration(std::string_view text);
 
+// A credential's lifetime: ParseDuration's forms, or whole days ("30d", "365d"), at most
+// ten years; must be positive.
+StatusOr<std::chrono::milliseconds> ParseLifetime(std::string_view text);
+
 // The shortest form that ParseDuration reads back: "1m30s", "250ms", "0s".
 std::string FormatDuration(std::chrono::milliseconds d);
 

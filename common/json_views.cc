@@ -124,4 +124,17 @@ json AuditJson(const lockstep::v1::AuditEntry& e) {
           {"detail", e.detail()}, {"outcome", e.outcome()}};
 }
 
+json TokenJson(const lockstep::v1::TokenInfo& t) {
+  auto when = [](int64_t ms) { return ms == 0 ? json(nullptr) : json(Time(ms)); };
+  return {{"name", t.name()},
+          {"role", t.role()},
+          {"region", t.region()},
+          {"created", Time(t.created_at_ms())},
+          {"created_by", t.created_by()},
+          {"last_used", when(t.last_used_at_ms())},
+          {"expires", when(t.expires_at_ms())},
+          {"revoked", when(t.revoked_at_ms())},
+          {"revoked_by", t.revoked_by()}};
+}
+
 }  // namespace lockstep

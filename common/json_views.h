@@ -13,5 +13,6 @@ nlohmann::json ReleaseJson(const lockstep::v1::Release& r);
 nlohmann::json AgentJson(const lockstep::v1::Agent& a);
 nlohmann::json PipelineStatusJson(const lockstep::v1::PipelineStatus& p);
 nlohmann::json AuditJson(const lockstep::v1::AuditEntry& e);
+nlohmann::json TokenJson(const lockstep::v1::TokenInfo& t);
 
 }  // namespace lockstep

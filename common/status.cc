@@ -22,6 +22,8 @@ const char* StatusCodeName(StatusCode code) {
       return "unavailable";
     case StatusCode::kDeadlineExceeded:
       return "deadline exceeded";
+    case StatusCode::kResourceExhausted:
+      return "resource exhausted";
     case StatusCode::kDataLoss:
       return "data loss";
     case StatusCode::kInternal:

@@ -23,8 +23,9 @@ enum class StatusCode {
   kUnauthenticated,
   kUnavailable,  // transient: network, peer gone; retrying may help
   kDeadlineExceeded,
-  kDataLoss,  // a digest mismatch, a truncated body
-  kInternal,  // storage failure, invariant broken
+  kResourceExhausted,  // a limit was reached (streams, connections); later may succeed
+  kDataLoss,           // a digest mismatch, a truncated body
+  kInternal,           // storage failure, invariant broken
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -58,6 +59,15 @@ inline Status FailedPrecondition(std::string m) {
 }
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status PermissionDenied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
+inline Status Unauthenticated(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
+inline Status ResourceExhausted(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status DeadlineExceeded(std::string m) {
   return {StatusCode::kDeadlineExceeded, std::move(m)};

@@ -2,18 +2,24 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <thread>
 
+#include "common/duration.h"
 #include "common/flags.h"
 #include "common/grpc_runtime.h"
 #include "common/log.h"
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/server/orchestrator.h"
+#include "orchestrator/webhook/github_trigger.h"
 
 namespace {
 
@@ -61,6 +67,15 @@ int main(int argc, char** argv) {
   flags.Value("tls-cert", "", "PEM certificate for gRPC TLS");
   flags.Value("tls-key", "", "PEM private key for gRPC TLS");
   flags.Value("tls-client-ca", "", "PEM CA for client certificates (enables mutual TLS)");
+  flags.Value("http-allowed-hosts", "",
+              "comma-separated Host names the HTTP port answers to, or *; default: loopback "
+              "names for a loopback --http-listen, any for 0.0.0.0");
+  flags.Value("agent-hello-timeout", "10s",
+              "an agent stream that is not authenticated by then is closed");
+  flags.Value("max-pending-agent-streams-per-peer", "256",
+              "unauthenticated agent streams allowed at once from one address");
+  flags.Value("max-pending-agent-streams", "2048",
+              "unauthenticated agent streams allowed at once in total");
   flags.Value("log-level", "info", "debug, info, warn or error");
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
@@ -82,10 +97,15 @@ int main(int argc, char** argv) {
   auto pipelines = lockstep::LoadPipelineDir(flags.Get("pipelines"));
   if (!pipelines.ok()) return Fail(pipelines.status().message());
   if (pipelines->empty()) return Fail("no pipeline files (*.yaml) in " + flags.Get("pipelines"));
+  // A webhook secret that cannot be read is found now, not when the first push arrives.
+  if (auto st = lockstep::CheckGithubSecrets(*pipelines); !st.ok()) return Fail(st.message());
 
   // A file-size limit (RLIMIT_FSIZE, e.g. systemd's LimitFSIZE=) must surface as a failed
   // write that the store reports and latches, not kill the daemon mid-commit with SIGXFSZ.
   signal(SIGXFSZ, SIG_IGN);
+  // The store, the bootstrap token and anything else lockstepd writes are readable by its own
+  // user only, whatever umask the service manager handed down.
+  umask(077);
 
   // Signals are taken synchronously by a watcher thread, not in a handler.
   sigset_t set;
@@ -102,6 +122,33 @@ int main(int argc, char** argv) {
   options.web_dir = flags.Get("web-dir");
   options.bootstrap_token_file = flags.Get("bootstrap-token-file");
   options.tls = {flags.Get("tls-client-ca"), flags.Get("tls-cert"), flags.Get("tls-key")};
+  for (std::string rest = flags.Get("http-allowed-hosts"); !rest.empty();) {
+    auto comma = rest.find(',');
+    std::string name = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (!name.empty()) options.http_allowed_hosts.push_back(name);
+  }
+  auto hello_timeout = lockstep::ParseDuration(flags.Get("agent-hello-timeout"));
+  if (!hello_timeout.ok() || hello_timeout->count() <= 0) {
+    return Fail("--agent-hello-timeout: " + (hello_timeout.ok()
+                                                 ? std::string("must be positive")
+                                                 : hello_timeout.status().message()));
+  }
+  options.hello_timeout_ms = hello_timeout->count();
+  for (auto [flag, field] :
+       {std::pair{"max-pending-agent-streams-per-peer", &options.max_pending_streams_per_peer},
+        std::pair{"max-pending-agent-streams", &options.max_pending_streams}}) {
+    const std::string v = flags.Get(flag);
+    char* end = nullptr;
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < 1 || n > 1'000'000) {
+      return Fail(std::string("--") + flag + ": expected a number from 1 to 1000000, got \"" + v +
+                  "\"");
+    }
+    *field = static_cast<int>(n);
+  }
   auto orch = lockstep::Orchestrator::Start(std::move(options));
   if (!orch.ok()) return Fail(orch.status().message());
 

@@ -33,7 +33,7 @@ fi
 RUNS=${1:-10000000}
 MAX_TIME=${FUZZ_MAX_TIME:-3600}
 RSS_MB=${FUZZ_RSS_MB:-2048}
-read -r -a TARGETS_TO_RUN <<< "${FUZZ_TARGETS:-pipeline github_webhook unpack}"
+read -r -a TARGETS_TO_RUN <<< "${FUZZ_TARGETS:-pipeline github_webhook unpack static_path agent_hello}"
 
 mkdir -p "$BUILD_DIR/logs"
 failed=0

@@ -339,7 +339,12 @@ class Unpacker {
 
     tree_.Add(components, kind, symlink_target);
     archive_entry_copy_pathname(entry, full.c_str());
-    mode_t perm = archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID);
+    // Only the agent may change a release: whoever else can read it (a service running as
+    // another user, the hook user) must not be able to rewrite what the digest vouched for.
+    // Masked here rather than left to the umask, which ARCHIVE_EXTRACT_PERM ignores and which
+    // belongs to whoever started the agent.
+    mode_t perm =
+        archive_entry_perm(entry) & ~static_cast<mode_t>(S_ISUID | S_ISGID | S_IWGRP | S_IWOTH);
     // The agent must always be able to list and prune its own release directories.
     if (kind == TreeModel::Kind::kDir) perm |= S_IRWXU;
     archive_entry_set_perm(entry, perm);

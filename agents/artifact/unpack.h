@@ -8,6 +8,10 @@
 // secure flags as a second line of defence (ARCHIVE_EXTRACT_SECURE_NODOTDOT,
 // ARCHIVE_EXTRACT_SECURE_SYMLINKS) and never changes the process's working directory.
 //
+// Modes: every file and directory keeps its mode from the archive minus the setuid and setgid
+// bits and minus group and other write (mode & ~06022), whatever the agent's umask; directories
+// are always rwx for the agent. Owners are not restored: everything belongs to the agent.
+//
 // On failure the destination directory may hold a partial tree; callers unpack into a
 // scratch directory and rename it into place only on success.
 #pragma once

@@ -1,9 +1,14 @@
 #include "agents/hooks/hook_runner.h"
 
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/process.hpp>
@@ -13,6 +18,7 @@
 #include <deque>
 #include <exception>
 #include <filesystem>
+#include <string_view>
 #include <system_error>
 
 namespace lockstep::agent {
@@ -79,7 +85,186 @@ Status CheckExecutable(const std::string& path) {
   return Status::Ok();
 }
 
+constexpr char kDefaultLang[] = "C.UTF-8";
+// Hand systemd's credentials (and whatever else lives there) to the agent alone.
+constexpr std::string_view kNeverPassed[] = {"CREDENTIALS_DIRECTORY"};
+// Where the descriptor loop stops if close_range() is missing (kernels before 5.11).
+constexpr rlim_t kMaxDescriptorSweep = 65536;
+// Exit status of a child that could not become the hook user; RunHook reports the failure
+// through the report pipe, so this is only what a stray waitpid would see.
+constexpr int kCannotSwitchUserExit = 126;
+
+bool IsEnvName(std::string_view name) {
+  if (name.empty() || (name.front() >= '0' && name.front() <= '9')) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// The whole environment of a hook, as documented in the header.
+std::map<std::string, std::string> HookEnvironment(const HookOptions& options) {
+  std::map<std::string, std::string> vars;
+  vars["PATH"] = kHookPath;
+  const char* lang = ::getenv("LANG");
+  vars["LANG"] = lang != nullptr && *lang != '\0' ? lang : kDefaultLang;
+  for (const std::string& name : options.pass_env) {
+    if (const char* value = ::getenv(name.c_str())) vars[name] = value;
+  }
+  for (const auto& [name, value] : options.env) vars[name] = value;
+  return vars;
+}
+
+// What the child does between fork and exec. Everything it needs is computed by the parent:
+// after fork only async-signal-safe calls are allowed (the agent has other threads, and one
+// of them may hold the allocator's lock).
+struct ChildSetup {
+  const HookUser* user = nullptr;
+  rlim_t descriptor_sweep = 0;
+  int report_fd = -1;  // write end of the report pipe (close-on-exec)
+
+  void InChild() const {
+    // Its own process group, so that a timeout kills what the hook started too.
+    ::setpgid(0, 0);
+    // Descriptors the agent opened without O_CLOEXEC (or that another thread is about to mark)
+    // must not reach a hook, which may run as a less trusted user.
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+      for (rlim_t fd = 3; fd < descriptor_sweep; ++fd) {
+        ::fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+      }
+    }
+    if (user == nullptr) return;
+    // Groups first: once the uid is dropped, the groups can no longer be changed.
+    if (::setgroups(user->groups.size(), user->groups.data()) != 0 || ::setgid(user->gid) != 0 ||
+        ::setuid(user->uid) != 0) {
+      Fail(errno);
+    }
+    if (::getuid() != user->uid || ::geteuid() != user->uid || ::getgid() != user->gid ||
+        ::getegid() != user->gid) {
+      Fail(EPERM);
+    }
+  }
+
+  // Never returns: a hook that cannot run as its user does not run at all.
+  [[noreturn]] void Fail(int err) const {
+    if (::write(report_fd, &err, sizeof err) < 0) {
+      // Nothing more to do: the parent sees the child exit without exec and reports that.
+    }
+    ::_exit(kCannotSwitchUserExit);
+  }
+};
+
+// A close-on-exec pipe through which the child reports an errno if it cannot become the hook
+// user. The parent reads after the launch: end of file means the child reached exec.
+class ReportPipe {
+ public:
+  ReportPipe() {
+    if (::pipe2(fds_.data(), O_CLOEXEC) != 0) fds_ = {-1, -1};
+  }
+  ~ReportPipe() {
+    for (int fd : fds_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  ReportPipe(const ReportPipe&) = delete;
+  ReportPipe& operator=(const ReportPipe&) = delete;
+
+  bool ok() const { return fds_[0] >= 0; }
+  int write_end() const { return fds_[1]; }
+
+  // The child's errno, or 0 if it reached exec (or exited before the report: then the
+  // launch itself failed and Boost says why).
+  int ReadReport() {
+    ::close(fds_[1]);
+    fds_[1] = -1;
+    int err = 0;
+    ssize_t n;
+    do {
+      n = ::read(fds_[0], &err, sizeof err);
+    } while (n < 0 && errno == EINTR);
+    return n == static_cast<ssize_t>(sizeof err) ? err : 0;
+  }
+
+ private:
+  std::array<int, 2> fds_{-1, -1};
+};
+
+rlim_t DescriptorSweep() {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return kMaxDescriptorSweep;
+  }
+  return std::min(limit.rlim_cur, kMaxDescriptorSweep);
+}
+
+std::string Describe(const HookUser& user) {
+  return "user " + user.name + " (uid " + std::to_string(user.uid) + ", gid " +
+         std::to_string(user.gid) + ")";
+}
+
 }  // namespace
+
+Status CheckHookEnvAllowList(const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    if (!IsEnvName(name)) {
+      return InvalidArgument("\"" + name + "\" is not an environment variable name");
+    }
+    for (std::string_view never : kNeverPassed) {
+      if (name == never) return InvalidArgument(name + " is never passed to hooks");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<std::string>> ParseHookEnvAllowList(const std::string& csv) {
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (start <= csv.size()) {
+    size_t end = csv.find(',', start);
+    if (end == std::string::npos) end = csv.size();
+    std::string name = csv.substr(start, end - start);
+    name.erase(0, name.find_first_not_of(' '));
+    name.erase(name.find_last_not_of(' ') + 1);
+    if (!name.empty()) names.push_back(std::move(name));
+    start = end + 1;
+  }
+  if (Status st = CheckHookEnvAllowList(names); !st.ok()) return st.WithContext("--hook-env");
+  return names;
+}
+
+StatusOr<HookUser> LookUpHookUser(const std::string& name) {
+  long size_hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size_hint > 0 ? static_cast<size_t>(size_hint) : 4096);
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  int err;
+  while ((err = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found)) == ERANGE &&
+         buf.size() < (size_t{1} << 20)) {
+    buf.resize(buf.size() * 2);
+  }
+  if (err != 0) {
+    return Internal("looking up hook user " + name + ": " + std::strerror(err));
+  }
+  if (found == nullptr) return NotFound("hook user \"" + name + "\" does not exist");
+
+  HookUser user;
+  user.name = name;
+  user.uid = pw.pw_uid;
+  user.gid = pw.pw_gid;
+  int count = 32;
+  for (;;) {
+    user.groups.resize(static_cast<size_t>(count));
+    const int capacity = count;
+    if (::getgrouplist(pw.pw_name, pw.pw_gid, user.groups.data(), &count) >= 0) {
+      user.groups.resize(static_cast<size_t>(count));
+      break;
+    }
+    // getgrouplist sets `count` to the number needed; guard against an implementation that
+    // does not grow it.
+    if (count <= capacity) count = capacity * 2;
+    if (count > (1 << 17)) return Internal("hook user " + name + " is in too many groups");
+  }
+  return user;
+}
 
 StatusOr<HookResult> RunHook(const std::string& executable, const HookOptions& options) {
   std::error_code fs_ec;
@@ -88,6 +273,14 @@ StatusOr<HookResult> RunHook(const std::string& executable, const HookOptions& o
   const std::string exe = std::filesystem::absolute(executable, fs_ec).string();
   if (fs_ec) return InvalidArgument("bad hook path " + executable + ": " + fs_ec.message());
   LOCKSTEP_RETURN_IF_ERROR(CheckExecutable(exe));
+  if (Status st = CheckHookEnvAllowList(options.pass_env); !st.ok()) {
+    return st.WithContext("environment of hook " + exe);
+  }
+  for (const auto& [name, value] : options.env) {
+    if (Status st = CheckHookEnvAllowList({name}); !st.ok()) {
+      return st.WithContext("environment of hook " + exe);
+    }
+  }
   if (!options.working_dir.empty() && !std::filesystem::is_directory(options.working_dir, fs_ec)) {
     return NotFound("working directory " + options.working_dir + " of hook " + exe +
                     " does not exist");
@@ -101,25 +294,50 @@ StatusOr<HookResult> RunHook(const std::string& executable, const HookOptions& o
     bool output_done = false;
     bool exited = false;
 
-    bp::environment env = boost::this_process::environment();
-    // set(), not env[key]: Boost 1.74's environment::find (behind operator[]) compares
+    // Built from nothing: passing a bp::environment replaces the agent's, it does not add to
+    // it. set(), not env[key]: Boost 1.74's environment::find (behind operator[]) compares
     // "KEY=" against every variable without checking its length, reading past the end of any
     // shorter one (a heap-buffer-overflow under AddressSanitizer). set() checks the length.
-    for (const auto& [key, value] : options.env) env.set(key, value);
+    bp::environment env;
+    for (const auto& [key, value] : HookEnvironment(options)) env.set(key, value);
+
+    ReportPipe report;
+    if (!report.ok()) {
+      return Internal("cannot start hook " + exe + ": pipe: " + std::strerror(errno));
+    }
+    const ChildSetup setup{options.user ? &*options.user : nullptr, DescriptorSweep(),
+                           report.write_end()};
 
     std::error_code launch_ec;
     // One pipe for stdout and stderr keeps their lines in the order the hook wrote them.
     // The hook gets its own process group so that a timeout kills what it started too
     // (a `sleep` under a shell would otherwise outlive the shell and hold the pipe).
-    // chdir(".") is a no-op, so an unset working directory keeps the agent's.
+    // chdir(".") is a no-op, so an unset working directory keeps the agent's. The setup runs
+    // last, after the redirections and the chdir, so the user switch is the final step.
     const std::string dir = options.working_dir.empty() ? "." : options.working_dir;
     auto no_input = bp::std_in < bp::null;
     auto output = (bp::std_out & bp::std_err) > pipe;
     bp::child child(bp::exe = exe, bp::start_dir = dir, env, no_input, output,
                     bp::on_exit([&exited](int, const std::error_code&) { exited = true; }),
-                    bp::extend::on_exec_setup([](auto&) { ::setpgid(0, 0); }), ioc, launch_ec);
+                    bp::extend::on_exec_setup([&setup](auto&) { setup.InChild(); }),
+                    // Boost abandons a child whose launch failed after fork (at exec, usually
+                    // already exiting): stop and reap it here so no zombie is left behind.
+                    bp::extend::on_error([](auto& exec, const std::error_code&) {
+                      if (exec.pid > 0) {
+                        ::kill(exec.pid, SIGKILL);
+                        ::waitpid(exec.pid, nullptr, 0);
+                      }
+                    }),
+                    ioc, launch_ec);
+    const int switch_err = report.ReadReport();
     if (launch_ec) {
       return Internal("cannot start hook " + exe + ": " + launch_ec.message());
+    }
+    if (switch_err != 0) {
+      std::error_code ec;
+      child.wait(ec);
+      return PermissionDenied("cannot run hook " + exe + " as " + Describe(*options.user) + ": " +
+                              std::strerror(switch_err));
     }
     const pid_t pid = child.id();
 

@@ -1,6 +1,8 @@
 #include "agents/releases/release_dir.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -13,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <string_view>
 #include <utility>
@@ -150,6 +153,87 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+struct DirCloser {
+  void operator()(DIR* dir) const { ::closedir(dir); }
+};
+
+// Empties the directory open at `dir_fd` (shown as `path` in errors) without following any
+// symbolic link: entries are removed by name relative to their parent's descriptor and
+// subdirectories are opened with O_NOFOLLOW, so neither a link inside nor one swapped in
+// while this runs can lead it outside.
+Status ClearDirectoryAt(int dir_fd, const std::string& path) {
+  // fdopendir takes the descriptor it is given; the caller keeps its own for the *at calls.
+  const int list_fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+  if (list_fd < 0) return ErrnoError("dup " + path, errno);
+  std::unique_ptr<DIR, DirCloser> dir(::fdopendir(list_fd));
+  if (!dir) {
+    const int err = errno;
+    ::close(list_fd);
+    return ErrnoError("opendir " + path, err);
+  }
+  std::vector<std::string> names;
+  errno = 0;
+  while (const struct dirent* e = ::readdir(dir.get())) {
+    const std::string_view name = e->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  if (errno != 0) return ErrnoError("readdir " + path, errno);
+
+  for (const std::string& name : names) {
+    const std::string shown = path + "/" + name;
+    if (::unlinkat(dir_fd, name.c_str(), 0) == 0) continue;  // files and links alike
+    if (errno != EISDIR && errno != EPERM) return ErrnoError("unlink " + shown, errno);
+    Fd sub(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (sub.get() < 0) return ErrnoError("open " + shown, errno);
+    LOCKSTEP_RETURN_IF_ERROR(ClearDirectoryAt(sub.get(), shown));
+    if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) {
+      return ErrnoError("rmdir " + shown, errno);
+    }
+  }
+  return Status::Ok();
+}
+
+// What to do when a name the agent keeps a directory under is something else.
+enum class IfNotADirectory {
+  kReplace,  // scratch space: remove the link or file itself and make the directory
+  kRefuse,   // may hold what the operator wants kept: stop and say so
+};
+
+// Makes ROOT/<name> a real directory, looked at without following a link, and returns it
+// open (O_NOFOLLOW) for use relative to its descriptor.
+StatusOr<int> OwnDirectoryAt(int root_fd, const std::string& root, const char* name, mode_t mode,
+                             IfNotADirectory if_not) {
+  const std::string path = root + "/" + name;
+  struct stat st;
+  if (::fstatat(root_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      const char* what = S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory";
+      if (if_not == IfNotADirectory::kRefuse) {
+        return FailedPrecondition(path + " is " + what +
+                                  "; the agent does not follow links for its own files: make "
+                                  "it a directory (a bind mount can put it on another disk)");
+      }
+      if (::unlinkat(root_fd, name, 0) != 0) return ErrnoError("unlink " + path, errno);
+      spdlog::warn("{} was {}; removed it and made a directory (a link's target is untouched)",
+                   path, what);
+    }
+  } else if (errno != ENOENT) {
+    return ErrnoError("stat " + path, errno);
+  }
+  if (::mkdirat(root_fd, name, mode) != 0 && errno != EEXIST) {
+    return ErrnoError("mkdir " + path, errno);
+  }
+  // O_NOFOLLOW: a link swapped in since the check above is refused here, not followed.
+  const int fd = ::openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ELOOP || errno == ENOTDIR) {
+      return FailedPrecondition(path + " is not a directory (it changed during start-up)");
+    }
+    return ErrnoError("open " + path, errno);
+  }
+  return fd;
+}
+
 }  // namespace
 
 ReleaseDir::ReleaseDir(std::string root) : root_(std::move(root)) {}
@@ -172,15 +256,21 @@ bool ReleaseDir::IsValidVersion(const std::string& version) {
 
 Status ReleaseDir::Init() {
   try {
-    fs::create_directories(root_ + "/releases");
-    fs::create_directories(TmpPath(""));
-    for (const fs::directory_entry& e : fs::directory_iterator(TmpPath(""))) {
-      fs::remove_all(e.path());
-    }
+    fs::create_directories(root_);  // ROOT itself may be a link: the operator chose it
   } catch (const fs::filesystem_error& e) {
     return FsError("initialising release directory " + root_, e);
   }
-  return Status::Ok();
+  Fd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (root.get() < 0) return ErrnoError("open " + root_, errno);
+  StatusOr<int> releases =
+      OwnDirectoryAt(root.get(), root_, "releases", 0755, IfNotADirectory::kRefuse);
+  if (!releases.ok()) return releases.status();
+  Fd releases_fd(*releases);
+  // 0700: downloads and partial unpacks are nobody else's business.
+  StatusOr<int> tmp = OwnDirectoryAt(root.get(), root_, "tmp", 0700, IfNotADirectory::kReplace);
+  if (!tmp.ok()) return tmp.status();
+  Fd tmp_fd(*tmp);
+  return ClearDirectoryAt(tmp_fd.get(), root_ + "/tmp");
 }
 
 std::optional<std::string> ReleaseDir::Current() const {

@@ -9,6 +9,12 @@
 // renamed), and `current` is replaced by rename(2) of a fresh symlink, so a kill -9 at any
 // moment leaves `current` naming a complete release (or the previous one).
 //
+// Symbolic links: ROOT itself may be one (the operator chose it), but the agent never follows
+// a link inside ROOT for its own files. `current` is the only link it makes; a link found in
+// place of tmp/ is removed (the link, never what it points at) and replaced by a directory;
+// a link in place of releases/ is refused at Init, since the releases may really live there;
+// links inside tmp/ are removed, not followed.
+//
 // Thread safety: not thread-safe; the agent's executor owns it and calls it from one thread.
 #pragma once
 
@@ -24,8 +30,9 @@ class ReleaseDir {
  public:
   explicit ReleaseDir(std::string root);
 
-  // Creates releases/ and tmp/ if missing and removes leftovers in tmp/ from an interrupted
-  // run. Call once at start-up.
+  // Creates ROOT, releases/ and tmp/ (0700) if missing and removes leftovers in tmp/ from an
+  // interrupted run. Call once at start-up. kFailedPrecondition, naming the path, if
+  // releases/ is a symbolic link or not a directory; kInternal for I/O failures.
   Status Init();
 
   const std::string& root() const { return root_; }

@@ -1,9 +1,12 @@
 #include "orchestrator/auth/authenticator.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <regex>
+
+#include "common/random.h"
 
 namespace lockstep {
 
@@ -20,6 +23,8 @@ StatusOr<Principal> Authenticator::Authenticate(std::string_view authorization) 
   if (!found.ok()) return found.status();
   if (!found->has_value()) return Status(StatusCode::kUnauthenticated, "invalid token");
   const TokenRecord& t = **found;
+  LOCKSTEP_RETURN_IF_ERROR(CheckUsable(t));
+  Touch(t);
   auto role = ParseRole(t.role);
   if (!role) {
     return Status(StatusCode::kPermissionDenied,
@@ -42,26 +47,111 @@ StatusOr<Principal> Authenticator::Check(std::string_view authorization, Action 
   return who;
 }
 
-Status Authenticator::AuthenticateAgent(std::string_view token, const std::string& region) const {
-  if (token.empty()) {
-    return Status(StatusCode::kUnauthenticated, "missing enrollment token");
+Status Authenticator::CheckUsable(const TokenRecord& t) const {
+  if (t.revoked_at != 0) {
+    return Status(StatusCode::kUnauthenticated, "token \"" + t.name + "\" was revoked");
   }
-  auto found = store_->FindTokenByHash(HashToken(token));
-  if (!found.ok()) return found.status();
-  if (!found->has_value() || (*found)->role != "agent") {
-    return Status(StatusCode::kUnauthenticated, "invalid enrollment token");
-  }
-  if ((*found)->region != region) {
-    return Status(StatusCode::kPermissionDenied, "enrollment token \"" + (*found)->name +
-                                                     "\" is for region " + (*found)->region +
-                                                     ", not " + region);
+  if (t.expires_at != 0 && clock_->Now() >= t.expires_at) {
+    return Status(StatusCode::kUnauthenticated, "token \"" + t.name + "\" has expired");
   }
   return Status::Ok();
 }
 
+void Authenticator::Touch(const TokenRecord& t) const {
+  const UnixMs now = clock_->Now();
+  {
+    std::lock_guard lock(touch_mu_);
+    UnixMs& last = last_touch_[t.name];
+    if (now - last < 60'000) return;
+    last = now;
+  }
+  (void)store_->TouchToken(t.name, now);  // best effort: a read must not fail on it
+}
+
+StatusOr<Authenticator::AgentCheck> Authenticator::CheckAgent(const std::string& name,
+                                                              const std::string& region,
+                                                              std::string_view enrollment_token,
+                                                              std::string_view credential) const {
+  auto enrolled = store_->FindHostCredential(name);
+  if (!enrolled.ok()) return enrolled.status();
+  if (enrolled->has_value() && !credential.empty()) {
+    const std::string presented = HashToken(credential);
+    const std::string& stored = (*enrolled)->hash;
+    if (presented.size() == stored.size() &&
+        CRYPTO_memcmp(presented.data(), stored.data(), stored.size()) == 0) {
+      if ((*enrolled)->region != region) {
+        return PermissionDenied("host \"" + name + "\" is enrolled in region " +
+                                (*enrolled)->region + ", not " + region);
+      }
+      return AgentCheck{};
+    }
+  }
+  // No valid credential: only an enrollment token of the region, for a name not yet
+  // enrolled. One message for every unauthenticated case, so a caller without a token
+  // learns nothing about which names are enrolled.
+  const Status invalid(StatusCode::kUnauthenticated, "invalid enrollment token or host credential");
+  if (enrollment_token.empty()) return invalid;
+  auto found = store_->FindTokenByHash(HashToken(enrollment_token));
+  if (!found.ok()) return found.status();
+  if (!found->has_value() || (*found)->role != "agent") return invalid;
+  LOCKSTEP_RETURN_IF_ERROR(CheckUsable(**found));
+  if ((*found)->region != region) {
+    return PermissionDenied("enrollment token \"" + (*found)->name + "\" is for region " +
+                            (*found)->region + ", not " + region);
+  }
+  Touch(**found);
+  if (enrolled->has_value()) {
+    return PermissionDenied("host \"" + name +
+                            "\" is already enrolled and must present its own credential; to "
+                            "replace the host, first run: lockstep agents remove " +
+                            name);
+  }
+  return AgentCheck{true, (*found)->name};
+}
+
+StatusOr<std::string> Authenticator::Enroll(const std::string& name, const std::string& region,
+                                            const std::string& token_name) const {
+  std::string credential = "lsh_" + RandomHex(32);
+  HostCredentialRecord c{name, region, HashToken(credential), clock_->Now(), token_name};
+  AuditRecord a;
+  a.at = c.created_at;
+  a.actor = "agent:" + name;
+  a.action = "agents.enroll";
+  a.target = "agent/" + name;
+  a.detail = region + " with enrollment token " + token_name;
+  Status st = store_->IssueHostCredential(c, a);
+  if (st.code() == StatusCode::kAlreadyExists) {
+    return PermissionDenied("host \"" + name + "\" is already enrolled");
+  }
+  LOCKSTEP_RETURN_IF_ERROR(st);
+  return credential;
+}
+
+Status Authenticator::RevokeToken(const std::string& name, const std::string& actor) const {
+  AuditRecord a;
+  a.at = clock_->Now();
+  a.actor = actor;
+  a.action = "tokens.revoke";
+  a.target = "token/" + name;
+  LOCKSTEP_RETURN_IF_ERROR(store_->RevokeToken(name, a.at, actor, a));
+  std::vector<std::function<void(const std::string&)>> listeners;
+  {
+    std::lock_guard lock(listeners_mu_);
+    listeners = revoke_listeners_;
+  }
+  for (const auto& l : listeners) l(name);
+  return Status::Ok();
+}
+
+void Authenticator::OnRevoke(std::function<void(const std::string&)> listener) const {
+  std::lock_guard lock(listeners_mu_);
+  revoke_listeners_.push_back(std::move(listener));
+}
+
 StatusOr<std::string> Authenticator::CreateToken(const std::string& name, const std::string& role,
                                                  const std::string& region,
-                                                 const std::string& actor) const {
+                                                 const std::string& actor,
+                                                 int64_t expires_in_ms) const {
   static const std::regex kName(R"([A-Za-z0-9][A-Za-z0-9._@-]{0,63})");
   if (!std::regex_match(name, kName)) {
     return InvalidArgument("name: \"" + name +
@@ -75,14 +165,17 @@ StatusOr<std::string> Authenticator::CreateToken(const std::string& name, const 
   } else if (!region.empty()) {
     return InvalidArgument("region: only agent tokens have a region");
   }
+  if (expires_in_ms < 0) return InvalidArgument("expires_in: must not be negative");
   std::string token = GenerateToken();
-  TokenRecord t{name, role, region, HashToken(token), clock_->Now(), actor};
+  TokenRecord t{name, role, region, HashToken(token), clock_->Now(), actor, 0, 0, 0, ""};
+  if (expires_in_ms > 0) t.expires_at = t.created_at + expires_in_ms;
   AuditRecord a;
   a.at = t.created_at;
   a.actor = actor;
   a.action = "tokens.create";
   a.target = "token/" + name;
-  a.detail = role + (region.empty() ? "" : " " + region);
+  a.detail = role + (region.empty() ? "" : " " + region) +
+             (expires_in_ms > 0 ? " expires in " + std::to_string(expires_in_ms / 1000) + "s" : "");
   LOCKSTEP_RETURN_IF_ERROR(store_->CreateToken(t, a));
   return token;
 }
@@ -93,8 +186,12 @@ StatusOr<bool> Authenticator::Bootstrap(const std::string& path) const {
   if (*count > 0) return false;
   // Write the file first: a token nobody can read would lock everyone out.
   std::string token = GenerateToken();
+  // A fresh file that is ours alone: a leftover temporary name is removed (unlink removes a
+  // symbolic link itself, never its target), and O_EXCL|O_NOFOLLOW refuse anything planted
+  // there between the two calls. rename() then replaces `path` itself, even if it is a link.
   std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return Unavailable("cannot write bootstrap token file " + path);
   std::string line = token + "\n";
   bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
@@ -103,7 +200,8 @@ StatusOr<bool> Authenticator::Bootstrap(const std::string& path) const {
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     return Unavailable("cannot write bootstrap token file " + path);
   }
-  TokenRecord t{"bootstrap-admin", "admin", "", HashToken(token), clock_->Now(), "lockstepd"};
+  TokenRecord t{
+      "bootstrap-admin", "admin", "", HashToken(token), clock_->Now(), "lockstepd", 0, 0, 0, ""};
   AuditRecord a;
   a.at = t.created_at;
   a.actor = "lockstepd";

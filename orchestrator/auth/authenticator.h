@@ -11,8 +11,12 @@
 // Thread safety: every method may be called from any thread (the store serialises).
 #pragma once
 
+#include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -36,21 +40,58 @@ class Authenticator {
   // Both: the principal, or why not.
   StatusOr<Principal> Check(std::string_view authorization, Action action) const;
 
-  // An agent's enrollment token must be an agent token for its region.
-  Status AuthenticateAgent(std::string_view token, const std::string& region) const;
+  // An agent's hello. A host is its own identity: its first hello carries its region's
+  // enrollment token, and lockstepd then issues it a credential of its own (random, stored
+  // as a hash, bound to the name and region); every later hello must present that
+  // credential. So:
+  //  - a valid credential for `name` admits the host (its region must match);
+  //  - otherwise the enrollment token must be a valid (unrevoked, unexpired) agent token of
+  //    `region`, and `name` must have no credential yet: then the result says to enroll;
+  //  - a name that has a credential cannot be taken with an enrollment token
+  //    (kPermissionDenied), and a caller with neither learns only "invalid credentials".
+  // REQUIRES: name and region are valid names (common/untrusted.h).
+  struct AgentCheck {
+    bool enroll = false;     // admitted by enrollment token: call Enroll before welcoming
+    std::string token_name;  // the enrollment token's name, when enroll
+  };
+  StatusOr<AgentCheck> CheckAgent(const std::string& name, const std::string& region,
+                                  std::string_view enrollment_token,
+                                  std::string_view credential) const;
+  // Issues `name` its credential (audited as agents.enroll) and returns it in plain text,
+  // the only time it exists outside the host. kPermissionDenied if the name was enrolled
+  // meanwhile.
+  StatusOr<std::string> Enroll(const std::string& name, const std::string& region,
+                               const std::string& token_name) const;
 
   // Creates a token and returns it in plain text (the only time it exists outside the
   // caller's hands). role: an API role, or "agent" with a region.
+  // expires_in_ms > 0: the token stops working that long from now.
   StatusOr<std::string> CreateToken(const std::string& name, const std::string& role,
-                                    const std::string& region, const std::string& actor) const;
+                                    const std::string& region, const std::string& actor,
+                                    int64_t expires_in_ms = 0) const;
+  // Revokes a token at once (audited). kNotFound, or kFailedPrecondition if already revoked.
+  // Then calls every OnRevoke listener with the token's name.
+  Status RevokeToken(const std::string& name, const std::string& actor) const;
+  // `listener` is called (on the revoking thread) after each revocation, so holders of open
+  // streams can close those of the revoked token. Must not call back into the authenticator.
+  void OnRevoke(std::function<void(const std::string& token_name)> listener) const;
 
   // If the store has no token at all, creates an admin token named "bootstrap-admin" and
   // writes it to `path`. Returns true if it did.
   StatusOr<bool> Bootstrap(const std::string& path) const;
 
  private:
+  // kUnauthenticated if the token was revoked or has expired.
+  Status CheckUsable(const TokenRecord& t) const;
+  // Records use of a token, at most once a minute per token.
+  void Touch(const TokenRecord& t) const;
+
   Store* const store_;
   const Clock* const clock_;
+  mutable std::mutex listeners_mu_;
+  mutable std::vector<std::function<void(const std::string&)>> revoke_listeners_;  // guarded
+  mutable std::mutex touch_mu_;
+  mutable std::map<std::string, UnixMs> last_touch_;  // guarded by touch_mu_
 };
 
 }  // namespace lockstep

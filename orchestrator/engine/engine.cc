@@ -11,6 +11,7 @@
 
 #include "common/duration.h"
 #include "common/sha256.h"
+#include "common/untrusted.h"
 #include "orchestrator/engine/engine_internal.h"
 
 namespace lockstep {
@@ -128,6 +129,16 @@ Status Engine::ValidateRelease(const NewRelease& req) const {
   if (req.artifact_url.rfind("http://", 0) != 0 && req.artifact_url.rfind("https://", 0) != 0) {
     return InvalidArgument("artifact: \"" + req.artifact_url + "\" is not an http(s) URL");
   }
+  {
+    // user:pass@host would be stored, shown to every viewer and sent to every agent.
+    const size_t host_start = req.artifact_url.find("://") + 3;
+    const size_t host_end = req.artifact_url.find_first_of("/?#", host_start);
+    if (req.artifact_url.substr(host_start, host_end - host_start).find('@') != std::string::npos) {
+      return InvalidArgument(
+          "artifact: URLs with credentials (user:password@) are refused; serve the artifact "
+          "from a location agents can read without them");
+    }
+  }
   if (!IsSha256Hex(req.sha256)) {
     return InvalidArgument("sha256: \"" + req.sha256 + "\" is not 64 hex digits");
   }
@@ -149,6 +160,7 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   r.commit = req.commit;
   r.author = req.author;
+  r.commit_at = req.commit_at;
   r.state = release_state::kQueued;
   r.created_at = clock_->Now();
   return store_->CreateRelease(std::move(r),
@@ -242,6 +254,7 @@ StatusOr<ReleaseRecord> Engine::Rollback(const std::string& pipeline, const std:
   r.sha256 = t.sha256;
   r.commit = t.commit;
   r.author = t.author;
+  r.commit_at = t.commit_at;
   r.kind = release_kind::kRollback;
   r.state = release_state::kQueued;
   r.previous_release_id = t.id;
@@ -284,7 +297,7 @@ StatusOr<std::optional<ReleaseRecord>> Engine::RollbackTarget(const Pipeline& p,
 
 // ------------------------------------------------------------------ observed state
 
-StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
+StatusOr<std::string> Engine::AgentPipeline(const v1::AgentHello& hello) const {
   if (hello.name().empty()) return InvalidArgument("agent name is empty");
   if (hello.region().empty()) return InvalidArgument("agent region is empty");
   const Pipeline* pipeline = nullptr;
@@ -309,7 +322,26 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
     }
     pipeline = candidates.front();
   }
+  return pipeline->name;
+}
 
+Status Engine::RemoveAgent(const std::string& name, const std::string& actor) {
+  LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  LOCKSTEP_RETURN_IF_ERROR(
+      store_->RemoveAgent(name, MakeAudit(clock_->Now(), actor, "agents.remove", "agent/" + name,
+                                          "host and its credential retired")));
+  agents_.erase(name);
+  dirty_agents_.erase(name);
+  last_contact_.erase(name);
+  reported_version_.erase(name);
+  resend_to_.erase(name);
+  return Status::Ok();
+}
+
+StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
+  auto pipeline_name = AgentPipeline(hello);
+  if (!pipeline_name.ok()) return pipeline_name.status();
+  const Pipeline* pipeline = FindPipeline(*pipeline_name);
   UnixMs now = clock_->Now();
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   AgentRecord& a = agents_[hello.name()];
@@ -508,8 +540,19 @@ Status Engine::GateVerdictReceived(const std::string& agent, const v1::GateVerdi
   UnixMs now = clock_->Now();
   last_contact_[agent] = now;
   auto it = gate_checks_.find(verdict.check_id());
-  if (it == gate_checks_.end()) return Status::Ok();  // asked by an earlier process
-  auto [release_id, wave, gate, region] = it->second;
+  if (it == gate_checks_.end()) {
+    // Asked by an earlier process, answered twice, or never asked at all.
+    ++gate_verdicts_dropped_;
+    return Status::Ok();
+  }
+  if (it->second.agent != agent) {
+    // Only the agent that was asked may answer: another region's agent must not be able to
+    // make a failing gate pass.
+    ++gate_verdicts_dropped_;
+    return PermissionDenied("gate check " + LogSafe(verdict.check_id(), 40) + " was sent to " +
+                            it->second.agent + ", not to " + agent);
+  }
+  auto [release_id, wave, gate, region] = it->second.key;
   gate_checks_.erase(it);
   GateResult g;
   g.release_id = release_id;

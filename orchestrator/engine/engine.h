@@ -26,6 +26,7 @@
 // from any thread; the engine acts on them in its next pass.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
@@ -49,6 +50,9 @@ struct NewRelease {
   std::string sha256;
   std::string commit;
   std::string author;
+  // When the commit was made (unix ms, from the code host), 0 if unknown. A webhook push
+  // whose commit is older than the pipeline's current release's is ignored (no replays).
+  UnixMs commit_at = 0;
 };
 
 // Where a pass reports what happened, for notifications and live views. Called on the
@@ -98,6 +102,11 @@ class Engine {
   // it is refused (unknown region or pipeline). Outstanding tasks for it are re-sent on the
   // next pass.
   StatusOr<std::string> AgentConnected(const lockstep::v1::AgentHello& hello);
+  // The pipeline a hello would be assigned to, or why it would be refused; changes nothing.
+  StatusOr<std::string> AgentPipeline(const lockstep::v1::AgentHello& hello) const;
+  // Retires a host: forgets its agent row and credential (audited). A host of an in-flight
+  // release then counts as lost. kNotFound if lockstepd never knew it.
+  Status RemoveAgent(const std::string& name, const std::string& actor);
   Status AgentDisconnected(const std::string& name);
   // At start-up: agents recorded as connected by a previous process are not (they will
   // reconnect); agent_lost counts from now.
@@ -108,7 +117,12 @@ class Engine {
   // heartbeat needs no pass.
   StatusOr<bool> AgentHeartbeat(const std::string& name, const std::string& current_version);
   Status TaskFinished(const std::string& agent, const lockstep::v1::TaskResult& result);
+  // A verdict counts only for a check this process sent, and only from the agent it was
+  // sent to (kPermissionDenied otherwise); anything else is dropped and counted.
   Status GateVerdictReceived(const std::string& agent, const lockstep::v1::GateVerdict& verdict);
+  // Verdicts dropped since start: unknown check ids and answers from the wrong agent. Any
+  // thread.
+  uint64_t gate_verdicts_dropped() const { return gate_verdicts_dropped_.load(); }
 
   // Observed state (agents, host results, switch times) is applied in memory at once and
   // written with the next pass, in its transaction: a pass per burst of results, not a
@@ -190,9 +204,13 @@ class Engine {
   // Metric gate checks in flight: check id -> (release, wave, gate, region); and when each
   // (release, wave, gate, region) was last asked. Losing these on restart only means the
   // next check is sent at once.
-  std::map<std::string, std::tuple<int64_t, int, std::string, std::string>> gate_checks_;
+  struct PendingGateCheck {
+    std::tuple<int64_t, int, std::string, std::string> key;
+    std::string agent;  // the only agent whose verdict counts
+  };
+  std::map<std::string, PendingGateCheck> gate_checks_;
   std::map<std::tuple<int64_t, int, std::string, std::string>, UnixMs> gate_last_sent_;
-  uint64_t gate_check_seq_ = 0;
+  std::atomic<uint64_t> gate_verdicts_dropped_{0};
 };
 
 }  // namespace lockstep

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "common/duration.h"
+#include "common/random.h"
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/engine/engine_internal.h"
 #include "orchestrator/engine/selection.h"
@@ -136,8 +137,10 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
         if (runs_release) break;
       }
       if (!asked) continue;  // no agent to ask now: the inconclusive deadline covers it
-      std::string check_id = "g" + std::to_string(++gate_check_seq_);
-      gate_checks_[check_id] = key;
+      // 128 random bits: a verdict counts only if it names a check this process sent, and
+      // only from the agent it was sent to (GateVerdictReceived).
+      std::string check_id = "g" + RandomHex(16);
+      gate_checks_[check_id] = PendingGateCheck{key, asked->name};
       last_sent = c.now;
       v1::GateCheck check;
       check.set_check_id(check_id);

@@ -31,6 +31,7 @@
 #include <utility>
 
 #include "common/duration.h"
+#include "common/untrusted.h"
 
 namespace lockstep {
 
@@ -73,8 +74,8 @@ constexpr std::string_view kMetricKeys[] = {"prometheus", "query",
 constexpr std::string_view kTimeoutKeys[] = {"hook", "fetch", "agent_lost", "approval"};
 constexpr std::string_view kRollbackKeys[] = {"automatic", "tolerate_failed_hosts", "on_failure"};
 constexpr std::string_view kTriggerKeys[] = {"github"};
-constexpr std::string_view kGithubKeys[] = {"repository", "branch", "artifact", "secret_file",
-                                            "secret_env"};
+constexpr std::string_view kGithubKeys[] = {"repository",  "branch",     "artifact",
+                                            "secret_file", "secret_env", "max_artifact_bytes"};
 constexpr std::string_view kNotifyKeys[] = {"url", "events"};
 constexpr std::string_view kNotifyEvents[] = {"release_started", "wave_passed", "succeeded",
                                               "failed",          "rolled_back", "approval_needed",
@@ -82,6 +83,20 @@ constexpr std::string_view kNotifyEvents[] = {"release_started", "wave_passed", 
 constexpr std::string_view kWindowKeys[] = {"start", "end", "days"};
 // Index = DeployWindow weekday number (0 = Sunday).
 constexpr std::string_view kWeekdays[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
+
+// Suffixes of a byte size, longest first so that "MiB" is not read as "B".
+struct ByteUnit {
+  std::string_view suffix;
+  int64_t factor;
+};
+constexpr ByteUnit kByteUnits[] = {{"KiB", int64_t{1} << 10},
+                                   {"MiB", int64_t{1} << 20},
+                                   {"GiB", int64_t{1} << 30},
+                                   {"TiB", int64_t{1} << 40},
+                                   {"KB", 1000},
+                                   {"MB", 1000 * 1000},
+                                   {"GB", 1000 * 1000 * 1000},
+                                   {"B", 1}};
 
 // A node together with where it is: its field path ("waves[1].bake") and 1-based line.
 struct Field {
@@ -352,6 +367,56 @@ class PipelineParser {
     return Status::Ok();
   }
 
+  // A whole number of bytes, optionally with a unit: "1048576", "500MiB", "2 GiB", "1GB".
+  Status ReadByteSize(const Field& f, int64_t* out) const {
+    static constexpr char kForms[] = "a size in bytes such as 1048576, 500MiB or 2GiB";
+    if (!f.node.IsScalar()) {
+      return Error(f, std::string("expected ") + kForms + ", got " + Describe(f.node));
+    }
+    const std::string& text = f.node.Scalar();
+    std::string_view number = text;
+    int64_t factor = 1;
+    for (const ByteUnit& unit : kByteUnits) {
+      if (number.ends_with(unit.suffix)) {
+        number.remove_suffix(unit.suffix.size());
+        factor = unit.factor;
+        break;
+      }
+    }
+    if (!number.empty() && number.back() == ' ') number.remove_suffix(1);
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), v);
+    if (ec == std::errc::result_out_of_range ||
+        (ec == std::errc() && v > std::numeric_limits<int64_t>::max() / factor)) {
+      return Error(f, Quote(text) + " is out of range");
+    }
+    if (ec != std::errc() || end != number.data() + number.size() || number.empty()) {
+      return Error(f, std::string("expected ") + kForms + ", got " + Quote(text));
+    }
+    if (v <= 0) return Error(f, "must be at least 1 byte, got " + Quote(text));
+    *out = v * factor;
+    return Status::Ok();
+  }
+
+  // An http(s) URL template that carries no credentials: they would end up in logs, the store
+  // and every agent's task. Credentials belong in the artifact server's configuration.
+  Status ReadArtifactTemplate(const Field& f, std::string* out) const {
+    LOCKSTEP_RETURN_IF_ERROR(ReadUrl(f, out));
+    const size_t host_start = out->find("://") + 3;
+    const size_t host_end = std::min(out->find_first_of("/?#", host_start), out->size());
+    const std::string_view authority =
+        std::string_view(*out).substr(host_start, host_end - host_start);
+    if (authority.find('@') != std::string_view::npos) {
+      return Error(f,
+                   "must not contain credentials (user:password@ before the host); they would "
+                   "be logged, stored and sent to every agent");
+    }
+    if (authority.empty() || authority.front() == ':') {
+      return Error(f, "has no host: " + Quote(*out));
+    }
+    return Status::Ok();
+  }
+
   Status ReadNumber(const Field& f, double* out) const {
     if (!f.node.IsScalar()) return Error(f, "expected a number, got " + Describe(f.node));
     const std::string& text = f.node.Scalar();
@@ -446,6 +511,8 @@ class PipelineParser {
     for (const Field& item : items) {
       std::string region;
       LOCKSTEP_RETURN_IF_ERROR(ReadString(item, &region));
+      // Region names travel into log lines, metric labels, file names and URLs.
+      if (std::string why = CheckName("region", region); !why.empty()) return Error(item, why);
       if (p_->HasRegion(region)) return Error(item, "duplicate region " + Quote(region));
       p_->regions.push_back(region);
     }
@@ -719,7 +786,7 @@ class PipelineParser {
     if (artifact == nullptr) {
       return Missing(g, "artifact", "the artifact URL, with {sha} standing for the commit");
     }
-    LOCKSTEP_RETURN_IF_ERROR(ReadString(*artifact, &trigger.artifact));
+    LOCKSTEP_RETURN_IF_ERROR(ReadArtifactTemplate(*artifact, &trigger.artifact));
     if (trigger.artifact.find("{sha}") == std::string::npos) {
       return Error(*artifact, "must contain \"{sha}\" (replaced by the commit), got " +
                                   Quote(trigger.artifact));
@@ -735,6 +802,9 @@ class PipelineParser {
     }
     if (secret_env != nullptr) {
       LOCKSTEP_RETURN_IF_ERROR(ReadString(*secret_env, &trigger.secret_env));
+    }
+    if (const Field* v = g.Find("max_artifact_bytes")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadByteSize(*v, &trigger.max_artifact_bytes));
     }
     p_->github = std::move(trigger);
     return Status::Ok();

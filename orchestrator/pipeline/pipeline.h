@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -82,9 +83,13 @@ struct RollbackPolicy {
 struct GithubTrigger {
   std::string repository;  // "org/repo"
   std::string branch = "main";
-  std::string artifact;     // URL template; "{sha}" is replaced by the commit
+  // http:// or https:// URL template without credentials; "{sha}" is replaced by the commit.
+  std::string artifact;
   std::string secret_file;  // file holding the webhook secret
   std::string secret_env;   // or an environment variable holding it
+  // lockstepd downloads the artifact once to compute its sha256; it stops reading past this
+  // many bytes. `max_artifact_bytes: 500MiB` (B, KB, MB, GB, KiB, MiB, GiB, TiB or none).
+  int64_t max_artifact_bytes = int64_t{2} << 30;
 };
 
 struct NotifySpec {

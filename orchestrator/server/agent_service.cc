@@ -1,11 +1,21 @@
-// The agent stream: one ServerBidiReactor per connected agent. Reads are always pending (so
-// a vanished client surfaces as a failed read), at most one write is in flight, and Finish is
-// called once, only when no write is outstanding.
+// The agent stream: one ServerBidiReactor per connected agent. At most one write is in
+// flight, and Finish is called once, only when no write is outstanding.
+//
+// Before authentication the stream is on probation: exactly one message (the hello) is read,
+// and nothing more until the Hub accepts it (StreamHandle::Accept); a stream that has not
+// been accepted within the hello deadline is ended; and unauthenticated streams are capped
+// per peer address and in total, so a client without a token cannot make lockstepd hold
+// more than a bounded number of them, however many it opens. After acceptance, reads are
+// always pending, so a vanished client surfaces as a failed read.
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <chrono>
 #include <deque>
+#include <map>
 #include <mutex>
 
 #include "orchestrator/server/hub.h"
@@ -20,12 +30,60 @@ using lockstep::v1::ServerMessage;
 
 class AgentReactor;
 
+// Counts of streams that have not been accepted yet, by peer address and in total.
+class PendingStreams {
+ public:
+  explicit PendingStreams(const AgentServiceLimits& limits) : limits_(limits) {}
+  // Takes a slot for `peer`, or returns false if a cap is reached.
+  bool Take(const std::string& peer) {
+    std::lock_guard lock(mu_);
+    int& mine = by_peer_[peer];
+    if (total_ >= limits_.max_pending_streams || mine >= limits_.max_pending_streams_per_peer) {
+      if (mine == 0) by_peer_.erase(peer);
+      ++refused_;
+      return false;
+    }
+    ++mine;
+    ++total_;
+    return true;
+  }
+  void Release(const std::string& peer) {
+    std::lock_guard lock(mu_);
+    auto it = by_peer_.find(peer);
+    if (it == by_peer_.end()) return;
+    if (--it->second == 0) by_peer_.erase(it);
+    --total_;
+  }
+  uint64_t refused() const {
+    std::lock_guard lock(mu_);
+    return refused_;
+  }
+  const AgentServiceLimits& limits() const { return limits_; }
+
+ private:
+  const AgentServiceLimits limits_;
+  mutable std::mutex mu_;
+  std::map<std::string, int> by_peer_;  // guarded by mu_
+  int total_ = 0;                       // guarded by mu_
+  uint64_t refused_ = 0;                // guarded by mu_
+};
+
+// "ipv4:127.0.0.1:5000" -> "ipv4:127.0.0.1"; "ipv6:[::1]:5000" -> "ipv6:[::1]".
+std::string PeerAddress(const std::string& peer) {
+  auto colon = peer.rfind(':');
+  auto bracket = peer.rfind(']');
+  if (colon == std::string::npos || (bracket != std::string::npos && colon < bracket)) return peer;
+  return peer.substr(0, colon);
+}
+
 // The handle the Hub holds. It outlives the reactor; after Detach its calls are no-ops.
 class ReactorHandle final : public StreamHandle {
  public:
   explicit ReactorHandle(AgentReactor* r) : reactor_(r) {}
   void Deliver(const ServerMessage& msg) override;
   void Close(const std::string& reason) override;
+  void Accept() override;
+  void CloseUnlessAccepted();
   void Detach() {
     std::lock_guard lock(mu_);
     reactor_ = nullptr;
@@ -38,8 +96,50 @@ class ReactorHandle final : public StreamHandle {
 
 class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMessage> {
  public:
-  explicit AgentReactor(Hub* hub) : hub_(hub), handle_(std::make_shared<ReactorHandle>(this)) {
+  AgentReactor(Hub* hub, PendingStreams* pending, std::string peer)
+      : hub_(hub),
+        pending_(pending),
+        peer_(std::move(peer)),
+        handle_(std::make_shared<ReactorHandle>(this)) {
+    // The alarm holds the handle, not the reactor: it may fire after the reactor is gone.
+    std::weak_ptr<ReactorHandle> weak = handle_;
+    hello_alarm_.Set(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(pending_->limits().hello_timeout_ms),
+                     [weak](bool fired) {
+                       if (!fired) return;
+                       if (auto h = weak.lock()) h->CloseUnlessAccepted();
+                     });
     StartRead(&in_);
+  }
+
+  // A stream refused before its first read: too many unauthenticated streams.
+  AgentReactor(Hub* hub, const std::string& why) : hub_(hub), pending_(nullptr) {
+    finish_requested_ = true;
+    finished_ = true;
+    refused_ = true;
+    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
+  }
+
+  // Engine thread (through the handle): the hello was accepted; read what follows.
+  void Accept() {
+    {
+      std::lock_guard lock(mu_);
+      if (accepted_ || finish_requested_) return;
+      accepted_ = true;
+    }
+    ReleasePending();
+    hello_alarm_.Cancel();
+    StartRead(&in_);
+  }
+
+  void CloseUnlessAccepted() {
+    {
+      std::lock_guard lock(mu_);
+      if (accepted_) return;
+    }
+    RequestFinish(grpc::Status(
+        grpc::StatusCode::DEADLINE_EXCEEDED,
+        "no accepted hello within " + std::to_string(pending_->limits().hello_timeout_ms) + " ms"));
   }
 
   void Enqueue(const ServerMessage& msg) {
@@ -65,9 +165,15 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
       RequestFinish(grpc::Status::OK);
       return;
     }
+    bool accepted;
+    {
+      std::lock_guard lock(mu_);
+      accepted = accepted_;
+    }
     hub_->OnMessage(handle_, std::move(in_));
     in_.Clear();
-    StartRead(&in_);
+    // Before acceptance only the hello is read; Accept() starts the next read.
+    if (accepted) StartRead(&in_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -89,6 +195,12 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
   void OnCancel() override { RequestFinish(grpc::Status::CANCELLED); }
 
   void OnDone() override {
+    if (refused_) {
+      delete this;
+      return;
+    }
+    hello_alarm_.Cancel();
+    ReleasePending();
     handle_->Detach();
     hub_->OnClosed(handle_);
     delete this;
@@ -101,21 +213,41 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
     Finish(finish_status_);
   }
 
+  void ReleasePending() {
+    if (pending_ && !released_.exchange(true)) pending_->Release(peer_);
+  }
+
   Hub* const hub_;
+  PendingStreams* const pending_;  // null for a refused stream
+  const std::string peer_;
   const std::shared_ptr<ReactorHandle> handle_;
-  AgentMessage in_;  // only touched by the read chain, one read at a time
+  grpc::Alarm hello_alarm_;
+  AgentMessage in_;                    // only touched by the read chain, one read at a time
+  std::atomic<bool> released_{false};  // the pending slot was given back
+  bool refused_ = false;               // set in the constructor only
 
   std::mutex mu_;
   std::deque<ServerMessage> out_;  // guarded by mu_; front() is in flight while writing_
   bool writing_ = false;           // guarded by mu_
   bool finish_requested_ = false;  // guarded by mu_
   bool finished_ = false;          // guarded by mu_
+  bool accepted_ = false;          // guarded by mu_
   grpc::Status finish_status_;     // guarded by mu_
 };
 
 void ReactorHandle::Deliver(const ServerMessage& msg) {
   std::lock_guard lock(mu_);
   if (reactor_) reactor_->Enqueue(msg);
+}
+
+void ReactorHandle::Accept() {
+  std::lock_guard lock(mu_);
+  if (reactor_) reactor_->Accept();
+}
+
+void ReactorHandle::CloseUnlessAccepted() {
+  std::lock_guard lock(mu_);
+  if (reactor_) reactor_->CloseUnlessAccepted();
 }
 
 void ReactorHandle::Close(const std::string& reason) {
@@ -129,20 +261,26 @@ void ReactorHandle::Close(const std::string& reason) {
 
 class AgentServiceImpl final : public lockstep::v1::AgentService::CallbackService {
  public:
-  explicit AgentServiceImpl(Hub* hub) : hub_(hub) {}
+  AgentServiceImpl(Hub* hub, const AgentServiceLimits& limits) : hub_(hub), pending_(limits) {}
   grpc::ServerBidiReactor<AgentMessage, ServerMessage>* Connect(
-      grpc::CallbackServerContext* /*context*/) override {
-    return new AgentReactor(hub_);
+      grpc::CallbackServerContext* context) override {
+    std::string peer = PeerAddress(context->peer());
+    if (!pending_.Take(peer)) {
+      return new AgentReactor(hub_, "too many unauthenticated agent streams; try again later");
+    }
+    return new AgentReactor(hub_, &pending_, std::move(peer));
   }
+  uint64_t refused() const { return pending_.refused(); }
 
  private:
   Hub* const hub_;
+  PendingStreams pending_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub) {
-  return std::make_unique<AgentServiceImpl>(hub);
+std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits) {
+  return std::make_unique<AgentServiceImpl>(hub, limits);
 }
 
 }  // namespace lockstep

@@ -43,6 +43,9 @@ grpc::Status ToGrpc(const Status& st) {
     case lockstep::StatusCode::kUnavailable:
       code = StatusCode::UNAVAILABLE;
       break;
+    case lockstep::StatusCode::kResourceExhausted:
+      code = StatusCode::RESOURCE_EXHAUSTED;
+      break;
     case lockstep::StatusCode::kDeadlineExceeded:
       code = StatusCode::DEADLINE_EXCEEDED;
       break;
@@ -185,12 +188,37 @@ class ControlServiceImpl final : public v1::ControlService::Service {
                            v1::CreateTokenResponse* out) override {
     auto who = auth_->Check(AuthorizationOf(ctx), Action::kManageTokens);
     if (!who.ok()) return ToGrpc(who.status());
-    auto token = auth_->CreateToken(req->name(), req->role(), req->region(), who->name);
+    auto token = auth_->CreateToken(req->name(), req->role(), req->region(), who->name,
+                                    req->expires_in_ms());
     if (!token.ok()) return ToGrpc(token.status());
     out->set_name(req->name());
     out->set_role(req->role());
     out->set_token(*token);
     return grpc::Status::OK;
+  }
+
+  grpc::Status ListTokens(grpc::ServerContext* ctx, const v1::Empty* /*req*/,
+                          v1::ListTokensResponse* out) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kManageTokens);
+    if (!who.ok()) return ToGrpc(who.status());
+    auto tokens = store_->ListTokens();
+    if (!tokens.ok()) return ToGrpc(tokens.status());
+    for (const auto& t : *tokens) *out->add_tokens() = TokenView(t);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status RevokeToken(grpc::ServerContext* ctx, const v1::TokenRef* req,
+                           v1::Empty* /*out*/) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kManageTokens);
+    if (!who.ok()) return ToGrpc(who.status());
+    return ToGrpc(auth_->RevokeToken(req->name(), who->name));
+  }
+
+  grpc::Status RemoveAgent(grpc::ServerContext* ctx, const v1::AgentRef* req,
+                           v1::Empty* /*out*/) override {
+    auto who = auth_->Check(AuthorizationOf(ctx), Action::kManageTokens);
+    if (!who.ok()) return ToGrpc(who.status());
+    return ToGrpc(hub_->RemoveAgent(req->name(), who->name));
   }
 
  private:

@@ -3,8 +3,11 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
+#include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -19,14 +22,18 @@
 #include <thread>
 #include <vector>
 
+#include "common/duration.h"
 #include "common/http_backlog.h"
 #include "common/json_views.h"
 #include "common/sha256.h"
+#include "common/untrusted.h"
 #include "orchestrator/auth/authenticator.h"
 #include "orchestrator/server/hub.h"
+#include "orchestrator/server/static_files.h"
 #include "orchestrator/server/views.h"
 #include "orchestrator/store/store.h"
 #include "orchestrator/webhook/github.h"
+#include "orchestrator/webhook/github_trigger.h"
 
 namespace lockstep {
 namespace {
@@ -38,10 +45,6 @@ namespace fs = std::filesystem;
 // and reloads, which is cheaper than buffering without bound for a stalled client.
 constexpr size_t kMaxStreamQueue = 256;
 constexpr auto kKeepaliveInterval = std::chrono::seconds(15);
-// The webhook waits this long for CI to publish the artifact of a push.
-constexpr int kArtifactAttempts = 60;
-constexpr auto kArtifactRetryDelay = std::chrono::milliseconds(500);
-constexpr uint64_t kMaxArtifactBytes = uint64_t{4} << 30;
 // A body up to this many times the limit is read (and dropped) before the 413; see Listen.
 constexpr unsigned long long kDrainFactor = 64;
 // Releases counted per pipeline for /metrics.
@@ -62,6 +65,8 @@ int HttpStatusOf(const Status& st) {
     case StatusCode::kFailedPrecondition:
     case StatusCode::kAlreadyExists:
       return 409;
+    case StatusCode::kResourceExhausted:
+      return 429;
     case StatusCode::kUnavailable:
       return 503;
     default:
@@ -146,22 +151,6 @@ std::string EscapeLabel(const std::string& v) {
   return out;
 }
 
-const char* ContentTypeOf(const fs::path& p) {
-  static const std::map<std::string, const char*> kTypes = {
-      {".html", "text/html; charset=utf-8"},
-      {".js", "text/javascript; charset=utf-8"},
-      {".mjs", "text/javascript; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},
-      {".json", "application/json"},
-      {".svg", "image/svg+xml"},
-      {".png", "image/png"},
-      {".ico", "image/x-icon"},
-      {".txt", "text/plain; charset=utf-8"},
-      {".map", "application/json"}};
-  auto it = kTypes.find(p.extension().string());
-  return it == kTypes.end() ? "application/octet-stream" : it->second;
-}
-
 // A Prometheus histogram kept in memory.
 struct Histogram {
   std::vector<double> bounds = {10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200};
@@ -193,19 +182,48 @@ struct Subscriber {
   std::condition_variable cv;
   std::deque<std::pair<std::string, int64_t>> queue;  // guarded by mu: (type, release id)
   bool closed = false;                                // guarded by mu
+  std::string principal;  // the token's name; set before the stream is registered
 };
 
 class HttpApiImpl final : public HttpApi {
  public:
   HttpApiImpl(const HttpApiOptions& options, Engine* engine, Store* store, Hub* hub,
               const Authenticator* auth, const Clock* clock)
-      : options_(options), engine_(engine), store_(store), hub_(hub), auth_(auth), clock_(clock) {}
+      : options_(options),
+        engine_(engine),
+        store_(store),
+        hub_(hub),
+        auth_(auth),
+        clock_(clock),
+        trigger_(engine->pipelines(), engine, store, clock, [hub] { hub->Kick(); }) {}
   ~HttpApiImpl() override { Stop(); }
 
   Status Listen() {
-    server_.new_task_queue = [n = options_.threads] {
+    // Event streams hold a thread each for as long as they are open, so they get a budget of
+    // their own on top of the request threads: viewers holding streams can never take the
+    // threads that /healthz, the API and the webhook need.
+    server_.new_task_queue = [n = options_.threads + options_.max_event_streams] {
       return new httplib::ThreadPool(static_cast<size_t>(n));
     };
+    // A client must keep sending: a request whose next bytes do not arrive within the read
+    // timeout is dropped, and an idle keep-alive connection is closed after a few seconds.
+    server_.set_read_timeout(options_.read_timeout_s, 0);
+    server_.set_write_timeout(options_.read_timeout_s, 0);
+    server_.set_keep_alive_timeout(5);
+    server_.set_keep_alive_max_count(100);
+    // Security headers on every response, errors included. The dashboard loads only its own
+    // files; nothing may frame it; no answer is cached (API answers carry fleet state and the
+    // dashboard is small).
+    server_.set_default_headers({
+        {"Content-Security-Policy",
+         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+         "frame-ancestors 'none'"},
+        {"X-Content-Type-Options", "nosniff"},
+        {"X-Frame-Options", "DENY"},
+        {"Referrer-Policy", "no-referrer"},
+        {"Cache-Control", "no-store"},
+    });
     // httplib answers 413 itself for a larger Content-Length (or chunked body), before any
     // handler runs.
     server_.set_payload_max_length(options_.max_body_bytes);
@@ -223,6 +241,15 @@ class HttpApiImpl final : public HttpApi {
     // the whole body before reading see the answer. A Content-Length far beyond the limit is
     // refused before a byte of it is read, so a client cannot tie up a thread with it.
     server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // DNS rebinding: a page on another site whose name was made to resolve to this address
+      // would send its own name as Host. Only the names lockstepd is known by are answered.
+      if (!HostAllowed(req.get_header_value("Host"))) {
+        SendError(res, 421,
+                  "Host \"" + LogSafe(req.get_header_value("Host"), 64) +
+                      "\" is not a name of this lockstepd (see --http-allowed-hosts)");
+        res.set_header("Connection", "close");
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (!req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
       const std::string v = req.get_header_value("Content-Length");
       errno = 0;
@@ -269,17 +296,37 @@ class HttpApiImpl final : public HttpApi {
       res.set_content(*text, "text/plain; version=0.0.4");
     });
     RegisterApi();
+    // A revoked token stops working at once, open event streams included.
+    auth_->OnRevoke([this](const std::string& token_name) {
+      std::lock_guard lock(subs_mu_);
+      for (auto it = subs_.begin(); it != subs_.end();) {
+        if ((*it)->principal == token_name) {
+          Close(**it);
+          it = subs_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    });
     server_.Get("/api/v1/events",
                 [this](const httplib::Request& req, httplib::Response& res) { Events(req, res); });
     server_.Post("/hooks/github", [this](const httplib::Request& req, httplib::Response& res) {
-      GithubHook(req, res);
+      WebhookReply reply = trigger_.Handle(req.get_header_value("X-GitHub-Event"),
+                                           req.get_header_value("X-Hub-Signature-256"),
+                                           req.get_header_value("X-GitHub-Delivery"), req.body);
+      SendJson(res, reply.http_status, reply.body);
     });
     // Registered last: handlers match in order, so no /api path can be shadowed by a file.
     server_.Get("/.*", [this](const httplib::Request& req, httplib::Response& res) {
       StaticFile(req, res);
     });
-    if (!options_.web_dir.empty() && !fs::is_directory(options_.web_dir)) {
-      spdlog::warn("dashboard directory {} not found; / is not served", options_.web_dir);
+    if (!options_.web_dir.empty()) {
+      char real[PATH_MAX];
+      if (::realpath(options_.web_dir.c_str(), real) != nullptr && fs::is_directory(real)) {
+        web_dir_real_ = real;
+      } else {
+        spdlog::warn("dashboard directory {} not found; / is not served", options_.web_dir);
+      }
     }
 
     auto colon = options_.listen.rfind(':');
@@ -288,6 +335,8 @@ class HttpApiImpl final : public HttpApi {
     }
     std::string host = options_.listen.substr(0, colon);
     int port = std::atoi(options_.listen.c_str() + colon + 1);
+    allowed_hosts_ = options_.allowed_hosts;
+    if (allowed_hosts_.empty()) allowed_hosts_ = DefaultAllowedHosts(host);
     ListenBacklog backlog(server_);
     if (port == 0) {
       port = server_.bind_to_any_port(host);
@@ -313,6 +362,7 @@ class HttpApiImpl final : public HttpApi {
       for (auto& s : subs_) Close(*s);
       subs_.clear();
     }
+    trigger_.Stop();
     server_.stop();
     if (thread_.joinable()) thread_.join();
   }
@@ -502,7 +552,7 @@ class HttpApiImpl final : public HttpApi {
     server_.Post("/api/v1/tokens",
                  Api(Action::kManageTokens,
                      [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
-                       auto body = ParseObject(req.body, {"role", "name", "region"});
+                       auto body = ParseObject(req.body, {"role", "name", "region", "expires_in"});
                        if (!body.ok()) return body.status();
                        auto role = StringField(*body, "role");
                        if (!role.ok()) return role.status();
@@ -510,10 +560,46 @@ class HttpApiImpl final : public HttpApi {
                        if (!name.ok()) return name.status();
                        auto region = StringField(*body, "region");
                        if (!region.ok()) return region.status();
-                       auto token = auth_->CreateToken(*name, *role, *region, who.name);
+                       auto expires_in = StringField(*body, "expires_in");
+                       if (!expires_in.ok()) return expires_in.status();
+                       int64_t lifetime_ms = 0;
+                       if (!expires_in->empty()) {
+                         auto lifetime = ParseLifetime(*expires_in);
+                         if (!lifetime.ok()) {
+                           return InvalidArgument("expires_in: " + lifetime.status().message());
+                         }
+                         lifetime_ms = lifetime->count();
+                       }
+                       auto token =
+                           auth_->CreateToken(*name, *role, *region, who.name, lifetime_ms);
                        if (!token.ok()) return token.status();
                        return Reply{201, json{{"name", *name}, {"role", *role}, {"token", *token}}};
                      }));
+    server_.Get("/api/v1/tokens",
+                Api(Action::kManageTokens,
+                    [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {
+                      auto tokens = store_->ListTokens();
+                      if (!tokens.ok()) return tokens.status();
+                      json out = json::array();
+                      for (const auto& t : *tokens) out.push_back(TokenJson(TokenView(t)));
+                      return Reply{200, out};
+                    }));
+    auto revoke = Api(Action::kManageTokens,
+                      [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+                        std::string name = req.matches[1].str();
+                        LOCKSTEP_RETURN_IF_ERROR(auth_->RevokeToken(name, who.name));
+                        return Reply{200, json{{"revoked", name}}};
+                      });
+    server_.Post(R"(/api/v1/tokens/([^/]+)/revoke)", revoke);
+    server_.Delete(R"(/api/v1/tokens/([^/]+))", revoke);
+    auto remove = Api(Action::kManageTokens,
+                      [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+                        std::string name = req.matches[1].str();
+                        LOCKSTEP_RETURN_IF_ERROR(hub_->RemoveAgent(name, who.name));
+                        return Reply{200, json{{"removed", name}}};
+                      });
+    server_.Post(R"(/api/v1/agents/([^/]+)/remove)", remove);
+    server_.Delete(R"(/api/v1/agents/([^/]+))", remove);
   }
 
   using SwitchFn =
@@ -576,12 +662,27 @@ class HttpApiImpl final : public HttpApi {
     auto who = auth_->Check(authorization, Action::kRead);
     if (!who.ok()) return SendStatus(res, who.status());
     auto sub = std::make_shared<Subscriber>();
+    sub->principal = who->name;
     {
       std::lock_guard lock(subs_mu_);
       if (stopping_) return SendError(res, 503, "shutting down");
+      size_t mine = 0;
+      for (const auto& s : subs_) mine += s->principal == who->name ? 1 : 0;
+      if (subs_.size() >= static_cast<size_t>(options_.max_event_streams)) {
+        res.set_header("Retry-After", "5");
+        return SendError(res, 503,
+                         "too many open event streams (limit " +
+                             std::to_string(options_.max_event_streams) + ")");
+      }
+      if (mine >= static_cast<size_t>(options_.max_event_streams_per_token)) {
+        res.set_header("Retry-After", "5");
+        return SendError(res, 429,
+                         "token \"" + who->name + "\" already holds " + std::to_string(mine) +
+                             " event streams (limit " +
+                             std::to_string(options_.max_event_streams_per_token) + ")");
+      }
       subs_.push_back(sub);
     }
-    res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     auto hello_sent = std::make_shared<bool>(false);
     res.set_chunked_content_provider(
@@ -619,212 +720,20 @@ class HttpApiImpl final : public HttpApi {
         });
   }
 
-  // --- /hooks/github ---
-
-  struct Fetched {
-    int http_status = 0;  // 0: no response
-    std::string sha256;
-    std::string error;
-  };
-
-  // One GET of `url`, hashing the body as it streams in.
-  static Fetched FetchOnce(const std::string& url) {
-    Fetched f;
-    auto scheme_end = url.find("://");
-    auto path_start =
-        scheme_end == std::string::npos ? std::string::npos : url.find('/', scheme_end + 3);
-    if (scheme_end == std::string::npos) {
-      f.error = "not an absolute URL";
-      return f;
-    }
-    std::string origin = url.substr(0, path_start);
-    std::string path = path_start == std::string::npos ? "/" : url.substr(path_start);
-    httplib::Client client(origin);
-    client.set_connection_timeout(std::chrono::seconds(5));
-    client.set_read_timeout(std::chrono::seconds(60));
-    client.set_follow_location(true);
-    Sha256 hash;
-    uint64_t bytes = 0;
-    bool too_big = false;
-    auto result = client.Get(
-        path,
-        [&](const httplib::Response& r) {
-          f.http_status = r.status;
-          return r.status == 200;
-        },
-        [&](const char* data, size_t len) {
-          bytes += len;
-          if (bytes > kMaxArtifactBytes) {
-            too_big = true;
-            return false;
-          }
-          hash.Update(data, len);
-          return true;
-        });
-    if (too_big) {
-      f.error = "larger than " + std::to_string(kMaxArtifactBytes) + " bytes";
-    } else if (f.http_status == 200 && result) {
-      f.sha256 = hash.FinishHex();
-    } else if (f.http_status == 0) {
-      f.error = httplib::to_string(result.error());
-    } else if (f.http_status == 200) {
-      f.error = "download interrupted: " + httplib::to_string(result.error());
-    } else {
-      f.error = "HTTP " + std::to_string(f.http_status);
-    }
-    return f;
-  }
-
-  // Waits for CI to publish the artifact, then digests it. The status is 504 if it never
-  // appeared, 502 if the server answered something unusable.
-  std::pair<int, Fetched> FetchArtifact(const std::string& url) {
-    Fetched last;
-    for (int attempt = 0; attempt < kArtifactAttempts && !stopping_; ++attempt) {
-      if (attempt > 0) std::this_thread::sleep_for(kArtifactRetryDelay);
-      last = FetchOnce(url);
-      if (!last.sha256.empty()) return {200, last};
-      bool may_appear = last.http_status == 0 || last.http_status == 404 ||
-                        last.http_status == 403 || last.http_status >= 500;
-      if (!may_appear) return {502, last};
-    }
-    return {504, last};
-  }
-
-  // The webhook secret of `p`, read at request time so that it can be rotated without a
-  // restart. Empty if none is configured or readable.
-  static std::string SecretOf(const GithubTrigger& t) {
-    if (!t.secret_file.empty()) {
-      std::ifstream in(t.secret_file, std::ios::binary);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      return Trim(ss.str());
-    }
-    if (!t.secret_env.empty()) {
-      const char* v = std::getenv(t.secret_env.c_str());
-      return v ? Trim(v) : "";
-    }
-    return "";
-  }
-
-  void GithubHook(const httplib::Request& req, httplib::Response& res) {
-    std::string event = req.get_header_value("X-GitHub-Event");
-    if (event == "ping") return SendJson(res, 200, json{{"pong", true}});
-    if (event.empty()) return SendError(res, 400, "missing X-GitHub-Event header");
-    if (event != "push") {
-      return SendJson(res, 202, json{{"ignored", "event \"" + event + "\" is not a push"}});
-    }
-    // Parsed only to learn which pipeline's secret to check; nothing else is used until the
-    // signature is verified.
-    auto push = ParsePushEvent(req.body);
-    if (!push.ok()) return SendError(res, 400, push.status().message());
-    std::vector<const Pipeline*> matching;
-    for (const auto& p : engine_->pipelines()) {
-      if (p.github && p.github->repository == push->repository) matching.push_back(&p);
-    }
-    if (matching.empty()) {
-      return SendError(res, 404, "no pipeline is triggered by " + push->repository);
-    }
-    std::string signature = req.get_header_value("X-Hub-Signature-256");
-    std::vector<const Pipeline*> verified;
-    std::vector<std::string> unconfigured;
-    for (const Pipeline* p : matching) {
-      std::string secret = SecretOf(*p->github);
-      if (secret.empty()) unconfigured.push_back(p->name);
-      if (VerifyGithubSignature(secret, req.body, signature)) verified.push_back(p);
-    }
-    if (verified.empty()) {
-      if (unconfigured.size() == matching.size()) {
-        spdlog::error("webhook for {}: no readable secret for pipeline {}", push->repository,
-                      unconfigured.front());
-        return SendError(res, 500,
-                         "the webhook secret of pipeline " + unconfigured.front() +
-                             " is not configured or not readable");
-      }
-      return SendError(res, 401, "invalid or missing X-Hub-Signature-256");
-    }
-    std::string delivery = req.get_header_value("X-GitHub-Delivery");
-    spdlog::info("webhook push {} ({})", push->delivery_hint,
-                 delivery.empty() ? "no delivery id" : delivery);
-    if (push->deleted) return SendJson(res, 202, json{{"ignored", "branch deleted"}});
-
-    // Each verified pipeline on the pushed branch gets a release; the answer is the first
-    // pipeline's outcome (a repository usually triggers one pipeline).
-    int status = 202;
-    json body = {{"ignored", "push to " + (push->branch.empty() ? push->ref : push->branch)}};
-    bool answered = false;
-    for (const Pipeline* p : verified) {
-      if (push->branch.empty() || push->branch != p->github->branch) continue;
-      auto [s, b] = TriggerRelease(*p, *push);
-      if (!answered) {
-        status = s;
-        body = std::move(b);
-        answered = true;
-      }
-    }
-    SendJson(res, status, body);
-  }
-
-  std::pair<int, json> TriggerRelease(const Pipeline& p, const PushEvent& push) {
-    const std::string key = p.name + "@" + push.after;
-    {
-      std::lock_guard lock(inflight_mu_);
-      if (!inflight_.insert(key).second) {
-        return {202, json{{"ignored", "a delivery for " + push.after + " is in progress"}}};
-      }
-    }
-    struct Release {
-      HttpApiImpl* self;
-      std::string key;
-      ~Release() {
-        std::lock_guard lock(self->inflight_mu_);
-        self->inflight_.erase(key);
-      }
-    } release_inflight{this, key};
-
-    auto existing = store_->ListReleases(p.name, kMetricsReleaseLimit);
-    if (!existing.ok()) return {500, json{{"error", existing.status().message()}}};
-    for (const auto& r : *existing) {
-      if (r.commit == push.after) return {200, json{{"duplicate", r.id}}};
-    }
-    std::string url = ExpandArtifactTemplate(p.github->artifact, push.after);
-    auto [fetch_status, fetched] = FetchArtifact(url);
-    if (fetch_status != 200) {
-      std::string msg = fetch_status == 504
-                            ? "artifact " + url + " did not appear in time (" + fetched.error + ")"
-                            : "artifact " + url + " could not be fetched: " + fetched.error;
-      spdlog::warn("webhook for pipeline {}: {}", p.name, msg);
-      return {fetch_status, json{{"error", msg}}};
-    }
-    NewRelease nr{p.name, push.after.substr(0, 12), url, fetched.sha256, push.after, push.author};
-    auto created = engine_->CreateRelease(nr, "webhook:github");
-    if (!created.ok()) {
-      return {HttpStatusOf(created.status()), json{{"error", created.status().message()}}};
-    }
-    hub_->Kick();
-    return {201, json{{"release", ReleaseJson(ReleaseSummary(*created))}}};
-  }
-
   // --- static files ---
 
   void StaticFile(const httplib::Request& req, httplib::Response& res) {
     const std::string& path = req.path;
-    if (path.rfind("/api/", 0) == 0 || path.rfind("/hooks/", 0) == 0 || options_.web_dir.empty()) {
+    if (path.rfind("/api/", 0) == 0 || path.rfind("/hooks/", 0) == 0 || web_dir_real_.empty()) {
       return SendError(res, 404, "not found");
     }
-    // Refuse anything that could leave the directory before touching the filesystem.
-    if (path.find("..") != std::string::npos || path.find('\\') != std::string::npos ||
-        path.find('\0') != std::string::npos) {
-      return SendError(res, 400, "bad path");
-    }
-    fs::path file = fs::path(options_.web_dir) / path.substr(1);
-    std::error_code ec;
-    if (fs::is_directory(file, ec)) file /= "index.html";
-    if (!fs::is_regular_file(file, ec)) return SendError(res, 404, "not found");
-    std::ifstream in(file, std::ios::binary);
+    auto file = ResolveStaticPath(web_dir_real_, path);
+    if (!file) return SendError(res, 404, "not found");
+    std::ifstream in(*file, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
-    if (!in) return SendError(res, 500, "cannot read " + path);
-    res.set_content(ss.str(), ContentTypeOf(file));
+    if (!in) return SendError(res, 404, "not found");
+    res.set_content(ss.str(), StaticContentType(*file));
   }
 
   // --- /metrics ---
@@ -875,6 +784,16 @@ class HttpApiImpl final : public HttpApi {
     for (const auto& [region, n] : connected) {
       out << "lockstep_agents_connected{region=\"" << EscapeLabel(region) << "\"} " << n << "\n";
     }
+    out << "# HELP lockstep_agent_refusals_total Agent hellos refused, by reason.\n"
+        << "# TYPE lockstep_agent_refusals_total counter\n";
+    for (const auto& [reason, n] : hub_->RefusalCounts()) {
+      out << "lockstep_agent_refusals_total{reason=\"" << EscapeLabel(reason) << "\"} " << n
+          << "\n";
+    }
+    out << "# HELP lockstep_gate_verdicts_dropped_total Gate verdicts dropped: unknown check "
+           "ids or answers from an agent that was not asked.\n"
+        << "# TYPE lockstep_gate_verdicts_dropped_total counter\n"
+        << "lockstep_gate_verdicts_dropped_total " << engine_->gate_verdicts_dropped() << "\n";
     out << "# HELP lockstep_gate_results_total Metric gate evaluations by verdict.\n"
         << "# TYPE lockstep_gate_results_total counter\n";
     for (const auto& [v, n] : verdicts) {
@@ -916,12 +835,48 @@ class HttpApiImpl final : public HttpApi {
     return counts;
   }
 
+  // The Host header (name or address, optional port) is one lockstepd answers to.
+  bool HostAllowed(const std::string& host_header) const {
+    if (allowed_hosts_.empty()) return true;
+    std::string host = host_header;
+    if (!host.empty() && host.front() == '[') {  // [::1]:7480
+      auto close = host.find(']');
+      host = close == std::string::npos ? "" : host.substr(1, close - 1);
+    } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+      host = host.substr(0, colon);
+    }
+    std::transform(host.begin(), host.end(), host.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    for (const auto& allowed : allowed_hosts_) {
+      if (allowed == "*" || allowed == host) return true;
+    }
+    return false;
+  }
+
+  // Without --http-allowed-hosts: a loopback listener answers only to loopback names, a
+  // listener on one address to that address and loopback names, and a wildcard listener to
+  // any name (it is meant to sit behind a proxy; docs/security.md).
+  static std::vector<std::string> DefaultAllowedHosts(std::string listen_host) {
+    if (listen_host.size() > 1 && listen_host.front() == '[') {
+      listen_host = listen_host.substr(1, listen_host.size() - 2);
+    }
+    if (listen_host.empty() || listen_host == "0.0.0.0" || listen_host == "::") return {"*"};
+    std::vector<std::string> names = {"localhost", "127.0.0.1", "::1"};
+    if (std::find(names.begin(), names.end(), listen_host) == names.end()) {
+      names.push_back(listen_host);
+    }
+    return names;
+  }
+
   const HttpApiOptions options_;
+  std::vector<std::string> allowed_hosts_;  // set by Listen; "*": any
+  std::string web_dir_real_;                // realpath of options_.web_dir; empty: no dashboard
   Engine* const engine_;
   Store* const store_;
   Hub* const hub_;
   const Authenticator* const auth_;
   const Clock* const clock_;
+  GithubPushTrigger trigger_;
   httplib::Server server_;
   std::thread thread_;
   int port_ = 0;
@@ -929,9 +884,6 @@ class HttpApiImpl final : public HttpApi {
 
   std::mutex subs_mu_;
   std::vector<std::shared_ptr<Subscriber>> subs_;  // guarded by subs_mu_
-
-  std::mutex inflight_mu_;
-  std::set<std::string> inflight_;  // guarded by inflight_mu_: "<pipeline>@<commit>"
 
   std::mutex metrics_mu_;
   Histogram rollout_seconds_;                                             // guarded by metrics_mu_

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -34,7 +35,14 @@ struct HttpApiOptions {
   std::string listen = "127.0.0.1:7480";  // port 0: pick a free one
   std::string web_dir;                    // static files served at /; empty: none
   size_t max_body_bytes = 1 << 20;        // larger request bodies get 413
-  int threads = 32;                       // each open event stream holds one
+  int threads = 32;                       // for requests; event streams have threads of their own
+  int max_event_streams = 64;             // open /api/v1/events streams at once (503 beyond)
+  int max_event_streams_per_token = 16;   // per token name (429 beyond)
+  int read_timeout_s = 10;                // a request's next bytes must arrive within this
+  // Host header names (lower case, without port) this lockstepd answers to; others get 421,
+  // which defeats DNS rebinding. "*": any. Empty: derived from `listen` (loopback names for
+  // a loopback address; any name for a wildcard address).
+  std::vector<std::string> allowed_hosts;
   // What /healthz reports: OK, or why lockstepd cannot do its work (e.g. the store refuses
   // writes). Called on request threads. Unset: always healthy.
   std::function<Status()> health;

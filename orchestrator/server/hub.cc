@@ -3,9 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
 #include <vector>
 
+#include "common/untrusted.h"
 #include "orchestrator/auth/authenticator.h"
+#include "orchestrator/server/hello_limits.h"
 
 namespace lockstep {
 
@@ -44,7 +47,7 @@ void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::A
   const bool urgent = !msg.has_heartbeat() && !msg.has_progress();
   {
     std::lock_guard lock(mu_);
-    inbox_.push_back(Event{stream, std::move(msg)});
+    inbox_.push_back(Event{stream, std::move(msg), nullptr});
     if (urgent) urgent_ = true;
   }
   if (urgent) cv_.notify_one();
@@ -53,7 +56,7 @@ void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::A
 void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
   {
     std::lock_guard lock(mu_);
-    inbox_.push_back(Event{stream, std::nullopt});
+    inbox_.push_back(Event{stream, std::nullopt, nullptr});
     urgent_ = true;
   }
   cv_.notify_one();
@@ -106,7 +109,12 @@ bool Hub::Apply(Event& ev) {
     auto it = names_.find(ev.stream.get());
     if (it != names_.end()) name = it->second;
   }
+  if (ev.task) {
+    ev.task();
+    return true;
+  }
   if (!ev.msg) {  // stream closed
+    last_heard_.erase(ev.stream.get());
     if (name.empty()) return false;
     bool current = false;
     {
@@ -132,46 +140,13 @@ bool Hub::Apply(Event& ev) {
   auto& msg = *ev.msg;
   if (msg.has_hello()) {
     if (!name.empty()) return false;  // a second hello on one stream changes nothing
-    if (Status st = auth_->AuthenticateAgent(msg.hello().token(), msg.hello().region()); !st.ok()) {
-      spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),
-                   st.message());
-      ev.stream->Close(st.message());
-      return false;
-    }
-    auto pipeline = engine_->AgentConnected(msg.hello());
-    if (!pipeline.ok()) {
-      spdlog::warn("agent {} ({}) refused: {}", msg.hello().name(), msg.hello().region(),
-                   pipeline.status().message());
-      ev.stream->Close(pipeline.status().message());
-      return false;
-    }
-    std::shared_ptr<StreamHandle> replaced;
-    {
-      std::lock_guard lock(mu_);
-      auto& slot = streams_[msg.hello().name()];
-      if (slot && slot != ev.stream) {
-        replaced = slot;
-        names_.erase(slot.get());
-      }
-      slot = ev.stream;
-      names_[ev.stream.get()] = msg.hello().name();
-    }
-    if (replaced) replaced->Close("replaced by a newer connection of the same agent");
-    RetuneHeartbeats();  // before the welcome, which then carries the interval in force
-    lockstep::v1::ServerMessage welcome;
-    welcome.mutable_welcome()->set_pipeline(*pipeline);
-    welcome.mutable_welcome()->set_heartbeat_interval_ms(heartbeat_interval_ms_);
-    welcome.mutable_welcome()->set_send_progress(spdlog::should_log(spdlog::level::debug));
-    ev.stream->Deliver(welcome);
-    spdlog::info("agent {} connected (region {}, pipeline {}, running {})", msg.hello().name(),
-                 msg.hello().region(), *pipeline,
-                 msg.hello().current_version().empty() ? "nothing" : msg.hello().current_version());
-    return true;
+    return Hello(ev.stream, msg.hello());
   }
   if (name.empty()) {
     ev.stream->Close("the first message on a stream must be a hello");
     return false;
   }
+  last_heard_[ev.stream.get()] = clock_->Now();
   if (msg.has_heartbeat()) {
     auto changed = engine_->AgentHeartbeat(name, msg.heartbeat().current_version());
     if (!changed.ok()) {
@@ -195,6 +170,164 @@ bool Hub::Apply(Event& ev) {
     return false;
   }
   return true;
+}
+
+namespace {
+
+std::string RefusalReason(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kUnauthenticated:
+      return "unauthenticated";
+    case StatusCode::kPermissionDenied:
+      return "permission_denied";
+    default:
+      return "refused";
+  }
+}
+
+}  // namespace
+
+void Hub::Refuse(const std::shared_ptr<StreamHandle>& stream, const std::string& reason,
+                 const lockstep::v1::AgentHello& hello, const std::string& why) {
+  {
+    std::lock_guard lock(mu_);
+    ++refusals_[reason];
+  }
+  stream->Close(why);
+  const UnixMs now = clock_->Now();
+  if (now / 1000 != refusal_log_second_) {
+    if (refusal_log_suppressed_ > 0) {
+      spdlog::warn("{} more agent refusals not logged", refusal_log_suppressed_);
+    }
+    refusal_log_second_ = now / 1000;
+    refusal_log_count_ = 0;
+    refusal_log_suppressed_ = 0;
+  }
+  if (++refusal_log_count_ > 10) {
+    ++refusal_log_suppressed_;
+    return;
+  }
+  spdlog::warn("agent \"{}\" ({}) refused: {}", LogSafe(hello.name(), 64),
+               LogSafe(hello.region(), 64), LogSafe(why, 200));
+}
+
+bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1::AgentHello& h) {
+  if (auto bad = CheckHelloFields(h); !bad.empty()) {
+    Refuse(stream, "malformed", h, bad);
+    return false;
+  }
+  // Authentication first: until the caller proved who it is, its refusal names nothing it
+  // could learn the fleet from (which names are enrolled or connected, which regions exist).
+  auto check = auth_->CheckAgent(h.name(), h.region(), h.token(), h.credential());
+  if (!check.ok()) {
+    Refuse(stream, RefusalReason(check.status()), h, check.status().message());
+    return false;
+  }
+  auto pipeline = engine_->AgentPipeline(h);
+  if (!pipeline.ok()) {
+    Refuse(stream, "refused", h, pipeline.status().message());
+    return false;
+  }
+  // One stream per host. A second connection for a live one is refused, not swapped in: two
+  // agents configured with one name would otherwise push each other off forever. A stream
+  // silent for three heartbeat intervals is presumed dead and replaced.
+  std::shared_ptr<StreamHandle> replaced;
+  {
+    std::lock_guard lock(mu_);
+    auto it = streams_.find(h.name());
+    if (it != streams_.end() && it->second != stream) replaced = it->second;
+  }
+  if (replaced) {
+    auto heard = last_heard_.find(replaced.get());
+    const UnixMs last = heard == last_heard_.end() ? 0 : heard->second;
+    if (clock_->Now() - last < 3 * heartbeat_interval_ms_) {
+      Refuse(stream, "already_connected", h,
+             "agent \"" + h.name() + "\" is already connected; a host connects once");
+      return false;
+    }
+  }
+  std::string credential;
+  if (check->enroll) {
+    auto issued = auth_->Enroll(h.name(), h.region(), check->token_name);
+    if (!issued.ok()) {
+      Refuse(stream, RefusalReason(issued.status()), h, issued.status().message());
+      return false;
+    }
+    credential = std::move(*issued);
+    spdlog::info("agent {} ({}) enrolled with token {}", h.name(), h.region(), check->token_name);
+  }
+  auto assigned = engine_->AgentConnected(h);
+  if (!assigned.ok()) {
+    Refuse(stream, "refused", h, assigned.status().message());
+    return false;
+  }
+  {
+    std::lock_guard lock(mu_);
+    auto& slot = streams_[h.name()];
+    if (slot && slot != stream) names_.erase(slot.get());
+    slot = stream;
+    names_[stream.get()] = h.name();
+  }
+  if (replaced) {
+    last_heard_.erase(replaced.get());
+    replaced->Close("replaced: this stream was silent and presumed dead");
+  }
+  last_heard_[stream.get()] = clock_->Now();
+  stream->Accept();
+  RetuneHeartbeats();  // before the welcome, which then carries the interval in force
+  lockstep::v1::ServerMessage welcome;
+  welcome.mutable_welcome()->set_pipeline(*assigned);
+  welcome.mutable_welcome()->set_heartbeat_interval_ms(heartbeat_interval_ms_);
+  welcome.mutable_welcome()->set_send_progress(spdlog::should_log(spdlog::level::debug));
+  welcome.mutable_welcome()->set_credential(credential);
+  stream->Deliver(welcome);
+  spdlog::info("agent {} connected (region {}, pipeline {}, running {})", h.name(), h.region(),
+               *assigned, h.current_version().empty() ? "nothing" : LogSafe(h.current_version()));
+  return true;
+}
+
+Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
+  auto done = std::make_shared<std::promise<Status>>();
+  auto result = done->get_future();
+  Event ev;
+  ev.task = [this, name, actor, done] {
+    std::shared_ptr<StreamHandle> stream;
+    {
+      std::lock_guard lock(mu_);
+      auto it = streams_.find(name);
+      if (it != streams_.end()) {
+        stream = it->second;
+        names_.erase(stream.get());
+        streams_.erase(it);
+      }
+    }
+    if (stream) {
+      last_heard_.erase(stream.get());
+      stream->Close("this host was removed by " + actor);
+      RetuneHeartbeats();
+    }
+    done->set_value(engine_->RemoveAgent(name, actor));
+  };
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return Unavailable("lockstepd is shutting down");
+    inbox_.push_back(std::move(ev));
+    urgent_ = true;
+  }
+  cv_.notify_one();
+  if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    return Unavailable("the engine did not answer within 30 s; the removal may still happen");
+  }
+  try {
+    return result.get();
+  } catch (const std::future_error&) {  // the engine loop stopped before running it
+    return Unavailable("lockstepd is shutting down");
+  }
+}
+
+std::map<std::string, uint64_t> Hub::RefusalCounts() const {
+  std::lock_guard lock(mu_);
+  return refusals_;
 }
 
 void Hub::Run(Engine* engine) {

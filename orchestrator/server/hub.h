@@ -14,6 +14,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,10 @@ class StreamHandle {
   virtual void Deliver(const lockstep::v1::ServerMessage& msg) = 0;
   // Sends `msg` (if any), then ends the stream with an error naming `reason`.
   virtual void Close(const std::string& reason) = 0;
+  // The hello was accepted: from now on the stream's further messages are read. Until
+  // then nothing past the hello is read, so an unauthenticated peer cannot make lockstepd
+  // buffer or process anything else.
+  virtual void Accept() = 0;
 };
 
 // How often agents send heartbeats. Each heartbeat costs lockstepd a wake-up of a gRPC
@@ -68,6 +73,14 @@ class Hub final : public TaskSink {
   void Run(Engine* engine);
   void Stop();
 
+  // Retires a host on the engine thread: closes its stream if connected, then forgets it
+  // and its credential (Engine::RemoveAgent). Any thread; waits for the engine thread.
+  Status RemoveAgent(const std::string& name, const std::string& actor);
+
+  // Hellos refused since start, by reason ("unauthenticated", "permission_denied",
+  // "already_connected", "malformed", "refused"). Any thread.
+  std::map<std::string, uint64_t> RefusalCounts() const;
+
   bool Send(const std::string& agent, const lockstep::v1::Task& task) override;
   bool SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) override;
 
@@ -75,7 +88,14 @@ class Hub final : public TaskSink {
   struct Event {
     std::shared_ptr<StreamHandle> stream;
     std::optional<lockstep::v1::AgentMessage> msg;  // nullopt: the stream closed
+    std::function<void()> task;                     // set: run on the engine thread instead
   };
+  // Engine thread: the hello of a stream not yet accepted. Returns whether it was accepted.
+  bool Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1::AgentHello& hello);
+  // Engine thread: refuses a hello, counted by `reason`; the log line is escaped and
+  // rate-limited (a flood of bad hellos must not flood the log).
+  void Refuse(const std::shared_ptr<StreamHandle>& stream, const std::string& reason,
+              const lockstep::v1::AgentHello& hello, const std::string& why);
   // Engine thread. Returns whether the event may call for a pass (a plain heartbeat does not).
   bool Apply(Event& ev);
   bool Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg);
@@ -100,6 +120,15 @@ class Hub final : public TaskSink {
   // Accepted streams by agent name, and the reverse.
   std::map<std::string, std::shared_ptr<StreamHandle>> streams_;  // guarded by mu_
   std::map<const StreamHandle*, std::string> names_;              // guarded by mu_
+  std::map<std::string, uint64_t> refusals_;                      // guarded by mu_
+  // Engine thread: when each accepted stream was last heard from. A stream silent for
+  // several heartbeat intervals is presumed dead (its peer vanished without a FIN), so a new
+  // connection of its agent replaces it instead of being refused as a duplicate.
+  std::map<const StreamHandle*, UnixMs> last_heard_;
+  // Engine thread: refusal log lines allowed in the current second, and those suppressed.
+  UnixMs refusal_log_second_ = 0;
+  int refusal_log_count_ = 0;
+  uint64_t refusal_log_suppressed_ = 0;
 };
 
 }  // namespace lockstep

@@ -3,8 +3,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/service_type.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <filesystem>
 #include <thread>
@@ -20,6 +22,10 @@
 #include "orchestrator/store/store.h"
 
 namespace lockstep {
+
+namespace {
+constexpr int kMaxGrpcMessageBytes = 1 << 20;
+}  // namespace
 
 struct Orchestrator::Impl {
   OrchestratorOptions options;
@@ -58,8 +64,19 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   if (ec) {
     return Unavailable("cannot create data directory " + o.data_dir + ": " + ec.message());
   }
-  auto store = OpenSqliteStore((std::filesystem::path(o.data_dir) / "lockstep.db").string());
+  // The data directory holds the store and the bootstrap admin token: lockstepd's user only.
+  if (::chmod(o.data_dir.c_str(), 0700) != 0) {
+    return Unavailable("cannot make data directory " + o.data_dir + " private (mode 0700)");
+  }
+  const std::string db_path = (std::filesystem::path(o.data_dir) / "lockstep.db").string();
+  auto store = OpenSqliteStore(db_path);
   if (!store.ok()) return store.status();
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::string f = db_path + suffix;
+    if (::chmod(f.c_str(), 0600) != 0 && errno != ENOENT) {
+      return Unavailable("cannot make " + f + " private (mode 0600)");
+    }
+  }
   // Everything reaches the store through the guard, so a disk that refuses writes turns into
   // "unavailable" answers and an unhealthy /healthz rather than anonymous internal errors.
   impl->store = std::make_unique<StoreGuard>(std::move(*store));
@@ -83,7 +100,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   impl->hub = std::make_unique<Hub>(o.clock, heartbeats, impl->auth.get());
   impl->engine = std::make_unique<Engine>(o.pipelines, impl->store.get(), o.clock, impl->hub.get());
 
-  impl->agent_service = MakeAgentService(impl->hub.get());
+  impl->agent_service = MakeAgentService(
+      impl->hub.get(), AgentServiceLimits{o.hello_timeout_ms, o.max_pending_streams_per_peer,
+                                          o.max_pending_streams});
   impl->control_service =
       MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get(), impl->auth.get());
 
@@ -103,6 +122,11 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // Agents and the CLI send small messages (the largest is a task result with a bounded
+  // output tail); a peer cannot make lockstepd buffer a large one. A connection carries
+  // one agent stream or a few CLI calls, not hundreds.
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 32);
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->grpc_port == 0) {
     return Unavailable("cannot listen on " + o.grpc_listen +
@@ -112,6 +136,7 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     HttpApiOptions ho;
     ho.listen = o.http_listen;
     ho.web_dir = o.web_dir;
+    ho.allowed_hosts = o.http_allowed_hosts;
     StoreGuard* guard = impl->store.get();
     ho.health = [guard] { return guard->WriteHealth(); };
     auto http = HttpApi::Start(ho, impl->engine.get(), impl->store.get(), impl->hub.get(),

@@ -30,6 +30,13 @@ struct OrchestratorOptions {
   // of agent_lost. Non-zero: exactly this, whatever the fleet size.
   int64_t heartbeat_interval_ms = 0;
   TlsFiles tls;  // gRPC TLS: cert+key, and a client CA for mutual TLS
+  // Host header names the HTTP port answers to (HttpApiOptions::allowed_hosts).
+  std::vector<std::string> http_allowed_hosts;
+  // The agent port before authentication: how long a stream may take to say hello, and how
+  // many unauthenticated streams may be open at once, per peer address and in total.
+  int64_t hello_timeout_ms = 10'000;
+  int max_pending_streams_per_peer = 256;
+  int max_pending_streams = 2048;
   const Clock* clock = SystemClock::Get();
 };
 

@@ -2,6 +2,7 @@
 // register services include it themselves.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 namespace grpc {
@@ -15,8 +16,15 @@ class Engine;
 class Hub;
 class Store;
 
+// The agent port before authentication (agent_service.cc).
+struct AgentServiceLimits {
+  int64_t hello_timeout_ms = 10'000;  // a stream not accepted by then is ended
+  int max_pending_streams_per_peer = 256;
+  int max_pending_streams = 2048;
+};
+
 // The agent-facing bidirectional stream service.
-std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub);
+std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits);
 // The CLI-facing control service.
 std::unique_ptr<grpc::Service> MakeControlService(Engine* engine, Store* store, Hub* hub,
                                                   const Authenticator* auth);

@@ -88,6 +88,31 @@ StatusOr<std::optional<TokenRecord>> StoreGuard::FindTokenByHash(const std::stri
 
 StatusOr<int64_t> StoreGuard::CountTokens() { return inner_->CountTokens(); }
 
+StatusOr<std::vector<TokenRecord>> StoreGuard::ListTokens() { return inner_->ListTokens(); }
+
+Status StoreGuard::RevokeToken(const std::string& name, UnixMs at, const std::string& by,
+                               const AuditRecord& audit) {
+  return Observe(inner_->RevokeToken(name, at, by, audit));
+}
+
+Status StoreGuard::TouchToken(const std::string& name, UnixMs at) {
+  return Observe(inner_->TouchToken(name, at));
+}
+
+Status StoreGuard::IssueHostCredential(const HostCredentialRecord& credential,
+                                       const AuditRecord& audit) {
+  return Observe(inner_->IssueHostCredential(credential, audit));
+}
+
+StatusOr<std::optional<HostCredentialRecord>> StoreGuard::FindHostCredential(
+    const std::string& name) {
+  return inner_->FindHostCredential(name);
+}
+
+Status StoreGuard::RemoveAgent(const std::string& name, const AuditRecord& audit) {
+  return Observe(inner_->RemoveAgent(name, audit));
+}
+
 StatusOr<std::vector<WaveRecord>> StoreGuard::Waves(int64_t release_id) {
   return inner_->Waves(release_id);
 }

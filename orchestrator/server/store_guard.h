@@ -49,6 +49,15 @@ class StoreGuard final : public Store {
   Status CreateToken(const TokenRecord& token, const AuditRecord& audit) override;
   StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override;
   StatusOr<int64_t> CountTokens() override;
+  StatusOr<std::vector<TokenRecord>> ListTokens() override;
+  Status RevokeToken(const std::string& name, UnixMs at, const std::string& by,
+                     const AuditRecord& audit) override;
+  Status TouchToken(const std::string& name, UnixMs at) override;
+  Status IssueHostCredential(const HostCredentialRecord& credential,
+                             const AuditRecord& audit) override;
+  StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(
+      const std::string& name) override;
+  Status RemoveAgent(const std::string& name, const AuditRecord& audit) override;
   StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override;
   StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) override;
   StatusOr<std::vector<AgentRecord>> Agents() override;

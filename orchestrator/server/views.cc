@@ -125,6 +125,20 @@ lockstep::v1::AuditEntry AuditView(const AuditRecord& a) {
   return e;
 }
 
+lockstep::v1::TokenInfo TokenView(const TokenRecord& t) {
+  lockstep::v1::TokenInfo v;
+  v.set_name(t.name);
+  v.set_role(t.role);
+  v.set_region(t.region);
+  v.set_created_at_ms(t.created_at);
+  v.set_created_by(t.created_by);
+  v.set_last_used_at_ms(t.last_used_at);
+  v.set_expires_at_ms(t.expires_at);
+  v.set_revoked_at_ms(t.revoked_at);
+  v.set_revoked_by(t.revoked_by);
+  return v;
+}
+
 StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id) {
   auto r = store.GetRelease(id);
   if (!r.ok()) return r.status();

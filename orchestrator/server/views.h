@@ -19,6 +19,8 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
 lockstep::v1::Release ReleaseSummary(const ReleaseRecord& r);
 lockstep::v1::Agent AgentView(const AgentRecord& a);
 lockstep::v1::AuditEntry AuditView(const AuditRecord& a);
+// Never carries the token or its hash.
+lockstep::v1::TokenInfo TokenView(const TokenRecord& t);
 
 class Store;
 class Engine;

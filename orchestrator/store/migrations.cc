@@ -116,6 +116,22 @@ CREATE TABLE tokens (
   created_by TEXT NOT NULL
 );
 )sql"},
+      // The trust boundary: hosts' own credentials, token lifecycle, and commit times (so a
+      // replayed webhook cannot take a pipeline back to an older commit).
+      {5, R"sql(
+ALTER TABLE releases ADD COLUMN commit_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN revoked_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN revoked_by TEXT NOT NULL DEFAULT '';
+CREATE TABLE host_credentials (
+  name TEXT PRIMARY KEY,
+  region TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  enrolled_with TEXT NOT NULL DEFAULT ''
+);
+)sql"},
   };
   return kMigrations;
 }

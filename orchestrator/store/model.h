@@ -80,6 +80,7 @@ struct ReleaseRecord {
   std::string sha256;
   std::string commit;
   std::string author;
+  UnixMs commit_at = 0;  // when the commit was made, from the code host; 0 if unknown
   std::string state = release_state::kQueued;
   std::string reason;            // why it ended the way it did, or why it waits
   int current_wave = -1;         // index of the wave in progress; -1 before the first
@@ -157,6 +158,20 @@ struct TokenRecord {
   std::string hash;
   UnixMs created_at = 0;
   std::string created_by;
+  UnixMs expires_at = 0;    // 0: never
+  UnixMs last_used_at = 0;  // 0: never used (updated at most once a minute)
+  UnixMs revoked_at = 0;    // 0: valid; a revoked token is kept so its name stays taken
+  std::string revoked_by;
+};
+
+// A host's own credential, issued by lockstepd when the host first enrolled with its
+// region's enrollment token. Only the sha256 of the secret is stored.
+struct HostCredentialRecord {
+  std::string name;    // the agent (host) name it belongs to
+  std::string region;  // the region it is bound to
+  std::string hash;
+  UnixMs created_at = 0;
+  std::string enrolled_with;  // the name of the enrollment token used
 };
 
 struct AgentRecord {

@@ -88,7 +88,7 @@ std::vector<std::string> SplitVersions(const std::string& s) {
 constexpr const char* kReleaseColumns =
     "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
     "current_wave, previous_version, created_at, started_at, finished_at, kind, "
-    "previous_release_id, abort_requested_by, abort_requested_at";
+    "previous_release_id, abort_requested_by, abort_requested_at, commit_at";
 
 constexpr const char* kOpenStates = "('queued', 'rolling', 'rolling_back', 'aborting', 'halted')";
 
@@ -112,7 +112,27 @@ ReleaseRecord ReadRelease(const Stmt& s) {
   r.previous_release_id = s.Int(15);
   r.abort_requested_by = s.Text(16);
   r.abort_requested_at = s.Int(17);
+  r.commit_at = s.Int(18);
   return r;
+}
+
+constexpr const char* kTokenColumns =
+    "name, role, region, hash, created_at, created_by, expires_at, last_used_at, revoked_at, "
+    "revoked_by";
+
+TokenRecord ReadToken(const Stmt& s) {
+  TokenRecord t;
+  t.name = s.Text(0);
+  t.role = s.Text(1);
+  t.region = s.Text(2);
+  t.hash = s.Text(3);
+  t.created_at = s.Int(4);
+  t.created_by = s.Text(5);
+  t.expires_at = s.Int(6);
+  t.last_used_at = s.Int(7);
+  t.revoked_at = s.Int(8);
+  t.revoked_by = s.Text(9);
+  return t;
 }
 
 constexpr const char* kAgentColumns =
@@ -153,12 +173,13 @@ class SqliteStore final : public Store {
     Stmt s(db_,
            "INSERT INTO releases (pipeline, version, artifact_url, sha256, commit_sha, author, "
            "state, reason, current_wave, previous_version, created_at, started_at, "
-           "finished_at, kind, previous_release_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+           "finished_at, kind, previous_release_id, commit_at) VALUES "
+           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     s.Bind(1, r.pipeline).Bind(2, r.version).Bind(3, r.artifact_url).Bind(4, r.sha256);
     s.Bind(5, r.commit).Bind(6, r.author).Bind(7, r.state).Bind(8, r.reason);
     s.Bind(9, int64_t{r.current_wave}).Bind(10, r.previous_version).Bind(11, r.created_at);
     s.Bind(12, r.started_at).Bind(13, r.finished_at).Bind(14, r.kind);
-    s.Bind(15, r.previous_release_id);
+    s.Bind(15, r.previous_release_id).Bind(16, r.commit_at);
     if (s.Step() != SQLITE_DONE) return RollbackLocked("insert release: " + s.Error());
     r.id = sqlite3_last_insert_rowid(db_);
     if (audit.target.empty()) audit.target = "release/" + std::to_string(r.id);
@@ -360,10 +381,10 @@ class SqliteStore final : public Store {
     LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
     LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
     Stmt s(db_,
-           "INSERT INTO tokens (name, role, region, hash, created_at, created_by) "
-           "VALUES (?,?,?,?,?,?)");
+           "INSERT INTO tokens (name, role, region, hash, created_at, created_by, expires_at) "
+           "VALUES (?,?,?,?,?,?,?)");
     s.Bind(1, t.name).Bind(2, t.role).Bind(3, t.region).Bind(4, t.hash).Bind(5, t.created_at);
-    s.Bind(6, t.created_by);
+    s.Bind(6, t.created_by).Bind(7, t.expires_at);
     int rc = s.Step();
     if (rc == SQLITE_CONSTRAINT) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -376,19 +397,113 @@ class SqliteStore final : public Store {
 
   StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_, "SELECT name, role, region, hash, created_at, created_by FROM tokens WHERE hash=?");
+    Stmt s(db_, (std::string("SELECT ") + kTokenColumns + " FROM tokens WHERE hash=?").c_str());
     s.Bind(1, hash);
     int rc = s.Step();
     if (rc == SQLITE_DONE) return std::optional<TokenRecord>();
     if (rc != SQLITE_ROW) return Internal("read token: " + s.Error());
-    TokenRecord t;
-    t.name = s.Text(0);
-    t.role = s.Text(1);
-    t.region = s.Text(2);
-    t.hash = s.Text(3);
-    t.created_at = s.Int(4);
-    t.created_by = s.Text(5);
-    return std::optional<TokenRecord>(std::move(t));
+    return std::optional<TokenRecord>(ReadToken(s));
+  }
+
+  StatusOr<std::vector<TokenRecord>> ListTokens() override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kTokenColumns + " FROM tokens ORDER BY name").c_str());
+    std::vector<TokenRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadToken(s));
+    if (rc != SQLITE_DONE) return Internal("list tokens: " + s.Error());
+    return out;
+  }
+
+  Status RevokeToken(const std::string& name, UnixMs at, const std::string& by,
+                     const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt q(db_, "SELECT revoked_at FROM tokens WHERE name=?");
+    q.Bind(1, name);
+    int rc = q.Step();
+    if (rc != SQLITE_ROW) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (rc == SQLITE_DONE) return NotFound("no token named \"" + name + "\"");
+      return Internal("read token: " + q.Error());
+    }
+    if (q.Int(0) != 0) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return FailedPrecondition("token \"" + name + "\" is already revoked");
+    }
+    Stmt s(db_, "UPDATE tokens SET revoked_at=?, revoked_by=? WHERE name=?");
+    s.Bind(1, at).Bind(2, by).Bind(3, name);
+    if (s.Step() != SQLITE_DONE) return RollbackLocked("revoke token: " + s.Error());
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
+  }
+
+  Status TouchToken(const std::string& name, UnixMs at) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    Stmt s(db_, "UPDATE tokens SET last_used_at=? WHERE name=? AND last_used_at<?");
+    s.Bind(1, at).Bind(2, name).Bind(3, at);
+    if (s.Step() != SQLITE_DONE) return Internal("record token use: " + s.Error());
+    return Status::Ok();
+  }
+
+  Status IssueHostCredential(const HostCredentialRecord& c, const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_,
+           "INSERT INTO host_credentials (name, region, hash, created_at, enrolled_with) "
+           "VALUES (?,?,?,?,?)");
+    s.Bind(1, c.name).Bind(2, c.region).Bind(3, c.hash).Bind(4, c.created_at);
+    s.Bind(5, c.enrolled_with);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return Status(StatusCode::kAlreadyExists, "host \"" + c.name + "\" is already enrolled");
+    }
+    if (rc != SQLITE_DONE) return RollbackLocked("issue host credential: " + s.Error());
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
+  }
+
+  StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(
+      const std::string& name) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT name, region, hash, created_at, enrolled_with FROM host_credentials "
+           "WHERE name=?");
+    s.Bind(1, name);
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return std::optional<HostCredentialRecord>();
+    if (rc != SQLITE_ROW) return Internal("read host credential: " + s.Error());
+    HostCredentialRecord c;
+    c.name = s.Text(0);
+    c.region = s.Text(1);
+    c.hash = s.Text(2);
+    c.created_at = s.Int(3);
+    c.enrolled_with = s.Text(4);
+    return std::optional<HostCredentialRecord>(std::move(c));
+  }
+
+  Status RemoveAgent(const std::string& name, const AuditRecord& audit) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    int removed = 0;
+    for (const char* sql :
+         {"DELETE FROM host_credentials WHERE name=?", "DELETE FROM agents WHERE name=?"}) {
+      Stmt s(db_, sql);
+      s.Bind(1, name);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("remove agent: " + s.Error());
+      removed += sqlite3_changes(db_);
+    }
+    if (removed == 0) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return NotFound("no agent named \"" + name + "\"");
+    }
+    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    return CommitLocked();
   }
 
   StatusOr<int64_t> CountTokens() override {

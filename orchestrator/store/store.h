@@ -64,6 +64,23 @@ class Store {
   virtual Status CreateToken(const TokenRecord& token, const AuditRecord& audit) = 0;
   virtual StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) = 0;
   virtual StatusOr<int64_t> CountTokens() = 0;
+  // Every token, revoked and expired ones included (their names stay taken), by name.
+  virtual StatusOr<std::vector<TokenRecord>> ListTokens() = 0;
+  // kNotFound if no token has that name; kFailedPrecondition if it is already revoked.
+  virtual Status RevokeToken(const std::string& name, UnixMs at, const std::string& by,
+                             const AuditRecord& audit) = 0;
+  // Records that a token was used (not audited; callers throttle it).
+  virtual Status TouchToken(const std::string& name, UnixMs at) = 0;
+
+  // --- hosts' own credentials ---
+
+  // kAlreadyExists if the host name already has a credential.
+  virtual Status IssueHostCredential(const HostCredentialRecord& credential,
+                                     const AuditRecord& audit) = 0;
+  virtual StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(
+      const std::string& name) = 0;
+  // Forgets a host: its agent row and its credential. kNotFound if it has neither.
+  virtual Status RemoveAgent(const std::string& name, const AuditRecord& audit) = 0;
 
   virtual StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) = 0;
   virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;

@@ -4,8 +4,10 @@
 #include <openssl/hmac.h>
 
 #include <climits>
+#include <cstdint>
 #include <exception>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "common/sha256.h"
@@ -118,6 +120,90 @@ Status ReadString(const json* object, const char* key, const std::string& path, 
   return Status::Ok();
 }
 
+// Reads `n` decimal digits at s[*pos] into *out; false if any is not a digit.
+bool ReadDigits(std::string_view s, size_t* pos, size_t n, int* out) {
+  if (s.size() - *pos < n) return false;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    char c = s[*pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *pos += n;
+  *out = v;
+  return true;
+}
+
+bool ReadChar(std::string_view s, size_t* pos, char c) {
+  if (*pos >= s.size() || s[*pos] != c) return false;
+  ++*pos;
+  return true;
+}
+
+// Days from 1970-01-01 to year-month-day of the proleptic Gregorian calendar (H. Hinnant's
+// days_from_civil).
+int64_t DaysFromCivil(int64_t year, int month, int day) {
+  year -= month <= 2 ? 1 : 0;
+  const int64_t era = (year >= 0 ? year : year - 399) / 400;
+  const int64_t year_of_era = year - era * 400;
+  const int64_t day_of_year = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+  const int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+  return era * 146097 + day_of_era - 719468;
+}
+
+int DaysInMonth(int year, int month) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  return month == 2 && leap ? 29 : kDays[month - 1];
+}
+
+// "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)" as unix milliseconds; nullopt if the text
+// is anything else or names no real time (February 30th, hour 24, offset beyond 23:59). A
+// leap second (:60) is accepted as the second after :59. Digits past milliseconds are dropped.
+std::optional<int64_t> ParseRfc3339Ms(std::string_view s) {
+  size_t pos = 0;
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  if (!ReadDigits(s, &pos, 4, &year) || !ReadChar(s, &pos, '-') ||
+      !ReadDigits(s, &pos, 2, &month) || !ReadChar(s, &pos, '-') || !ReadDigits(s, &pos, 2, &day) ||
+      !ReadChar(s, &pos, 'T') || !ReadDigits(s, &pos, 2, &hour) || !ReadChar(s, &pos, ':') ||
+      !ReadDigits(s, &pos, 2, &minute) || !ReadChar(s, &pos, ':') ||
+      !ReadDigits(s, &pos, 2, &second)) {
+    return std::nullopt;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month) || hour > 23 ||
+      minute > 59 || second > 60) {
+    return std::nullopt;
+  }
+  int millis = 0;
+  if (ReadChar(s, &pos, '.')) {
+    size_t digits = 0;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      if (digits < 3) millis = millis * 10 + (s[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0 || digits > 9) return std::nullopt;
+    for (size_t i = digits; i < 3; ++i) millis *= 10;
+  }
+  int offset_minutes = 0;
+  if (!ReadChar(s, &pos, 'Z')) {
+    if (pos >= s.size() || (s[pos] != '+' && s[pos] != '-')) return std::nullopt;
+    int sign = s[pos] == '-' ? -1 : 1;
+    ++pos;
+    int offset_hours = 0;
+    int offset_mins = 0;
+    if (!ReadDigits(s, &pos, 2, &offset_hours) || !ReadChar(s, &pos, ':') ||
+        !ReadDigits(s, &pos, 2, &offset_mins) || offset_hours > 23 || offset_mins > 59) {
+      return std::nullopt;
+    }
+    offset_minutes = sign * (offset_hours * 60 + offset_mins);
+  }
+  if (pos != s.size()) return std::nullopt;
+  int64_t seconds = DaysFromCivil(year, month, day) * 86400 + int64_t{hour} * 3600 +
+                    int64_t{minute} * 60 + second - int64_t{offset_minutes} * 60;
+  return seconds * 1000 + millis;
+}
+
 StatusOr<PushEvent> ParsePushEventJson(const json& doc) {
   if (!doc.is_object()) return InvalidArgument("JSON body is not an object");
   PushEvent event;
@@ -154,6 +240,17 @@ StatusOr<PushEvent> ParsePushEventJson(const json& doc) {
   LOCKSTEP_RETURN_IF_ERROR(ReadObject(head_commit, "author", "head_commit.author", &commit_author));
   LOCKSTEP_RETURN_IF_ERROR(ReadString(commit_author, "name", "head_commit.author.name",
                                       /*required=*/false, &event.author));
+  std::string timestamp;
+  LOCKSTEP_RETURN_IF_ERROR(ReadString(head_commit, "timestamp", "head_commit.timestamp",
+                                      /*required=*/false, &timestamp));
+  if (Member(head_commit, "timestamp") != nullptr) {  // present: an empty one is malformed too
+    std::optional<int64_t> committed_at = ParseRfc3339Ms(timestamp);
+    if (!committed_at) {
+      return InvalidArgument("field head_commit.timestamp is not an ISO 8601 time with offset: " +
+                             Quoted(timestamp));
+    }
+    event.committed_at_ms = *committed_at;
+  }
 
   const json* pusher = nullptr;
   LOCKSTEP_RETURN_IF_ERROR(ReadObject(&doc, "pusher", "pusher", &pusher));

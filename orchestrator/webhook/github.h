@@ -9,6 +9,7 @@
 // may be called from any thread.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,9 @@ struct PushEvent {
   std::string author;      // head_commit.author.name, or pusher.name if absent; may be empty
   std::string message;     // head_commit.message; empty if there is no head commit
   bool deleted = false;    // the ref was deleted; `after` is then all zeros
+  // head_commit.timestamp as unix milliseconds (UTC), 0 if the push has no head commit or the
+  // head commit no timestamp. Replay protection compares it with the current release's.
+  int64_t committed_at_ms = 0;
   // One line for logs and the audit trail: "<repository> <ref> <first 12 of after>". The
   // HTTP layer may replace it with the X-GitHub-Delivery id it received.
   std::string delivery_hint;
@@ -44,10 +48,13 @@ struct PushEvent {
 // Parses the body of a GitHub "push" event. Required: repository.full_name (non-empty
 // string), ref (non-empty string), after (40- or 64-hex string, either case). Optional, but
 // the wrong type if present is an error: deleted (bool), head_commit (object or null) with
-// message and author.name (strings), pusher.name (string). Errors are kInvalidArgument with
+// message and author.name (strings) and timestamp (an ISO 8601 / RFC 3339 time with an offset,
+// "2026-12-05T10:00:00Z", "2026-12-05T12:00:00+02:00", optional fraction of a second, year
+// 0000-9999), pusher.name (string). Errors are kInvalidArgument with
 // messages such as "not JSON: ...", "JSON body is not an object", "missing field
 // repository.full_name", "field ref is not a string", "field after is not a 40- or 64-hex
-// commit: \"xyz\"". Bodies nested deeper than 64 levels are rejected before parsing.
+// commit: \"xyz\"", "field head_commit.timestamp is not an ISO 8601 time with offset:
+// \"...\"". Bodies nested deeper than 64 levels are rejected before parsing.
 StatusOr<PushEvent> ParsePushEvent(std::string_view body);
 
 // Replaces every "{sha}" in `tmpl` with `sha` and every "{short_sha}" with its first 12

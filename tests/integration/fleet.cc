@@ -158,7 +158,9 @@ void Fleet::StartAgent(const std::string& name, const std::string& region,
   }
   std::vector<std::string> argv = {
       BinPath("lockstep-agent"), "--server", server(), "--region", region, "--name", name, "--root",
-      AgentRoot(name),           "--token",  enroll};
+      AgentRoot(name), "--token", enroll,
+      // Hooks see a curated environment; the test hooks' own variables are allow-listed.
+      "--hook-env", "EVENT_LOG,FAULT_DIR,FAULT_AGENT"};
   argv.insert(argv.end(), agent_flags.begin(), agent_flags.end());
   std::map<std::string, std::string> env = agent_env;
   env["EVENT_LOG"] = event_log();

@@ -337,14 +337,20 @@ TEST_F(WebhookTest, PushesToOtherBranchesAndOtherEventsAreIgnored) {
   Resp r = Deliver(other, GithubSignature(kSecret, other));
   EXPECT_EQ(r.status, 202) << r.raw;
   EXPECT_EQ(r.body["ignored"], "push to feature");
-  EXPECT_EQ(Deliver("{}", "", "ping").status, 200);
-  EXPECT_EQ(Deliver("{}", "", "issues").status, 202);
+  // Nothing unsigned is answered beyond one plain 401, pings and other events included.
+  EXPECT_EQ(Deliver("{}", GithubSignature(kSecret, "{}"), "ping").status, 200);
+  EXPECT_EQ(Deliver("{}", "", "ping").status, 401);
+  EXPECT_EQ(Deliver("{}", "", "issues").status, 401);
 
   json foreign = json::parse(PushBody("main", kCommit));
   foreign["repository"]["full_name"] = "acme/other";
   Resp nobody = Deliver(foreign.dump(), GithubSignature(kSecret, foreign.dump()));
-  EXPECT_EQ(nobody.status, 404);
-  EXPECT_EQ(nobody.body["error"], "no pipeline is triggered by acme/other");
+  EXPECT_EQ(nobody.status, 202) << nobody.raw;
+  // Unsigned, a configured and an unconfigured repository get the same answer.
+  Resp unsigned_other = Deliver(foreign.dump(), "");
+  Resp unsigned_ours = Deliver(PushBody("main", kCommit), "");
+  EXPECT_EQ(unsigned_other.status, 401);
+  EXPECT_EQ(unsigned_other.raw, unsigned_ours.raw);
   EXPECT_EQ(Releases(), 0u);
 }
 

@@ -666,6 +666,45 @@ TEST_F(GateTest, ChecksGoToAnAgentOfEachRegionWithTheRegionSubstituted) {
   }
 }
 
+TEST_F(GateTest, OnlyTheAgentACheckWasSentToCanAnswerIt) {
+  int64_t id = StartAndFinishFirstWave(WithGate());
+  ASSERT_EQ(sink_.checks.size(), 3u);
+  auto checks = std::move(sink_.checks);
+  sink_.checks.clear();
+  // Check ids are unguessable: 128 random bits, never a counter.
+  std::set<std::string> ids;
+  for (const auto& [agent, check] : checks) {
+    EXPECT_EQ(check.check_id().size(), 33u) << check.check_id();
+    ids.insert(check.check_id());
+  }
+  EXPECT_EQ(ids.size(), 3u);
+  // An enrolled agent of another region answers the others' checks with a pass: dropped.
+  for (const auto& [agent, check] : checks) {
+    const std::string other = agent == checks[0].first ? checks[1].first : checks[0].first;
+    v1::GateVerdict v;
+    v.set_check_id(check.check_id());
+    v.set_gate(check.gate().name());
+    v.set_verdict(v1::GateVerdict::PASS);
+    EXPECT_EQ(engine_->GateVerdictReceived(other, v).code(), StatusCode::kPermissionDenied);
+  }
+  // A made-up id changes nothing either.
+  v1::GateVerdict forged;
+  forged.set_check_id("g1");
+  forged.set_verdict(v1::GateVerdict::PASS);
+  EXPECT_TRUE(engine_->GateVerdictReceived(checks[0].first, forged).ok());
+  EXPECT_EQ(engine_->gate_verdicts_dropped(), 4u);
+  EXPECT_TRUE(store_->GateResults(id).value().empty());
+  // The agents that were asked still can, and their verdicts count.
+  for (const auto& [agent, check] : checks) {
+    v1::GateVerdict v;
+    v.set_check_id(check.check_id());
+    v.set_gate(check.gate().name());
+    v.set_verdict(v1::GateVerdict::FAIL);
+    EXPECT_TRUE(engine_->GateVerdictReceived(agent, v).ok());
+  }
+  EXPECT_EQ(store_->GateResults(id).value().size(), 3u);
+}
+
 TEST_F(GateTest, PassingGatesLetTheWaveEndWhenTheBakeEnds) {
   int64_t id = StartAndFinishFirstWave(WithGate());
   Answer(v1::GateVerdict::PASS, 0.001);
@@ -1104,6 +1143,21 @@ class RefusingStore final : public Store {
     return s_->FindTokenByHash(h);
   }
   StatusOr<int64_t> CountTokens() override { return s_->CountTokens(); }
+  StatusOr<std::vector<TokenRecord>> ListTokens() override { return s_->ListTokens(); }
+  Status RevokeToken(const std::string& n, UnixMs at, const std::string& by,
+                     const AuditRecord& a) override {
+    return s_->RevokeToken(n, at, by, a);
+  }
+  Status TouchToken(const std::string& n, UnixMs at) override { return s_->TouchToken(n, at); }
+  Status IssueHostCredential(const HostCredentialRecord& c, const AuditRecord& a) override {
+    return s_->IssueHostCredential(c, a);
+  }
+  StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(const std::string& n) override {
+    return s_->FindHostCredential(n);
+  }
+  Status RemoveAgent(const std::string& n, const AuditRecord& a) override {
+    return s_->RemoveAgent(n, a);
+  }
   StatusOr<std::vector<WaveRecord>> Waves(int64_t id) override { return s_->Waves(id); }
   StatusOr<std::vector<HostRecord>> Hosts(int64_t id) override { return s_->Hosts(id); }
   StatusOr<std::vector<AgentRecord>> Agents() override { return s_->Agents(); }

@@ -172,6 +172,7 @@ TEST(ParsePushEventTest, ReadsARealisticPushToMain) {
   EXPECT_EQ(event.message,
             "Fix checkout rounding\n\nTotals were off by a cent for some currencies.");
   EXPECT_FALSE(event.deleted);
+  EXPECT_EQ(event.committed_at_ms, 1714983072000);  // 2024-05-06T08:11:12Z
   EXPECT_EQ(event.delivery_hint, "acme/shop refs/heads/main 4f2c8e1a9b3d");
 }
 
@@ -208,6 +209,48 @@ TEST(ParsePushEventTest, ReportsADeletedBranch) {
 TEST(ParsePushEventTest, FallsBackToThePusherWhenTheHeadCommitHasNoAuthor) {
   EXPECT_EQ(Parsed(Push("refs/heads/main", kSha1, R"(, "pusher": {"name": "octocat"})")).author,
             "octocat");
+}
+
+// A push whose head commit has `timestamp` (a JSON value, verbatim).
+std::string PushAt(const std::string& timestamp) {
+  return Push("refs/heads/main", kSha1, R"(, "head_commit": {"timestamp": )" + timestamp + "}");
+}
+
+TEST(ParsePushEventTest, ReadsTheCommitTimeInUtc) {
+  EXPECT_EQ(Parsed(PushAt(R"("2026-12-05T10:00:00Z")")).committed_at_ms, 1796464800000);
+}
+
+TEST(ParsePushEventTest, AppliesTheCommitTimesOffset) {
+  EXPECT_EQ(Parsed(PushAt(R"("2026-12-05T12:00:00+02:00")")).committed_at_ms, 1796464800000);
+  EXPECT_EQ(Parsed(PushAt(R"("2024-02-29T23:59:59.123-05:30")")).committed_at_ms, 1709270999123);
+}
+
+TEST(ParsePushEventTest, KeepsMillisecondsOfAFractionalSecond) {
+  EXPECT_EQ(Parsed(PushAt(R"("1999-12-31T23:59:59.5Z")")).committed_at_ms, 946684799500);
+  EXPECT_EQ(Parsed(PushAt(R"("1999-12-31T23:59:59.123456789Z")")).committed_at_ms, 946684799123);
+}
+
+TEST(ParsePushEventTest, GivesNoCommitTimeWithoutAHeadCommitTimestamp) {
+  EXPECT_EQ(Parsed(Push("refs/heads/main", kSha1)).committed_at_ms, 0);
+  EXPECT_EQ(Parsed(Push("refs/heads/main", kSha1, R"(, "head_commit": null)")).committed_at_ms, 0);
+  EXPECT_EQ(Parsed(PushAt("null")).committed_at_ms, 0);
+}
+
+TEST(ParsePushEventTest, RejectsAMalformedCommitTimeNamingTheField) {
+  for (const char* bad :
+       {"", "2026-12-05", "2026-12-05T10:00:00", "2026-12-05 10:00:00Z", "2026-13-05T10:00:00Z",
+        "2026-02-29T10:00:00Z", "2026-12-05T24:00:00Z", "2026-12-05T10:00:00+24:00",
+        "2026-12-05T10:00:00+0200", "2026-12-05T10:00:00.Z", "2026-12-05T10:00:00Zjunk",
+        "yesterday", "+2026-12-05T10:00:00Z", "2026-1-05T10:00:00Z"}) {
+    EXPECT_EQ(ErrorOf(PushAt("\"" + std::string(bad) + "\"")),
+              "field head_commit.timestamp is not an ISO 8601 time with offset: \"" +
+                  std::string(bad) + "\"")
+        << bad;
+  }
+}
+
+TEST(ParsePushEventTest, RejectsACommitTimeThatIsNotAString) {
+  EXPECT_EQ(ErrorOf(PushAt("1796464800")), "field head_commit.timestamp is not a string");
 }
 
 TEST(ParsePushEventTest, RejectsMalformedJson) {

@@ -1,12 +1,17 @@
 #include "agents/hooks/hook_runner.h"
 
+#include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +21,35 @@ namespace {
 
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
+
+// Sets an environment variable of the test process (the agent, as far as RunHook can tell)
+// for the lifetime of the object, restoring the previous value.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = ::getenv(name)) old_ = old;
+    if (value != nullptr) {
+      ::setenv(name, value, 1);
+    } else {
+      ::unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_.c_str(), old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_.c_str());
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
 
 class HookRunnerTest : public ::testing::Test {
  protected:
@@ -70,16 +104,17 @@ TEST_F(HookRunnerTest, EnvironmentReachesTheScript) {
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   ASSERT_EQ(result->tail.size(), 2u);
   EXPECT_EQ(result->tail[0], "v=1.2.3");
-  // The agent's own environment is inherited, not replaced.
-  EXPECT_EQ(result->tail[1], std::string("path=") + (getenv("PATH") ? getenv("PATH") : ""));
+  // A fixed PATH, not the agent's.
+  EXPECT_EQ(result->tail[1], std::string("path=") + kHookPath);
 }
 
-TEST_F(HookRunnerTest, VariablesAreAddedBesideShorterOnesAndReplaceInheritedOnes) {
+TEST_F(HookRunnerTest, VariablesAreAddedBesideShorterOnesAndReplacePassedOnes) {
   // "Z=" is shorter than "LOCKSTEP_PREVIOUS_VERSION=": a lookup that compared the key past
   // the end of a shorter variable read outside it (AddressSanitizer build, Boost 1.74's
   // environment::find).
-  ASSERT_EQ(::setenv("Z", "", 1), 0);
-  ASSERT_EQ(::setenv("LOCKSTEP_TEST_INHERITED", "old", 1), 0);
+  ScopedEnv z("Z", "");
+  ScopedEnv inherited("LOCKSTEP_TEST_INHERITED", "old");
+  options_.pass_env = {"Z", "LOCKSTEP_TEST_INHERITED"};
   options_.env["LOCKSTEP_PREVIOUS_VERSION"] = "1.2.2";
   options_.env["LOCKSTEP_TEST_INHERITED"] = "new";
 
@@ -88,12 +123,137 @@ TEST_F(HookRunnerTest, VariablesAreAddedBesideShorterOnesAndReplaceInheritedOnes
                      "echo \"p=$LOCKSTEP_PREVIOUS_VERSION z=$Z i=$LOCKSTEP_TEST_INHERITED\"\n"
                      "env | grep -c '^LOCKSTEP_TEST_INHERITED='"),
               options_);
-  ::unsetenv("Z");
-  ::unsetenv("LOCKSTEP_TEST_INHERITED");
 
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   const std::vector<std::string> expected = {"p=1.2.2 z= i=new", "1"};  // once, replaced
   EXPECT_EQ(result->tail, expected);
+}
+
+TEST_F(HookRunnerTest, HooksSeeOnlyTheCuratedEnvironment) {
+  ScopedEnv credentials("CREDENTIALS_DIRECTORY", "/run/credentials/lockstep-agent.service");
+  ScopedEnv secret("SECRET_X", "hunter2");
+  ScopedEnv home("HOME", "/root");
+  ScopedEnv lang("LANG", "en_GB.UTF-8");
+  ScopedEnv allowed("ALLOWED_X", "yes");
+  ScopedEnv allowed_but_unset("ALLOWED_BUT_UNSET", nullptr);
+  options_.pass_env = {"ALLOWED_X", "ALLOWED_BUT_UNSET"};
+  options_.env["LOCKSTEP_VERSION"] = "1.2.3";
+  // env(1) itself as the hook: a shell would add PWD of its own.
+  const fs::path hook = dir_ / "start";
+  fs::copy_file("/usr/bin/env", hook);
+
+  auto result = RunHook(hook.string(), options_);
+
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_THAT(result->tail,
+              UnorderedElementsAre(std::string("PATH=") + kHookPath, "LANG=en_GB.UTF-8",
+                                   "ALLOWED_X=yes", "LOCKSTEP_VERSION=1.2.3"));
+}
+
+TEST_F(HookRunnerTest, HooksGetCUtf8WhenTheAgentHasNoLang) {
+  ScopedEnv lang("LANG", nullptr);
+
+  auto result = RunHook(Script("start", "echo \"lang=$LANG\""), options_);
+
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->tail, std::vector<std::string>{"lang=C.UTF-8"});
+}
+
+TEST_F(HookRunnerTest, CredentialsDirectoryCannotBeAllowListed) {
+  ScopedEnv credentials("CREDENTIALS_DIRECTORY", "/run/credentials/lockstep-agent.service");
+  const fs::path ran = dir_ / "ran";
+  options_.pass_env = {"CREDENTIALS_DIRECTORY"};
+
+  auto result = RunHook(Script("start", "touch " + ran.string()), options_);
+
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(), HasSubstr("CREDENTIALS_DIRECTORY"));
+  EXPECT_FALSE(fs::exists(ran));
+  auto parsed = ParseHookEnvAllowList("EVENT_LOG,CREDENTIALS_DIRECTORY");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(parsed.status().message(), HasSubstr("--hook-env"));
+  EXPECT_THAT(parsed.status().message(), HasSubstr("CREDENTIALS_DIRECTORY"));
+}
+
+TEST_F(HookRunnerTest, HookEnvFlagIsACommaSeparatedListOfNames) {
+  auto parsed = ParseHookEnvAllowList(" EVENT_LOG, FAULT_DIR,,http_proxy ");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(*parsed, (std::vector<std::string>{"EVENT_LOG", "FAULT_DIR", "http_proxy"}));
+
+  auto empty = ParseHookEnvAllowList("");
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->empty());
+
+  for (const char* bad : {"A=B", "1ST", "WITH SPACE", "DASH-ED"}) {
+    auto refused = ParseHookEnvAllowList(bad);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(refused.status().message(), HasSubstr(bad));
+  }
+}
+
+TEST_F(HookRunnerTest, HooksRunAsTheHookUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  struct passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user nobody on this host";
+  const uid_t nobody_uid = nobody->pw_uid;
+  const gid_t nobody_gid = nobody->pw_gid;
+  auto user = LookUpHookUser("nobody");
+  ASSERT_TRUE(user.ok()) << user.status().ToString();
+  EXPECT_EQ(user->uid, nobody_uid);
+  options_.user = *user;
+  fs::permissions(dir_, fs::perms(0755));  // mkdtemp made it 0700: nobody could not exec
+
+  // id -G twice: for the hook's process, and as the group database has it for nobody, so
+  // root's supplementary groups must be gone.
+  auto result = RunHook(Script("start", "id -u\nid -g\nid -G\nid -G nobody"), options_);
+
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_EQ(result->tail.size(), 4u) << ::testing::PrintToString(result->tail);
+  EXPECT_EQ(result->tail[0], std::to_string(nobody_uid));
+  EXPECT_EQ(result->tail[1], std::to_string(nobody_gid));
+  EXPECT_EQ(result->tail[2], result->tail[3]);
+  EXPECT_EQ(result->exit_code, 0);
+}
+
+TEST_F(HookRunnerTest, AHookWhoseUserCannotBeAssumedDoesNotRun) {
+  // More supplementary groups than the kernel accepts (NGROUPS_MAX is 65536), so setgroups
+  // fails even for root; without root it fails anyway.
+  HookUser user;
+  user.name = "overgrouped";
+  user.uid = 65534;
+  user.gid = 65534;
+  user.groups.assign(65537, 65534);
+  options_.user = user;
+  const fs::path ran = dir_ / "ran";
+
+  auto result = RunHook(Script("start", "touch " + ran.string()), options_);
+
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(result.status().message(), HasSubstr("user overgrouped"));
+  EXPECT_FALSE(fs::exists(ran)) << "the hook ran although its user could not be assumed";
+}
+
+TEST_F(HookRunnerTest, AnUnknownHookUserIsAnErrorNamingIt) {
+  auto user = LookUpHookUser("lockstep-no-such-user");
+
+  ASSERT_FALSE(user.ok());
+  EXPECT_EQ(user.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(user.status().message(), HasSubstr("lockstep-no-such-user"));
+}
+
+TEST_F(HookRunnerTest, HooksInheritNoDescriptorOfTheAgent) {
+  // Opened without O_CLOEXEC, as a library might.
+  const int fd = ::open((dir_ / "agent-secret").c_str(), O_WRONLY | O_CREAT, 0600);
+  ASSERT_GE(fd, 3);
+
+  auto result = RunHook(Script("start", "if [ -e /proc/self/fd/" + std::to_string(fd) +
+                                            " ]; then echo open; else echo closed; fi"),
+                        options_);
+  ::close(fd);
+
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->tail, std::vector<std::string>{"closed"});
 }
 
 TEST_F(HookRunnerTest, WorkingDirectoryIsSet) {

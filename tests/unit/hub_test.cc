@@ -41,6 +41,7 @@ class RecordingStream final : public StreamHandle {
     std::lock_guard lock(mu_);
     if (msg.has_welcome()) {
       welcomed_ = true;
+      credential_ = msg.welcome().credential();
       send_progress_ = msg.welcome().send_progress();
       latest_ms_ = msg.welcome().heartbeat_interval_ms();
     } else if (msg.has_settings()) {
@@ -53,6 +54,23 @@ class RecordingStream final : public StreamHandle {
     std::lock_guard lock(mu_);
     closed_ = reason;
     cv_.notify_all();
+  }
+  void Accept() override {
+    std::lock_guard lock(mu_);
+    accepted_ = true;
+  }
+  // Waits until the hub welcomed or refused the stream.
+  bool WaitAnswered() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, seconds(10), [&] { return welcomed_ || !closed_.empty(); });
+  }
+  bool accepted() {
+    std::lock_guard lock(mu_);
+    return accepted_;
+  }
+  std::string credential() {
+    std::lock_guard lock(mu_);
+    return credential_;
   }
   bool WaitWelcomed() {
     std::unique_lock lock(mu_);
@@ -84,6 +102,8 @@ class RecordingStream final : public StreamHandle {
   int64_t latest_ms_ = 0;
   int settings_ = 0;
   std::string closed_;
+  bool accepted_ = false;
+  std::string credential_;
 };
 
 class HubHeartbeatTest : public ::testing::Test {
@@ -119,13 +139,24 @@ class HubHeartbeatTest : public ::testing::Test {
   }
 
   std::shared_ptr<RecordingStream> Connect(int i) {
+    return Hello("host-" + std::to_string(i), "us-east-1", token_, "");
+  }
+
+  std::shared_ptr<RecordingStream> Hello(const std::string& name, const std::string& region,
+                                         const std::string& token, const std::string& credential) {
     auto stream = std::make_shared<RecordingStream>();
     v1::AgentMessage hello;
-    hello.mutable_hello()->set_name("host-" + std::to_string(i));
-    hello.mutable_hello()->set_region("us-east-1");
-    hello.mutable_hello()->set_token(token_);
+    hello.mutable_hello()->set_name(name);
+    hello.mutable_hello()->set_region(region);
+    hello.mutable_hello()->set_token(token);
+    hello.mutable_hello()->set_credential(credential);
     hub_->OnMessage(stream, hello);
     return stream;
+  }
+
+  uint64_t Refused(const std::string& reason) {
+    auto counts = hub_->RefusalCounts();
+    return counts.count(reason) ? counts[reason] : 0;
   }
 
   std::unique_ptr<Store> store_;
@@ -180,6 +211,98 @@ TEST_F(HubHeartbeatTest, AgentsAreAskedForProgressLinesOnlyWhenLockstepdLogsThem
   spdlog::set_level(level);
   EXPECT_FALSE(quiet->send_progress());
   EXPECT_TRUE(verbose->send_progress());
+}
+
+// ---------------------------------------------------------------- a host is its own identity
+
+TEST_F(HubHeartbeatTest, AHostThatEnrolledMustPresentItsOwnCredentialFromThenOn) {
+  auto first = Connect(1);
+  ASSERT_TRUE(first->WaitWelcomed()) << first->closed();
+  const std::string credential = first->credential();
+  ASSERT_FALSE(credential.empty()) << "the enrolling hello is issued a credential";
+  EXPECT_TRUE(first->accepted());
+  hub_->OnClosed(first);
+
+  // The enrollment token alone can no longer claim the name: an impostor with it is refused.
+  auto impostor = Hello("host-1", "us-east-1", token_, "");
+  ASSERT_TRUE(impostor->WaitAnswered());
+  EXPECT_NE(impostor->closed().find("already enrolled"), std::string::npos) << impostor->closed();
+  EXPECT_FALSE(impostor->accepted());
+  EXPECT_EQ(Refused("permission_denied"), 1u);
+
+  // A wrong credential is refused too, with the same words as no credentials at all.
+  auto forged = Hello("host-1", "us-east-1", "", "lsh_" + std::string(64, '0'));
+  ASSERT_TRUE(forged->WaitAnswered());
+  EXPECT_EQ(forged->closed(), "invalid enrollment token or host credential");
+
+  // The host itself comes back with its credential, and is not issued another.
+  auto back = Hello("host-1", "us-east-1", "", credential);
+  ASSERT_TRUE(back->WaitWelcomed()) << back->closed();
+  EXPECT_TRUE(back->credential().empty());
+}
+
+TEST_F(HubHeartbeatTest, ASecondConnectionForALiveHostIsRefusedNotSwappedIn) {
+  auto first = Connect(1);
+  ASSERT_TRUE(first->WaitWelcomed()) << first->closed();
+  auto second = Hello("host-1", "us-east-1", "", first->credential());
+  ASSERT_TRUE(second->WaitAnswered());
+  EXPECT_NE(second->closed().find("already connected"), std::string::npos) << second->closed();
+  EXPECT_TRUE(first->closed().empty()) << "the live stream was pushed off: " << first->closed();
+  EXPECT_EQ(Refused("already_connected"), 1u);
+}
+
+TEST_F(HubHeartbeatTest, ACredentialIsBoundToItsRegion) {
+  auto first = Connect(1);
+  ASSERT_TRUE(first->WaitWelcomed()) << first->closed();
+  hub_->OnClosed(first);
+  auto moved = Hello("host-1", "eu-west-1", "", first->credential());
+  ASSERT_TRUE(moved->WaitAnswered());
+  EXPECT_NE(moved->closed().find("enrolled in region us-east-1"), std::string::npos)
+      << moved->closed();
+}
+
+TEST_F(HubHeartbeatTest, HelloFieldsOutsideTheirLimitsAreRefusedBeforeAuthentication) {
+  for (const std::string& name :
+       {std::string(254, 'a'), std::string("bad\nname"), std::string("-leading-dash"),
+        std::string("a/b"), std::string()}) {
+    auto s = Hello(name, "us-east-1", token_, "");
+    ASSERT_TRUE(s->WaitAnswered());
+    EXPECT_FALSE(s->accepted()) << name;
+    EXPECT_FALSE(s->closed().empty()) << name;
+    EXPECT_EQ(s->closed().find('\n'), std::string::npos) << "refusal echoes a raw newline";
+  }
+  EXPECT_EQ(Refused("malformed"), 5u);
+  // Nothing was enrolled or recorded for any of them.
+  auto agents = store_->Agents();
+  ASSERT_TRUE(agents.ok());
+  EXPECT_TRUE(agents->empty());
+  // A name of exactly 253 characters is fine.
+  auto longest = Hello(std::string(253, 'h'), "us-east-1", token_, "");
+  EXPECT_TRUE(longest->WaitWelcomed()) << longest->closed();
+}
+
+TEST_F(HubHeartbeatTest, ARevokedEnrollmentTokenEnrollsNoOne) {
+  ASSERT_TRUE(auth_->RevokeToken("enroll", "test").ok());
+  auto s = Connect(7);
+  ASSERT_TRUE(s->WaitAnswered());
+  EXPECT_NE(s->closed().find("revoked"), std::string::npos) << s->closed();
+  EXPECT_FALSE(s->accepted());
+}
+
+TEST_F(HubHeartbeatTest, ARemovedHostCanEnrollAgainAndItsOldCredentialIsDead) {
+  auto first = Connect(1);
+  ASSERT_TRUE(first->WaitWelcomed()) << first->closed();
+  const std::string old_credential = first->credential();
+  ASSERT_TRUE(hub_->RemoveAgent("host-1", "admin").ok());
+  EXPECT_NE(first->closed().find("removed"), std::string::npos) << first->closed();
+  hub_->OnClosed(first);
+  auto stale = Hello("host-1", "us-east-1", "", old_credential);
+  ASSERT_TRUE(stale->WaitAnswered());
+  EXPECT_FALSE(stale->accepted());
+  auto fresh = Connect(1);
+  ASSERT_TRUE(fresh->WaitWelcomed()) << fresh->closed();
+  EXPECT_NE(fresh->credential(), old_credential);
+  EXPECT_EQ(hub_->RemoveAgent("no-such-host", "admin").code(), StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -127,6 +127,7 @@ TEST(ParsePipelineTest, ParsesTheInterfacesExample) {
   EXPECT_EQ(p.github->artifact, "https://artifacts.example.com/monolith/{sha}.tar.gz");
   EXPECT_EQ(p.github->secret_file, "");
   EXPECT_EQ(p.github->secret_env, "");
+  EXPECT_EQ(p.github->max_artifact_bytes, int64_t{2} << 30);
   EXPECT_TRUE(p.notify.empty());
   EXPECT_FALSE(p.window.has_value());
 }
@@ -188,6 +189,7 @@ trigger:
     branch: release
     artifact: "https://ci.example.com/{sha}.tar.gz"
     secret_env: GITHUB_WEBHOOK_SECRET
+    max_artifact_bytes: 500MiB
 notify:
   - url: "https://hooks.example.com/lockstep"
     events: [failed, rolled_back, approval_needed]
@@ -238,6 +240,7 @@ window: {start: "09:00", end: "17:30", days: [fri, mon, sun]}
   EXPECT_EQ(p.github->artifact, "https://ci.example.com/{sha}.tar.gz");
   EXPECT_EQ(p.github->secret_file, "");
   EXPECT_EQ(p.github->secret_env, "GITHUB_WEBHOOK_SECRET");
+  EXPECT_EQ(p.github->max_artifact_bytes, int64_t{500} << 20);
 
   ASSERT_EQ(p.notify.size(), 2u);
   EXPECT_EQ(p.notify[0].url, "https://hooks.example.com/lockstep");
@@ -834,6 +837,115 @@ trigger:
     secret_env: GITHUB_SECRET
 )"),
             "p.yaml:9: trigger.github.secret_env: set only one of secret_file and secret_env");
+}
+
+// A pipeline whose trigger.github has `github_lines` (indented by four spaces), starting at
+// line 6.
+std::string WithGithubTrigger(const std::string& github_lines) {
+  return "pipeline: web\nregions: [us-east-1]\nwaves: [{name: all, select: {per_region: 1}}]\n"
+         "trigger:\n  github:\n    repository: org/repo\n" +
+         github_lines;
+}
+
+TEST(ParsePipelineTest, TriggerArtifactMustBeAnHttpUrl) {
+  EXPECT_EQ(ErrorOf(WithGithubTrigger("    artifact: \"ftp://ci.example.com/{sha}.tar.gz\"\n")),
+            "p.yaml:7: trigger.github.artifact: expected an http:// or https:// URL, got "
+            "\"ftp://ci.example.com/{sha}.tar.gz\"");
+  EXPECT_EQ(ErrorOf(WithGithubTrigger("    artifact: \"/srv/artifacts/{sha}.tar.gz\"\n")),
+            "p.yaml:7: trigger.github.artifact: expected an http:// or https:// URL, got "
+            "\"/srv/artifacts/{sha}.tar.gz\"");
+}
+
+TEST(ParsePipelineTest, TriggerArtifactMustNotCarryCredentials) {
+  std::string error = ErrorOf(
+      WithGithubTrigger("    artifact: \"https://bot:hunter2@ci.example.com/{sha}.tgz\"\n"));
+  EXPECT_EQ(error,
+            "p.yaml:7: trigger.github.artifact: must not contain credentials (user:password@ "
+            "before the host); they would be logged, stored and sent to every agent");
+  EXPECT_EQ(error.find("hunter2"), std::string::npos);
+  EXPECT_EQ(
+      ErrorOf(WithGithubTrigger("    artifact: \"http://token@ci.example.com/{sha}.tgz\"\n")),
+      "p.yaml:7: trigger.github.artifact: must not contain credentials (user:password@ before "
+      "the host); they would be logged, stored and sent to every agent");
+}
+
+TEST(ParsePipelineTest, AnAtSignInTheArtifactPathIsNotACredential) {
+  Pipeline p =
+      Parsed(WithGithubTrigger("    artifact: \"https://ci.example.com/@scope/{sha}.tgz\"\n"));
+  ASSERT_TRUE(p.github.has_value());
+  EXPECT_EQ(p.github->artifact, "https://ci.example.com/@scope/{sha}.tgz");
+}
+
+TEST(ParsePipelineTest, TriggerArtifactNeedsAHost) {
+  EXPECT_EQ(ErrorOf(WithGithubTrigger("    artifact: \"https:///{sha}.tgz\"\n")),
+            "p.yaml:7: trigger.github.artifact: has no host: \"https:///{sha}.tgz\"");
+}
+
+TEST(ParsePipelineTest, MaxArtifactBytesTakesAWholeNumberOrAUnit) {
+  const std::string artifact = "    artifact: \"https://ci.example.com/{sha}.tgz\"\n";
+  const std::pair<const char*, int64_t> cases[] = {{"1048576", 1048576},
+                                                   {"500MiB", int64_t{500} << 20},
+                                                   {"2 GiB", int64_t{2} << 30},
+                                                   {"1GB", 1000 * 1000 * 1000},
+                                                   {"64KiB", 64 * 1024},
+                                                   {"1TiB", int64_t{1} << 40},
+                                                   {"700B", 700}};
+  for (const auto& [text, bytes] : cases) {
+    Pipeline p = Parsed(WithGithubTrigger(artifact + "    max_artifact_bytes: " + text + "\n"));
+    ASSERT_TRUE(p.github.has_value()) << text;
+    EXPECT_EQ(p.github->max_artifact_bytes, bytes) << text;
+  }
+}
+
+TEST(ParsePipelineTest, BadMaxArtifactBytesIsAnErrorNamingTheField) {
+  const std::string artifact = "    artifact: \"https://ci.example.com/{sha}.tgz\"\n";
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    max_artifact_bytes: lots\n")),
+            "p.yaml:8: trigger.github.max_artifact_bytes: expected a size in bytes such as "
+            "1048576, 500MiB or 2GiB, got \"lots\"");
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    max_artifact_bytes: 1.5GiB\n")),
+            "p.yaml:8: trigger.github.max_artifact_bytes: expected a size in bytes such as "
+            "1048576, 500MiB or 2GiB, got \"1.5GiB\"");
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    max_artifact_bytes: 0\n")),
+            "p.yaml:8: trigger.github.max_artifact_bytes: must be at least 1 byte, got \"0\"");
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    max_artifact_bytes: 99999999999TiB\n")),
+            "p.yaml:8: trigger.github.max_artifact_bytes: \"99999999999TiB\" is out of range");
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    max_artifact_bytes: [1]\n")),
+            "p.yaml:8: trigger.github.max_artifact_bytes: expected a size in bytes such as "
+            "1048576, 500MiB or 2GiB, got a list");
+}
+
+TEST(ParsePipelineTest, RegionNamesMustBeSafeNames) {
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1, "eu west 1"]
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:2: regions[1]: region \"eu west 1\" must start with a letter or digit and "
+            "hold only letters, digits, '.', '_' and '-'");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions:
+  - us-east-1
+  - "-eu"
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:4: regions[1]: region \"-eu\" must start with a letter or digit and hold "
+            "only letters, digits, '.', '_' and '-'");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: ["eu\u001b[31m"]
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:2: regions[0]: region \"eu\\x1b[31m\" must start with a letter or digit and "
+            "hold only letters, digits, '.', '_' and '-'");
+  EXPECT_EQ(ErrorOf("pipeline: web\nregions: [" + std::string(254, 'a') +
+                    "]\nwaves: [{name: all, select: {per_region: 1}}]\n"),
+            "p.yaml:2: regions[0]: region is 254 characters long (at most 253)");
+}
+
+TEST(ParsePipelineTest, RegionNamesMayUseDotsAndUnderscores) {
+  Pipeline p = Parsed(R"(pipeline: web
+regions: [us-east-1, eu_west.2, AP9]
+waves: [{name: all, select: {per_region: 1}}]
+)");
+  EXPECT_EQ(p.regions, (std::vector<std::string>{"us-east-1", "eu_west.2", "AP9"}));
 }
 
 TEST(ParsePipelineTest, UnknownNotifyEventIsAnError) {

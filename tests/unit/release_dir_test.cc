@@ -142,6 +142,61 @@ TEST_F(ReleaseDirTest, InitRemovesLeftoversInTmp) {
   EXPECT_TRUE(restarted.HasRelease("1.0.0"));
 }
 
+TEST_F(ReleaseDirTest, ATmpSymlinkInTheRootIsNotFollowed) {
+  // Someone (or an old layout) pointed ROOT/tmp at a directory that matters.
+  fs::create_directories(base_ / "precious");
+  std::ofstream(base_ / "precious/keep") << "not the agent's";
+  fs::create_directories(root_);
+  fs::create_directory_symlink(base_ / "precious", root_ / "tmp");
+
+  ReleaseDir dir(root_.string());
+  Status st = dir.Init();
+
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(ReadFile(base_ / "precious/keep"), "not the agent's");
+  EXPECT_TRUE(fs::is_directory(fs::symlink_status(root_ / "tmp")));
+  EXPECT_THAT(Names(root_ / "tmp"), IsEmpty());
+  // And the agent works in its own tmp/ from then on.
+  InstallVersion(dir, "1.0.0");
+  EXPECT_TRUE(dir.HasRelease("1.0.0"));
+  EXPECT_THAT(Names(base_ / "precious"), ElementsAre("keep"));
+}
+
+TEST_F(ReleaseDirTest, AReleasesSymlinkInTheRootIsRefused) {
+  fs::create_directories(base_ / "elsewhere");
+  std::ofstream(base_ / "elsewhere/keep") << "kept";
+  fs::create_directories(root_);
+  fs::create_directory_symlink(base_ / "elsewhere", root_ / "releases");
+
+  ReleaseDir dir(root_.string());
+  Status st = dir.Init();
+
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_THAT(st.message(), ::testing::HasSubstr((root_ / "releases").string()));
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("symbolic link"));
+  EXPECT_EQ(ReadFile(base_ / "elsewhere/keep"), "kept");
+  EXPECT_TRUE(fs::is_symlink(root_ / "releases"));
+}
+
+TEST_F(ReleaseDirTest, LinksLeftInTmpAreRemovedNotFollowed) {
+  ReleaseDir dir(root_.string());
+  ASSERT_TRUE(dir.Init().ok());
+  fs::create_directories(base_ / "outside/sub");
+  std::ofstream(base_ / "outside/sub/keep") << "kept";
+  // A partial unpack whose tree holds links out of the root, and a link directly in tmp/.
+  fs::create_directories(root_ / "tmp/unpack-1.0.0-abcdef/deep");
+  fs::create_directory_symlink(base_ / "outside", root_ / "tmp/unpack-1.0.0-abcdef/deep/out");
+  fs::create_directory_symlink(base_ / "outside/sub", root_ / "tmp/out");
+  fs::create_symlink(base_ / "outside/sub/keep", root_ / "tmp/file-link");
+
+  ReleaseDir restarted(root_.string());
+  Status st = restarted.Init();
+
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_THAT(Names(root_ / "tmp"), IsEmpty());
+  EXPECT_EQ(ReadFile(base_ / "outside/sub/keep"), "kept");
+}
+
 TEST_F(ReleaseDirTest, InstallReplacesAnIncompleteReleaseDirectory) {
   ReleaseDir dir(root_.string());
   ASSERT_TRUE(dir.Init().ok());

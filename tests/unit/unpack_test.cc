@@ -176,9 +176,27 @@ TEST_F(UnpackTest, RestoresModificationTimes) {
 }
 
 TEST_F(UnpackTest, StripsSetuidAndSetgidBits) {
-  ASSERT_TRUE(Unpack({File("bin/su", "x", 06755), Dir("shared", 02775)}).ok());
+  ASSERT_TRUE(Unpack({File("bin/su", "x", 06755), Dir("shared", 02755)}).ok());
   EXPECT_EQ(Mode(dest_ / "bin/su"), 0755);
-  EXPECT_EQ(Mode(dest_ / "shared"), 0775);
+  EXPECT_EQ(Mode(dest_ / "shared"), 0755);
+}
+
+TEST_F(UnpackTest, UnpackedFilesLoseGroupAndOtherWriteBits) {
+  // The umask would hide a missing mask; ARCHIVE_EXTRACT_PERM ignores it, but make sure.
+  const mode_t old_umask = ::umask(0);
+  Status st = Unpack({
+      File("wide-open", "x", 0777),
+      Dir("shared", 0777),
+      File("shared/data", "d", 0666),
+      File("shared/group-only", "g", 0770),
+  });
+  ::umask(old_umask);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+
+  EXPECT_EQ(Mode(dest_ / "wide-open"), 0755);
+  EXPECT_EQ(Mode(dest_ / "shared"), 0755);
+  EXPECT_EQ(Mode(dest_ / "shared/data"), 0644);
+  EXPECT_EQ(Mode(dest_ / "shared/group-only"), 0750);
 }
 
 TEST_F(UnpackTest, KeepsDirectoriesWritableByTheAgent) {

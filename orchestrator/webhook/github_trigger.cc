@@ -1,0 +1,538 @@
+#include "orchestrator/webhook/github_trigger.h"
+
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "common/curl_options.h"
+#include "common/json_views.h"
+#include "common/sha256.h"
+#include "common/untrusted.h"
+#include "orchestrator/server/views.h"
+
+namespace lockstep {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr size_t kMaxSecretBytes = 64 * 1024;
+// The body of a response other than 200 (an error page, a redirect) is read only this far.
+constexpr size_t kMaxOtherBodyBytes = 64 * 1024;
+constexpr size_t kShortSha = 12;
+constexpr size_t kMaxAuthorBytes = 200;  // Engine::ValidateRelease refuses longer authors
+constexpr char kUserAgent[] = "lockstepd-webhook";
+
+// One answer for every delivery no configured secret verifies. It must not depend on the
+// body, the event or the repository: that would tell an unsigned caller what is configured.
+WebhookReply Unauthorized() {
+  return {401, json{{"error", "invalid or missing X-Hub-Signature-256"}}};
+}
+
+WebhookReply Ignored(std::string why) { return {202, json{{"ignored", std::move(why)}}}; }
+
+WebhookReply Error(int status, std::string message) {
+  return {status, json{{"error", std::move(message)}}};
+}
+
+int HttpStatusOf(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kAlreadyExists:
+      return 409;
+    case StatusCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+std::string Trim(std::string s) {
+  auto space = [](unsigned char c) { return std::isspace(c) != 0; };
+  s.erase(s.begin(), std::find_if_not(s.begin(), s.end(), space));
+  s.erase(std::find_if_not(s.rbegin(), s.rend(), space).base(), s.end());
+  return s;
+}
+
+// `s` cut to at most `max` bytes without splitting a UTF-8 sequence.
+std::string Truncated(std::string s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+  return s;
+}
+
+// A commit time for a message: ISO 8601 UTC, or the raw number for times before 1970.
+std::string TimeText(UnixMs t) {
+  std::string text = FormatUnixMs(t);
+  return text.empty() ? std::to_string(t) + " ms" : text;
+}
+
+void CurlGlobalInitOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+struct CurlDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct CurlUrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+
+// Scheme, host and port of a URL, as curl resolves them (host lower-cased, default ports
+// filled in), for comparing where a redirect leads with where the download started.
+struct Origin {
+  std::string scheme;
+  std::string host;
+  std::string port;
+
+  bool operator==(const Origin&) const = default;
+  std::string ToString() const { return scheme + "://" + host + ":" + port; }
+};
+
+std::optional<Origin> OriginOf(const std::string& url) {
+  std::unique_ptr<CURLU, CurlUrlDeleter> u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return std::nullopt;
+  auto part = [&](CURLUPart which, unsigned int flags) -> std::optional<std::string> {
+    char* value = nullptr;
+    if (curl_url_get(u.get(), which, &value, flags) != CURLUE_OK || value == nullptr) {
+      return std::nullopt;
+    }
+    std::string out = value;
+    curl_free(value);
+    return out;
+  };
+  std::optional<std::string> scheme = part(CURLUPART_SCHEME, 0);
+  std::optional<std::string> host = part(CURLUPART_HOST, 0);
+  std::optional<std::string> port = part(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (!scheme || !host || !port) return std::nullopt;
+  Origin o{*scheme, *host, *port};
+  for (std::string* s : {&o.scheme, &o.host}) {
+    std::transform(s->begin(), s->end(), s->begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  }
+  return o;
+}
+
+bool IsRedirect(long code) {  // NOLINT(google-runtime-int): curl's type
+  return code == 301 || code == 302 || code == 303 || code == 307 || code == 308;
+}
+
+// State of one HTTP request, shared with curl's callbacks.
+struct Transfer {
+  CURL* curl = nullptr;
+  const std::atomic<bool>* stopping = nullptr;
+  int64_t max_bytes = 0;
+  Sha256 hash;
+  int64_t bytes = 0;
+  size_t other_bytes = 0;
+  bool too_big = false;
+};
+
+size_t OnBody(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * count;
+  long code = 0;  // NOLINT(google-runtime-int): curl's type
+  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &code);
+  if (code != 200) {
+    // Only the status and headers of an error or a redirect matter.
+    t->other_bytes += len;
+    return t->other_bytes > kMaxOtherBodyBytes ? 0 : len;
+  }
+  // CURLOPT_MAXFILESIZE_LARGE refuses a Content-Length over the limit; this catches a body
+  // that has none (chunked) or lies about it.
+  t->bytes += static_cast<int64_t>(len);
+  if (t->bytes > t->max_bytes) {
+    t->too_big = true;
+    return 0;
+  }
+  t->hash.Update(data, len);
+  return len;
+}
+
+// Called by curl at least once a second, even while nothing arrives: how Stop ends a transfer.
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<Transfer*>(user)->stopping->load() ? 1 : 0;
+}
+
+}  // namespace
+
+StatusOr<std::string> ReadGithubSecret(const GithubTrigger& trigger) {
+  if (!trigger.secret_file.empty()) {
+    const std::string what = "trigger.github.secret_file \"" + LogSafe(trigger.secret_file) + "\"";
+    std::error_code ec;
+    fs::file_status st = fs::status(trigger.secret_file, ec);
+    if (ec) return FailedPrecondition(what + ": cannot read: " + ec.message());
+    if (!fs::is_regular_file(st)) return FailedPrecondition(what + ": not a regular file");
+    std::ifstream in(trigger.secret_file, std::ios::binary);
+    if (!in) return FailedPrecondition(what + ": cannot open: " + std::strerror(errno));
+    std::string text(kMaxSecretBytes + 1, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    if (in.bad()) return FailedPrecondition(what + ": cannot read: " + std::strerror(errno));
+    text.resize(static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxSecretBytes) {
+      return FailedPrecondition(what + ": larger than " + std::to_string(kMaxSecretBytes) +
+                                " bytes; is it the right file?");
+    }
+    std::string secret = Trim(std::move(text));
+    if (secret.empty()) return FailedPrecondition(what + ": is empty");
+    return secret;
+  }
+  if (!trigger.secret_env.empty()) {
+    const std::string what =
+        "trigger.github.secret_env: environment variable " + LogSafe(trigger.secret_env);
+    const char* value = std::getenv(trigger.secret_env.c_str());
+    if (value == nullptr) return FailedPrecondition(what + " is not set");
+    std::string secret = Trim(value);
+    if (secret.empty()) return FailedPrecondition(what + " is empty");
+    return secret;
+  }
+  return FailedPrecondition(
+      "trigger.github has neither secret_file nor secret_env, so no delivery can be verified");
+}
+
+Status CheckGithubSecrets(const std::vector<Pipeline>& pipelines) {
+  std::string errors;
+  for (const Pipeline& p : pipelines) {
+    if (!p.github) continue;
+    StatusOr<std::string> secret = ReadGithubSecret(*p.github);
+    if (secret.ok()) continue;
+    if (!errors.empty()) errors += "; ";
+    errors += "pipeline " + p.name + " (" + p.file + "): " + secret.status().message();
+  }
+  if (errors.empty()) return Status::Ok();
+  return FailedPrecondition("webhook secret not usable: " + errors);
+}
+
+GithubPushTrigger::GithubPushTrigger(std::vector<Pipeline> pipelines, Engine* engine, Store* store,
+                                     const Clock* clock, std::function<void()> kick,
+                                     GithubPushTriggerOptions options)
+    : pipelines_(std::move(pipelines)),
+      engine_(engine),
+      store_(store),
+      clock_(clock),
+      kick_(std::move(kick)),
+      options_(options) {
+  CurlGlobalInitOnce();
+}
+
+GithubPushTrigger::~GithubPushTrigger() { Stop(); }
+
+void GithubPushTrigger::Stop() {
+  stopping_ = true;
+  {
+    // Taking the lock orders the store above before a waiter's check of its predicate.
+    std::lock_guard lock(stop_mu_);
+  }
+  stop_cv_.notify_all();
+}
+
+std::string GithubPushTrigger::SecretOf(const Pipeline& p) {
+  StatusOr<std::string> secret = ReadGithubSecret(*p.github);
+  if (secret.ok()) return std::move(*secret);
+  const auto now = clock_->Monotonic();
+  std::lock_guard lock(log_mu_);
+  auto it = secret_logged_at_.find(p.name);
+  if (it == secret_logged_at_.end() || now - it->second >= options_.secret_error_log_interval) {
+    secret_logged_at_[p.name] = now;
+    spdlog::error("webhook: pipeline {} cannot verify GitHub deliveries: {}", p.name,
+                  secret.status().message());
+  }
+  return "";
+}
+
+WebhookReply GithubPushTrigger::Handle(const std::string& event_header,
+                                       const std::string& signature_header,
+                                       const std::string& delivery_header,
+                                       const std::string& body) {
+  // Authenticate before anything in the body is looked at.
+  std::vector<const Pipeline*> verified;
+  for (const Pipeline& p : pipelines_) {
+    if (!p.github) continue;
+    const std::string secret = SecretOf(p);
+    if (!secret.empty() && VerifyGithubSignature(secret, body, signature_header)) {
+      verified.push_back(&p);
+    }
+  }
+  const std::string delivery =
+      delivery_header.empty() ? "no delivery id" : LogSafe(delivery_header, 64);
+  if (verified.empty()) {
+    spdlog::debug("webhook: delivery ({}) not signed by any configured secret", delivery);
+    return Unauthorized();
+  }
+
+  if (event_header == "ping") return {200, json{{"pong", true}}};
+  if (event_header.empty()) return Error(400, "missing X-GitHub-Event header");
+  if (event_header != "push") {
+    return Ignored("event \"" + LogSafe(event_header, 64) + "\" is not a push");
+  }
+  StatusOr<PushEvent> push = ParsePushEvent(body);
+  if (!push.ok()) {
+    spdlog::warn("webhook: signed delivery ({}) is not a usable push: {}", delivery,
+                 push.status().message());
+    return Error(400, push.status().message());
+  }
+  spdlog::info("webhook push {} ({})", LogSafe(push->delivery_hint), delivery);
+  if (push->deleted) return Ignored("branch deleted");
+
+  std::vector<const Pipeline*> targets;
+  for (const Pipeline* p : verified) {
+    if (p->github->repository == push->repository) targets.push_back(p);
+  }
+  if (targets.empty()) {
+    // The caller holds a configured secret, so naming the repository tells it nothing new.
+    return Ignored("no pipeline that accepts this signature is triggered by " +
+                   LogSafe(push->repository));
+  }
+
+  // Each target on the pushed branch gets a release; the answer is the first one's outcome
+  // (a repository usually triggers one pipeline).
+  std::optional<WebhookReply> reply;
+  for (const Pipeline* p : targets) {
+    if (push->branch.empty() || push->branch != p->github->branch) continue;
+    WebhookReply r = TriggerRelease(*p, *push);
+    if (!reply) reply = std::move(r);
+  }
+  if (!reply) {
+    return Ignored("push to " + LogSafe(push->branch.empty() ? push->ref : push->branch));
+  }
+  return std::move(*reply);
+}
+
+StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipeline& p,
+                                                                   const PushEvent& push) {
+  // The current release: the newest commit among what the fleet should run and what is on
+  // its way. Releases made by hand carry no commit time and do not count.
+  const ReleaseRecord* current = nullptr;
+  StatusOr<std::optional<ReleaseRecord>> desired = store_->DesiredRelease(p.name);
+  if (!desired.ok()) return desired.status();
+  StatusOr<std::vector<ReleaseRecord>> open = store_->OpenReleases(p.name);
+  if (!open.ok()) return open.status();
+  auto consider = [&](const ReleaseRecord& r) {
+    if (r.commit_at != 0 && (current == nullptr || r.commit_at > current->commit_at)) {
+      current = &r;
+    }
+  };
+  if (desired->has_value()) consider(**desired);
+  for (const ReleaseRecord& r : *open) consider(r);
+
+  const std::string commit = push.after.substr(0, kShortSha);
+  if (current != nullptr) {
+    const std::string of_current = "the current release " + current->version + " of pipeline " +
+                                   p.name + " (commit " + current->commit.substr(0, kShortSha) +
+                                   " of " + TimeText(current->commit_at) + ")";
+    std::string why;
+    if (push.committed_at_ms == 0) {
+      why = "commit " + commit + " has no head_commit.timestamp, so it cannot be shown to be " +
+            "newer than " + of_current;
+    } else if (push.committed_at_ms < current->commit_at) {
+      why = "commit " + commit + " of " + TimeText(push.committed_at_ms) + " is older than " +
+            of_current + "; a replayed or late push cannot move the fleet back (lockstep " +
+            "rollback can)";
+    }
+    if (!why.empty()) {
+      spdlog::warn("webhook: pipeline {}: {}", p.name, why);
+      return std::optional<WebhookReply>(Ignored(std::move(why)));
+    }
+  }
+
+  StatusOr<std::vector<ReleaseRecord>> recent =
+      store_->ListReleases(p.name, options_.duplicate_lookback);
+  if (!recent.ok()) return recent.status();
+  for (const ReleaseRecord& r : *recent) {
+    if (r.commit == push.after) {
+      return std::optional<WebhookReply>(WebhookReply{200, json{{"duplicate", r.id}}});
+    }
+  }
+  return std::optional<WebhookReply>();
+}
+
+WebhookReply GithubPushTrigger::TriggerRelease(const Pipeline& p, const PushEvent& push) {
+  if (stopping_) return Error(503, "lockstepd is shutting down; redeliver later");
+  const std::string key = p.name + "@" + push.after;
+  {
+    std::lock_guard lock(inflight_mu_);
+    if (!inflight_.insert(key).second) {
+      return Ignored("a delivery for " + push.after + " is in progress");
+    }
+  }
+  struct InflightGuard {
+    GithubPushTrigger* self;
+    const std::string& key;
+    ~InflightGuard() {
+      std::lock_guard lock(self->inflight_mu_);
+      self->inflight_.erase(key);
+    }
+  } guard{this, key};
+
+  StatusOr<std::optional<WebhookReply>> refusal = RefusalOf(p, push);
+  if (!refusal.ok()) return Error(500, refusal.status().message());
+  if (refusal->has_value()) return std::move(**refusal);
+
+  const std::string url = ExpandArtifactTemplate(p.github->artifact, push.after);
+  auto [status, digest] = WaitForArtifact(url, p.github->max_artifact_bytes);
+  if (status != 200) {
+    std::string message;
+    if (status == 503) {
+      message = "lockstepd is shutting down; redeliver later";
+    } else if (status == 504) {
+      message = "artifact " + url + " did not appear in time (" + digest.error + ")";
+    } else {
+      message = "artifact " + url + " could not be fetched: " + digest.error;
+    }
+    spdlog::warn("webhook for pipeline {}: {}", p.name, message);
+    return Error(status, message);
+  }
+
+  std::lock_guard create_lock(create_mu_);
+  if (stopping_) return Error(503, "lockstepd is shutting down; redeliver later");
+  // Another delivery may have created a release while this one downloaded.
+  refusal = RefusalOf(p, push);
+  if (!refusal.ok()) return Error(500, refusal.status().message());
+  if (refusal->has_value()) return std::move(**refusal);
+
+  NewRelease nr;
+  nr.pipeline = p.name;
+  nr.version = push.after.substr(0, kShortSha);
+  nr.artifact_url = url;
+  nr.sha256 = digest.sha256;
+  nr.commit = push.after;
+  nr.author = Truncated(push.author, kMaxAuthorBytes);
+  nr.commit_at = push.committed_at_ms;
+  StatusOr<ReleaseRecord> created = engine_->CreateRelease(nr, "webhook:github");
+  if (!created.ok()) return Error(HttpStatusOf(created.status()), created.status().message());
+  spdlog::info("webhook: release {} of pipeline {} created for commit {}", created->id, p.name,
+               push.after);
+  if (kick_) kick_();
+  return {201, json{{"release", ReleaseJson(ReleaseSummary(*created))}}};
+}
+
+std::pair<int, GithubPushTrigger::Digest> GithubPushTrigger::WaitForArtifact(const std::string& url,
+                                                                             int64_t max_bytes) {
+  Digest last;
+  last.error = "not tried";
+  for (int attempt = 0; attempt < options_.artifact_attempts; ++attempt) {
+    if (attempt > 0) {
+      std::unique_lock lock(stop_mu_);
+      if (stop_cv_.wait_for(lock, options_.artifact_retry_delay,
+                            [&] { return stopping_.load(); })) {
+        return {503, last};
+      }
+    }
+    if (stopping_) return {503, last};
+    last = DownloadOnce(url, max_bytes);
+    if (stopping_) return {503, last};
+    if (!last.sha256.empty()) return {200, last};
+    if (!last.may_appear) return {502, last};
+  }
+  return {504, last};
+}
+
+GithubPushTrigger::Digest GithubPushTrigger::DownloadOnce(const std::string& url,
+                                                          int64_t max_bytes) {
+  Digest d;
+  const std::optional<Origin> origin = OriginOf(url);
+  if (!origin) {
+    d.error = "not a valid http(s) URL";
+    return d;
+  }
+  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  if (!curl) {
+    d.error = "cannot start an HTTP client";
+    return d;
+  }
+  char errbuf[CURL_ERROR_SIZE];
+  std::string current = url;
+  for (int hop = 0;; ++hop) {
+    errbuf[0] = '\0';
+    Transfer t;
+    t.curl = curl.get();
+    t.stopping = &stopping_;
+    t.max_bytes = max_bytes;
+    CURL* c = curl.get();
+    SetCommonCurlOptions(c, current.c_str(), errbuf, options_.transfer_timeout, kUserAgent);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(options_.connect_timeout.count()));  // NOLINT
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(max_bytes));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &OnBody);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+    const CURLcode rc = curl_easy_perform(c);
+    long code = 0;  // NOLINT(google-runtime-int): curl's type
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    d.http_status = static_cast<int>(code);
+    const std::string curl_error = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+
+    if (stopping_) {
+      d.error = "stopped";
+      return d;
+    }
+    if (t.too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+      d.error =
+          "larger than " + std::to_string(max_bytes) + " bytes (trigger.github.max_artifact_bytes)";
+      return d;
+    }
+    if (code == 0) {
+      d.error = curl_error;
+      d.may_appear = true;  // the server may be starting, or the network back soon
+      return d;
+    }
+    if (IsRedirect(code)) {
+      char* location = nullptr;
+      curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location);
+      if (location == nullptr) {
+        d.error = "HTTP " + std::to_string(code) + " redirect without a usable Location";
+        return d;
+      }
+      const std::string target = location;
+      const std::optional<Origin> next = OriginOf(target);
+      if (!next || !(*next == *origin)) {
+        const std::string where =
+            next ? next->ToString() : "\"" + LogSafe(target, 200) + "\" (not an http(s) URL)";
+        d.error = "redirect to another host refused: " + LogSafe(where, 200) +
+                  " (only redirects within " + origin->ToString() + " are followed)";
+        return d;
+      }
+      if (hop + 1 > options_.max_redirects) {
+        d.error = "more than " + std::to_string(options_.max_redirects) + " redirects";
+        return d;
+      }
+      current = target;
+      continue;
+    }
+    if (code != 200) {
+      d.error = "HTTP " + std::to_string(code);
+      d.may_appear = code == 404 || code == 403 || code >= 500;
+      return d;
+    }
+    if (rc != CURLE_OK) {
+      d.error = "download interrupted: " + curl_error;
+      d.may_appear = true;
+      return d;
+    }
+    d.sha256 = t.hash.FinishHex();
+    return d;
+  }
+}
+
+}  // namespace lockstep
