@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
   flags.Value("http-allowed-hosts", "",
               "comma-separated Host names the HTTP port answers to, or *; default: loopback "
               "names for a loopback --http-listen, any for 0.0.0.0");
+  flags.Value("http-max-connections-per-client", "16",
+              "open HTTP connections allowed from one address (raise it behind a proxy)");
+  flags.Value("http-request-timeout", "10s",
+              "time a request (line, headers, body) may take to arrive");
+  flags.Value("http-max-event-streams", "64", "open /api/v1/events streams allowed at once");
   flags.Value("agent-hello-timeout", "10s",
               "an agent stream that is not authenticated by then is closed");
   flags.Value("max-pending-agent-streams-per-peer", "256",
@@ -137,9 +142,19 @@ int main(int argc, char** argv) {
                                                  : hello_timeout.status().message()));
   }
   options.hello_timeout_ms = hello_timeout->count();
+  auto request_timeout = lockstep::ParseDuration(flags.Get("http-request-timeout"));
+  if (!request_timeout.ok() || request_timeout->count() <= 0 ||
+      request_timeout->count() > 3'600'000) {
+    return Fail("--http-request-timeout: " + (request_timeout.ok()
+                                                  ? std::string("must be from 1ms to 1h")
+                                                  : request_timeout.status().message()));
+  }
+  options.http_request_timeout_ms = static_cast<int>(request_timeout->count());
   for (auto [flag, field] :
        {std::pair{"max-pending-agent-streams-per-peer", &options.max_pending_streams_per_peer},
-        std::pair{"max-pending-agent-streams", &options.max_pending_streams}}) {
+        std::pair{"max-pending-agent-streams", &options.max_pending_streams},
+        std::pair{"http-max-connections-per-client", &options.http_max_connections_per_client},
+        std::pair{"http-max-event-streams", &options.http_max_event_streams}}) {
     const std::string v = flags.Get(flag);
     char* end = nullptr;
     long n = std::strtol(v.c_str(), &end, 10);

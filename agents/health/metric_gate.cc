@@ -6,10 +6,13 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <ctime>
 #include <exception>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,19 +66,15 @@ struct HttpResponse {
   std::string body;
 };
 
-// GET `base`/api/v1/query. The error's message is already the verdict's detail.
-StatusOr<HttpResponse> QueryPrometheus(const std::string& base, const std::string& query,
-                                       std::chrono::milliseconds timeout) {
+// GET `base` + `path`. The error's message is already the verdict's detail; `what` names
+// the request in it.
+StatusOr<HttpResponse> GetPrometheus(const std::string& base, const std::string& path,
+                                     const std::string& what, std::chrono::milliseconds timeout) {
   std::unique_ptr<CURL, CurlEasyDeleter> curl(curl_easy_init());
   if (!curl) return Internal("curl_easy_init failed");
   CURL* c = curl.get();
-  std::unique_ptr<char, CurlFreeDeleter> escaped(
-      curl_easy_escape(c, query.data(), static_cast<int>(query.size())));
-  if (!escaped) return Internal("cannot URL-encode the query");
-  // Passing the timeout on makes Prometheus abandon the evaluation when we stop waiting,
-  // instead of computing an expensive query for its own default of two minutes.
-  const std::string url = base + "/api/v1/query?query=" + escaped.get() +
-                          "&timeout=" + std::to_string(timeout.count()) + "ms";
+  const std::string url = base + path;
+  const std::string& query = what;
 
   Body body;
   char errbuf[CURL_ERROR_SIZE] = {0};
@@ -102,6 +101,85 @@ StatusOr<HttpResponse> QueryPrometheus(const std::string& base, const std::strin
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
   response.body = std::move(body.data);
   return response;
+}
+
+// GET `base`/api/v1/query.
+StatusOr<HttpResponse> QueryPrometheus(const std::string& base, const std::string& query,
+                                       std::chrono::milliseconds timeout) {
+  std::unique_ptr<char, CurlFreeDeleter> escaped(
+      curl_easy_escape(nullptr, query.data(), static_cast<int>(query.size())));
+  if (!escaped) return Internal("cannot URL-encode the query");
+  // Passing the timeout on makes Prometheus abandon the evaluation when we stop waiting,
+  // instead of computing an expensive query for its own default of two minutes.
+  return GetPrometheus(base,
+                       std::string("/api/v1/query?query=") + escaped.get() +
+                           "&timeout=" + std::to_string(timeout.count()) + "ms",
+                       query, timeout);
+}
+
+// "2026-12-05T23:30:01.123456789Z" or "...+02:00" as unix ms; nullopt if malformed.
+std::optional<int64_t> ParseRfc3339Ms(std::string_view t) {
+  int y, mo, d, h, mi, sec;
+  if (t.size() < 20 || std::sscanf(std::string(t.substr(0, 19)).c_str(), "%4d-%2d-%2dT%2d:%2d:%2d",
+                                   &y, &mo, &d, &h, &mi, &sec) != 6) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  int64_t ms = static_cast<int64_t>(::timegm(&tm)) * 1000;
+  size_t i = 19;
+  if (i < t.size() && t[i] == '.') {
+    int64_t frac = 0, scale = 100;
+    for (++i; i < t.size() && t[i] >= '0' && t[i] <= '9'; ++i) {
+      frac += (t[i] - '0') * scale;
+      scale /= 10;
+    }
+    ms += frac;
+  }
+  if (i >= t.size()) return std::nullopt;
+  if (t[i] == 'Z') return ms;
+  int oh, om;
+  if ((t[i] != '+' && t[i] != '-') ||
+      std::sscanf(std::string(t.substr(i + 1)).c_str(), "%2d:%2d", &oh, &om) != 2) {
+    return std::nullopt;
+  }
+  const int64_t offset = (int64_t{oh} * 60 + om) * 60'000;
+  return t[i] == '+' ? ms - offset : ms + offset;
+}
+
+// Whether Prometheus has scraped every active target at or after `since_ms`: only then is
+// every series a query can read backed by a sample taken after that moment. The error says
+// why it cannot tell.
+StatusOr<bool> ScrapedEverythingSince(const std::string& base, int64_t since_ms,
+                                      std::chrono::milliseconds timeout) {
+  auto response = GetPrometheus(base, "/api/v1/targets?state=active", "active targets", timeout);
+  if (!response.ok()) return response.status();
+  if (response->status != 200) {
+    return Unavailable("prometheus " + base + " answered HTTP " + std::to_string(response->status) +
+                       " for its targets, so the age of its samples is unknown");
+  }
+  const json body = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("data") || !body["data"].is_object() ||
+      !body["data"].contains("activeTargets") || !body["data"]["activeTargets"].is_array()) {
+    return Unavailable("prometheus " + base + " sent no list of active targets");
+  }
+  const json& targets = body["data"]["activeTargets"];
+  if (targets.empty()) return Unavailable("prometheus " + base + " scrapes no target");
+  for (const json& target : targets) {
+    if (!target.is_object() || !target.contains("lastScrape") ||
+        !target["lastScrape"].is_string()) {
+      return Unavailable("prometheus " + base + " did not say when it last scraped a target");
+    }
+    auto at = ParseRfc3339Ms(target["lastScrape"].get<std::string>());
+    if (!at) return Unavailable("prometheus " + base + " sent a malformed lastScrape");
+    if (*at < since_ms) return false;
+  }
+  return true;
 }
 
 // Length of the well-formed UTF-8 sequence starting at s[i], or 0 if there is none (stray
@@ -272,10 +350,33 @@ class Evaluation {
     const auto timeout =
         gate_.timeout_ms() > 0 ? std::chrono::milliseconds(gate_.timeout_ms()) : kDefaultTimeout;
     CurlGlobalInit();
-    StatusOr<HttpResponse> response = QueryPrometheus(BaseUrl(), gate_.query(), timeout);
+    std::string query = gate_.query();
+    const int64_t since = gate_.evidence_since_ms();
+    if (since > 0) {
+      // {window}: the time since the wave switched, so that range functions read only
+      // samples taken since.
+      const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      const std::string window = std::to_string(std::max<int64_t>(1, (now - since) / 1000)) + "s";
+      for (size_t pos; (pos = query.find("{window}")) != std::string::npos;) {
+        query.replace(pos, 8, window);
+      }
+    }
+    StatusOr<HttpResponse> response = QueryPrometheus(BaseUrl(), query, timeout);
     if (!response.ok()) return Inconclusive(response.status().message());
     try {
-      return Judge(*response);
+      GateVerdict verdict = Judge(*response);
+      if (since > 0 && verdict.verdict() != GateVerdict::INCONCLUSIVE) {
+        // A verdict from samples older than the switch judges the previous release.
+        auto fresh = ScrapedEverythingSince(BaseUrl(), since, timeout);
+        if (!fresh.ok()) return Inconclusive(fresh.status().message());
+        if (!*fresh) {
+          return Inconclusive(
+              "no sample scraped since the wave switched yet (would be: " + verdict.detail() + ")");
+        }
+      }
+      return verdict;
     } catch (const json::exception& e) {
       return Inconclusive(
           "prometheus " + BaseUrl() +

@@ -164,6 +164,9 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
         mg->set_min(*g.min);
       }
       mg->set_timeout_ms(std::min<int64_t>(g.interval.count(), 10'000));
+      // Every host of the wave had switched when the bake started: only what was scraped
+      // after that may judge the wave.
+      mg->set_evidence_since_ms(wave.bake_started_at);
       c.pass.checks.emplace_back(asked->name, std::move(check));
       c.pass.WakeAt(c.now + g.interval.count());
     }

@@ -28,6 +28,7 @@
 #include "common/sha256.h"
 #include "common/untrusted.h"
 #include "orchestrator/auth/authenticator.h"
+#include "orchestrator/server/guarded_http_server.h"
 #include "orchestrator/server/hub.h"
 #include "orchestrator/server/static_files.h"
 #include "orchestrator/server/views.h"
@@ -195,7 +196,9 @@ class HttpApiImpl final : public HttpApi {
         hub_(hub),
         auth_(auth),
         clock_(clock),
-        trigger_(engine->pipelines(), engine, store, clock, [hub] { hub->Kick(); }) {}
+        trigger_(engine->pipelines(), engine, store, clock, [hub] { hub->Kick(); }),
+        server_(HttpGuardOptions{options.max_connections_per_client,
+                                 std::chrono::milliseconds(options.request_timeout_ms)}) {}
   ~HttpApiImpl() override { Stop(); }
 
   Status Listen() {
@@ -205,10 +208,11 @@ class HttpApiImpl final : public HttpApi {
     server_.new_task_queue = [n = options_.threads + options_.max_event_streams] {
       return new httplib::ThreadPool(static_cast<size_t>(n));
     };
-    // A client must keep sending: a request whose next bytes do not arrive within the read
-    // timeout is dropped, and an idle keep-alive connection is closed after a few seconds.
-    server_.set_read_timeout(options_.read_timeout_s, 0);
-    server_.set_write_timeout(options_.read_timeout_s, 0);
+    // A client must keep sending: each read waits at most 5 s, the whole request must arrive
+    // within request_timeout_ms (GuardedHttpServer), a client that stops reading loses its
+    // connection after 10 s, and an idle keep-alive connection is closed after 5 s.
+    server_.set_read_timeout(5, 0);
+    server_.set_write_timeout(10, 0);
     server_.set_keep_alive_timeout(5);
     server_.set_keep_alive_max_count(100);
     // Security headers on every response, errors included. The dashboard loads only its own
@@ -790,6 +794,14 @@ class HttpApiImpl final : public HttpApi {
       out << "lockstep_agent_refusals_total{reason=\"" << EscapeLabel(reason) << "\"} " << n
           << "\n";
     }
+    out << "# HELP lockstep_http_connections_refused_total HTTP connections refused because "
+           "their client address had too many open.\n"
+        << "# TYPE lockstep_http_connections_refused_total counter\n"
+        << "lockstep_http_connections_refused_total " << server_.refused_connections() << "\n"
+        << "# HELP lockstep_http_slow_requests_total HTTP requests dropped because they did not "
+           "arrive within the request timeout.\n"
+        << "# TYPE lockstep_http_slow_requests_total counter\n"
+        << "lockstep_http_slow_requests_total " << server_.slow_requests() << "\n";
     out << "# HELP lockstep_gate_verdicts_dropped_total Gate verdicts dropped: unknown check "
            "ids or answers from an agent that was not asked.\n"
         << "# TYPE lockstep_gate_verdicts_dropped_total counter\n"
@@ -877,7 +889,7 @@ class HttpApiImpl final : public HttpApi {
   const Authenticator* const auth_;
   const Clock* const clock_;
   GithubPushTrigger trigger_;
-  httplib::Server server_;
+  GuardedHttpServer server_;
   std::thread thread_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};

@@ -38,7 +38,9 @@ struct HttpApiOptions {
   int threads = 32;                       // for requests; event streams have threads of their own
   int max_event_streams = 64;             // open /api/v1/events streams at once (503 beyond)
   int max_event_streams_per_token = 16;   // per token name (429 beyond)
-  int read_timeout_s = 10;                // a request's next bytes must arrive within this
+  // Each request (line, headers, body) must arrive within this of its first byte.
+  int request_timeout_ms = 10'000;
+  int max_connections_per_client = 16;  // open connections from one address (429 beyond)
   // Host header names (lower case, without port) this lockstepd answers to; others get 421,
   // which defeats DNS rebinding. "*": any. Empty: derived from `listen` (loopback names for
   // a loopback address; any name for a wildcard address).

@@ -137,6 +137,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     ho.listen = o.http_listen;
     ho.web_dir = o.web_dir;
     ho.allowed_hosts = o.http_allowed_hosts;
+    ho.max_connections_per_client = o.http_max_connections_per_client;
+    ho.request_timeout_ms = o.http_request_timeout_ms;
+    ho.max_event_streams = o.http_max_event_streams;
     StoreGuard* guard = impl->store.get();
     ho.health = [guard] { return guard->WriteHealth(); };
     auto http = HttpApi::Start(ho, impl->engine.get(), impl->store.get(), impl->hub.get(),

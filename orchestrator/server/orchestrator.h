@@ -32,6 +32,11 @@ struct OrchestratorOptions {
   TlsFiles tls;  // gRPC TLS: cert+key, and a client CA for mutual TLS
   // Host header names the HTTP port answers to (HttpApiOptions::allowed_hosts).
   std::vector<std::string> http_allowed_hosts;
+  // HTTP limits (HttpApiOptions): open connections per client address, the time a request
+  // may take to arrive, and open event streams.
+  int http_max_connections_per_client = 16;
+  int http_request_timeout_ms = 10'000;
+  int http_max_event_streams = 64;
   // The agent port before authentication: how long a stream may take to say hello, and how
   // many unauthenticated streams may be open at once, per peer address and in total.
   int64_t hello_timeout_ms = 10'000;

@@ -191,6 +191,117 @@ TEST_F(TrustBoundaryTest, AllowedHostNamesAreConfigurable) {
   EXPECT_EQ(StatusOf(Get("/healthz", "127.0.0.1")), 421);
 }
 
+// --- the HTTP port under load ---
+
+// A TCP connection to lockstepd's HTTP port from the loopback address `source` (any of
+// 127.0.0.0/8), so that a test can play several clients. -1 if it cannot connect.
+int ConnectFrom(const std::string& source, int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source.c_str(), &local.sin_addr);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Reads what the server sends until it closes the connection (or the 20 s receive timeout).
+std::string ReadToClose(int fd) {
+  std::string out;
+  char buf[4096];
+  for (int i = 0; i < 10000; ++i) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST_F(TrustBoundaryTest, SlowClientsCannotTakeDownHealthzOrTheApi) {
+  fleet_.StartOrchestrator({"--http-request-timeout", "2s"});
+  // 48 clients from one address each send half a request line and then nothing.
+  std::vector<int> slow;
+  for (int i = 0; i < 48; ++i) {
+    int fd = ConnectFrom("127.0.0.2", fleet_.http_port());
+    ASSERT_GE(fd, 0);
+    const std::string partial = "GET /healthz HT";
+    ASSERT_EQ(::send(fd, partial.data(), partial.size(), 0), ssize_t(partial.size()));
+    slow.push_back(fd);
+  }
+  // Everyone else is still served, at once.
+  for (const char* path : {"/healthz", "/api/v1/pipelines", "/"}) {
+    httplib::Client cli("127.0.0.1", fleet_.http_port());
+    cli.set_read_timeout(seconds(5));
+    httplib::Headers h = {{"Authorization", "Bearer " + fleet_.admin_token()}};
+    auto r = cli.Get(path, h);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 200) << path;
+  }
+  // Only 16 of the slow ones were let in; the rest were turned away with a 429, and the 16
+  // are dropped once the request timeout passes, however long they wait.
+  int refused = 0, dropped = 0;
+  for (int fd : slow) {
+    std::string answer = ReadToClose(fd);
+    if (StatusOf(answer) == 429) {
+      ++refused;
+    } else if (answer.empty() || StatusOf(answer) == 408 || StatusOf(answer) == 400) {
+      ++dropped;
+    }
+    ::close(fd);
+  }
+  EXPECT_EQ(refused, 32);
+  EXPECT_EQ(dropped, 16);
+  httplib::Client cli("127.0.0.1", fleet_.http_port());
+  auto m = cli.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("lockstep_http_connections_refused_total 32"), std::string::npos);
+  EXPECT_NE(m->body.find("lockstep_http_slow_requests_total 16"), std::string::npos);
+}
+
+TEST_F(TrustBoundaryTest, EventStreamsHaveABudgetOfTheirOwn) {
+  fleet_.StartOrchestrator({"--http-max-event-streams", "8"});
+  // Twelve viewers, each from its own address, hold event streams open.
+  std::vector<int> streams;
+  int answered = 0, refused = 0;
+  for (int i = 0; i < 12; ++i) {
+    int fd = ConnectFrom("127.0.1." + std::to_string(i + 1), fleet_.http_port());
+    ASSERT_GE(fd, 0);
+    const std::string req =
+        "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+        fleet_.admin_token() + "\r\n\r\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), 0), ssize_t(req.size()));
+    char buf[512];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);  // the status line comes at once either way
+    ASSERT_GT(n, 0);
+    int status = StatusOf(std::string(buf, static_cast<size_t>(n)));
+    if (status == 200) ++answered;
+    if (status == 503) ++refused;
+    streams.push_back(fd);
+  }
+  EXPECT_EQ(answered, 8);
+  EXPECT_EQ(refused, 4);
+  // The streams hold threads of their own budget: the rest of the API is unaffected.
+  for (const char* path : {"/healthz", "/api/v1/pipelines", "/api/v1/agents"}) {
+    httplib::Client cli("127.0.0.1", fleet_.http_port());
+    cli.set_read_timeout(seconds(5));
+    httplib::Headers h = {{"Authorization", "Bearer " + fleet_.admin_token()}};
+    auto r = cli.Get(path, h);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 200) << path;
+  }
+  for (int fd : streams) ::close(fd);
+}
+
 // --- files ---
 
 TEST_F(TrustBoundaryTest, TheDataDirectoryTheStoreAndTheBootstrapTokenAreLockstepdsAlone) {

@@ -663,6 +663,9 @@ TEST_F(GateTest, ChecksGoToAnAgentOfEachRegionWithTheRegionSubstituted) {
     EXPECT_EQ(check.gate().prometheus(), "http://prometheus." + region + ":9090");
     EXPECT_EQ(check.gate().query(), "rate(errors{region=\"" + region + "\"}[1m])");
     EXPECT_TRUE(check.gate().has_max());
+    // Only evidence from after the whole wave switched may judge it.
+    EXPECT_EQ(check.gate().evidence_since_ms(), store_->Waves(id).value().at(0).bake_started_at);
+    EXPECT_GT(check.gate().evidence_since_ms(), 0);
   }
 }
 

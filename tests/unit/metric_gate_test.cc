@@ -10,6 +10,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "agents/artifact/fetch.h"
 #include "tests/support/http_server.h"
@@ -118,6 +119,49 @@ TEST_F(MetricGateTest, ValueUnderMaxPasses) {
   EXPECT_EQ(v.gate(), "error_rate");
   EXPECT_DOUBLE_EQ(v.value(), 0.031);
   EXPECT_THAT(v.detail(), HasSubstr("0.031 <= max 0.05"));
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A wave is judged only by evidence gathered after it switched: until Prometheus has scraped
+// every target since then, even a clear violation (or a clear pass) is no verdict at all.
+TEST_F(MetricGateTest, SamplesScrapedBeforeTheSwitchNeverJudgeTheWave) {
+  ASSERT_TRUE(Publish(kErrorRate, "lockstep_test_error_rate"));
+  v1::MetricGate pass = MaxGate("lockstep_test_error_rate", 0.05);
+  pass.set_evidence_since_ms(NowMs() + 3'600'000);  // a switch no scrape has followed yet
+  GateVerdict v = EvaluateMetricGate(pass);
+  EXPECT_EQ(v.verdict(), GateVerdict::INCONCLUSIVE) << v.detail();
+  EXPECT_THAT(v.detail(), HasSubstr("no sample scraped since the wave switched"));
+  v1::MetricGate fail = MaxGate("lockstep_test_error_rate", 0.01);
+  fail.set_evidence_since_ms(NowMs() + 3'600'000);
+  EXPECT_EQ(EvaluateMetricGate(fail).verdict(), GateVerdict::INCONCLUSIVE);
+}
+
+TEST_F(MetricGateTest, SamplesScrapedAfterTheSwitchJudgeIt) {
+  ASSERT_TRUE(Publish(kErrorRate, "lockstep_test_error_rate"));
+  v1::MetricGate gate = MaxGate("lockstep_test_error_rate", 0.01);
+  gate.set_evidence_since_ms(NowMs());
+  // The next scrape (every second here) brings the evidence; until then, no verdict.
+  GateVerdict v;
+  const auto until = std::chrono::steady_clock::now() + kWait;
+  do {
+    v = EvaluateMetricGate(gate);
+    if (v.verdict() != GateVerdict::INCONCLUSIVE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (std::chrono::steady_clock::now() < until);
+  EXPECT_EQ(v.verdict(), GateVerdict::FAIL) << v.detail();
+}
+
+TEST_F(MetricGateTest, WindowIsTheTimeSinceTheSwitch) {
+  ASSERT_TRUE(Publish(kErrorRate, "lockstep_test_error_rate"));
+  v1::MetricGate gate = MaxGate("max_over_time(lockstep_test_error_rate[{window}])", 0.05);
+  gate.set_evidence_since_ms(NowMs() - 120'000);  // long enough ago that a scrape followed
+  GateVerdict v = EvaluateMetricGate(gate);
+  EXPECT_EQ(v.verdict(), GateVerdict::PASS) << v.detail();
 }
 
 TEST_F(MetricGateTest, ValueOverMaxFailsReportingTheValue) {
