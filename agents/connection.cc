@@ -103,6 +103,7 @@ struct Connection::Impl {
     h->set_pipeline(options.pipeline);
     h->set_token(options.token);
     h->set_credential(credential);
+    h->set_keeps_credential(true);
     h->set_current_version(executor->CurrentVersion());
     for (const auto& v : executor->VersionsOnDisk()) h->add_versions_on_disk(v);
     h->set_agent_version("0.1.0");

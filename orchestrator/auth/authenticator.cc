@@ -127,6 +127,20 @@ StatusOr<std::string> Authenticator::Enroll(const std::string& name, const std::
   return credential;
 }
 
+void Authenticator::RecordAgentRefusal(const std::string& name, const std::string& region,
+                                       const std::string& why) const {
+  AuditRecord a;
+  a.at = clock_->Now();
+  a.actor = "agent:" + name;
+  a.action = "agents.refused";
+  a.target = "agent/" + name;
+  a.detail = region + ": " + why;
+  a.outcome = "refused";
+  WriteBatch b;
+  b.audit.push_back(std::move(a));
+  (void)store_->Write(b);
+}
+
 Status Authenticator::RevokeToken(const std::string& name, const std::string& actor) const {
   AuditRecord a;
   a.at = clock_->Now();

@@ -69,6 +69,10 @@ class Authenticator {
   StatusOr<std::string> CreateToken(const std::string& name, const std::string& role,
                                     const std::string& region, const std::string& actor,
                                     int64_t expires_in_ms = 0) const;
+  // Audits a refused agent hello ("agents.refused"), e.g. an attempt to take an enrolled
+  // host's name. Best effort: a store error is ignored (the refusal stands either way).
+  void RecordAgentRefusal(const std::string& name, const std::string& region,
+                          const std::string& why) const;
   // Revokes a token at once (audited). kNotFound, or kFailedPrecondition if already revoked.
   // Then calls every OnRevoke listener with the token's name.
   Status RevokeToken(const std::string& name, const std::string& actor) const;

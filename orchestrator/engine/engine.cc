@@ -593,6 +593,11 @@ StatusOr<UnixMs> Engine::Reconcile() {
       return st.WithContext("pipeline " + p.name);
     }
   }
+  // A release that ended frees its pipeline: the next pass, which starts the queued release
+  // or converges what the ended one left behind, is due at once, not at an unrelated wake-up.
+  for (const auto& e : pass.events) {
+    if (release_state::IsFinal(e.release.state)) pass.WakeAt(now);
+  }
   pending_switches_.clear();  // merged into in-flight waves; others need no window
   for (const auto& [release_id, agent] : pass.changed_hosts) {
     auto rel = hosts_.find(release_id);

@@ -147,6 +147,24 @@ bool Hub::Apply(Event& ev) {
     return false;
   }
   last_heard_[ev.stream.get()] = clock_->Now();
+  // Even an authenticated agent sends only what fits: its words are stored and shown.
+  if (msg.has_heartbeat() && msg.heartbeat().current_version().size() > 128) {
+    ev.stream->Close("current_version longer than 128 characters");
+    return false;
+  }
+  if (msg.has_result()) {
+    auto* r = msg.mutable_result();
+    if (r->task_id().size() > 128 || r->current_version().size() > 128) {
+      ev.stream->Close("task result with an oversized field");
+      return false;
+    }
+    if (r->error().size() > 2048) r->mutable_error()->resize(2048);
+    if (r->output_tail().size() > 16384) {
+      r->set_output_tail(r->output_tail().substr(r->output_tail().size() - 16384));
+    }
+    if (r->versions_on_disk_size() > 64)
+      r->mutable_versions_on_disk()->DeleteSubrange(64, r->versions_on_disk_size() - 64);
+  }
   if (msg.has_heartbeat()) {
     auto changed = engine_->AgentHeartbeat(name, msg.heartbeat().current_version());
     if (!changed.ok()) {
@@ -157,16 +175,21 @@ bool Hub::Apply(Event& ev) {
   }
   if (msg.has_gate_verdict()) {
     if (Status st = engine_->GateVerdictReceived(name, msg.gate_verdict()); !st.ok()) {
-      spdlog::error("recording gate verdict from {}: {}", name, st.ToString());
+      if (st.code() == StatusCode::kPermissionDenied) {
+        // Counted by the engine; an agent answering others' checks must not flood the log.
+        if (LogAllowed()) spdlog::warn("gate verdict from {} dropped: {}", name, st.message());
+      } else {
+        spdlog::error("recording gate verdict from {}: {}", name, st.ToString());
+      }
     }
   } else if (msg.has_result()) {
     if (Status st = engine_->TaskFinished(name, msg.result()); !st.ok()) {
-      spdlog::error("recording result of task {} from {}: {}", msg.result().task_id(), name,
-                    st.ToString());
+      spdlog::error("recording result of task {} from {}: {}", LogSafe(msg.result().task_id()),
+                    name, st.ToString());
     }
   } else if (msg.has_progress()) {
-    spdlog::debug("{} {} {}: {}", name, msg.progress().task_id(), msg.progress().step(),
-                  msg.progress().output());
+    spdlog::debug("{} {} {}: {}", name, LogSafe(msg.progress().task_id()),
+                  LogSafe(msg.progress().step()), LogSafe(msg.progress().output(), 1024));
     return false;
   }
   return true;
@@ -194,6 +217,17 @@ void Hub::Refuse(const std::shared_ptr<StreamHandle>& stream, const std::string&
     ++refusals_[reason];
   }
   stream->Close(why);
+  // Refusals of a caller who proved it holds a valid enrollment token or credential (a
+  // takeover attempt, a duplicate host) are audited as well; others only logged.
+  if ((reason == "permission_denied" || reason == "already_connected") && LogAllowed()) {
+    auth_->RecordAgentRefusal(hello.name(), hello.region(), why);
+  }
+  if (!LogAllowed()) return;
+  spdlog::warn("agent \"{}\" ({}) refused: {}", LogSafe(hello.name(), 64),
+               LogSafe(hello.region(), 64), LogSafe(why, 200));
+}
+
+bool Hub::LogAllowed() {
   const UnixMs now = clock_->Now();
   if (now / 1000 != refusal_log_second_) {
     if (refusal_log_suppressed_ > 0) {
@@ -203,12 +237,11 @@ void Hub::Refuse(const std::shared_ptr<StreamHandle>& stream, const std::string&
     refusal_log_count_ = 0;
     refusal_log_suppressed_ = 0;
   }
-  if (++refusal_log_count_ > 10) {
+  if (++refusal_log_count_ > 20) {
     ++refusal_log_suppressed_;
-    return;
+    return false;
   }
-  spdlog::warn("agent \"{}\" ({}) refused: {}", LogSafe(hello.name(), 64),
-               LogSafe(hello.region(), 64), LogSafe(why, 200));
+  return true;
 }
 
 bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1::AgentHello& h) {
@@ -247,7 +280,16 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
     }
   }
   std::string credential;
-  if (check->enroll) {
+  if (check->enroll && !h.keeps_credential()) {
+    // An agent from before host credentials could not keep one: it is admitted on its
+    // token, as it always was, until it is upgraded and enrolls.
+    if (LogAllowed()) {
+      spdlog::warn(
+          "agent {} ({}) cannot keep a host credential; admitted with enrollment token "
+          "{} until it is upgraded",
+          h.name(), h.region(), check->token_name);
+    }
+  } else if (check->enroll) {
     auto issued = auth_->Enroll(h.name(), h.region(), check->token_name);
     if (!issued.ok()) {
       Refuse(stream, RefusalReason(issued.status()), h, issued.status().message());

@@ -125,6 +125,9 @@ class Hub final : public TaskSink {
   // several heartbeat intervals is presumed dead (its peer vanished without a FIN), so a new
   // connection of its agent replaces it instead of being refused as a duplicate.
   std::map<const StreamHandle*, UnixMs> last_heard_;
+  // Engine thread: whether another refusal may be logged (and audited) this second; at most
+  // 20 a second, the rest counted and summarised.
+  bool LogAllowed();
   // Engine thread: refusal log lines allowed in the current second, and those suppressed.
   UnixMs refusal_log_second_ = 0;
   int refusal_log_count_ = 0;

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -110,6 +111,7 @@ timeouts: {hook: 10s, fetch: 10s, agent_lost: 10s}
     m.mutable_hello()->set_region(region);
     m.mutable_hello()->set_token(token);
     m.mutable_hello()->set_credential(credential);
+    m.mutable_hello()->set_keeps_credential(true);
     return a.stream->Write(m);
   }
   // Reads until the stream ends; returns its final status and the last reject, if any.
@@ -418,6 +420,64 @@ TEST_F(TrustBoundaryTest, ARemovedHostMustEnrollAgainAndTheCliSaysSo) {
   bool removed = false;
   for (const auto& e : audit) removed = removed || e["action"] == "agents.remove";
   EXPECT_TRUE(removed) << audit.dump();
+}
+
+TEST_F(TrustBoundaryTest, ForgedGateVerdictsAreDroppedAndCounted) {
+  fleet_.StartOrchestrator();
+  // An enrolled agent of another region answers checks it was never sent, guessing ids.
+  auto a = Open();
+  ASSERT_TRUE(SendHello(*a, "euw1-rogue", "eu-west-1", EnrollmentToken("eu-west-1")));
+  v1::ServerMessage in;
+  ASSERT_TRUE(a->stream->Read(&in));
+  ASSERT_TRUE(in.has_welcome()) << in.DebugString();
+  for (int i = 1; i <= 50; ++i) {
+    v1::AgentMessage m;
+    m.mutable_gate_verdict()->set_check_id("g" + std::to_string(i));
+    m.mutable_gate_verdict()->set_gate("error-rate");
+    m.mutable_gate_verdict()->set_verdict(v1::GateVerdict::PASS);
+    ASSERT_TRUE(a->stream->Write(m));
+  }
+  // lockstepd takes them in order: once the last is counted, all were judged.
+  httplib::Client cli("127.0.0.1", fleet_.http_port());
+  EXPECT_TRUE(Fleet::WaitFor(
+      [&] {
+        auto m = cli.Get("/metrics");
+        return m && m->body.find("lockstep_gate_verdicts_dropped_total 50\n") != std::string::npos;
+      },
+      seconds(20)));
+  a->ctx.TryCancel();
+}
+
+TEST_F(TrustBoundaryTest, HooksSeeACuratedEnvironmentAndUnpackedFilesAreNotWorldWritable) {
+  fleet_.WritePipeline("monolith.yaml", R"(pipeline: monolith
+regions: [us-east-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+timeouts: {hook: 10s, fetch: 10s, agent_lost: 10s}
+)");
+  fleet_.agent_env["CREDENTIALS_DIRECTORY"] = fleet_.dir() + "/credentials";
+  fleet_.agent_env["AGENT_SECRET"] = "s3cret";
+  fleet_.StartOrchestrator();
+  fleet_.StartAgent("use1-a", "us-east-1");
+  fleet_.WaitForAgents(1);
+  AppBehaviour b;
+  b.start_prologue = "env > \"$EVENT_LOG.env\"\n";
+  b.extra_entries.push_back({TarEntry::Type::kFile, "data/shared.txt", "x", "", 0777, -1});
+  Artifact app = fleet_.ServeApp("v1", b);
+  CommandResult r = fleet_.Cli({"--output", "json", "release", "create", "--pipeline", "monolith",
+                                "--version", "v1", "--artifact", app.url, "--sha256", app.sha256,
+                                "--wait", "--timeout", "120s"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  std::ifstream env_file(fleet_.event_log() + ".env");
+  std::stringstream env;
+  env << env_file.rdbuf();
+  ASSERT_FALSE(env.str().empty());
+  EXPECT_EQ(env.str().find("CREDENTIALS_DIRECTORY"), std::string::npos) << env.str();
+  EXPECT_EQ(env.str().find("AGENT_SECRET"), std::string::npos) << env.str();
+  EXPECT_NE(env.str().find("LOCKSTEP_VERSION=v1"), std::string::npos) << env.str();
+  EXPECT_NE(env.str().find("EVENT_LOG="), std::string::npos) << "the allow-listed one is passed";
+  EXPECT_EQ(ModeOf(fleet_.AgentRoot("use1-a") + "/releases/v1/data/shared.txt"), 0755u);
 }
 
 // --- tokens ---

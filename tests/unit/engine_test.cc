@@ -406,6 +406,29 @@ TEST_F(EngineTest, OneReleaseInFlightPerPipeline) {
   EXPECT_EQ(Release(b).previous_version, "v2");
 }
 
+// The pass that ends a release asks for the next pass at once, so a queued release starts
+// as soon as the one before it ended, however that was (here: it failed).
+TEST_F(EngineTest, AReleaseThatEndsAsksForTheNextPassAtOnce) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  int64_t a = Create("v2");
+  Pass();
+  auto prepares = sink_.Take();
+  int64_t b = Create("v3");
+  for (const auto& t : prepares) Finish(t);
+  Pass();
+  auto activates = sink_.Take();
+  ASSERT_FALSE(activates.empty());
+  for (const auto& t : activates) Finish(t, false, "deploy/check of v2 exited with status 1");
+  const UnixMs next = Pass();
+  ASSERT_EQ(Release(a).state, "failed");
+  EXPECT_EQ(Release(b).state, "queued");
+  EXPECT_GT(next, 0);
+  EXPECT_LE(next, clock_.Now()) << "the queued release would wait for an unrelated wake-up";
+  Pass();
+  EXPECT_EQ(Release(b).state, "rolling");
+}
+
 TEST_F(EngineTest, ConcurrencyLimitsHostsWorkingAtOnceInARegion) {
   Pipeline p = ThreeWavePipeline();
   p.waves = {Wave("all", HostSelector::Kind::kPercent, 100)};

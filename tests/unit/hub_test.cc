@@ -34,6 +34,12 @@ TEST(HeartbeatPolicyTest, SmallFleetsKeepTheBaseAndLargeOnesStopAtTheCeiling) {
   EXPECT_EQ(fixed.IntervalFor(1'000'000), 5000);
 }
 
+class NullSink final : public TaskSink {
+ public:
+  bool Send(const std::string&, const v1::Task&) override { return false; }
+  bool SendGateCheck(const std::string&, const v1::GateCheck&) override { return false; }
+};
+
 // Records the interval each Welcome or Settings message carried, in order.
 class RecordingStream final : public StreamHandle {
  public:
@@ -150,6 +156,7 @@ class HubHeartbeatTest : public ::testing::Test {
     hello.mutable_hello()->set_region(region);
     hello.mutable_hello()->set_token(token);
     hello.mutable_hello()->set_credential(credential);
+    hello.mutable_hello()->set_keeps_credential(true);
     hub_->OnMessage(stream, hello);
     return stream;
   }
@@ -303,6 +310,88 @@ TEST_F(HubHeartbeatTest, ARemovedHostCanEnrollAgainAndItsOldCredentialIsDead) {
   ASSERT_TRUE(fresh->WaitWelcomed()) << fresh->closed();
   EXPECT_NE(fresh->credential(), old_credential);
   EXPECT_EQ(hub_->RemoveAgent("no-such-host", "admin").code(), StatusCode::kNotFound);
+}
+
+// An agent from before host credentials (it does not say it keeps one) is admitted on its
+// token and not enrolled, so that it is not locked out on its next connection; once it is
+// upgraded it enrolls, and from then on its name is protected.
+TEST_F(HubHeartbeatTest, AnAgentThatCannotKeepACredentialIsAdmittedWithoutEnrolling) {
+  for (int connection = 0; connection < 2; ++connection) {
+    auto legacy = std::make_shared<RecordingStream>();
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_name("host-1");
+    hello.mutable_hello()->set_region("us-east-1");
+    hello.mutable_hello()->set_token(token_);
+    hub_->OnMessage(legacy, hello);
+    ASSERT_TRUE(legacy->WaitWelcomed()) << legacy->closed();
+    EXPECT_TRUE(legacy->credential().empty());
+    hub_->OnClosed(legacy);
+  }
+  auto upgraded = Connect(1);
+  ASSERT_TRUE(upgraded->WaitWelcomed()) << upgraded->closed();
+  EXPECT_FALSE(upgraded->credential().empty());
+}
+
+// ---------------------------------------------------------------- token lifecycle
+
+TEST(TokenLifecycleTest, ATokenStopsWorkingWhenItExpiresAndWhenItIsRevoked) {
+  auto store = OpenSqliteStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  ManualClock clock;
+  Authenticator auth(store->get(), &clock);
+  auto expiring = auth.CreateToken("ci", "deployer", "", "admin", /*expires_in_ms=*/60'000);
+  ASSERT_TRUE(expiring.ok()) << expiring.status().ToString();
+  EXPECT_TRUE(auth.Check("Bearer " + *expiring, Action::kCreateRelease).ok());
+  clock.Advance(std::chrono::milliseconds(59'999));
+  EXPECT_TRUE(auth.Check("Bearer " + *expiring, Action::kCreateRelease).ok());
+  clock.Advance(std::chrono::milliseconds(1));
+  auto expired = auth.Check("Bearer " + *expiring, Action::kCreateRelease);
+  EXPECT_EQ(expired.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(expired.status().message().find("expired"), std::string::npos);
+
+  auto viewer = auth.CreateToken("alice", "viewer", "", "admin");
+  ASSERT_TRUE(viewer.ok());
+  std::vector<std::string> revoked_names;
+  auth.OnRevoke([&](const std::string& name) { revoked_names.push_back(name); });
+  ASSERT_TRUE(auth.RevokeToken("alice", "admin").ok());
+  EXPECT_EQ(revoked_names, std::vector<std::string>{"alice"});
+  EXPECT_EQ(auth.Check("Bearer " + *viewer, Action::kRead).status().code(),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(auth.RevokeToken("alice", "admin").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(auth.RevokeToken("nobody", "admin").code(), StatusCode::kNotFound);
+  // The listing keeps both, with their lifecycle, and never a secret.
+  auto tokens = (*store)->ListTokens();
+  ASSERT_TRUE(tokens.ok());
+  ASSERT_EQ(tokens->size(), 2u);
+  EXPECT_GT((*tokens)[0].revoked_at, 0);  // alice
+  EXPECT_GT((*tokens)[1].expires_at, 0);  // ci
+  // Credentials and tokens are stored as hashes only.
+  for (const auto& t : *tokens) {
+    EXPECT_NE(t.hash, *viewer);
+    EXPECT_NE(t.hash, *expiring);
+  }
+}
+
+TEST(TokenLifecycleTest, AnArtifactUrlWithCredentialsIsRefused) {
+  auto store = OpenSqliteStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  Pipeline p;
+  p.name = "monolith";
+  p.regions = {"us-east-1"};
+  WaveSpec all;
+  all.name = "all";
+  all.regions = p.regions;
+  p.waves = {all};
+  NullSink sink;
+  Engine engine({p}, store->get(), SystemClock::Get(), &sink);
+  NewRelease nr{
+      "monolith", "v1", "https://user:pass@example.com/a.tar.gz", std::string(64, 'a'), "", "", 0};
+  auto created = engine.CreateRelease(nr, "admin");
+  EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(created.status().message().find("user:pass@"), std::string::npos)
+      << "the refusal repeats the credentials: " << created.status().message();
+  nr.artifact_url = "https://example.com/builds/a@b.tar.gz";  // an @ in the path is fine
+  EXPECT_TRUE(engine.CreateRelease(nr, "admin").ok());
 }
 
 }  // namespace
