@@ -30,6 +30,11 @@ enum class StatusCode {
 
 const char* StatusCodeName(StatusCode code);
 
+// The HTTP status that answers a request that ended with `code`: 200, 400, 401, 403, 404,
+// 409 (precondition, already exists), 429 (resource exhausted), 503 (unavailable), 504
+// (deadline exceeded), 500 otherwise.
+int HttpStatusOf(StatusCode code);
+
 class [[nodiscard]] Status {
  public:
   Status() = default;

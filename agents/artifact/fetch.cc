@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/curl_options.h"
 #include "common/sha256.h"
 
 namespace lockstep::agent {
@@ -22,11 +23,6 @@ namespace {
 constexpr long kMaxRedirects = 5;  // NOLINT(runtime/int): curl takes a long
 // Doubling stops here so that a large `attempts` does not turn into hour-long sleeps.
 constexpr std::chrono::milliseconds kMaxBackoff{30000};
-
-struct CurlEasyDeleter {
-  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
-};
-using CurlEasy = std::unique_ptr<CURL, CurlEasyDeleter>;
 
 struct FileCloser {
   void operator()(std::FILE* f) const { std::fclose(f); }
@@ -199,10 +195,7 @@ AttemptResult FetchOnce(const std::string& url, const std::string& expected_lowe
 
 }  // namespace
 
-void CurlGlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
+void CurlGlobalInit() { CurlGlobalInitOnce(); }
 
 Status FetchArtifact(const std::string& url, const std::string& expected_sha256,
                      const std::string& dest_path, const FetchOptions& options,

@@ -17,10 +17,6 @@ namespace {
 // activation that waits for it.
 constexpr std::chrono::milliseconds kDefaultTimeout{5000};
 
-struct CurlEasyDeleter {
-  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
-};
-
 size_t DiscardBody(char*, size_t size, size_t nmemb, void*) { return size * nmemb; }
 
 // One GET. Returns the HTTP status, or 0 with `error` set when no response arrived.

@@ -38,13 +38,6 @@ constexpr size_t kMaxBodyBytes = size_t{4} << 20;
 // thousand label pairs would not help anyone there.
 constexpr size_t kMaxDetailChars = 400;
 
-struct CurlEasyDeleter {
-  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
-};
-struct CurlFreeDeleter {
-  void operator()(char* p) const { curl_free(p); }
-};
-
 struct Body {
   std::string data;
   bool too_large = false;

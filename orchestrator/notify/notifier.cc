@@ -24,18 +24,6 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 // "no_text", ...), not so much that a misbehaving receiver fills the log.
 constexpr size_t kMaxResponseExcerpt = 200;
 
-void CurlGlobalInitOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-struct CurlEasyDeleter {
-  void operator()(CURL* curl) const { curl_easy_cleanup(curl); }
-};
-struct CurlSlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
-
 bool HasHttpScheme(const std::string& url) {
   std::string prefix = url.substr(0, 8);
   std::transform(prefix.begin(), prefix.end(), prefix.begin(),

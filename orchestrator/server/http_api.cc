@@ -51,30 +51,6 @@ constexpr unsigned long long kDrainFactor = 64;
 // Releases counted per pipeline for /metrics.
 constexpr int kMetricsReleaseLimit = 1'000'000;
 
-int HttpStatusOf(const Status& st) {
-  switch (st.code()) {
-    case StatusCode::kOk:
-      return 200;
-    case StatusCode::kInvalidArgument:
-      return 400;
-    case StatusCode::kUnauthenticated:
-      return 401;
-    case StatusCode::kPermissionDenied:
-      return 403;
-    case StatusCode::kNotFound:
-      return 404;
-    case StatusCode::kFailedPrecondition:
-    case StatusCode::kAlreadyExists:
-      return 409;
-    case StatusCode::kResourceExhausted:
-      return 429;
-    case StatusCode::kUnavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
-
 void SendJson(httplib::Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump() + "\n", "application/json");
@@ -85,7 +61,7 @@ void SendError(httplib::Response& res, int status, const std::string& message) {
 }
 
 void SendStatus(httplib::Response& res, const Status& st) {
-  SendError(res, HttpStatusOf(st), st.message());
+  SendError(res, HttpStatusOf(st.code()), st.message());
 }
 
 // A successful API answer.

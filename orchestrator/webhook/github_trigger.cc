@@ -46,22 +46,6 @@ WebhookReply Error(int status, std::string message) {
   return {status, json{{"error", std::move(message)}}};
 }
 
-int HttpStatusOf(const Status& st) {
-  switch (st.code()) {
-    case StatusCode::kInvalidArgument:
-      return 400;
-    case StatusCode::kNotFound:
-      return 404;
-    case StatusCode::kFailedPrecondition:
-    case StatusCode::kAlreadyExists:
-      return 409;
-    case StatusCode::kUnavailable:
-      return 503;
-    default:
-      return 500;
-  }
-}
-
 std::string Trim(std::string s) {
   auto space = [](unsigned char c) { return std::isspace(c) != 0; };
   s.erase(s.begin(), std::find_if_not(s.begin(), s.end(), space));
@@ -83,18 +67,6 @@ std::string TimeText(UnixMs t) {
   std::string text = FormatUnixMs(t);
   return text.empty() ? std::to_string(t) + " ms" : text;
 }
-
-void CurlGlobalInitOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct CurlUrlDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
 
 // Scheme, host and port of a URL, as curl resolves them (host lower-cased, default ports
 // filled in), for comparing where a redirect leads with where the download started.
@@ -417,7 +389,8 @@ WebhookReply GithubPushTrigger::TriggerRelease(const Pipeline& p, const PushEven
   nr.author = Truncated(push.author, kMaxAuthorBytes);
   nr.commit_at = push.committed_at_ms;
   StatusOr<ReleaseRecord> created = engine_->CreateRelease(nr, "webhook:github");
-  if (!created.ok()) return Error(HttpStatusOf(created.status()), created.status().message());
+  if (!created.ok())
+    return Error(HttpStatusOf(created.status().code()), created.status().message());
   spdlog::info("webhook: release {} of pipeline {} created for commit {}", created->id, p.name,
                push.after);
   if (kick_) kick_();
@@ -453,7 +426,7 @@ GithubPushTrigger::Digest GithubPushTrigger::DownloadOnce(const std::string& url
     d.error = "not a valid http(s) URL";
     return d;
   }
-  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  CurlEasy curl(curl_easy_init());
   if (!curl) {
     d.error = "cannot start an HTTP client";
     return d;

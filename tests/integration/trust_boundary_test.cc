@@ -30,22 +30,30 @@ namespace v1 = lockstep::v1;
 using nlohmann::json;
 using std::chrono::seconds;
 
-// One raw HTTP/1.1 request over a plain socket, so the request line goes out exactly as
-// written (no client-side normalisation of "//" or "%2F"). Returns the whole response.
-std::string RawHttp(int port, const std::string& request) {
+// A TCP connection to lockstepd's HTTP port from the loopback address `source` (any of
+// 127.0.0.0/8), so that a test can play several clients. -1 if it cannot connect.
+int ConnectFrom(const std::string& source, int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  EXPECT_GE(fd, 0);
+  if (fd < 0) return -1;
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source.c_str(), &local.sin_addr);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{10, 0};
+  timeval tv{20, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return "";
+    return -1;
   }
-  EXPECT_EQ(::send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  return fd;
+}
+
+// Reads what the server sends until it closes the connection (or the 20 s receive timeout).
+std::string ReadToClose(int fd) {
   std::string out;
   char buf[4096];
   for (int i = 0; i < 10000; ++i) {
@@ -53,6 +61,17 @@ std::string RawHttp(int port, const std::string& request) {
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
+  return out;
+}
+
+// One raw HTTP/1.1 request over a plain socket, so the request line goes out exactly as
+// written (no client-side normalisation of "//" or "%2F"). Returns the whole response.
+std::string RawHttp(int port, const std::string& request) {
+  int fd = ConnectFrom("127.0.0.1", port);
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return "";
+  EXPECT_EQ(::send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string out = ReadToClose(fd);
   ::close(fd);
   return out;
 }
@@ -194,40 +213,6 @@ TEST_F(TrustBoundaryTest, AllowedHostNamesAreConfigurable) {
 }
 
 // --- the HTTP port under load ---
-
-// A TCP connection to lockstepd's HTTP port from the loopback address `source` (any of
-// 127.0.0.0/8), so that a test can play several clients. -1 if it cannot connect.
-int ConnectFrom(const std::string& source, int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  ::inet_pton(AF_INET, source.c_str(), &local.sin_addr);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{20, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Reads what the server sends until it closes the connection (or the 20 s receive timeout).
-std::string ReadToClose(int fd) {
-  std::string out;
-  char buf[4096];
-  for (int i = 0; i < 10000; ++i) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
 
 TEST_F(TrustBoundaryTest, SlowClientsCannotTakeDownHealthzOrTheApi) {
   fleet_.StartOrchestrator({"--http-request-timeout", "2s"});
