@@ -251,7 +251,16 @@ Status Executor::Activate(const v1::Task& task, std::string& failed_step,
   if (previous != version) {
     if (!previous.empty() && releases_.HasRelease(previous)) {
       failed_step = "stop";
-      LOCKSTEP_RETURN_IF_ERROR(RunHookIfPresent(previous, "stop", task, previous, tail));
+      Status stopped = RunHookIfPresent(previous, "stop", task, previous, tail);
+      if (!stopped.ok() && task.kind() == v1::Task::DEPLOY) {
+        // A DEPLOY takes the host back (a revert, a rollback) or to where it belongs (a
+        // convergence): the release being left failing to stop must not keep it there.
+        result.set_warning(stopped.message() + "; switched anyway");
+        Note(task.task_id(), "stop", result.warning());
+        spdlog::warn("task {}: {}", task.task_id(), result.warning());
+      } else {
+        LOCKSTEP_RETURN_IF_ERROR(stopped);
+      }
     }
     failed_step = "switch";
     LOCKSTEP_RETURN_IF_ERROR(releases_.SwitchCurrent(version));

@@ -2,10 +2,12 @@
 //
 // PREPARE fetches the artifact, verifies its sha256 and unpacks it into releases/VERSION/;
 // ACTIVATE runs the old release's deploy/stop, switches `current`, runs deploy/start, then
-// deploy/check and the HTTP probes. Hooks are only ever executables inside the verified
-// release directory: a task names a version, never a command. They run with the curated
-// environment of hooks/hook_runner.h (PATH, LANG, LOCKSTEP_*, and the `hook_env` allow-list,
-// nothing else of the agent's), as `hook_user` when set.
+// deploy/check and the HTTP probes. DEPLOY (PREPARE then ACTIVATE: reverts, rollbacks,
+// convergence) switches even when the left release's deploy/stop fails, reporting it as the
+// result's warning: a broken release must not be able to keep a host on itself. Hooks are only ever
+// executables inside the verified release directory: a task names a version, never a command. They
+// run with the curated environment of hooks/hook_runner.h (PATH, LANG, LOCKSTEP_*, and the
+// `hook_env` allow-list, nothing else of the agent's), as `hook_user` when set.
 //
 // Tasks are idempotent by id: a task id already finished is answered from the TaskJournal; a
 // task id already queued or running is ignored.

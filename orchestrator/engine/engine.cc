@@ -151,6 +151,22 @@ Status Engine::ValidateRelease(const NewRelease& req) const {
 StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
                                               const std::string& actor) const {
   LOCKSTEP_RETURN_IF_ERROR(ValidateRelease(req));
+  // A version names one artifact forever: hosts keep releases on disk by version, and a
+  // rollback to a version means what was first released under it.
+  auto first = store_->FirstWithVersion(req.pipeline, req.version);
+  if (!first.ok()) return first.status();
+  if (first->has_value()) {
+    std::string sha = req.sha256;
+    std::transform(sha.begin(), sha.end(), sha.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if ((*first)->sha256 != sha) {
+      return FailedPrecondition("version: " + req.version + " of pipeline " + req.pipeline +
+                                " is release " + std::to_string((*first)->id) + " with sha256 " +
+                                (*first)->sha256 +
+                                "; a version names one artifact forever: release this build "
+                                "under a new version");
+    }
+  }
   ReleaseRecord r;
   r.pipeline = req.pipeline;
   r.version = req.version;
@@ -509,6 +525,8 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
       h.state = host_state::kDone;
       h.detail = "running " + release->version;
     }
+    // What went wrong on the way without stopping it (e.g. the left release's deploy/stop).
+    if (!result.warning().empty()) h.detail += " (" + result.warning().substr(0, 500) + ")";
     if (h.state != host_state::kPrepared) h.finished_at = now;
   } else {
     h.state = before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;

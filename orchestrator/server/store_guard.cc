@@ -48,6 +48,11 @@ StatusOr<std::optional<ReleaseRecord>> StoreGuard::DesiredRelease(const std::str
   return inner_->DesiredRelease(pipeline);
 }
 
+StatusOr<std::optional<ReleaseRecord>> StoreGuard::FirstWithVersion(const std::string& pipeline,
+                                                                    const std::string& version) {
+  return inner_->FirstWithVersion(pipeline, version);
+}
+
 StatusOr<std::optional<ReleaseRecord>> StoreGuard::SucceededWithVersion(
     const std::string& pipeline, const std::string& version) {
   return inner_->SucceededWithVersion(pipeline, version);

@@ -39,6 +39,8 @@ class StoreGuard final : public Store {
   StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) override;
   StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
                                                               const std::string& version) override;
+  StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& pipeline,
+                                                          const std::string& version) override;
   StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
                                                          int64_t before_id) override;
   Status RequestAbort(int64_t release_id, const AuditRecord& audit) override;

@@ -513,6 +513,16 @@ class SqliteStore final : public Store {
     return s.Int(0);
   }
 
+  StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& pipeline,
+                                                          const std::string& version) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
+                 " FROM releases WHERE pipeline=? AND version=? ORDER BY id LIMIT 1")
+                    .c_str());
+    s.Bind(1, pipeline).Bind(2, version);
+    return OptionalRelease(s);
+  }
+
   StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
                                                               const std::string& version) override {
     std::lock_guard lock(mu_);

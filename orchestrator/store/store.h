@@ -44,6 +44,10 @@ class Store {
   // The newest succeeded release of a pipeline with this version, if any.
   virtual StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(
       const std::string& pipeline, const std::string& version) = 0;
+  // The first release of a pipeline with this version, in any state: the one that named the
+  // version's artifact.
+  virtual StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& pipeline,
+                                                                  const std::string& version) = 0;
   // The newest succeeded release older than `before_id`, if any.
   virtual StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
                                                                  int64_t before_id) = 0;

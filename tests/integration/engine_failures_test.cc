@@ -122,6 +122,34 @@ TEST_F(EngineFailuresTest, ANewHostInARegionConvergesToTheCurrentRelease) {
       std::chrono::seconds(10)));
 }
 
+// A release whose own deploy/stop is broken cannot keep the fleet on itself: the revert runs
+// it, reports its failure on the host, and switches back all the same.
+TEST_F(EngineFailuresTest, ABrokenStopHookOfTheFailedReleaseDoesNotStopTheRevert) {
+  StartFleet(ThreeWaves());
+  ASSERT_EQ(Release(fleet_.ServeApp("v1")).exit_code, 0);
+  ExpectEveryHostOn("v1");
+
+  AppBehaviour bad;
+  bad.check_fail_on_agent = "eu-west-1-1";  // the canary wave fails...
+  bad.stop_prologue = "exit 3\n";           // ...and v2 cannot even stop
+  CommandResult r = Release(fleet_.ServeApp("v2", bad));
+  EXPECT_EQ(r.exit_code, 1);
+  json release = json::parse(r.out);
+  EXPECT_EQ(release["state"], "rolled_back") << release.dump(2);
+  ExpectEveryHostOn("v1");
+  bool reported = false;
+  for (const auto& h : release["hosts"]) {
+    const std::string detail = h.value("detail", "");
+    reported =
+        reported || detail.find("deploy/stop of v2 exited with status 3") != std::string::npos;
+  }
+  EXPECT_TRUE(reported) << release.dump(2);
+  // v2's stop hook ran (and failed) on the canaries before they went back.
+  int v2_stops = 0;
+  for (const auto& e : fleet_.Events()) v2_stops += e.hook == "stop" && e.version == "v2";
+  EXPECT_EQ(v2_stops, 3);
+}
+
 // A tiny exporter the real Prometheus scrapes: one gauge per region.
 class GateFleetTest : public EngineFailuresTest {
  protected:

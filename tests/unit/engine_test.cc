@@ -447,6 +447,23 @@ TEST_F(EngineTest, ConcurrencyLimitsHostsWorkingAtOnceInARegion) {
   EXPECT_EQ(sink_.Take().size(), 1u);
 }
 
+TEST_F(EngineTest, AVersionNamesOneArtifactForever) {
+  MakeEngine(ThreeWavePipeline());
+  int64_t first = Create("v2");
+  NewRelease other{"monolith", "v2", "http://127.0.0.1:1/other.tar.gz", std::string(64, 'c'), "",
+                   "",         0};
+  auto refused = engine_->CreateRelease(other, "test");
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("release " + std::to_string(first)), std::string::npos)
+      << refused.status().message();
+  // The same build again (any case of its digest) is fine; a new version always is.
+  NewRelease same{"monolith", "v2", "http://127.0.0.1:1/v2.tar.gz", std::string(64, 'B'), "",
+                  "",         0};
+  EXPECT_TRUE(engine_->CreateRelease(same, "test").ok());
+  other.version = "v3";
+  EXPECT_TRUE(engine_->CreateRelease(other, "test").ok());
+}
+
 TEST_F(EngineTest, AResultForAnOldTaskChangesNothing) {
   MakeEngine(ThreeWavePipeline());
   ConnectFleet(1);
@@ -1144,6 +1161,10 @@ class RefusingStore final : public Store {
   }
   StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& p) override {
     return s_->DesiredRelease(p);
+  }
+  StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& p,
+                                                          const std::string& v) override {
+    return s_->FirstWithVersion(p, v);
   }
   StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& p,
                                                               const std::string& v) override {
