@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "agents/artifact/fetch.h"
+#include "agents/artifact/layout.h"
 #include "agents/health/http_probe.h"
 #include "agents/health/metric_gate.h"
 #include "agents/hooks/hook_runner.h"
@@ -202,7 +203,14 @@ Status Executor::Prepare(const v1::Task& task) {
   st = releases_.Install(task.version(), task.sha256(), archive);
   std::error_code ec;
   fs::remove(archive, ec);
-  return st;
+  if (!st.ok()) return st;
+  // A release nothing could run is refused now, while `current` is untouched, rather than
+  // "succeeding" with nothing started or checked.
+  Status layout = CheckArtifactLayout(releases_.ReleasePath(task.version()), task.version());
+  if (!layout.ok() && releases_.Current().value_or("") != task.version()) {
+    fs::remove_all(releases_.ReleasePath(task.version()), ec);
+  }
+  return layout;
 }
 
 Status Executor::RunHookIfPresent(const std::string& version, const std::string& hook,

@@ -568,14 +568,20 @@ int RunBench(const Options& opt) {
   const std::string agents_dir = agents_tmpl.c_str();
   fs::create_directories(dir + "/art");
 
-  // Artifacts: no hooks at all (hooks skipped), a VERSION file only. Built once with tar.
+  // Artifacts: a VERSION file and a deploy/check that never runs (the pipeline has check_hook
+  // off), so no hook runs at all; an artifact needs a start or a check to be taken. Built
+  // once with tar.
   std::map<std::string, std::string> artifact_bytes, artifact_sha;
   for (const std::string version : {"v1", "v2", "v3"}) {
     std::string src = dir + "/art/" + version;
-    fs::create_directories(src);
+    fs::create_directories(src + "/deploy");
     std::ofstream(src + "/VERSION") << version << "\n";
+    std::ofstream(src + "/deploy/check") << "#!/bin/sh\nexit 0\n";
+    fs::permissions(src + "/deploy/check", fs::perms::owner_all | fs::perms::group_read |
+                                               fs::perms::group_exec | fs::perms::others_read |
+                                               fs::perms::others_exec);
     std::string out = dir + "/art/app-" + version + ".tar.gz";
-    RunCapture({"/bin/tar", "-czf", out, "-C", src, "VERSION"}, dir + "/tar.log");
+    RunCapture({"/bin/tar", "-czf", out, "-C", src, "VERSION", "deploy"}, dir + "/tar.log");
     artifact_bytes[version] = ReadFile(out);
     artifact_sha[version] = lockstep::Sha256Hex(artifact_bytes[version]);
   }
@@ -871,7 +877,7 @@ int RunBench(const Options& opt) {
       "per host), %d rollbacks\n",
       opt.hosts, workers_started, opt.rollbacks);
   std::printf(
-      "hooks: none (artifact holds only VERSION; hooks skipped, check_hook off); "
+      "hooks: none run (artifact holds VERSION and a deploy/check; check_hook off); "
       "bake 0; concurrency per_region 10000\n");
   std::printf("host roots under %s; lockstepd store under %s\n\n", agents_dir.c_str(), dir.c_str());
   std::printf("%-52s %12s %14s\n", "figure", "measured", "goal");
@@ -925,7 +931,7 @@ int RunBench(const Options& opt) {
         {"rollbacks", opt.rollbacks},
         {"agent_lost_s", opt.agent_lost_s},
         {"agent_processes", workers_started},
-        {"hooks", "none (skipped): artifact holds only VERSION, check_hook false"},
+        {"hooks", "none run: artifact holds VERSION and deploy/check, check_hook false"},
         {"nproc", std::thread::hardware_concurrency()},
         {"connect_ms", connect_ms},
         {"install_ms", install_ms},

@@ -1269,9 +1269,14 @@ TEST(AgentSecurityTest, AnOrchestratorCannotMakeAnAgentRunAnythingButAVerifiedAr
   auto genuine_result = rogue.Result("genuine");
   EXPECT_TRUE(genuine_result.ok()) << genuine_result.error();
   EXPECT_EQ(ReadFile(ran), "start\ncheck\n");
+  // An artifact without hooks is refused before anything could switch to it, and no hook
+  // step runs for it.
   auto bare_result = rogue.Result("bare");
-  EXPECT_TRUE(bare_result.ok()) << bare_result.error();
-  EXPECT_EQ(bare_result.current_version(), "v3");
+  EXPECT_FALSE(bare_result.ok());
+  EXPECT_EQ(bare_result.failed_step(), "prepare");
+  EXPECT_NE(bare_result.error().find("no deploy/ directory"), std::string::npos)
+      << bare_result.error();
+  EXPECT_NE(bare_result.current_version(), "v3");
   for (const auto& step : rogue.Steps("bare")) {
     EXPECT_TRUE(step != "stop" && step != "start" && step != "check")
         << "a hook step ran for an artifact without hooks: " << step;

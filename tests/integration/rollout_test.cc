@@ -152,6 +152,31 @@ TEST_F(RolloutTest, AHostileTarballIsRefusedAndNothingLandsOutsideTheRelease) {
   EXPECT_FALSE(fs::exists(fleet_.dir() + "/agents/escaped"));
 }
 
+// An artifact nothing could run fails at prepare, naming what is wrong, and no host
+// switches to it: before, a tree under app/ "succeeded" with nothing started or checked.
+TEST_F(RolloutTest, AnArtifactWithoutARunnableDeployDirectoryFailsAtPrepare) {
+  Artifact v1 = fleet_.ServeApp("v1");
+  DeployEverywhere(v1);
+  Artifact nested = fleet_.ServeEntries(
+      "v2", {{TarEntry::Type::kDir, "app", "", "", 0755, -1},
+             {TarEntry::Type::kDir, "app/deploy", "", "", 0755, -1},
+             {TarEntry::Type::kFile, "app/deploy/start", "#!/bin/sh\nexit 0\n", "", 0755, -1}});
+  CommandResult r = Release(nested);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("found app/deploy/"), std::string::npos) << r.err;
+  Artifact unexecutable = fleet_.ServeEntries(
+      "v3", {{TarEntry::Type::kDir, "deploy", "", "", 0755, -1},
+             {TarEntry::Type::kFile, "deploy/start", "#!/bin/sh\nexit 0\n", "", 0644, -1}});
+  r = Release(unexecutable);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("deploy/start is not executable"), std::string::npos) << r.err;
+  for (const auto& [name, region] : kHosts) {
+    EXPECT_EQ(fleet_.CurrentOf(name), "v1") << name;
+    EXPECT_FALSE(fs::exists(fleet_.AgentRoot(name) + "/releases/v2")) << name;
+    EXPECT_FALSE(fs::exists(fleet_.AgentRoot(name) + "/releases/v3")) << name;
+  }
+}
+
 TEST_F(RolloutTest, AFailingHealthCheckFailsTheReleaseBeforeTheNextWave) {
   Artifact v1 = fleet_.ServeApp("v1");
   DeployEverywhere(v1);
