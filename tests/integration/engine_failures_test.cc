@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -150,20 +151,29 @@ TEST_F(EngineFailuresTest, ABrokenStopHookOfTheFailedReleaseDoesNotStopTheRevert
   EXPECT_EQ(v2_stops, 3);
 }
 
-// A tiny exporter the real Prometheus scrapes: one gauge per region.
+// A tiny exporter the real Prometheus scrapes: one gauge per region, read from a file at
+// each scrape, so that a release's own hook can change it.
 class GateFleetTest : public EngineFailuresTest {
  protected:
-  void SetErrorRate(double v) {
+  static std::string Exposition(double v) {
     std::string body = "# TYPE demo_error_rate gauge\n";
     for (const auto& r : kRegions) {
       body += "demo_error_rate{region=\"" + r + "\"} " + std::to_string(v) + "\n";
     }
-    exporter_.Serve("/metrics", body);
+    return body;
+  }
+  std::string metrics_file() const { return fleet_.dir() + "/exporter-metrics.txt"; }
+  void SetErrorRate(double v) {
+    std::ofstream(metrics_file()) << Exposition(v);
+    exporter_.ServeFile("/metrics", metrics_file());
   }
 
   TestHttpServer exporter_;
 };
 
+// The error rate turns bad only when v3's own deploy/start runs, after the switch: what the
+// gate must catch is the new release, from samples scraped after it went out. A good
+// release before it passes on the same gate.
 TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRollsBackABadOne) {
   SetErrorRate(0.001);
   TestPrometheus prometheus("127.0.0.1:" + std::to_string(exporter_.port()));
@@ -188,9 +198,10 @@ TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRoll
   ASSERT_EQ(good2.exit_code, 0) << good2.err;
   ExpectEveryHostOn("v2");
 
-  // v3 makes errors climb as soon as it is out.
-  SetErrorRate(0.2);
-  CommandResult bad = Release(fleet_.ServeApp("v3"));
+  // v3 makes errors climb as soon as it starts.
+  AppBehaviour climbs;
+  climbs.start_prologue = "printf '%s' '" + Exposition(0.2) + "' > '" + metrics_file() + "'\n";
+  CommandResult bad = Release(fleet_.ServeApp("v3", climbs));
   EXPECT_EQ(bad.exit_code, 1);
   json release = json::parse(bad.out);
   EXPECT_EQ(release["state"], "rolled_back");

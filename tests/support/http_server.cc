@@ -6,9 +6,11 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 namespace lockstep::testing {
@@ -21,6 +23,7 @@ struct Route {
   int status = 200;
   std::string body;
   std::optional<size_t> send_bytes;  // set: send only this much of `body`, then hang up
+  std::string file;                  // set: the body is this file's contents at request time
 };
 
 }  // namespace
@@ -60,6 +63,13 @@ struct TestHttpServer::Impl {
       return;
     }
     res.status = route->status;
+    if (!route->file.empty()) {
+      std::ifstream in(route->file, std::ios::binary);
+      std::stringstream contents;
+      contents << in.rdbuf();
+      res.set_content(contents.str(), "text/plain");
+      return;
+    }
     if (!route->send_bytes) {
       res.set_content(route->body, "application/octet-stream");
       return;
@@ -139,14 +149,19 @@ void TestHttpServer::Serve(const std::string& path, std::string body) {
   ServeStatus(path, 200, std::move(body));
 }
 
+void TestHttpServer::ServeFile(const std::string& path, const std::string& file) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->routes[path] = Route{200, "", std::nullopt, file};
+}
+
 void TestHttpServer::ServeStatus(const std::string& path, int status, std::string body) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->routes[path] = Route{status, std::move(body), std::nullopt};
+  impl_->routes[path] = Route{status, std::move(body), std::nullopt, ""};
 }
 
 void TestHttpServer::ServeTruncated(const std::string& path, std::string body, size_t send_bytes) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->routes[path] = Route{200, std::move(body), send_bytes};
+  impl_->routes[path] = Route{200, std::move(body), send_bytes, ""};
 }
 
 void TestHttpServer::SetDelay(const std::string& path, std::chrono::milliseconds delay) {

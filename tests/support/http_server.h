@@ -27,6 +27,9 @@ class TestHttpServer {
 
   // GET path → 200 with body.
   void Serve(const std::string& path, std::string body);
+  // GET path → 200 with the contents of `file`, read at each request (so that a process the
+  // test started, a hook say, can change what is served).
+  void ServeFile(const std::string& path, const std::string& file);
   // GET path → `status` with body.
   void ServeStatus(const std::string& path, int status, std::string body = "");
   // GET path → headers claim the full length but only `send_bytes` of body are sent.
