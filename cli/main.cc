@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "cli/commands.h"
@@ -43,6 +46,55 @@ Exit status: 0 done; 1 the release or rollback ended elsewhere than asked; 2 bad
 int Usage(const std::string& why) {
   std::fprintf(stderr, "lockstep: %s\n%s", why.c_str(), kUsage);
   return 2;
+}
+
+// The flags each command takes, beyond the global ones (--server, --token, --output, TLS).
+// A flag of another command is refused rather than ignored: `rollback P --version V` must
+// not roll back to the default target.
+const std::map<std::string, std::set<std::string>>& CommandFlags() {
+  static const std::map<std::string, std::set<std::string>> kFlags = {
+      {"release create",
+       {"pipeline", "version", "artifact", "sha256", "commit", "author", "wait", "timeout"}},
+      {"release list", {"pipeline", "limit"}},
+      {"release show", {}},
+      {"release watch", {"timeout"}},
+      {"status", {}},
+      {"agents", {}},
+      {"approve", {}},
+      {"abort", {}},
+      {"pause", {}},
+      {"resume", {}},
+      {"freeze", {"reason"}},
+      {"unfreeze", {}},
+      {"rollback", {"to", "no-wait", "timeout"}},
+      {"audit", {"limit"}},
+      {"tokens", {"role", "name", "region", "expires-in"}},
+  };
+  return kFlags;
+}
+
+// Every command-specific flag the CLI declares.
+const std::vector<std::string>& CommandFlagNames() {
+  static const std::vector<std::string> kNames = {
+      "pipeline", "version", "artifact", "sha256", "commit", "author", "limit",  "timeout",
+      "wait",     "no-wait", "to",       "reason", "role",   "name",   "region", "expires-in"};
+  return kNames;
+}
+
+// Refuses (exit 2, nothing sent) a flag that `command` does not take, naming the ones it does.
+std::optional<int> RefuseForeignFlags(const lockstep::Flags& flags, const std::string& command) {
+  auto it = CommandFlags().find(command);
+  if (it == CommandFlags().end()) return std::nullopt;
+  for (const auto& name : CommandFlagNames()) {
+    if (!flags.Given(name) || it->second.count(name)) continue;
+    std::string takes;
+    for (const auto& f : it->second) takes += (takes.empty() ? "" : ", ") + ("--" + f);
+    return Usage(
+        "lockstep " + command + " does not take --" + name + " (" +
+        (takes.empty() ? std::string("it takes no flags of its own") : "its flags: " + takes) +
+        ")" + (command == "rollback" && name == "version" ? "; did you mean --to?" : ""));
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -93,6 +145,8 @@ int main(int argc, char** argv) {
   if (args.empty()) return Usage("missing command");
   const std::string& cmd = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  const std::string command = cmd == "release" && !rest.empty() ? cmd + " " + rest[0] : cmd;
+  if (auto refused = RefuseForeignFlags(flags, command)) return *refused;
   if (cmd == "release") {
     if (rest.empty()) return Usage("release needs a subcommand: create, list or show");
     const std::string& sub = rest[0];

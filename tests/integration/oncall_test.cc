@@ -132,6 +132,28 @@ TEST_F(OnCallTest, RollbackToAnOlderVersionAndWhilePausedAndFrozen) {
   EXPECT_NE(missing.err.find("no succeeded release v9"), std::string::npos) << missing.err;
 }
 
+// A flag the command does not take is refused before anything is sent: on-call typing
+// `--version` instead of `--to` must not roll the fleet back to the default target.
+TEST_F(OnCallTest, AFlagOfAnotherCommandIsRefusedAndNothingHappens) {
+  Start(Pipeline("0s"));
+  for (const char* v : {"v1", "v2", "v3"}) Create(fleet_.ServeApp(v), true);
+  ASSERT_TRUE(EveryHostOn("v3"));
+  const size_t releases = fleet_.CliJson({"release", "list"}).size();
+
+  CommandResult rb = fleet_.Cli({"rollback", "monolith", "--version", "v1"});
+  EXPECT_EQ(rb.exit_code, 2);
+  EXPECT_NE(rb.err.find("does not take --version"), std::string::npos) << rb.err;
+  EXPECT_NE(rb.err.find("did you mean --to?"), std::string::npos) << rb.err;
+  CommandResult pause = fleet_.Cli({"pause", "monolith", "--reason", "lunch"});
+  EXPECT_EQ(pause.exit_code, 2) << pause.err;
+  CommandResult list = fleet_.Cli({"release", "list", "--to", "v1"});
+  EXPECT_EQ(list.exit_code, 2) << list.err;
+
+  EXPECT_EQ(fleet_.CliJson({"release", "list"}).size(), releases);
+  EXPECT_EQ(fleet_.CliJson({"status", "monolith"})[0]["paused"], false);
+  EXPECT_TRUE(EveryHostOn("v3"));
+}
+
 TEST_F(OnCallTest, AManualApprovalIsGivenFromTheCli) {
   Start(Pipeline("0s", "    approval: manual\n"));
   int64_t id = Create(fleet_.ServeApp("v1"), false);
