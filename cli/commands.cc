@@ -378,7 +378,7 @@ int PipelineAction(const Context& ctx, const std::string& action,
 }
 
 int Rollback(const Context& ctx, const std::vector<std::string>& args, const std::string& to,
-             bool wait, std::chrono::milliseconds timeout) {
+             bool wait, bool accept_offline, std::chrono::milliseconds timeout) {
   if (args.size() != 1) return Error(kUsage, "usage: lockstep rollback PIPELINE [--to V]");
   auto started = std::chrono::steady_clock::now();
   Client client(ctx);
@@ -395,12 +395,46 @@ int Rollback(const Context& ctx, const std::vector<std::string>& args, const std
     return kOk;
   }
   int rc = Wait(ctx, r.id(), timeout);
-  if (rc == kOk) {
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    std::fprintf(stderr, "every host of %s is on %s (%.2fs)\n", r.pipeline().c_str(),
-                 r.version().c_str(), secs);
+  if (rc != kOk) return rc;
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // The rollback took every host that was up. Say exactly which registered hosts are not on
+  // the target: those that were offline (they converge when they return).
+  v1::StatusRequest sreq;
+  sreq.set_pipeline(r.pipeline());
+  v1::StatusResponse status;
+  st = client.Call(&v1::ControlService::Stub::GetStatus, sreq, &status);
+  if (!st.ok()) return RpcError(ctx, st);
+  std::vector<std::string> behind;
+  size_t hosts = 0;
+  for (const auto& p : status.pipelines()) {
+    for (const auto& region : p.regions()) {
+      for (const auto& h : region.hosts()) {
+        ++hosts;
+        if (h.current_version() == r.version()) continue;
+        behind.push_back(h.name() + " (" + (h.connected() ? "connected" : "offline") + ", on " +
+                         (h.current_version().empty() ? "nothing" : h.current_version()) + ")");
+      }
+    }
   }
-  return rc;
+  if (behind.empty()) {
+    std::fprintf(stderr, "every host of %s is on %s (%zu hosts, %.2fs)\n", r.pipeline().c_str(),
+                 r.version().c_str(), hosts, secs);
+    return kOk;
+  }
+  std::string names;
+  for (const auto& b : behind) names += (names.empty() ? "" : ", ") + b;
+  std::fprintf(stderr, "%zu of %zu hosts of %s are on %s (%.2fs); not on it: %s\n",
+               hosts - behind.size(), hosts, r.pipeline().c_str(), r.version().c_str(), secs,
+               names.c_str());
+  if (accept_offline) {
+    std::fprintf(stderr, "accepted with --accept-offline: they converge to %s when they return\n",
+                 r.version().c_str());
+    return kOk;
+  }
+  return Error(kNotReached, "not every host is on " + r.version() + " (" +
+                                std::to_string(behind.size()) +
+                                " not); they converge when they return, or pass --accept-offline");
 }
 
 int Audit(const Context& ctx, int limit) {

@@ -34,9 +34,11 @@ int ReleaseAction(const Context& ctx, const std::string& action,
 // pause | resume | freeze | unfreeze PIPELINE
 int PipelineAction(const Context& ctx, const std::string& action,
                    const std::vector<std::string>& args, const std::string& reason);
-// Exit 0 only when every host confirmed the target version (unless !wait).
+// Exit 0 only when every registered host of the pipeline runs the target version (unless
+// !wait): a host that was offline, and so not rolled back, is named and makes it exit 1,
+// unless `accept_offline`, when it is still named.
 int Rollback(const Context& ctx, const std::vector<std::string>& args, const std::string& to,
-             bool wait, std::chrono::milliseconds timeout);
+             bool wait, bool accept_offline, std::chrono::milliseconds timeout);
 int Audit(const Context& ctx, int limit);
 int TokensCreate(const Context& ctx, const std::string& role, const std::string& name,
                  const std::string& region, int64_t expires_in_ms);

@@ -30,7 +30,7 @@ commands:
   pause PIPELINE | resume PIPELINE
   freeze PIPELINE --reason TEXT | unfreeze PIPELINE
   abort ID                       stop the release and roll back what it changed
-  rollback PIPELINE [--to V] [--no-wait]
+  rollback PIPELINE [--to V] [--no-wait] [--accept-offline]
                                  every host of every region back on the last good release
   audit [--limit N]
   tokens create --role ROLE --name NAME [--region R] [--expires-in 30d]
@@ -66,7 +66,7 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
       {"resume", {}},
       {"freeze", {"reason"}},
       {"unfreeze", {}},
-      {"rollback", {"to", "no-wait", "timeout"}},
+      {"rollback", {"to", "no-wait", "timeout", "accept-offline"}},
       {"audit", {"limit"}},
       {"tokens", {"role", "name", "region", "expires-in"}},
   };
@@ -76,8 +76,9 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
 // Every command-specific flag the CLI declares.
 const std::vector<std::string>& CommandFlagNames() {
   static const std::vector<std::string> kNames = {
-      "pipeline", "version", "artifact", "sha256", "commit", "author", "limit",  "timeout",
-      "wait",     "no-wait", "to",       "reason", "role",   "name",   "region", "expires-in"};
+      "pipeline", "version",    "artifact",      "sha256", "commit", "author", "limit",
+      "timeout",  "wait",       "no-wait",       "to",     "reason", "role",   "name",
+      "region",   "expires-in", "accept-offline"};
   return kNames;
 }
 
@@ -117,6 +118,8 @@ int main(int argc, char** argv) {
   flags.Bool("wait", "wait until the release reaches a final state");
   flags.Bool("no-wait", "rollback: return once the rollback is queued");
   flags.Value("to", "", "rollback: the version to go back to");
+  flags.Bool("accept-offline",
+             "rollback: exit 0 although offline hosts are not on the target (they are named)");
   flags.Value("reason", "", "freeze: why");
   flags.Value("role", "", "tokens create: the token's role");
   flags.Value("name", "", "tokens create: the token's name");
@@ -184,7 +187,8 @@ int main(int argc, char** argv) {
   if (cmd == "rollback") {
     auto timeout = lockstep::ParseDuration(flags.Get("timeout"));
     if (!timeout.ok()) return Usage("--timeout: " + timeout.status().message());
-    return lockstep::cli::Rollback(ctx, rest, flags.Get("to"), !flags.GetBool("no-wait"), *timeout);
+    return lockstep::cli::Rollback(ctx, rest, flags.Get("to"), !flags.GetBool("no-wait"),
+                                   flags.GetBool("accept-offline"), *timeout);
   }
   if (cmd == "audit") return lockstep::cli::Audit(ctx, std::atoi(flags.Get("limit").c_str()));
   if (cmd == "tokens") {

@@ -154,6 +154,47 @@ TEST_F(OnCallTest, AFlagOfAnotherCommandIsRefusedAndNothingHappens) {
   EXPECT_TRUE(EveryHostOn("v3"));
 }
 
+// The rollback's exit status tells the truth about hosts that were offline: exit 0 only
+// when every registered host is on the target, or with --accept-offline, and either way the
+// hosts that are not are named.
+TEST_F(OnCallTest, ARollbackNamesOfflineHostsAndSucceedsOnlyWhenEveryHostIsOnTheTarget) {
+  std::string yaml = Pipeline("0s");
+  yaml.replace(yaml.find("agent_lost: 10s"), 15, "agent_lost: 3s");
+  Start(yaml);
+  for (const char* v : {"v1", "v2"}) Create(fleet_.ServeApp(v), true);
+  ASSERT_TRUE(EveryHostOn("v2"));
+  fleet_.KillAgent("eu-west-1-2");
+  // Offline for longer than agent_lost, by lockstepd's own record: it takes no part in the
+  // rollback (a host that vanished seconds ago would still be waited for).
+  ASSERT_TRUE(Fleet::WaitFor(
+      [&] {
+        json agents = fleet_.CliJson({"agents"});
+        const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+        for (const auto& a : agents) {
+          if (a["name"] != "eu-west-1-2") continue;
+          return !a["connected"].get<bool>() && now - a["last_seen_ms"].get<int64_t>() > 4000;
+        }
+        return false;
+      },
+      std::chrono::seconds(30)));
+
+  CommandResult rb = fleet_.Cli({"rollback", "monolith", "--to", "v1"});
+  EXPECT_EQ(rb.exit_code, 1) << rb.err;
+  EXPECT_NE(rb.err.find("5 of 6 hosts of monolith are on v1"), std::string::npos) << rb.err;
+  EXPECT_NE(rb.err.find("eu-west-1-2 (offline, on v2)"), std::string::npos) << rb.err;
+  EXPECT_EQ(rb.err.find("every host of monolith is on v1"), std::string::npos) << rb.err;
+
+  CommandResult accepted = fleet_.Cli({"rollback", "monolith", "--to", "v1", "--accept-offline"});
+  EXPECT_EQ(accepted.exit_code, 0) << accepted.err;
+  EXPECT_NE(accepted.err.find("eu-west-1-2 (offline, on v2)"), std::string::npos) << accepted.err;
+
+  // When it returns, it converges, and the fleet is whole again.
+  fleet_.StartAgent("eu-west-1-2", "eu-west-1");
+  EXPECT_TRUE(Fleet::WaitFor([&] { return EveryHostOn("v1"); }, std::chrono::seconds(60)));
+}
+
 TEST_F(OnCallTest, AManualApprovalIsGivenFromTheCli) {
   Start(Pipeline("0s", "    approval: manual\n"));
   int64_t id = Create(fleet_.ServeApp("v1"), false);
