@@ -134,9 +134,12 @@ int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
     v1::GetReleaseRequest req;
     req.set_id(id);
     grpc::Status st = client.Call(&v1::ControlService::Stub::GetRelease, req, &r);
-    if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+    // lockstepd restarting (or failing over): the release lives on in its store. A call in
+    // flight when lockstepd stops (SIGTERM, an upgrade) ends CANCELLED; later ones find
+    // nobody listening (UNAVAILABLE) until it is back. Both are "keep waiting".
+    if ((st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         st.error_code() == grpc::StatusCode::CANCELLED) &&
         std::chrono::steady_clock::now() < deadline) {
-      // lockstepd restarting (or failing over): the release lives on in its store.
       if (last_line != "unavailable") {
         std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
         last_line = "unavailable";

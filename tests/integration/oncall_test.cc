@@ -195,6 +195,33 @@ TEST_F(OnCallTest, ARollbackNamesOfflineHostsAndSucceedsOnlyWhenEveryHostIsOnThe
   EXPECT_TRUE(Fleet::WaitFor([&] { return EveryHostOn("v1"); }, std::chrono::seconds(60)));
 }
 
+// What systemctl stop or an upgrade does to lockstepd (SIGTERM, then a new start) must not
+// make a waiting `release create --wait` give up: it says it lost contact and keeps
+// waiting, and exits with the release's outcome.
+TEST_F(OnCallTest, AWaitingCliRidesOutALockstepdRestart) {
+  Start(Pipeline("2s"));
+  Artifact v1 = fleet_.ServeApp("v1");
+  auto cli = Process::Start(
+      {BinPath("lockstep"), "--server", fleet_.server(), "--token", fleet_.admin_token(), "release",
+       "create", "--pipeline", "monolith", "--version", "v1", "--artifact", v1.url, "--sha256",
+       v1.sha256, "--wait", "--timeout", "120s"},
+      fleet_.dir() + "/logs/cli-wait.log");
+  ASSERT_TRUE(cli.ok()) << cli.status().ToString();
+  // The release is in flight and the CLI is waiting on it.
+  ASSERT_TRUE(Fleet::WaitFor(
+      [&] {
+        json list = fleet_.CliJson({"release", "list"});
+        return !list.empty() && list[0]["state"] == "rolling";
+      },
+      std::chrono::seconds(30)));
+  fleet_.StopOrchestrator();  // SIGTERM, exit 0
+  fleet_.StartOrchestrator();
+  EXPECT_EQ((*cli)->Wait(std::chrono::seconds(120)), 0) << ReadFile((*cli)->log_path());
+  EXPECT_NE(ReadFile((*cli)->log_path()).find("lost contact with lockstepd"), std::string::npos)
+      << ReadFile((*cli)->log_path());
+  EXPECT_TRUE(EveryHostOn("v1"));
+}
+
 TEST_F(OnCallTest, AManualApprovalIsGivenFromTheCli) {
   Start(Pipeline("0s", "    approval: manual\n"));
   int64_t id = Create(fleet_.ServeApp("v1"), false);
