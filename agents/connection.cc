@@ -9,6 +9,7 @@
 
 #include "agents/credential.h"
 #include "agents/executor.h"
+#include "common/version.h"
 #include "proto/lockstep.grpc.pb.h"
 
 namespace lockstep::agent {
@@ -106,7 +107,7 @@ struct Connection::Impl {
     h->set_keeps_credential(true);
     h->set_current_version(executor->CurrentVersion());
     for (const auto& v : executor->VersionsOnDisk()) h->add_versions_on_disk(v);
-    h->set_agent_version("0.1.0");
+    h->set_agent_version(std::string(LockstepVersion()) + " (" + LockstepCommit() + ")");
     bool ok;
     {
       std::lock_guard lock(write_mu);

@@ -14,6 +14,7 @@
 #include "common/flags.h"
 #include "common/grpc_runtime.h"
 #include "common/log.h"
+#include "common/version.h"
 
 namespace {
 
@@ -50,11 +51,17 @@ int main(int argc, char** argv) {
               "user hooks run as, with its primary and supplementary groups (default: the "
               "agent's user; needs root)");
   flags.Bool("help", "show this help");
+  flags.Bool("version", "print the version and commit, and exit");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
     return Fail(st.message() + "\nusage: lockstep-agent [flags]\n" + flags.Usage());
   }
   if (flags.GetBool("help")) {
     std::cout << "usage: lockstep-agent [flags]\n" << flags.Usage();
+    return 0;
+  }
+  if (flags.GetBool("version")) {
+    std::cout << "lockstep-agent " << lockstep::LockstepVersion() << " (commit "
+              << lockstep::LockstepCommit() << ")\n";
     return 0;
   }
   for (const char* required : {"region", "name", "root"}) {

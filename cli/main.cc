@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "common/duration.h"
 #include "common/flags.h"
+#include "common/version.h"
 
 namespace {
 
@@ -38,6 +39,7 @@ commands:
   tokens revoke NAME             at once; open event streams of the token are closed
 
 --server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN.
+lockstep --version prints this build's version and commit.
 TLS: --tls-ca FILE (or $LOCKSTEP_TLS_CA), and --tls-cert/--tls-key for mutual TLS.
 Exit status: 0 done; 1 the release or rollback ended elsewhere than asked; 2 bad usage;
 3 lockstepd unreachable or the request refused.
@@ -101,6 +103,12 @@ std::optional<int> RefuseForeignFlags(const lockstep::Flags& flags, const std::s
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `--version` alone is the binary's version; elsewhere it is a release's (release create).
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    std::cout << "lockstep " << lockstep::LockstepVersion() << " (commit "
+              << lockstep::LockstepCommit() << ")\n";
+    return 0;
+  }
   lockstep::Flags flags;
   const char* env_server = std::getenv("LOCKSTEP_SERVER");
   const char* env_token = std::getenv("LOCKSTEP_TOKEN");

@@ -17,6 +17,7 @@
 #include "common/flags.h"
 #include "common/grpc_runtime.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "orchestrator/pipeline/pipeline.h"
 #include "orchestrator/server/orchestrator.h"
 #include "orchestrator/webhook/github_trigger.h"
@@ -83,11 +84,17 @@ int main(int argc, char** argv) {
               "unauthenticated agent streams allowed at once in total");
   flags.Value("log-level", "info", "debug, info, warn or error");
   flags.Bool("help", "show this help");
+  flags.Bool("version", "print the version and commit, and exit");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
     return Fail(st.message() + "\nusage: lockstepd [flags]\n" + flags.Usage());
   }
   if (flags.GetBool("help")) {
     std::cout << "usage: lockstepd [flags]\n" << flags.Usage();
+    return 0;
+  }
+  if (flags.GetBool("version")) {
+    std::cout << "lockstepd " << lockstep::LockstepVersion() << " (commit "
+              << lockstep::LockstepCommit() << ")\n";
     return 0;
   }
   if (!flags.positional().empty()) return Fail("unexpected argument " + flags.positional()[0]);

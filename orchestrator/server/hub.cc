@@ -323,8 +323,10 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
   welcome.mutable_welcome()->set_send_progress(spdlog::should_log(spdlog::level::debug));
   welcome.mutable_welcome()->set_credential(credential);
   stream->Deliver(welcome);
-  spdlog::info("agent {} connected (region {}, pipeline {}, running {})", h.name(), h.region(),
-               *assigned, h.current_version().empty() ? "nothing" : LogSafe(h.current_version()));
+  spdlog::info("agent {} connected (region {}, pipeline {}, running {}, agent {})", h.name(),
+               h.region(), *assigned,
+               h.current_version().empty() ? "nothing" : LogSafe(h.current_version()),
+               h.agent_version().empty() ? "unknown" : LogSafe(h.agent_version()));
   return true;
 }
 

@@ -149,5 +149,18 @@ TEST(AgentProtocolTest, AnAgentSendsProgressLinesOnlyWhenTheWelcomeAsksAndLogsTh
   }
 }
 
+// Every binary says which build it is, and agents tell lockstepd theirs.
+TEST(AgentProtocolTest, EveryBinaryReportsItsVersionAndCommit) {
+  for (const std::string name : {"lockstepd", "lockstep-agent", "lockstep"}) {
+    CommandResult r = RunCommand({BinPath(name), "--version"});
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    EXPECT_EQ(r.out.rfind(name + " 0.", 0), 0u) << r.out;
+    EXPECT_NE(r.out.find("(commit "), std::string::npos) << r.out;
+  }
+  // In the CLI, --version after a command is still a release's version.
+  CommandResult usage = RunCommand({BinPath("lockstep"), "rollback", "p", "--version", "v1"});
+  EXPECT_EQ(usage.exit_code, 2) << usage.err;
+}
+
 }  // namespace
 }  // namespace lockstep::testing
