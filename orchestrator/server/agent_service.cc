@@ -170,8 +170,11 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
       std::lock_guard lock(mu_);
       accepted = accepted_;
     }
-    hub_->OnMessage(handle_, std::move(in_));
+    // `in_` is emptied before the hub sees the message: for a hello, the engine thread may
+    // accept the stream, and so start the next read into `in_`, before this returns.
+    AgentMessage msg = std::move(in_);
     in_.Clear();
+    hub_->OnMessage(handle_, std::move(msg));
     // Before acceptance only the hello is read; Accept() starts the next read.
     if (accepted) StartRead(&in_);
   }

@@ -219,10 +219,11 @@ void Hub::Refuse(const std::shared_ptr<StreamHandle>& stream, const std::string&
   stream->Close(why);
   // Refusals of a caller who proved it holds a valid enrollment token or credential (a
   // takeover attempt, a duplicate host) are audited as well; others only logged.
-  if ((reason == "permission_denied" || reason == "already_connected") && LogAllowed()) {
+  // One budget per refusal covers both its audit entry and its log line.
+  if (!LogAllowed()) return;
+  if (reason == "permission_denied" || reason == "already_connected") {
     auth_->RecordAgentRefusal(hello.name(), hello.region(), why);
   }
-  if (!LogAllowed()) return;
   spdlog::warn("agent \"{}\" ({}) refused: {}", LogSafe(hello.name(), 64),
                LogSafe(hello.region(), 64), LogSafe(why, 200));
 }

@@ -150,6 +150,18 @@ timeouts: {hook: 10s, fetch: 10s, agent_lost: 10s}
     return json::parse(r.out).at("token").get<std::string>();
   }
 
+  // Each path answers 200 to the admin from 127.0.0.1, within a few seconds.
+  void ExpectServed(std::initializer_list<const char*> paths) {
+    for (const char* path : paths) {
+      httplib::Client cli("127.0.0.1", fleet_.http_port());
+      cli.set_read_timeout(seconds(5));
+      httplib::Headers h = {{"Authorization", "Bearer " + fleet_.admin_token()}};
+      auto r = cli.Get(path, h);
+      ASSERT_TRUE(r) << path;
+      EXPECT_EQ(r->status, 200) << path;
+    }
+  }
+
   Fleet fleet_;
 };
 
@@ -226,14 +238,7 @@ TEST_F(TrustBoundaryTest, SlowClientsCannotTakeDownHealthzOrTheApi) {
     slow.push_back(fd);
   }
   // Everyone else is still served, at once.
-  for (const char* path : {"/healthz", "/api/v1/pipelines", "/"}) {
-    httplib::Client cli("127.0.0.1", fleet_.http_port());
-    cli.set_read_timeout(seconds(5));
-    httplib::Headers h = {{"Authorization", "Bearer " + fleet_.admin_token()}};
-    auto r = cli.Get(path, h);
-    ASSERT_TRUE(r) << path;
-    EXPECT_EQ(r->status, 200) << path;
-  }
+  ExpectServed({"/healthz", "/api/v1/pipelines", "/"});
   // Only 16 of the slow ones were let in; the rest were turned away with a 429, and the 16
   // are dropped once the request timeout passes, however long they wait.
   int refused = 0, dropped = 0;
@@ -278,14 +283,7 @@ TEST_F(TrustBoundaryTest, EventStreamsHaveABudgetOfTheirOwn) {
   EXPECT_EQ(answered, 8);
   EXPECT_EQ(refused, 4);
   // The streams hold threads of their own budget: the rest of the API is unaffected.
-  for (const char* path : {"/healthz", "/api/v1/pipelines", "/api/v1/agents"}) {
-    httplib::Client cli("127.0.0.1", fleet_.http_port());
-    cli.set_read_timeout(seconds(5));
-    httplib::Headers h = {{"Authorization", "Bearer " + fleet_.admin_token()}};
-    auto r = cli.Get(path, h);
-    ASSERT_TRUE(r) << path;
-    EXPECT_EQ(r->status, 200) << path;
-  }
+  ExpectServed({"/healthz", "/api/v1/pipelines", "/api/v1/agents"});
   for (int fd : streams) ::close(fd);
 }
 
