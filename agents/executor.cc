@@ -167,6 +167,11 @@ v1::TaskResult Executor::Run(const v1::Task& task) {
       st = Activate(task, failed_step, tail, result);
       break;
     case v1::Task::DEPLOY:
+      if (task.skip_if_current() && CurrentVersion() == task.version() &&
+          releases_.HasRelease(task.version(), task.sha256())) {
+        Note(task.task_id(), "deploy", "already running " + task.version());
+        break;
+      }
       failed_step = "prepare";
       st = Prepare(task);
       if (st.ok()) st = Activate(task, failed_step, tail, result);

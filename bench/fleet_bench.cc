@@ -246,6 +246,13 @@ class Control {
     Call(&v1::ControlService::Stub::Rollback, req, &r, "Rollback");
     return r;
   }
+  // An on-call rollback holds the pipeline; the next rollout needs it resumed.
+  void Resume(const std::string& pipeline) {
+    v1::PipelineRef req;
+    req.set_pipeline(pipeline);
+    v1::Empty resp;
+    Call(&v1::ControlService::Stub::Resume, req, &resp, "Resume");
+  }
   v1::Release Get(int64_t id) {
     v1::GetReleaseRequest req;
     req.set_id(id);
@@ -280,7 +287,7 @@ class Control {
     auto deadline = Clock::now() + kWait;
     for (;;) {
       v1::Release r = Summary("bench", id);
-      const auto& s = r.state();
+      const std::string s = r.state();  // a copy: `r` is replaced below
       if (s == "succeeded") return Get(id);
       if (s == "failed" || s == "rolled_back" || s == "aborted" || s == "superseded" ||
           s == "halted") {
@@ -820,6 +827,7 @@ int RunBench(const Options& opt) {
     }
   }
   Percentiles cli_rb = Summarise(cli_rollback_ms);
+  ctl.Resume("bench");
 
   // (c) a merge to main: signed push webhook -> the first canary host is sent its PREPARE.
   // Measured from just before the POST to the earliest task time lockstepd recorded for a

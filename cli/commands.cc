@@ -420,6 +420,14 @@ int Rollback(const Context& ctx, const std::vector<std::string>& args, const std
       }
     }
   }
+  // lockstepd holds (pauses) the pipeline after an on-call rollback; say what that means.
+  for (const auto& p : status.pipelines()) {
+    if (!p.paused()) continue;
+    std::fprintf(stderr,
+                 "%s is held (paused by %s): queued releases wait, and returning hosts "
+                 "converge, only after `lockstep resume %s`\n",
+                 r.pipeline().c_str(), p.paused_by().c_str(), r.pipeline().c_str());
+  }
   if (behind.empty()) {
     std::fprintf(stderr, "every host of %s is on %s (%zu hosts, %.2fs)\n", r.pipeline().c_str(),
                  r.version().c_str(), hosts, secs);
@@ -431,13 +439,16 @@ int Rollback(const Context& ctx, const std::vector<std::string>& args, const std
                hosts - behind.size(), hosts, r.pipeline().c_str(), r.version().c_str(), secs,
                names.c_str());
   if (accept_offline) {
-    std::fprintf(stderr, "accepted with --accept-offline: they converge to %s when they return\n",
+    std::fprintf(stderr,
+                 "accepted with --accept-offline: they converge to %s when they return and the "
+                 "pipeline is resumed\n",
                  r.version().c_str());
     return kOk;
   }
-  return Error(kNotReached, "not every host is on " + r.version() + " (" +
-                                std::to_string(behind.size()) +
-                                " not); they converge when they return, or pass --accept-offline");
+  return Error(kNotReached,
+               "not every host is on " + r.version() + " (" + std::to_string(behind.size()) +
+                   " not); they converge when they return and the pipeline is resumed, or pass "
+                   "--accept-offline");
 }
 
 int Audit(const Context& ctx, int limit) {

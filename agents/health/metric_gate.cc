@@ -277,6 +277,7 @@ struct Sample {
   std::string series;  // empty for a scalar
   std::string text;    // as Prometheus sent it, for the detail
   double value = 0;
+  double at = 0;  // the evaluation instant, unix seconds
 };
 
 // The samples of an instant vector or a scalar. Throws json::exception when the body does
@@ -287,7 +288,7 @@ StatusOr<std::vector<Sample>> ReadSamples(const json& data) {
   const json& result = data.at("result");
   std::vector<Sample> samples;
   auto add = [&samples](std::string series, const json& pair) -> Status {
-    Sample sample{std::move(series), pair.at(1).get<std::string>(), 0};
+    Sample sample{std::move(series), pair.at(1).get<std::string>(), 0, pair.at(0).get<double>()};
     if (!ParseSampleValue(sample.text, &sample.value)) {
       return InvalidArgument("prometheus returned a value that is not a number: \"" + sample.text +
                              "\"");
@@ -333,6 +334,21 @@ std::string Comparison(const MetricGate& gate, double v) {
   return gate.has_max() ? "<= max " + max : ">= min " + min;
 }
 
+}  // namespace
+
+std::string ExpandWindow(std::string query, int64_t since_ms, int64_t min_window_ms,
+                         int64_t now_ms) {
+  if (since_ms <= 0) return query;
+  const int64_t window_ms = std::max<int64_t>(now_ms - since_ms, min_window_ms);
+  const std::string window = std::to_string(std::max<int64_t>(1, window_ms / 1000)) + "s";
+  for (size_t pos; (pos = query.find("{window}")) != std::string::npos;) {
+    query.replace(pos, 8, window);
+  }
+  return query;
+}
+
+namespace {
+
 class Evaluation {
  public:
   explicit Evaluation(const MetricGate& gate) : gate_(gate) { verdict_.set_gate(gate.name()); }
@@ -343,19 +359,11 @@ class Evaluation {
     const auto timeout =
         gate_.timeout_ms() > 0 ? std::chrono::milliseconds(gate_.timeout_ms()) : kDefaultTimeout;
     CurlGlobalInit();
-    std::string query = gate_.query();
     const int64_t since = gate_.evidence_since_ms();
-    if (since > 0) {
-      // {window}: the time since the wave switched, so that range functions read only
-      // samples taken since.
-      const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              std::chrono::system_clock::now().time_since_epoch())
-                              .count();
-      const std::string window = std::to_string(std::max<int64_t>(1, (now - since) / 1000)) + "s";
-      for (size_t pos; (pos = query.find("{window}")) != std::string::npos;) {
-        query.replace(pos, 8, window);
-      }
-    }
+    const std::string query = ExpandWindow(gate_.query(), since, gate_.min_window_ms(),
+                                           std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
     StatusOr<HttpResponse> response = QueryPrometheus(BaseUrl(), query, timeout);
     if (!response.ok()) return Inconclusive(response.status().message());
     try {
@@ -429,6 +437,8 @@ class Evaluation {
 
   GateVerdict Compare(const std::vector<Sample>& samples) {
     if (samples.empty()) return Inconclusive("no data for query \"" + gate_.query() + "\"");
+    // Every sample of an instant query carries the same evaluation instant.
+    verdict_.set_evaluated_at_ms(std::llround(samples.front().at * 1000));
     const Sample* worst = nullptr;
     const Sample* not_finite = nullptr;
     for (const Sample& sample : samples) {

@@ -22,6 +22,9 @@
 // per call); it calls CurlGlobalInit() itself.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "proto/lockstep.pb.h"
 
 namespace lockstep::agent {
@@ -29,5 +32,11 @@ namespace lockstep::agent {
 // Evaluates one metric gate now. Never throws; network/parse problems are INCONCLUSIVE. The
 // result's check_id is left empty for the caller to fill in.
 lockstep::v1::GateVerdict EvaluateMetricGate(const lockstep::v1::MetricGate& gate);
+
+// Replaces every "{window}" in `query` with the time from `since_ms` (the wave's switch) to
+// `now_ms` as a Prometheus duration in whole seconds ("37s"), never less than
+// `min_window_ms` nor 1s. Without a switch time (`since_ms` 0) the query is unchanged.
+std::string ExpandWindow(std::string query, int64_t since_ms, int64_t min_window_ms,
+                         int64_t now_ms);
 
 }  // namespace lockstep::agent

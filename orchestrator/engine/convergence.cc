@@ -36,7 +36,6 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
     }
     HostRecord h;
     auto it = hosts->find(a.name);
-    int attempt = 1;
     if (it != hosts->end()) {
       h = it->second;
       if (HostInFlight(h)) {
@@ -57,10 +56,6 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
         }
         continue;
       }
-      // Attempts are numbered in the task id so the agent runs each one.
-      if (auto pos = h.task_id.rfind("converge-"); pos != std::string::npos) {
-        attempt = std::atoi(h.task_id.c_str() + pos + 9) + 1;
-      }
     } else {
       h.release_id = desired.id;
       h.agent = a.name;
@@ -69,12 +64,12 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
     }
     h.from_version = a.current_version;
     h.state = host_state::kConverging;
-    h.task_id = TaskId(desired.id, a.name, "converge-" + std::to_string(attempt));
     h.detail = "converging from " + (a.current_version.empty() ? "nothing" : a.current_version) +
                " to " + desired.version;
     h.started_at = now;
-    h.task_sent_at = now;
     h.finished_at = 0;
+    // Each attempt has its own task id, so the agent runs it again.
+    SendStep(pass, p, desired, h, host_step::kConverge, now);
     (*hosts)[a.name] = h;
     pass.changed_hosts.emplace(desired.id, a.name);
     pass.batch.audit.push_back({0, now, "engine", "agent.converge", "agent/" + a.name,
@@ -82,8 +77,6 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
                                     (a.current_version.empty() ? "nothing" : a.current_version) +
                                     ", expected " + desired.version,
                                 "ok"});
-    pass.sends.emplace_back(a.name, BuildTask(p, desired, h, v1::Task::DEPLOY));
-    pass.WakeAt(now + TaskBudgetMs(p, v1::Task::DEPLOY));
     spdlog::info("agent {} runs {}; converging to {}", a.name,
                  a.current_version.empty() ? "nothing" : a.current_version, desired.version);
   }

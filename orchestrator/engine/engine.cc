@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "common/duration.h"
+#include "common/random.h"
 #include "common/sha256.h"
 #include "common/untrusted.h"
 #include "orchestrator/engine/engine_internal.h"
@@ -23,11 +24,9 @@ bool HostInFlight(const HostRecord& h) {
          h.state == host_state::kReverting || h.state == host_state::kConverging;
 }
 
-v1::Task::Kind OutstandingTaskKind(const HostRecord& h, const ReleaseRecord& r) {
-  if (h.state == host_state::kPreparing) return v1::Task::PREPARE;
-  if (h.state == host_state::kActivating && r.kind == release_kind::kRollout) {
-    return v1::Task::ACTIVATE;
-  }
+v1::Task::Kind TaskKindOf(const std::string& step) {
+  if (step == host_step::kPrepare) return v1::Task::PREPARE;
+  if (step == host_step::kActivate) return v1::Task::ACTIVATE;
   return v1::Task::DEPLOY;
 }
 
@@ -104,8 +103,22 @@ const Pipeline* Engine::FindPipeline(const std::string& name) const {
   return nullptr;
 }
 
-std::string Engine::TaskId(int64_t release_id, const std::string& agent, const std::string& kind) {
-  return "r" + std::to_string(release_id) + "/" + agent + "/" + kind;
+std::string Engine::NewTaskId(int64_t release_id, const std::string& agent, const std::string& step,
+                              int attempt) {
+  return "r" + std::to_string(release_id) + "/" + agent + "/" + step + "-" +
+         std::to_string(attempt) + "." + RandomHex(6);
+}
+
+void Engine::SendStep(Pass& pass, const Pipeline& p, const ReleaseRecord& target, HostRecord& h,
+                      const char* step, UnixMs now) {
+  h.attempt = h.step == step ? h.attempt + 1 : 1;
+  h.step = step;
+  h.task_id = NewTaskId(h.release_id, h.agent, step, h.attempt);
+  h.task_sent_at = now;
+  if (h.started_at == 0) h.started_at = now;
+  if (h.step != host_step::kPrepare) h.switch_sent = true;
+  pass.sends.emplace_back(h.agent, BuildTask(p, target, h));
+  pass.WakeAt(now + TaskBudgetMs(p, TaskKindOf(step)));
 }
 
 void Engine::Audit(Pass& pass, UnixMs now, const std::string& action, const ReleaseRecord& r,
@@ -530,9 +543,11 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
     if (h.state != host_state::kPrepared) h.finished_at = now;
   } else {
     h.state = before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
-    std::string step = before == host_state::kPreparing   ? "prepare"
-                       : before == host_state::kReverting ? "revert"
-                                                          : "activate";
+    // Every step that switches reads "activate failed" to the user, as the agent's own
+    // steps (stop, switch, start, check) name what failed within it.
+    std::string step = h.step == host_step::kPrepare || h.step == host_step::kRevert
+                           ? h.step
+                           : std::string(host_step::kActivate);
     h.detail = step + " failed" +
                (result.failed_step().empty() ? "" : " at " + result.failed_step()) + ": " +
                result.error();
@@ -578,6 +593,7 @@ Status Engine::GateVerdictReceived(const std::string& agent, const v1::GateVerdi
   g.gate = gate;
   g.region = region;
   g.at = now;
+  g.evaluated_at = verdict.evaluated_at_ms();
   switch (verdict.verdict()) {
     case v1::GateVerdict::PASS:
       g.verdict = "pass";
@@ -666,14 +682,18 @@ void Engine::ResendOutstanding(Pass& pass) {
         if (!HostInFlight(h) || !agents.count(h.agent) || already_sent.count(h.task_id)) {
           continue;
         }
-        v1::Task::Kind kind = OutstandingTaskKind(h, r);
-        if (h.state == host_state::kReverting) {
+        if (h.step == host_step::kRevert) {
           auto target = r.previous_release_id > 0 ? ReleaseById(r.previous_release_id)
                                                   : StatusOr<ReleaseRecord>(NotFound(""));
-          if (!target.ok()) continue;
-          sink_->Send(h.agent, BuildTask(p, *target, h, v1::Task::DEPLOY));
+          if (!target.ok()) {
+            // The row stays in flight; its deadline fails it (revert_failed) and says so.
+            spdlog::warn("cannot re-send {} to {}: release {} unreadable: {}", h.task_id, h.agent,
+                         r.previous_release_id, target.status().ToString());
+            continue;
+          }
+          sink_->Send(h.agent, BuildTask(p, *target, h));
         } else {
-          sink_->Send(h.agent, BuildTask(p, r, h, kind));
+          sink_->Send(h.agent, BuildTask(p, r, h));
         }
       }
     }
@@ -722,16 +742,11 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     });
   }
 
-  // An on-call rollback preempts whatever is in flight, and rollouts queued before it are
-  // dropped: on-call wants the fleet back, not the next release right after.
+  // An on-call rollback preempts whatever is in flight and holds the pipeline (pauses it):
+  // on-call wants the fleet back, not the next release right after. Queued rollouts are
+  // kept; they wait for `resume`.
   if (!queued_rollbacks.empty()) {
     ReleaseRecord* next = queued_rollbacks.back();
-    std::erase_if(queued_rollouts, [&](ReleaseRecord* r) {
-      if (r->id > next->id) return false;
-      finish(*r, release_state::kSuperseded,
-             "superseded by on-call rollback " + std::to_string(next->id));
-      return true;
-    });
     for (ReleaseRecord* r : queued_rollbacks) {
       if (r != next) {
         finish(*r, release_state::kSuperseded,
@@ -742,6 +757,14 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
       finish(*inflight, release_state::kAborted,
              "preempted by on-call rollback " + std::to_string(next->id) + " to " + next->version);
     }
+    const std::string held_by = "on-call rollback " + std::to_string(next->id);
+    pass.batch.holds.push_back({p.name, held_by, now});
+    pass.batch.audit.push_back(MakeAudit(
+        now, "engine", "pipeline.pause", p.name,
+        "held by " + held_by + "; queued releases wait for `lockstep resume " + p.name + "`"));
+    pstate->paused = true;
+    pstate->paused_by = held_by;
+    pstate->paused_at = now;
     LOCKSTEP_RETURN_IF_ERROR(StartRelease(p, *next, now, pass));
     inflight = next;
   } else if (!queued_rollouts.empty() && (!inflight || inflight->state == release_state::kHalted)) {
@@ -780,7 +803,11 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     }
   }
 
-  if (!inflight) return Converge(p, now, pass);
+  if (!inflight) {
+    // A paused or frozen pipeline moves no host, not even to converge: people are looking.
+    if (pstate->paused || pstate->frozen) return Status::Ok();
+    return Converge(p, now, pass);
+  }
 
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   auto host_rows = HostsOf(inflight->id);
@@ -866,11 +893,12 @@ Status Engine::StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pas
   return Status::Ok();
 }
 
-v1::Task Engine::BuildTask(const Pipeline& p, const ReleaseRecord& target, const HostRecord& h,
-                           v1::Task::Kind kind) const {
+v1::Task Engine::BuildTask(const Pipeline& p, const ReleaseRecord& target,
+                           const HostRecord& h) const {
   v1::Task t;
   t.set_task_id(h.task_id);
-  t.set_kind(kind);
+  t.set_kind(TaskKindOf(h.step));
+  t.set_skip_if_current(h.step == host_step::kConfirm);
   t.set_pipeline(p.name);
   t.set_release_id(h.release_id);
   t.set_version(target.version);

@@ -135,8 +135,13 @@ class Engine {
   // Returns the wall time at which a pass is next needed, or 0 if nothing is waiting on time.
   StatusOr<UnixMs> Reconcile();
 
-  // The id used for a host's task; results are matched against it.
-  static std::string TaskId(int64_t release_id, const std::string& agent, const std::string& kind);
+  // A new id for attempt `attempt` of a host's `step` in a release: "r<release>/<agent>/
+  // <step>-<attempt>.<random>". The release number only finds the row a result belongs to;
+  // a result counts only if its id equals the row's exactly, and the random part keeps ids
+  // unique across stores, restored backups and attempts (agents answer a repeated id from
+  // their journal without running it again).
+  static std::string NewTaskId(int64_t release_id, const std::string& agent,
+                               const std::string& step, int attempt);
 
  private:
   struct Pass;
@@ -165,9 +170,17 @@ class Engine {
   // passing or pending, or the reason a gate failed. Sets *all_passing.
   std::string EvaluateGates(ReleaseCtx& c, bool* all_passing);
   Status Converge(const Pipeline& p, UnixMs now, Pass& pass);
+  // Sends `h` (a host row of release h.release_id) its next task: `step` of `target`.
+  // Records the step, a new attempt and task id, when it was sent, and whether it may
+  // switch the host.
+  void SendStep(Pass& pass, const Pipeline& p, const ReleaseRecord& target, HostRecord& h,
+                const char* step, UnixMs now);
+  // A host whose row says `done` but whose agent reports another version (or none: a host
+  // rebuilt empty) is not done: it is sent the release again.
+  void ReopenDrifted(ReleaseCtx& c);
   void FailLostOrLateHosts(ReleaseCtx& c);
-  lockstep::v1::Task BuildTask(const Pipeline& p, const ReleaseRecord& target, const HostRecord& h,
-                               lockstep::v1::Task::Kind kind) const;
+  lockstep::v1::Task BuildTask(const Pipeline& p, const ReleaseRecord& target,
+                               const HostRecord& h) const;
   void ResendOutstanding(Pass& pass);
   bool AgentAlive(const AgentRecord& a, UnixMs now, const Pipeline& p) const;
   UnixMs LastContact(const AgentRecord& a) const;

@@ -12,17 +12,12 @@
 
 namespace lockstep {
 
-inline constexpr const char* kPrepare = "prepare";
-inline constexpr const char* kActivate = "activate";
-inline constexpr const char* kRevert = "revert";
-inline constexpr const char* kDeploy = "deploy";
-
 // A host with a task outstanding.
 bool HostInFlight(const HostRecord& h);
 
-// The kind of task a host in flight (`HostInFlight`) of release `r` is waiting on: a
-// prepare, a rollout's activate, or a DEPLOY (reverts, rollbacks, convergence).
-lockstep::v1::Task::Kind OutstandingTaskKind(const HostRecord& h, const ReleaseRecord& r);
+// The kind of task a step is: a prepare, a rollout's activate, or a DEPLOY (reverts,
+// on-call rollbacks, convergence, a host sent its release again).
+lockstep::v1::Task::Kind TaskKindOf(const std::string& step);
 
 // How long a host may take on a task before the engine gives up on it.
 int64_t TaskBudgetMs(const Pipeline& p, lockstep::v1::Task::Kind kind);

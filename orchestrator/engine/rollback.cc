@@ -38,23 +38,18 @@ void Engine::BeginRevert(ReleaseCtx& c, const char* state, const std::string& re
     c.Event("failed", r.reason);
     return;
   }
-  // Every host that may have switched: activating (its switch may land), done, or failed
-  // after the switch. Hosts that only prepared never changed `current`. No waves and no
-  // concurrency limit: every region goes back at once.
+  // Every host that may have switched or stopped the previous release: any host sent an
+  // activate (its switch may land, or may have landed before it failed or was lost), done
+  // or not. Hosts that only prepared never changed `current`. No waves and no concurrency
+  // limit: every region goes back at once.
   int reverting = 0;
   for (auto& [name, h] : c.hosts) {
-    bool took = h.state == host_state::kActivating || h.state == host_state::kDone ||
-                (h.state == host_state::kFailed && h.detail.rfind("activate", 0) == 0) ||
-                (h.state == host_state::kFailed && h.detail.rfind("agent lost", 0) == 0 &&
-                 h.task_id.find("/activate") != std::string::npos);
-    if (!took) continue;
+    if (!h.switch_sent) continue;
     h.state = host_state::kReverting;
-    h.task_id = TaskId(r.id, name, kRevert);
     h.detail = "reverting to " + c.previous->version;
-    h.task_sent_at = c.now;
+    h.finished_at = 0;
+    SendStep(c.pass, c.p, *c.previous, h, host_step::kRevert, c.now);
     c.MarkHost(name);
-    c.pass.sends.emplace_back(name, BuildTask(c.p, *c.previous, h, v1::Task::DEPLOY));
-    c.pass.WakeAt(c.now + TaskBudgetMs(c.p, v1::Task::DEPLOY));
     ++reverting;
   }
   if (reverting == 0 && r.state == release_state::kRollingBack) {
@@ -123,23 +118,21 @@ void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
     h.region = a.region;
     h.from_version = a.current_version;
     h.started_at = c.now;
-    if (a.current_version == r.version && a.connected) {
-      h.state = host_state::kDone;
-      h.detail = "already on " + r.version;
-      h.finished_at = c.now;
-    } else {
-      h.state = host_state::kActivating;
-      h.task_id = TaskId(r.id, a.name, kDeploy);
-      h.detail = "rolling back to " + r.version;
-      h.task_sent_at = c.now;
-      c.pass.sends.emplace_back(a.name, BuildTask(c.p, r, h, v1::Task::DEPLOY));
-    }
+    h.state = host_state::kActivating;
+    // Every host is asked, even one that reports the target already: a task of the
+    // preempted release (or an older one) may still be queued on it. Agents run tasks in
+    // order, and one that finds the target current when this task's turn comes answers
+    // without running a hook.
+    const bool on_target = a.current_version == r.version;
+    h.detail = on_target ? "confirming " + r.version : "rolling back to " + r.version;
+    SendStep(c.pass, c.p, r, h, on_target ? host_step::kConfirm : host_step::kDeploy, c.now);
     c.hosts.emplace(a.name, std::move(h));
     c.MarkHost(a.name);
   }
+  ReopenDrifted(c);
   if (offline > 0 && r.reason.empty()) {
     r.reason = std::to_string(offline) + " host(s) offline; they converge to " + r.version +
-               " when they return";
+               " when they return and the pipeline is resumed";
     c.release_changed = true;
   }
   for (auto& [name, h] : c.hosts) {

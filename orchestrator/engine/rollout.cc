@@ -24,16 +24,11 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
     if (!watched) continue;
     const AgentRecord* agent = c.Agent(name);
     if (in_flight) {
-      v1::Task::Kind kind = OutstandingTaskKind(h, c.r);
-      UnixMs deadline = h.task_sent_at + TaskBudgetMs(c.p, kind);
+      UnixMs deadline = h.task_sent_at + TaskBudgetMs(c.p, TaskKindOf(h.step));
       if (c.now >= deadline) {
         bool reverting = h.state == host_state::kReverting;
         h.state = reverting ? host_state::kRevertFailed : host_state::kFailed;
-        h.detail = std::string(kind == v1::Task::PREPARE    ? "prepare"
-                               : kind == v1::Task::ACTIVATE ? "activate"
-                               : reverting                  ? "revert"
-                                                            : "deploy") +
-                   " timed out after " +
+        h.detail = h.step + " timed out after " +
                    FormatDuration(std::chrono::milliseconds(c.now - h.task_sent_at));
         h.finished_at = c.now;
         c.MarkHost(name);
@@ -53,6 +48,33 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
       c.MarkHost(name);
     } else {
       c.pass.WakeAt(lost_at);
+    }
+  }
+}
+
+void Engine::ReopenDrifted(ReleaseCtx& c) {
+  for (auto& [name, h] : c.hosts) {
+    if (h.state != host_state::kDone) continue;
+    const AgentRecord* a = c.Agent(name);
+    if (!a || !a->connected || a->current_version == c.r.version) continue;
+    h.state = host_state::kActivating;
+    h.detail = "reported running " + (a->current_version.empty() ? "nothing" : a->current_version) +
+               "; deploying " + c.r.version + " again";
+    h.finished_at = 0;
+    SendStep(c.pass, c.p, c.r, h, host_step::kDeploy, c.now);
+    c.MarkHost(name);
+    spdlog::warn("release {}: host {} {}", c.r.id, name, h.detail);
+    if (c.r.kind != release_kind::kRollout) continue;
+    // The wave it belongs to is not healthy any more: its bake and gates start over once
+    // the host is back.
+    if (h.wave == c.r.current_wave) {
+      WaveRecord& wave = c.waves[static_cast<size_t>(h.wave)];
+      if (wave.state == wave_state::kBaking || wave.state == wave_state::kAwaitingApproval) {
+        wave.state = wave_state::kDeploying;
+        wave.bake_started_at = 0;
+        wave.approval_requested_at = 0;
+        c.MarkWave(h.wave);
+      }
     }
   }
 }
@@ -82,7 +104,11 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
   const int wi = c.r.current_wave;
   const WaveSpec& spec = c.p.waves[static_cast<size_t>(wi)];
   const WaveRecord& wave = c.waves[static_cast<size_t>(wi)];
+  // The bake starts when lockstepd has seen every host of the wave switched and healthy.
+  const UnixMs switched = wave.bake_started_at;
   for (const auto& g : c.p.metric_gates) {
+    // Only evaluations Prometheus made this long after the switch judge the new release.
+    const UnixMs counts_from = switched + g.delay.count();
     for (const auto& region : spec.regions) {
       if (!g.regions.empty() &&
           std::find(g.regions.begin(), g.regions.end(), region) == g.regions.end()) {
@@ -90,25 +116,35 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
       }
       // Verdicts for this wave, gate and region, oldest first.
       int consecutive_failures = 0;
+      int consecutive_passes = 0;
       UnixMs last_pass = 0;
-      std::string latest, latest_detail;
+      std::string latest_detail;
       for (const auto& res : c.gate_results) {
         if (res.wave != wi || res.gate != g.name || res.region != region) continue;
-        latest = res.verdict;
+        // Agents that do not report Prometheus's evaluation time are judged by arrival.
+        const UnixMs evaluated = res.evaluated_at > 0 ? res.evaluated_at : res.at;
+        if (evaluated < counts_from) continue;  // evidence about the release before
         latest_detail = res.detail;
         if (res.verdict == "fail") {
           ++consecutive_failures;
+          consecutive_passes = 0;
         } else if (res.verdict == "pass") {
           consecutive_failures = 0;
+          // A pass from before an outage of this process longer than the interval is
+          // re-checked, not trusted: nobody watched the release in between.
+          const bool before_outage = res.at < started_at_ - g.interval.count();
+          consecutive_passes = before_outage ? 0 : consecutive_passes + 1;
           last_pass = res.at;
+        } else {
+          consecutive_passes = 0;  // passes count only in a row
         }
       }
       if (consecutive_failures >= g.consecutive_failures) {
         return "metric gate " + g.name + " failed in " + region + ": " + latest_detail;
       }
-      UnixMs conclusive_since = std::max(last_pass, wave.bake_started_at);
+      UnixMs conclusive_since = std::max(last_pass, counts_from);
       UnixMs inconclusive_deadline = conclusive_since + g.inconclusive_deadline.count();
-      if (latest != "pass") {
+      if (consecutive_passes < g.passes) {
         *all_passing = false;
         if (c.now >= inconclusive_deadline) {
           return "metric gate " + g.name + " in " + region + " gave no passing result for " +
@@ -120,6 +156,10 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
 
       // Ask again every interval: an agent of the region that is alive, preferring hosts
       // that run the release.
+      if (c.now < counts_from) {
+        c.pass.WakeAt(counts_from);
+        continue;
+      }
       auto key = std::make_tuple(c.r.id, wi, g.name, region);
       UnixMs& last_sent = gate_last_sent_[key];
       UnixMs due = last_sent + g.interval.count();
@@ -150,6 +190,7 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
         for (size_t pos; (pos = s.find("{region}")) != std::string::npos;) {
           s.replace(pos, 8, region);
         }
+        // "{window}" is replaced by the agent, which knows when it asks.
         return s;
       };
       mg->set_name(g.name);
@@ -166,7 +207,8 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
       mg->set_timeout_ms(std::min<int64_t>(g.interval.count(), 10'000));
       // Every host of the wave had switched when the bake started: only what was scraped
       // after that may judge the wave.
-      mg->set_evidence_since_ms(wave.bake_started_at);
+      mg->set_evidence_since_ms(switched);
+      mg->set_min_window_ms(g.interval.count());
       c.pass.checks.emplace_back(asked->name, std::move(check));
       c.pass.WakeAt(c.now + g.interval.count());
     }
@@ -179,6 +221,7 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
   ReleaseRecord& r = c.r;
   const bool paused = c.pstate.paused;
 
+  ReopenDrifted(c);
   // Each iteration handles the current wave; it moves on only when a wave completes with no
   // wait left, so the loop runs at most once per wave plus once.
   for (size_t guard = 0; guard <= p.waves.size() && r.state == release_state::kRolling; ++guard) {
@@ -187,17 +230,32 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
     WaveRecord& wave = c.waves[static_cast<size_t>(wi)];
 
     FailLostOrLateHosts(c);
-    int failed = 0;
-    std::string first_failure;
+    // Each wave judges the hosts it added against its own tolerance (else the pipeline's);
+    // a percentage is of those hosts. A host of an earlier wave that fails now (lost during
+    // this bake) counts against the wave it belongs to.
+    std::map<int, std::pair<int, int>> failed_of_wave;  // wave -> (failed, hosts)
+    std::map<int, std::string> first_failure;
     for (const auto& [name, h] : c.hosts) {
+      auto& [failed, hosts] = failed_of_wave[h.wave];
+      ++hosts;
       if (h.state != host_state::kFailed) continue;
       ++failed;
-      if (first_failure.empty()) first_failure = name + ": " + h.detail;
+      if (!first_failure.count(h.wave)) first_failure[h.wave] = name + ": " + h.detail;
     }
-    if (failed > p.rollback.tolerate_failed_hosts) {
-      FailRollout(c, "wave " + spec.name + ": " + std::to_string(failed) + " host(s) failed (" +
-                         first_failure + ")");
-      return;
+    for (const auto& [w, counts] : failed_of_wave) {
+      if (w < 0 || static_cast<size_t>(w) >= p.waves.size()) continue;
+      const WaveSpec& of = p.waves[static_cast<size_t>(w)];
+      const FailureTolerance& tolerance =
+          of.tolerate_failed_hosts ? *of.tolerate_failed_hosts : p.rollback.tolerate_failed_hosts;
+      // No tolerance lets a wave pass in which every host failed: nothing showed the
+      // release healthy.
+      if (counts.first > tolerance.Allowed(counts.second) ||
+          (counts.first > 0 && counts.first == counts.second)) {
+        FailRollout(c, "wave " + of.name + ": " + std::to_string(counts.first) +
+                           " host(s) failed (" + first_failure[w] + "; " + tolerance.ToString() +
+                           " tolerated)");
+        return;
+      }
     }
     if (paused) return;  // results and failures are still recorded; nothing new starts
 
@@ -230,14 +288,9 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
         if (busy[h.region] >= p.concurrency_per_region) return;
         ++busy[h.region];
         h.state = activate ? host_state::kActivating : host_state::kPreparing;
-        h.task_id = TaskId(r.id, h.agent, activate ? kActivate : kPrepare);
         h.detail = activate ? "activating" : "preparing";
-        h.task_sent_at = c.now;
-        if (h.started_at == 0) h.started_at = c.now;
+        SendStep(c.pass, p, r, h, activate ? host_step::kActivate : host_step::kPrepare, c.now);
         c.MarkHost(h.agent);
-        auto kind = activate ? v1::Task::ACTIVATE : v1::Task::PREPARE;
-        c.pass.sends.emplace_back(h.agent, BuildTask(p, r, h, kind));
-        c.pass.WakeAt(c.now + TaskBudgetMs(p, kind));
       };
 
       // Phase one: every host of the wave prepares.
@@ -317,6 +370,11 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
         spdlog::info("release {} wave {} done; wave {} starts", r.id, spec.name,
                      p.waves[static_cast<size_t>(wi) + 1].name);
       } else {
+        // A host of an earlier wave sent the release again (it reported another version)
+        // must be back before the release can say every host runs it.
+        for (const auto& [name, h] : c.hosts) {
+          if (HostInFlight(h)) return;
+        }
         r.state = release_state::kSucceeded;
         r.reason.clear();
         r.finished_at = c.now;

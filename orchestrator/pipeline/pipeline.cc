@@ -47,6 +47,15 @@ std::string HostSelector::ToString() const {
   return kind == Kind::kCount ? std::to_string(value) : std::to_string(value) + "%";
 }
 
+int FailureTolerance::Allowed(int hosts) const {
+  if (!percent) return value;
+  return static_cast<int>(int64_t{std::max(hosts, 0)} * value / 100);
+}
+
+std::string FailureTolerance::ToString() const {
+  return std::to_string(value) + (percent ? "%" : "");
+}
+
 bool Pipeline::HasRegion(const std::string& region) const {
   return std::find(regions.begin(), regions.end(), region) != regions.end();
 }
@@ -60,7 +69,8 @@ using KeyList = std::span<const std::string_view>;
 constexpr std::string_view kTopKeys[] = {"pipeline", "regions", "waves",    "concurrency",
                                          "health",   "gates",   "timeouts", "rollback",
                                          "trigger",  "notify",  "window"};
-constexpr std::string_view kWaveKeys[] = {"name", "select", "bake", "approval"};
+constexpr std::string_view kWaveKeys[] = {"name", "select", "bake", "approval",
+                                          "tolerate_failed_hosts"};
 constexpr std::string_view kSelectKeys[] = {"per_region", "regions", "hosts"};
 constexpr std::string_view kConcurrencyKeys[] = {"per_region"};
 constexpr std::string_view kHealthKeys[] = {"check_hook", "http"};
@@ -70,7 +80,8 @@ constexpr std::string_view kMetricKeys[] = {"prometheus", "query",
                                             "max",        "min",
                                             "regions",    "consecutive_failures",
                                             "interval",   "inconclusive_deadline",
-                                            "name"};
+                                            "name",       "delay",
+                                            "passes"};
 constexpr std::string_view kTimeoutKeys[] = {"hook", "fetch", "agent_lost", "approval"};
 constexpr std::string_view kRollbackKeys[] = {"automatic", "tolerate_failed_hosts", "on_failure"};
 constexpr std::string_view kTriggerKeys[] = {"github"};
@@ -448,6 +459,30 @@ class PipelineParser {
   }
 
   // A host count ("1") or a percentage ("50%") that selects at least one host.
+  Status ReadTolerance(const Field& f, FailureTolerance* out) const {
+    static constexpr char kForms[] = "a host count (e.g. 2) or a percentage (e.g. \"10%\")";
+    if (!f.node.IsScalar()) {
+      return Error(f, std::string("expected ") + kForms + ", got " + Describe(f.node));
+    }
+    const std::string& text = f.node.Scalar();
+    bool percent = !text.empty() && text.back() == '%';
+    std::string_view digits(text.data(), text.size() - (percent ? 1 : 0));
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    if (ec == std::errc::result_out_of_range ||
+        (ec == std::errc() && v > std::numeric_limits<int>::max())) {
+      return Error(f, Quote(text) + " is out of range");
+    }
+    if (ec != std::errc() || end != digits.data() + digits.size()) {
+      return Error(f, std::string("expected ") + kForms + ", got " + Quote(text));
+    }
+    if (v < 0) return Error(f, "must not be negative, got " + text);
+    if (percent && v > 100) return Error(f, Quote(text) + " is more than 100%");
+    out->percent = percent;
+    out->value = static_cast<int>(v);
+    return Status::Ok();
+  }
+
   Status ReadHostSelector(const Field& f, HostSelector* out) const {
     static constexpr char kForms[] = "a host count (e.g. 1) or a percentage (e.g. \"50%\")";
     if (!f.node.IsScalar()) {
@@ -556,6 +591,11 @@ class PipelineParser {
 
     if (const Field* bake = m.Find("bake")) {
       LOCKSTEP_RETURN_IF_ERROR(ReadDuration(*bake, /*allow_zero=*/true, &out->bake));
+    }
+    if (const Field* v = m.Find("tolerate_failed_hosts")) {
+      FailureTolerance t;
+      LOCKSTEP_RETURN_IF_ERROR(ReadTolerance(*v, &t));
+      out->tolerate_failed_hosts = t;
     }
     if (const Field* approval = m.Find("approval")) {
       std::string value;
@@ -715,6 +755,12 @@ class PipelineParser {
     if (const Field* v = m.Find("inconclusive_deadline")) {
       LOCKSTEP_RETURN_IF_ERROR(ReadDuration(*v, /*allow_zero=*/false, &out->inconclusive_deadline));
     }
+    if (const Field* v = m.Find("delay")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadDuration(*v, /*allow_zero=*/true, &out->delay));
+    }
+    if (const Field* v = m.Find("passes")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadInt(*v, 1, 1000, &out->passes));
+    }
     return Status::Ok();
   }
 
@@ -743,8 +789,7 @@ class PipelineParser {
       LOCKSTEP_RETURN_IF_ERROR(ReadBool(*v, &p_->rollback.automatic));
     }
     if (const Field* v = m.Find("tolerate_failed_hosts")) {
-      LOCKSTEP_RETURN_IF_ERROR(
-          ReadInt(*v, 0, std::numeric_limits<int>::max(), &p_->rollback.tolerate_failed_hosts));
+      LOCKSTEP_RETURN_IF_ERROR(ReadTolerance(*v, &p_->rollback.tolerate_failed_hosts));
     }
     if (const Field* v = m.Find("on_failure")) {
       std::string value;

@@ -33,6 +33,17 @@ struct HostSelector {
   std::string ToString() const;  // "1", "50%"
 };
 
+// How many failed hosts a wave tolerates before it fails: a count, or a percentage of the
+// hosts the release has reached by that wave (waves are cumulative). A percentage rounds
+// down: "10%" of 9 hosts tolerates none.
+struct FailureTolerance {
+  bool percent = false;
+  int value = 0;
+
+  int Allowed(int hosts) const;
+  std::string ToString() const;  // "2", "10%"
+};
+
 struct WaveSpec {
   std::string name;
   // The regions this wave touches; for a per_region wave, every region of the pipeline.
@@ -40,6 +51,8 @@ struct WaveSpec {
   HostSelector hosts;
   std::chrono::milliseconds bake{0};
   bool manual_approval = false;
+  // Overrides the pipeline's rollback.tolerate_failed_hosts while this wave is in progress.
+  std::optional<FailureTolerance> tolerate_failed_hosts;
   int line = 0;  // 1-based line of the wave in its file, for messages
 };
 
@@ -63,6 +76,14 @@ struct MetricGateSpec {
   int consecutive_failures = 1;              // failing evaluations in a row that fail the gate
   std::chrono::milliseconds interval{5000};  // between evaluations
   std::chrono::milliseconds inconclusive_deadline{60000};  // no data/errors this long fails
+  // How long after the wave's hosts switched before an evaluation counts. Metrics lag: a
+  // scrape interval (15s by default in Prometheus), then a rate() needs two samples of the
+  // new process. 30s covers both at Prometheus's defaults; evaluations Prometheus made
+  // earlier never count, whatever the wave's bake.
+  std::chrono::milliseconds delay{30000};
+  // Passing evaluations in a row (each made after switch + delay) the wave needs from this
+  // gate in every region before it may finish.
+  int passes = 3;
 };
 
 struct Timeouts {
@@ -75,7 +96,7 @@ struct Timeouts {
 
 struct RollbackPolicy {
   bool automatic = true;
-  int tolerate_failed_hosts = 0;
+  FailureTolerance tolerate_failed_hosts;  // for waves that do not set their own
   enum class OnFailure { kRollback, kPause };
   OnFailure on_failure = OnFailure::kRollback;
 };

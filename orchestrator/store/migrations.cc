@@ -132,6 +132,27 @@ CREATE TABLE host_credentials (
   enrolled_with TEXT NOT NULL DEFAULT ''
 );
 )sql"},
+      // Typed host progress: the engine decides on the step, attempt and whether a switch
+      // was sent, never on the text of `detail` or the shape of task ids. Rows written by
+      // earlier versions are given the values their task ids and states imply.
+      {6, R"sql(
+ALTER TABLE release_hosts ADD COLUMN step TEXT NOT NULL DEFAULT '';
+ALTER TABLE release_hosts ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE release_hosts ADD COLUMN switch_sent INTEGER NOT NULL DEFAULT 0;
+UPDATE release_hosts SET
+  step = CASE
+    WHEN task_id LIKE '%/prepare' THEN 'prepare'
+    WHEN task_id LIKE '%/activate' THEN 'activate'
+    WHEN task_id LIKE '%/revert' THEN 'revert'
+    WHEN task_id LIKE '%/deploy' THEN 'deploy'
+    WHEN task_id LIKE '%/converge-%' THEN 'converge'
+    ELSE '' END,
+  attempt = CASE WHEN task_id = '' THEN 0 ELSE 1 END;
+UPDATE release_hosts SET switch_sent = 1
+  WHERE step IN ('activate', 'deploy', 'revert', 'converge')
+     OR state IN ('activating', 'done', 'reverting', 'reverted', 'revert_failed');
+ALTER TABLE gate_results ADD COLUMN evaluated_at INTEGER NOT NULL DEFAULT 0;
+)sql"},
   };
   return kMigrations;
 }

@@ -112,6 +112,18 @@ struct WaveRecord {
   UnixMs approved_at = 0;
 };
 
+// What a host's task is (or was) in a release. Decisions read this, never `detail`.
+namespace host_step {
+inline constexpr const char* kPrepare = "prepare";    // fetch, verify, unpack; `current` untouched
+inline constexpr const char* kActivate = "activate";  // a rollout's switch: stop, switch, start
+inline constexpr const char* kDeploy = "deploy";      // prepare and activate in one (rollback)
+inline constexpr const char* kRevert = "revert";      // back to the release before
+inline constexpr const char* kConverge = "converge";  // brought to the desired release at rest
+// An on-call rollback asking a host that reports its version already: a DEPLOY the agent
+// answers without running a hook if, when its turn comes, the host still runs it.
+inline constexpr const char* kConfirm = "confirm";
+}  // namespace host_step
+
 struct HostRecord {
   int64_t release_id = 0;
   std::string agent;
@@ -124,6 +136,11 @@ struct HostRecord {
   UnixMs task_sent_at = 0;  // current task sent; its deadline counts from here
   UnixMs finished_at = 0;
   std::string from_version;  // what the host ran when the release reached it
+  std::string step;          // host_step of the task outstanding or last sent; "" before any
+  int attempt = 0;           // tasks sent for `step`; each attempt has its own task id
+  // A task that may stop the previous release or switch `current` to this one was sent: a
+  // revert must take this host back, whatever became of the task.
+  bool switch_sent = false;
 };
 
 // One evaluation of a metric gate in one region, as reported by an agent of that region.
@@ -132,8 +149,9 @@ struct GateResult {
   int wave = 0;
   std::string gate;
   std::string region;
-  UnixMs at = 0;
-  std::string verdict;  // "pass", "fail", "inconclusive"
+  UnixMs at = 0;            // when lockstepd received it
+  UnixMs evaluated_at = 0;  // the instant Prometheus evaluated the query at (0: unknown)
+  std::string verdict;      // "pass", "fail", "inconclusive"
   double value = 0;
   std::string detail;
 };
@@ -203,10 +221,18 @@ struct WriteBatch {
   std::vector<AgentRecord> agents;       // upserted by name
   std::vector<AuditRecord> audit;        // appended
   std::vector<GateResult> gate_results;  // appended
+  // Pipelines the engine holds (pauses): only the paused columns are written, so an
+  // operator's freeze made meanwhile is kept.
+  struct Hold {
+    std::string pipeline;
+    std::string by;
+    UnixMs at = 0;
+  };
+  std::vector<Hold> holds;
 
   bool empty() const {
     return releases.empty() && waves.empty() && hosts.empty() && agents.empty() && audit.empty() &&
-           gate_results.empty();
+           gate_results.empty() && holds.empty();
   }
 };
 

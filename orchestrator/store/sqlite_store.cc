@@ -226,18 +226,20 @@ class SqliteStore final : public Store {
     if (!b.hosts.empty()) {
       Stmt s(db_,
              "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
-             "detail, started_at, task_sent_at, finished_at, from_version) "
-             "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+             "detail, started_at, task_sent_at, finished_at, from_version, step, attempt, "
+             "switch_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
              "ON CONFLICT(release_id, agent) DO UPDATE SET region=excluded.region, "
              "wave=excluded.wave, state=excluded.state, task_id=excluded.task_id, "
              "detail=excluded.detail, started_at=excluded.started_at, "
              "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at, "
-             "from_version=excluded.from_version");
+             "from_version=excluded.from_version, step=excluded.step, "
+             "attempt=excluded.attempt, switch_sent=excluded.switch_sent");
       for (const auto& h : b.hosts) {
         s.Reset();
         s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
         s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
         s.Bind(9, h.task_sent_at).Bind(10, h.finished_at).Bind(11, h.from_version);
+        s.Bind(12, h.step).Bind(13, int64_t{h.attempt}).Bind(14, int64_t{h.switch_sent ? 1 : 0});
         if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
       }
     }
@@ -263,13 +265,22 @@ class SqliteStore final : public Store {
     if (!b.gate_results.empty()) {
       Stmt s(db_,
              "INSERT INTO gate_results (release_id, wave, gate, region, at, verdict, value, "
-             "detail) VALUES (?,?,?,?,?,?,?,?)");
+             "detail, evaluated_at) VALUES (?,?,?,?,?,?,?,?,?)");
       for (const auto& g : b.gate_results) {
         s.Reset();
         s.Bind(1, g.release_id).Bind(2, int64_t{g.wave}).Bind(3, g.gate).Bind(4, g.region);
         s.Bind(5, g.at).Bind(6, g.verdict).BindDouble(7, g.value).Bind(8, g.detail);
+        s.Bind(9, g.evaluated_at);
         if (s.Step() != SQLITE_DONE) return RollbackLocked("write gate result: " + s.Error());
       }
+    }
+    for (const auto& hold : b.holds) {
+      Stmt s(db_,
+             "INSERT INTO pipeline_state (pipeline, paused, paused_by, paused_at) "
+             "VALUES (?,1,?,?) ON CONFLICT(pipeline) DO UPDATE SET paused=1, "
+             "paused_by=excluded.paused_by, paused_at=excluded.paused_at");
+      s.Bind(1, hold.pipeline).Bind(2, hold.by).Bind(3, hold.at);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("hold pipeline: " + s.Error());
     }
     return CommitLocked();
   }
@@ -355,7 +366,8 @@ class SqliteStore final : public Store {
   StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override {
     std::lock_guard lock(mu_);
     Stmt s(db_,
-           "SELECT release_id, wave, gate, region, at, verdict, value, detail FROM gate_results "
+           "SELECT release_id, wave, gate, region, at, verdict, value, detail, evaluated_at "
+           "FROM gate_results "
            "WHERE release_id=? ORDER BY id");
     s.Bind(1, release_id);
     std::vector<GateResult> out;
@@ -370,6 +382,7 @@ class SqliteStore final : public Store {
       g.verdict = s.Text(5);
       g.value = s.Double(6);
       g.detail = s.Text(7);
+      g.evaluated_at = s.Int(8);
       out.push_back(std::move(g));
     }
     if (rc != SQLITE_DONE) return Internal("read gate results: " + s.Error());
@@ -617,7 +630,8 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     Stmt s(db_,
            "SELECT release_id, agent, region, wave, state, task_id, detail, started_at, "
-           "task_sent_at, finished_at, from_version FROM release_hosts WHERE release_id = ? "
+           "task_sent_at, finished_at, from_version, step, attempt, switch_sent "
+           "FROM release_hosts WHERE release_id = ? "
            "ORDER BY wave, region, agent");
     s.Bind(1, release_id);
     std::vector<HostRecord> out;
@@ -635,6 +649,9 @@ class SqliteStore final : public Store {
       h.task_sent_at = s.Int(8);
       h.finished_at = s.Int(9);
       h.from_version = s.Text(10);
+      h.step = s.Text(11);
+      h.attempt = static_cast<int>(s.Int(12));
+      h.switch_sent = s.Int(13) != 0;
       out.push_back(std::move(h));
     }
     if (rc != SQLITE_DONE) return Internal("read hosts: " + s.Error());

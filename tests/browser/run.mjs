@@ -374,6 +374,12 @@ async function main() {
     const status = await api('GET', '/pipelines/monolith');
     const real = status.data.regions.flatMap((r) => r.hosts.map((h) => h.current_version));
     assert(real.every((v) => v === 'v1.0.0'), `the server reports ${real.join(', ')}`);
+    // lockstepd holds the pipeline after an on-call rollback, until someone resumes it.
+    await waitFor('the pipeline to be held', 15000, async () => (await api('GET', '/pipelines/monolith')).data.paused === true);
+    const held = await api('GET', '/pipelines/monolith');
+    assert(String(held.data.paused_by).startsWith('on-call rollback'), `paused by ${held.data.paused_by}`);
+    const resumed = await api('POST', '/pipelines/monolith/resume');
+    assert(resumed.status === 200, `resume answered ${resumed.status}`);
   });
 
   await test('a viewer token sees every action disabled', async () => {

@@ -188,6 +188,8 @@ TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRoll
       query: 'max(demo_error_rate{region="{region}"})'
       max: 0.01
       interval: 1s
+      delay: 2s
+      passes: 2
       inconclusive_deadline: 20s
 )"));
 

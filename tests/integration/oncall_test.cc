@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "common/sha256.h"
@@ -92,11 +93,23 @@ TEST_F(OnCallTest, RollbackDuringTheSecondWavesBakePutsEveryRegionBack) {
       },
       std::chrono::seconds(60));
   ASSERT_TRUE(baking);
+  std::set<std::string> never_took;  // the last wave's hosts: still on v1
+  for (const auto& h : Hosts()) {
+    if (fleet_.CurrentOf(h) == "v1") never_took.insert(h);
+  }
+  ASSERT_FALSE(never_took.empty());
+  const size_t events_before = fleet_.Events().size();
 
   CommandResult rb = fleet_.Cli({"rollback", "monolith"});
   EXPECT_EQ(rb.exit_code, 0) << rb.err;
   EXPECT_NE(rb.err.find("every host of monolith is on v1"), std::string::npos) << rb.err;
   EXPECT_TRUE(EveryHostOn("v1"));
+  // Hosts already on v1 were asked to confirm it, and ran no hook: no restart for them.
+  auto events = fleet_.Events();
+  for (size_t i = events_before; i < events.size(); ++i) {
+    EXPECT_FALSE(never_took.count(events[i].agent))
+        << events[i].agent << " ran " << events[i].hook << " of " << events[i].version;
+  }
   EXPECT_EQ(fleet_.CliJson({"release", "show", std::to_string(v2)})["state"], "aborted");
   json audit = fleet_.CliJson({"audit", "--limit", "50"});
   bool audited = false;
@@ -190,8 +203,13 @@ TEST_F(OnCallTest, ARollbackNamesOfflineHostsAndSucceedsOnlyWhenEveryHostIsOnThe
   EXPECT_EQ(accepted.exit_code, 0) << accepted.err;
   EXPECT_NE(accepted.err.find("eu-west-1-2 (offline, on v2)"), std::string::npos) << accepted.err;
 
-  // When it returns, it converges, and the fleet is whole again.
+  // The pipeline is held after the rollback, and the CLI says so.
+  EXPECT_NE(accepted.err.find("monolith is held (paused by on-call rollback"), std::string::npos)
+      << accepted.err;
+  EXPECT_EQ(fleet_.CliJson({"status", "monolith"})[0]["paused"], true);
+  // When it returns and on-call resumes, it converges, and the fleet is whole again.
   fleet_.StartAgent("eu-west-1-2", "eu-west-1");
+  EXPECT_EQ(fleet_.Cli({"resume", "monolith"}).exit_code, 0);
   EXPECT_TRUE(Fleet::WaitFor([&] { return EveryHostOn("v1"); }, std::chrono::seconds(60)));
 }
 

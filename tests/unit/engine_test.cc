@@ -118,6 +118,8 @@ class EngineTest : public ::testing::Test {
     if (!ok) r.set_failed_step("check");
     if (ok && sent.second.kind() != v1::Task::PREPARE) {
       r.set_current_version(sent.second.version());
+    } else if (ok) {
+      r.set_current_version(running_[sent.first]);  // a prepare leaves `current` alone
     }
     ASSERT_TRUE(engine_->TaskFinished(sent.first, r).ok());
     running_[sent.first] = r.current_version();
@@ -270,7 +272,7 @@ TEST_F(EngineTest, ARestartedEngineFinishesTheRemainingBakeNotANewOne) {
   // A new process: a fresh engine over the same store, nothing carried in memory; the
   // agents reconnect to it.
   MakeEngine(ThreeWavePipeline(seconds(30)));
-  for (const auto& region : kRegions) Connect(region + "-1", region);
+  for (const auto& region : kRegions) Connect(region + "-1", region, "v2");
   EXPECT_EQ(Pass(), bake_started + 30'000);  // 10 s left, not 30
   Advance(seconds(10));
   Pass();
@@ -302,7 +304,7 @@ TEST_F(EngineTest, AFailedHostFailsTheReleaseAndLaterWavesNeverStart) {
 
 TEST_F(EngineTest, FailuresWithinTheToleranceDoNotFailTheRelease) {
   Pipeline p = ThreeWavePipeline();
-  p.rollback.tolerate_failed_hosts = 1;
+  p.rollback.tolerate_failed_hosts = {false, 1};
   MakeEngine(p);
   ConnectFleet(1);
   int64_t id = Create("v2");
@@ -469,12 +471,27 @@ TEST_F(EngineTest, AResultForAnOldTaskChangesNothing) {
   ConnectFleet(1);
   int64_t id = Create("v2");
   Pass();
-  sink_.Take();
-  v1::TaskResult stale;
-  stale.set_task_id(Engine::TaskId(id, "us-east-1-1", "activate"));  // never sent
-  stale.set_ok(true);
-  ASSERT_TRUE(engine_->TaskFinished("us-east-1-1", stale).ok());
-  EXPECT_EQ(Hosts(id)["us-east-1-1"].state, "preparing");
+  auto sent = sink_.Take();
+  std::erase_if(sent, [](const auto& t) { return t.first != "us-east-1-1"; });
+  ASSERT_EQ(sent.size(), 1u);
+  const std::string& real = sent[0].second.task_id();
+  // Ids this engine never sent for the row: another attempt's, another store's (same
+  // release number, other random part), another step's.
+  for (const std::string& other :
+       {real.substr(0, real.rfind('.') + 1) + "000000000000",
+        Engine::NewTaskId(id, "us-east-1-1", "prepare", 1),
+        Engine::NewTaskId(id, "us-east-1-1", "activate", 1), real + "x"}) {
+    v1::TaskResult stale;
+    stale.set_task_id(other);
+    stale.set_ok(false);
+    stale.set_error("from another task");
+    ASSERT_TRUE(engine_->TaskFinished("us-east-1-1", stale).ok());
+    Pass();
+    EXPECT_EQ(Hosts(id)["us-east-1-1"].state, "preparing") << other;
+  }
+  Finish(sent[0]);
+  Pass();
+  EXPECT_EQ(Hosts(id)["us-east-1-1"].state, "prepared");
 }
 
 TEST_F(EngineTest, AgentsOfUndeclaredRegionsAreRefused) {
@@ -630,6 +647,199 @@ TEST_F(RollbackTest, ARevertThatFailsLeavesTheReleaseFailedNamingTheHost) {
   EXPECT_NE(r.reason.find("rollback incomplete on us-east-1-1"), std::string::npos) << r.reason;
 }
 
+TEST_F(RollbackTest, AHostLostWhileActivatingIsRevertedToo) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  Step();  // canaries prepared
+  Pass();  // activations sent
+  auto activations = sink_.Take();
+  ASSERT_EQ(activations.size(), 3u);
+  // eu-west-1-1 goes silent mid-activation: its switch may or may not have landed.
+  for (const auto& t : activations) {
+    if (t.first != "eu-west-1-1") Finish(t);
+  }
+  sink_.connected.erase("eu-west-1-1");
+  Advance(seconds(31));
+  Pass();
+  EXPECT_EQ(Release(id).state, "rolling_back");
+  std::set<std::string> reverted;
+  for (const auto& [agent, task] : sink_.Take()) {
+    if (task.version() == "v1") reverted.insert(agent);
+  }
+  EXPECT_EQ(reverted, (std::set<std::string>{"us-east-1-1", "eu-west-1-1", "ap-southeast-2-1"}));
+  // A host that only prepared never changed `current` and is left alone.
+  for (const auto& [name, h] : Hosts(id)) {
+    if (!reverted.count(name)) {
+      EXPECT_FALSE(h.switch_sent) << name;
+    }
+  }
+}
+
+TEST_F(RollbackTest, HostsAFailedRevertLeftBehindConvergeAtOnce) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  Step();
+  Step("ap-southeast-2-1");
+  Pass();
+  auto reverts = sink_.Take();
+  ASSERT_EQ(reverts.size(), 3u);
+  for (const auto& t : reverts) Finish(t, t.first != "us-east-1-1", "disk full");
+  running_["us-east-1-1"] = "v2";  // the revert failed: it still runs v2
+  ASSERT_TRUE(engine_->AgentHeartbeat("us-east-1-1", "v2").ok());
+  UnixMs next = Pass();
+  EXPECT_EQ(Release(id).state, "failed");
+  EXPECT_EQ(next, clock_.Now());  // asks for the next pass at once
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].first, "us-east-1-1");
+  EXPECT_EQ(tasks[0].second.version(), "v1");
+}
+
+TEST_F(EngineTest, AWaveMayTolerateMoreOrFewerFailuresThanThePipeline) {
+  Pipeline p = ThreeWavePipeline();
+  p.rollback.tolerate_failed_hosts = {false, 0};
+  // Canaries: a third of the wave's 3 hosts may fail (one); the last wave 2 of its own.
+  p.waves[0].tolerate_failed_hosts = FailureTolerance{true, 34};
+  p.waves[2].tolerate_failed_hosts = FailureTolerance{false, 2};
+  MakeEngine(p);
+  ConnectFleet(4);
+  int64_t id = Create("v1");
+  std::set<std::string> failing = {"eu-west-1-1"};
+  for (int i = 0; i < 30 && !release_state::IsFinal(Release(id).state); ++i) {
+    Pass();
+    for (const auto& t : sink_.Take()) {
+      bool fail = failing.count(t.first) && t.second.kind() == v1::Task::ACTIVATE;
+      Finish(t, !fail, fail ? "check failed" : "");
+    }
+  }
+  EXPECT_EQ(Release(id).state, "succeeded") << Release(id).reason;
+  // The same failure in a wave that tolerates none (the pipeline's) fails it.
+  p.waves[0].tolerate_failed_hosts.reset();
+  MakeEngine(p);
+  int64_t again = Create("v2");
+  for (int i = 0; i < 30 && !release_state::IsFinal(Release(again).state); ++i) {
+    Pass();
+    for (const auto& t : sink_.Take()) {
+      bool fail = failing.count(t.first) && t.second.kind() == v1::Task::ACTIVATE;
+      Finish(t, !fail, fail ? "check failed" : "");
+    }
+  }
+  EXPECT_NE(Release(again).state, "succeeded");
+  EXPECT_NE(Release(again).reason.find("wave canary: 1 host(s) failed"), std::string::npos)
+      << Release(again).reason;
+  EXPECT_NE(Release(again).reason.find("0 tolerated"), std::string::npos);
+}
+
+TEST_F(EngineTest, NoToleranceLetsAWavePassInWhichEveryHostFailed) {
+  Pipeline p = ThreeWavePipeline();
+  p.waves[0].tolerate_failed_hosts = FailureTolerance{false, 5};
+  MakeEngine(p);
+  ConnectFleet(1);
+  int64_t id = Create("v1");
+  for (int i = 0; i < 30 && !release_state::IsFinal(Release(id).state); ++i) {
+    Pass();
+    for (const auto& t : sink_.Take()) {
+      bool fail = t.second.kind() == v1::Task::ACTIVATE;
+      Finish(t, !fail, fail ? "check failed" : "");
+    }
+  }
+  EXPECT_EQ(Release(id).state, "failed");
+  EXPECT_NE(Release(id).reason.find("wave canary: 3 host(s) failed"), std::string::npos)
+      << Release(id).reason;
+}
+
+TEST_F(EngineTest, APausedOrFrozenPipelineConvergesNothing) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  ASSERT_TRUE(engine_->Pause("monolith", "alice").ok());
+  ASSERT_TRUE(engine_->AgentHeartbeat("eu-west-1-1", "v0-by-hand").ok());
+  Connect("us-east-1-9", "us-east-1");  // a new host
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());
+  ASSERT_TRUE(engine_->Resume("monolith", "alice").ok());
+  ASSERT_TRUE(engine_->Freeze("monolith", "incident", "alice").ok());
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());
+  ASSERT_TRUE(engine_->Unfreeze("monolith", "alice").ok());
+  Pass();
+  EXPECT_EQ(Agents(sink_.Take()), (std::set<std::string>{"eu-west-1-1", "us-east-1-9"}));
+}
+
+TEST_F(EngineTest, AHostBackEmptyAfterItWasDoneIsDeployedAgainBeforeTheReleaseSucceeds) {
+  MakeEngine(ThreeWavePipeline(seconds(60)));
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
+  // Killed during the bake and restarted with an empty root: it runs nothing.
+  ASSERT_TRUE(engine_->AgentDisconnected("eu-west-1-1").ok());
+  Connect("eu-west-1-1", "eu-west-1", "");
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].first, "eu-west-1-1");
+  EXPECT_EQ(tasks[0].second.kind(), v1::Task::DEPLOY);
+  EXPECT_EQ(tasks[0].second.version(), "v2");
+  EXPECT_EQ(Hosts(id)["eu-west-1-1"].state, "activating");
+  EXPECT_EQ(store_->Waves(id).value().at(0).state, "deploying");  // the bake starts over
+  // Nothing moves on while it is away from the release; then the bake runs in full.
+  Advance(seconds(60));
+  Pass();
+  EXPECT_EQ(Release(id).current_wave, 0);
+  Finish(tasks[0]);
+  Pass();
+  EXPECT_EQ(store_->Waves(id).value().at(0).state, "baking");
+  RunToQuiet();
+  Advance(seconds(60));
+  RunToQuiet();
+  Advance(seconds(60));
+  RunToQuiet();
+  Advance(seconds(60));
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+}
+
+TEST_F(EngineTest, AnOnCallRollbackWaitsForAHostStillSwitchingForThePreemptedRelease) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  Create("v2");
+  RunToQuiet();
+  Create("v3");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  auto activations = sink_.Take();  // canaries switching to v3 (a slow deploy/stop)
+  ASSERT_EQ(activations.size(), 3u);
+  auto rb = engine_->Rollback("monolith", "v2", "oncall");
+  ASSERT_TRUE(rb.ok());
+  Pass();
+  // Every canary still reports v2, but each may land on v3 when its task ends: each is sent
+  // the rollback, which its agent runs after the activation.
+  auto deploys = sink_.Take();
+  EXPECT_EQ(Agents(deploys), Agents(activations));
+  for (const auto& [agent, h] : Hosts(rb->id)) {
+    if (Agents(activations).count(agent)) {
+      EXPECT_EQ(h.state, "activating") << agent;
+    }
+  }
+  Pass();
+  EXPECT_EQ(Release(rb->id).state, "rolling");  // not "every host is on v2" yet
+  for (const auto& t : activations) Finish(t);  // they land on v3 ...
+  Pass();
+  EXPECT_EQ(Release(rb->id).state, "rolling");
+  for (const auto& t : deploys) Finish(t);  // ... then the rollback takes them to v2
+  Pass();
+  EXPECT_EQ(Release(rb->id).state, "succeeded");
+  for (const auto& [agent, version] : running_) EXPECT_EQ(version, "v2") << agent;
+}
+
 TEST_F(EngineTest, ALostAgentDuringTheBakeFailsTheWave) {
   MakeEngine(ThreeWavePipeline(seconds(60)));
   ConnectFleet(1);
@@ -662,6 +872,9 @@ class GateTest : public EngineTest {
     g.consecutive_failures = consecutive;
     g.interval = seconds(2);
     g.inconclusive_deadline = seconds(30);
+    // One verdict from the switch on decides here; delay and passes have their own tests.
+    g.delay = milliseconds(0);
+    g.passes = 1;
     p.metric_gates = {g};
     return p;
   }
@@ -796,6 +1009,85 @@ TEST_F(GateTest, AGateFailsOnlyAfterTheConfiguredConsecutiveFailures) {
   EXPECT_NE(r.reason.find("metric gate errors failed"), std::string::npos) << r.reason;
 }
 
+// Answers pending checks as an agent would, with Prometheus's evaluation instant.
+TEST_F(GateTest, ChecksStartOnlyAfterTheDelayAndTheWaveNeedsPassesInARow) {
+  Pipeline p = WithGate(1, milliseconds(0));  // no bake: only the gate holds the wave
+  p.metric_gates[0].delay = seconds(30);
+  p.metric_gates[0].passes = 3;
+  int64_t id = StartAndFinishFirstWave(p);
+  const UnixMs switched = store_->Waves(id).value().at(0).bake_started_at;
+  EXPECT_TRUE(sink_.checks.empty());  // nothing is asked before switch + delay
+  Advance(seconds(29));
+  Pass();
+  EXPECT_TRUE(sink_.checks.empty());
+  Advance(seconds(1));
+  Pass();
+  ASSERT_EQ(sink_.checks.size(), 3u);
+  for (const auto& [agent, check] : sink_.checks) {
+    EXPECT_EQ(check.gate().evidence_since_ms(), switched);
+    EXPECT_EQ(check.gate().min_window_ms(), 2000);  // {window} at least the interval
+  }
+  // Two passes in a row, an inconclusive one, then three: only then the wave ends.
+  for (auto verdict : {v1::GateVerdict::PASS, v1::GateVerdict::PASS, v1::GateVerdict::INCONCLUSIVE,
+                       v1::GateVerdict::PASS, v1::GateVerdict::PASS}) {
+    Answer(verdict, 0.001);
+    Advance(seconds(2));
+    Pass();
+    EXPECT_EQ(Release(id).current_wave, 0);
+  }
+  Answer(v1::GateVerdict::PASS, 0.001);
+  Pass();
+  EXPECT_EQ(Release(id).current_wave, 1);
+}
+
+TEST_F(GateTest, AStaleGoodSampleNeverPassesAWave) {
+  Pipeline p = WithGate(1, milliseconds(0));
+  p.metric_gates[0].delay = seconds(5);
+  int64_t id = StartAndFinishFirstWave(p);
+  const UnixMs switched = store_->Waves(id).value().at(0).bake_started_at;
+  Advance(seconds(5));
+  Pass();
+  // Each agent answers PASS, but Prometheus evaluated the query before switch + delay
+  // (a lagging rule, a clock behind): that judges the release before, and never counts.
+  for (int round = 0; round < 20; ++round) {
+    auto checks = std::move(sink_.checks);
+    sink_.checks.clear();
+    for (const auto& [agent, check] : checks) {
+      v1::GateVerdict v;
+      v.set_check_id(check.check_id());
+      v.set_verdict(v1::GateVerdict::PASS);
+      v.set_evaluated_at_ms(switched + 4'999);
+      ASSERT_TRUE(engine_->GateVerdictReceived(agent, v).ok());
+    }
+    Advance(seconds(2));
+    Pass();
+    if (Release(id).state != "rolling") break;
+    EXPECT_EQ(Release(id).current_wave, 0);
+  }
+  // Nothing but stale passes until the inconclusive deadline: the wave fails.
+  EXPECT_EQ(Release(id).state, "failed");
+  EXPECT_NE(Release(id).reason.find("gave no passing result"), std::string::npos)
+      << Release(id).reason;
+}
+
+TEST_F(GateTest, PassesFromBeforeARestartLongerThanTheIntervalAreCheckedAgain) {
+  Pipeline p = WithGate(1, milliseconds(0));
+  p.metric_gates[0].passes = 2;
+  int64_t id = StartAndFinishFirstWave(p);
+  Answer(v1::GateVerdict::PASS, 0.001);  // one of two
+  Advance(seconds(10));                  // lockstepd is down for 10 s (interval 2 s)
+  MakeEngine(p);
+  for (const auto& region : kRegions) Connect(region + "-1", region, "v2");
+  Pass();
+  Answer(v1::GateVerdict::PASS, 0.001);
+  Advance(seconds(2));
+  Pass();
+  EXPECT_EQ(Release(id).current_wave, 0);  // the pass before the outage is not trusted
+  Answer(v1::GateVerdict::PASS, 0.001);
+  Pass();
+  EXPECT_EQ(Release(id).current_wave, 1);
+}
+
 // ---------------------------------------------------------------- operators
 
 TEST_F(EngineTest, AManualApprovalWaveWaitsForApprove) {
@@ -879,12 +1171,17 @@ TEST_F(EngineTest, AnOnCallRollbackPreemptsTheReleaseInFlightAndMovesEveryHost) 
   Pass();
   EXPECT_EQ(Release(v3).state, "aborted");
   auto tasks = sink_.Take();
-  // The three canaries run v3; the other three already run v2 and are left alone.
-  ASSERT_EQ(tasks.size(), 3u);
+  // The three canaries run v3 and are deployed v2; the other three report v2 already and
+  // are only asked to confirm it (their agents run no hook if they still run v2 then).
+  ASSERT_EQ(tasks.size(), 6u);
+  int confirms = 0;
   for (const auto& [agent, task] : tasks) {
     EXPECT_EQ(task.kind(), v1::Task::DEPLOY);
     EXPECT_EQ(task.version(), "v2");
+    EXPECT_EQ(task.skip_if_current(), running_[agent] == "v2") << agent;
+    confirms += task.skip_if_current() ? 1 : 0;
   }
+  EXPECT_EQ(confirms, 3);
   for (const auto& t : tasks) Finish(t);
   Pass();
   EXPECT_EQ(Release(rb->id).state, "succeeded");
@@ -992,7 +1289,7 @@ TEST_F(EngineTest, AbortingAQueuedReleaseEndsItBeforeItStarts) {
   EXPECT_TRUE(sink_.Take().empty());
 }
 
-TEST_F(EngineTest, AnOnCallRollbackDropsRolloutsQueuedBeforeIt) {
+TEST_F(EngineTest, AnOnCallRollbackHoldsThePipelineAndKeepsQueuedRollouts) {
   MakeEngine(ThreeWavePipeline());
   ConnectFleet(1);
   Create("v1");
@@ -1004,9 +1301,26 @@ TEST_F(EngineTest, AnOnCallRollbackDropsRolloutsQueuedBeforeIt) {
   Pass();
   auto rb = engine_->Rollback("monolith", "", "oncall");
   ASSERT_TRUE(rb.ok());
+  ASSERT_TRUE(engine_->Unfreeze("monolith", "oncall").ok());
   RunToQuiet();
   EXPECT_EQ(Release(rb->id).state, "succeeded");
-  EXPECT_EQ(Release(queued).state, "superseded");
+  Pass();  // the pass the end of the rollback asks for
+  // Held: the queued rollout waits, and says why; the hold is audited.
+  auto st = store_->GetPipelineState("monolith").value();
+  EXPECT_TRUE(st.paused);
+  EXPECT_EQ(st.paused_by, "on-call rollback " + std::to_string(rb->id));
+  EXPECT_EQ(Release(queued).state, "queued");
+  EXPECT_EQ(Release(queued).reason,
+            "waiting: pipeline paused by on-call rollback " + std::to_string(rb->id));
+  bool audited = false;
+  for (const auto& a : store_->Audit(20).value()) {
+    audited |= a.action == "pipeline.pause" && a.actor == "engine";
+  }
+  EXPECT_TRUE(audited);
+  // Only `resume` lets it go.
+  ASSERT_TRUE(engine_->Resume("monolith", "oncall").ok());
+  RunToQuiet();
+  EXPECT_EQ(Release(queued).state, "succeeded");
 }
 
 TEST_F(EngineTest, ReleasesWaitForTheDeployWindow) {
@@ -1085,8 +1399,12 @@ TEST_F(EngineTest, AnOnCallRollbackDoesNotWaitForHostsThatAreDown) {
   RunToQuiet();
   auto r = Release(rb->id);
   EXPECT_EQ(r.state, "succeeded");
-  EXPECT_EQ(r.reason, "1 host(s) offline; they converge to v1 when they return");
+  EXPECT_EQ(r.reason,
+            "1 host(s) offline; they converge to v1 when they return and the pipeline is resumed");
   Connect("ap-southeast-2-1", "ap-southeast-2", "v2");
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());  // held: nothing moves until a human resumes
+  ASSERT_TRUE(engine_->Resume("monolith", "oncall").ok());
   Pass();
   auto tasks = sink_.Take();
   ASSERT_EQ(tasks.size(), 1u);

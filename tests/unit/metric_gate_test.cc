@@ -121,6 +121,24 @@ TEST_F(MetricGateTest, ValueUnderMaxPasses) {
   EXPECT_THAT(v.detail(), HasSubstr("0.031 <= max 0.05"));
 }
 
+// lockstepd counts a verdict only if Prometheus evaluated the query late enough, so the
+// verdict carries the evaluation instant from Prometheus's own answer.
+TEST_F(MetricGateTest, AVerdictCarriesTheInstantPrometheusEvaluatedAt) {
+  ASSERT_TRUE(Publish(kErrorRate, "lockstep_test_error_rate"));
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const int64_t before = now_ms();
+  GateVerdict v = EvaluateMetricGate(MaxGate("lockstep_test_error_rate", 0.05));
+  const int64_t after = now_ms();
+  ASSERT_EQ(v.verdict(), GateVerdict::PASS) << v.detail();
+  // Same machine, same clock; Prometheus rounds to the millisecond.
+  EXPECT_GE(v.evaluated_at_ms(), before - 1);
+  EXPECT_LE(v.evaluated_at_ms(), after + 1);
+}
+
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -154,6 +172,17 @@ TEST_F(MetricGateTest, SamplesScrapedAfterTheSwitchJudgeIt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   } while (std::chrono::steady_clock::now() < until);
   EXPECT_EQ(v.verdict(), GateVerdict::FAIL) << v.detail();
+}
+
+// {window} is the time since the switch, never shorter than the gate's interval: a rate()
+// right after the switch needs at least two samples.
+TEST(MetricGateWindowTest, WindowIsTheTimeSinceTheSwitchButAtLeastTheMinimum) {
+  const int64_t now = 1'700'000'000'000;
+  EXPECT_EQ(ExpandWindow("rate(x[{window}])", now - 37'400, 5'000, now), "rate(x[37s])");
+  EXPECT_EQ(ExpandWindow("rate(x[{window}])", now - 1'000, 5'000, now), "rate(x[5s])");
+  EXPECT_EQ(ExpandWindow("a[{window}] / b[{window}]", now - 200, 0, now), "a[1s] / b[1s]");
+  EXPECT_EQ(ExpandWindow("no placeholder", now - 1'000, 5'000, now), "no placeholder");
+  EXPECT_EQ(ExpandWindow("rate(x[{window}])", 0, 5'000, now), "rate(x[{window}])");
 }
 
 TEST_F(MetricGateTest, WindowIsTheTimeSinceTheSwitch) {

@@ -118,7 +118,7 @@ TEST(ParsePipelineTest, ParsesTheInterfacesExample) {
   EXPECT_EQ(p.timeouts.fetch, milliseconds(120'000));
   EXPECT_EQ(p.timeouts.agent_lost, milliseconds(30'000));
   EXPECT_TRUE(p.rollback.automatic);
-  EXPECT_EQ(p.rollback.tolerate_failed_hosts, 0);
+  EXPECT_EQ(p.rollback.tolerate_failed_hosts.value, 0);
   EXPECT_EQ(p.rollback.on_failure, RollbackPolicy::OnFailure::kRollback);
 
   ASSERT_TRUE(p.github.has_value());
@@ -147,7 +147,7 @@ waves:
   EXPECT_EQ(p.timeouts.fetch, milliseconds(120'000));
   EXPECT_EQ(p.timeouts.agent_lost, milliseconds(30'000));
   EXPECT_TRUE(p.rollback.automatic);
-  EXPECT_EQ(p.rollback.tolerate_failed_hosts, 0);
+  EXPECT_EQ(p.rollback.tolerate_failed_hosts.value, 0);
   EXPECT_EQ(p.rollback.on_failure, RollbackPolicy::OnFailure::kRollback);
   EXPECT_FALSE(p.github.has_value());
   EXPECT_TRUE(p.notify.empty());
@@ -231,7 +231,7 @@ window: {start: "09:00", end: "17:30", days: [fri, mon, sun]}
   EXPECT_EQ(p.timeouts.fetch, milliseconds(60'000));
   EXPECT_EQ(p.timeouts.agent_lost, milliseconds(45'000));
   EXPECT_FALSE(p.rollback.automatic);
-  EXPECT_EQ(p.rollback.tolerate_failed_hosts, 2);
+  EXPECT_EQ(p.rollback.tolerate_failed_hosts.value, 2);
   EXPECT_EQ(p.rollback.on_failure, RollbackPolicy::OnFailure::kPause);
 
   ASSERT_TRUE(p.github.has_value());
@@ -291,7 +291,7 @@ waves:
     select: {per_region: 1}
 )"),
             "p.yaml:5: waves[0].bak: unknown key, did you mean \"bake\"? "
-            "(allowed: name, select, bake, approval)");
+            "(allowed: name, select, bake, approval, tolerate_failed_hosts)");
 }
 
 TEST(ParsePipelineTest, UnknownKeyUnlikeAnyAllowedKeyHasNoSuggestion) {
