@@ -289,8 +289,7 @@ class Control {
       v1::Release r = Summary("bench", id);
       const std::string s = r.state();  // a copy: `r` is replaced below
       if (s == "succeeded") return Get(id);
-      if (s == "failed" || s == "rolled_back" || s == "aborted" || s == "superseded" ||
-          s == "halted") {
+      if (r.final() || s == "halted") {
         Die("release " + std::to_string(id) + " ended " + s + ": " + r.reason());
       }
       if (Clock::now() > deadline) {

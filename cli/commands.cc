@@ -65,11 +65,6 @@ class Client {
 
 std::string Time(int64_t ms) { return ms > 0 ? FormatUnixMs(ms) : ""; }
 
-bool IsFinal(const std::string& state) {
-  return state == "succeeded" || state == "failed" || state == "rolled_back" ||
-         state == "aborted" || state == "superseded";
-}
-
 // One line summarising where a release stands: its state, current wave and per-region
 // counts. Printed whenever it changes while waiting.
 // `bars`: draw each region's progress as a bar (for a terminal) instead of plain counts.
@@ -161,7 +156,7 @@ int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
       last_line = line;
     }
     // Final, or halted: a halted release waits for a human, not for time.
-    if (IsFinal(r.state()) || r.state() == "halted") {
+    if (r.final() || r.state() == "halted") {
       if (tty) std::fprintf(stderr, "\n");
       break;
     }

@@ -20,6 +20,8 @@ json ReleaseJson(const lockstep::v1::Release& r) {
             {"commit", r.commit()},
             {"author", r.author()},
             {"state", r.state()},
+            {"final", r.final()},
+            {"in_flight", r.in_flight()},
             {"reason", r.reason()},
             {"current_wave", r.current_wave()},
             {"previous_version", r.previous_version()},

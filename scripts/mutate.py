@@ -45,6 +45,9 @@ import sys
 import time
 
 TARGET = "lockstep_engine_tests"
+# Also run, when the unit tests pass: seeded random histories (a few seconds' worth).
+CHAOS_TARGET = "lockstep_engine_chaos_tests"
+CHAOS_SEEDS = os.environ.get("MUTATE_CHAOS_SEEDS", "60")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -456,7 +459,8 @@ def run(root, mutations, width, keep):
             print(f"mutate: configuring the copy failed; see {log}", file=sys.stderr)
             return 1
 
-    build_cmd = ["cmake", "--build", build, "-j", str(jobs), "--target", TARGET]
+    build_cmd = ["cmake", "--build", build, "-j", str(jobs), "--target", TARGET, CHAOS_TARGET]
+    chaos_env = dict(os.environ, LOCKSTEP_CHAOS_SEEDS=CHAOS_SEEDS)
 
     # Baseline: the unmutated copy must build and pass.
     note("baseline: building " + TARGET)
@@ -468,11 +472,16 @@ def run(root, mutations, width, keep):
               "  (only files tracked by git are copied: `git add` new files)", file=sys.stderr)
         return 1
     binary = find_binary(build)
-    if not binary:
+    chaos = find_binary(build, CHAOS_TARGET)
+    if not binary or not chaos:
         print(f"mutate: built {TARGET} but cannot find its binary under {build}", file=sys.stderr)
         return 1
     log = os.path.join(logs, "baseline.test.log")
     rc, timed_out, tsecs = run_bounded([binary, "--gtest_brief=1"], test_timeout, log, cwd=build)
+    if rc == 0 and not timed_out:
+        rc, timed_out, _ = run_bounded([chaos, "--gtest_brief=1"], test_timeout,
+                                       os.path.join(logs, "baseline.chaos.log"), cwd=build,
+                                       env=chaos_env)
     if rc != 0 or timed_out:
         print(f"mutate: BASELINE TESTS FAIL ({'timed out' if timed_out else f'exit {rc}'}): "
               f"mutation testing needs a passing suite; see {log}", file=sys.stderr)
@@ -504,6 +513,10 @@ def run(root, mutations, width, keep):
                     tlog = os.path.join(logs, m.id + ".test.log")
                     rc, timed_out, _ = run_bounded([binary, "--gtest_brief=1"], test_timeout,
                                                    tlog, cwd=build)
+                    if rc == 0 and not timed_out:
+                        rc, timed_out, _ = run_bounded(
+                            [chaos, "--gtest_brief=1"], test_timeout,
+                            os.path.join(logs, m.id + ".chaos.log"), cwd=build, env=chaos_env)
                     outcome = "KILLED" if (rc != 0 or timed_out) else "SURVIVED"
             results.append((m, outcome))
             print(f"{m.id:<{width}}  {outcome:<11}  {m.what}", flush=True)
@@ -545,15 +558,15 @@ def run(root, mutations, width, keep):
     return 0
 
 
-def find_binary(build):
+def find_binary(build, target=TARGET):
     # CMAKE_RUNTIME_OUTPUT_DIRECTORY is ${CMAKE_BINARY_DIR}/bin (top-level CMakeLists.txt).
-    direct = os.path.join(build, "bin", TARGET)
+    direct = os.path.join(build, "bin", target)
     if os.path.isfile(direct) and os.access(direct, os.X_OK):
         return direct
     for dirpath, dirnames, filenames in os.walk(build):
         dirnames[:] = [d for d in dirnames if d != "CMakeFiles"]
-        if TARGET in filenames:
-            full = os.path.join(dirpath, TARGET)
+        if target in filenames:
+            full = os.path.join(dirpath, target)
             if os.access(full, os.X_OK):
                 return full
     return None

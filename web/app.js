@@ -24,7 +24,7 @@ const ALLOWED = {
   unfreeze: ['release-manager', 'on-call', 'admin'],
 };
 
-const FINAL = new Set(['succeeded', 'failed', 'rolled_back', 'aborted', 'superseded']);
+// Whether a release is final comes from the server (`final`, `in_flight`), never a list here.
 
 const state = {
   token: null,
@@ -299,7 +299,7 @@ function onRelease(r, type) {
   if (i >= 0) state.releases[i] = r;
   else state.releases.unshift(r);
   state.releases.sort((a, b) => b.id - a.id);
-  if (state.follow && !FINAL.has(r.state)) state.selected = r.id;
+  if (state.follow && !r.final) state.selected = r.id;
   else if (state.selected === null) state.selected = r.id;
   renderRelease();
   renderHistory();
@@ -331,7 +331,7 @@ async function refreshOverview() {
   for (const p of state.pipelines) {
     if (p.active && typeof p.active.id === 'number') {
       state.details.set(p.active.id, p.active);
-      if (state.follow && state.selected !== p.active.id && !FINAL.has(p.active.state)) {
+      if (state.follow && state.selected !== p.active.id && !p.active.final) {
         state.selected = p.active.id;
       }
     }
@@ -345,7 +345,7 @@ async function refreshReleases() {
   const list = await api('GET', `/releases?limit=${HISTORY_LIMIT}`);
   state.releases = (Array.isArray(list) ? list : []).sort((a, b) => b.id - a.id);
   if (state.selected === null && state.releases.length) {
-    const inflight = state.releases.find((r) => !FINAL.has(r.state));
+    const inflight = state.releases.find((r) => !r.final);
     state.selected = (inflight || state.releases[0]).id;
   }
   renderHistory();
@@ -460,7 +460,7 @@ function confirmDialog(title, body, okText, validate) {
 // so what is confirmed is what is done.
 function rollbackChoices(pipeline) {
   const list = state.releases.filter((r) => r.pipeline === pipeline).sort((a, b) => b.id - a.id);
-  const current = list.find((r) => r.state === 'succeeded' || (!FINAL.has(r.state) && r.state !== 'queued'));
+  const current = list.find((r) => r.state === 'succeeded' || (!r.final && r.state !== 'queued'));
   const succeededRollouts = list.filter((r) => r.state === 'succeeded' && r.kind === 'rollout');
   let target = null;
   if (current) {
@@ -506,7 +506,7 @@ async function rollback(button, p) {
   describe();
   const body = [
     h('p', {}, 'Now on or moving to: ', h('strong', {}, current ? current.version : '(nothing succeeded yet)'),
-      current && !FINAL.has(current.state) ? ' — the release in flight is preempted.' : ''),
+      current && !current.final ? ' — the release in flight is preempted.' : ''),
     h('label', { for: 'rollback-version' }, 'Roll back to '),
     select,
     summary,
@@ -596,7 +596,7 @@ function pipelineCard(p) {
 // a release is in flight, its own hosts are moving on purpose, so they are not drift.
 function isDrift(p, host) {
   if (!host.drift) return false;
-  return !(p.active && !FINAL.has(p.active.state) && host.current_version === p.active.version);
+  return !(p.active && !p.active.final && host.current_version === p.active.version);
 }
 
 function regionBox(p, r) {
@@ -646,7 +646,7 @@ function renderRelease() {
   const waves = r.waves || [];
   const cur = waves[r.current_wave];
   const actions = clear($('release-actions'));
-  if (!FINAL.has(r.state)) {
+  if (!r.final) {
     const waiting = cur && cur.state === 'awaiting_approval';
     if (waiting || (cur && cur.manual_approval && !cur.approved_by)) {
       const b = actionButton('approve', `Approve ${cur.name}`, (btn) => act(btn, () => api('POST', `/releases/${r.id}/approve`)));
@@ -664,9 +664,9 @@ function renderRelease() {
   fact('Author', r.author || '—', 'release-author');
   fact('Created', fmtTime(r.created_at_ms));
   const dur = releaseDuration(r);
-  if (dur !== null) fact(FINAL.has(r.state) ? 'Took' : 'Running for', fmtDuration(dur), 'release-duration');
+  if (dur !== null) fact(r.final ? 'Took' : 'Running for', fmtDuration(dur), 'release-duration');
   if (r.reason) fact('Reason', r.reason, 'release-reason');
-  if (cur && !FINAL.has(r.state)) fact('Current wave', `${r.current_wave + 1}/${waves.length} ${cur.name} (${label(cur.state)})`, 'release-current-wave');
+  if (cur && !r.final) fact('Current wave', `${r.current_wave + 1}/${waves.length} ${cur.name} (${label(cur.state)})`, 'release-current-wave');
   const bake = cur && cur.state === 'baking' && cur.bake_started_at_ms ? cur : null;
   if (bake) {
     const dd = h('span', { class: 'countdown', id: 'bake-countdown',
@@ -703,7 +703,7 @@ function renderGrid(r, waves) {
     regions.map((name) => h('th', { scope: 'col' }, name)))));
   const body = h('tbody');
   for (const w of waves) {
-    const current = w.index === r.current_wave && !FINAL.has(r.state);
+    const current = w.index === r.current_wave && !r.final;
     const row = h('tr', { class: `wave${current ? ' current' : ''}`, dataset: { wave: String(w.index), state: w.state } },
       h('th', { scope: 'row' }, w.name, w.manual_approval ? h('span', { class: 'flag manual', title: 'manual approval' }, 'manual') : ''),
       h('td', { class: 'wave-state' }, badge(w.state),

@@ -34,8 +34,8 @@ struct HostSelector {
 };
 
 // How many failed hosts a wave tolerates before it fails: a count, or a percentage of the
-// hosts the release has reached by that wave (waves are cumulative). A percentage rounds
-// down: "10%" of 9 hosts tolerates none.
+// hosts that wave added (waves are cumulative; a host belongs to the wave that first
+// selected it). A percentage rounds down: "10%" of 9 hosts tolerates none.
 struct FailureTolerance {
   bool percent = false;
   int value = 0;

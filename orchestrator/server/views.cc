@@ -25,6 +25,8 @@ lockstep::v1::Release ReleaseSummary(const ReleaseRecord& r) {
   out.set_started_at_ms(r.started_at);
   out.set_finished_at_ms(r.finished_at);
   out.set_kind(r.kind);
+  out.set_final(release_state::IsFinal(r.state));
+  out.set_in_flight(release_state::IsInFlight(r.state));
   return out;
 }
 

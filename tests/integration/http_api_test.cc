@@ -329,7 +329,12 @@ TEST_F(WebhookTest, ASignedPushCreatesOneReleaseOfTheServedArtifact) {
   EXPECT_EQ(again.status, 200) << again.raw;
   EXPECT_EQ(again.body["duplicate"], release["id"]);
   EXPECT_EQ(Releases(), 1u);
-  EXPECT_EQ(WaitForState(release["id"].get<int64_t>(), "succeeded").body["state"], "succeeded");
+  Resp done = WaitForState(release["id"].get<int64_t>(), "succeeded");
+  EXPECT_EQ(done.body["state"], "succeeded");
+  // Clients read whether a release is over from the server, never from a list of states.
+  EXPECT_EQ(release["final"], false);
+  EXPECT_EQ(done.body["final"], true);
+  EXPECT_EQ(done.body["in_flight"], false);
 }
 
 TEST_F(WebhookTest, PushesToOtherBranchesAndOtherEventsAreIgnored) {
