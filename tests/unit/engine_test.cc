@@ -747,6 +747,192 @@ TEST_F(EngineTest, NoToleranceLetsAWavePassInWhichEveryHostFailed) {
       << Release(id).reason;
 }
 
+TEST_F(RollbackTest, AReleaseThatFailsBeforeAnyHostSwitchedEndsFailedNotRolledBack) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  Pass();
+  auto prepares = sink_.Take();
+  ASSERT_EQ(prepares.size(), 3u);
+  for (const auto& t : prepares) {
+    Finish(t, t.first != "eu-west-1-1", "sha256 mismatch");
+  }
+  Pass();
+  auto r = Release(id);
+  EXPECT_EQ(r.state, "failed");
+  EXPECT_NE(r.reason.find("no host had switched to it"), std::string::npos) << r.reason;
+  EXPECT_TRUE(sink_.Take().empty());  // nothing to take back
+}
+
+TEST_F(RollbackTest, ARevertThatTimesOutLeavesItsHostRevertFailed) {
+  int64_t id = ShipV1ThenStartV2(ThreeWavePipeline());
+  Step();
+  Step("ap-southeast-2-1");
+  Pass();
+  auto reverts = sink_.Take();
+  ASSERT_EQ(reverts.size(), 3u);
+  for (const auto& t : reverts) {
+    if (t.first != "us-east-1-1") Finish(t);
+  }
+  // us-east-1-1 keeps beating but never answers its revert: its DEPLOY budget runs out.
+  Advance(seconds(66));
+  Pass();
+  EXPECT_EQ(Hosts(id)["us-east-1-1"].state, "revert_failed");
+  EXPECT_NE(Hosts(id)["us-east-1-1"].detail.find("revert timed out"), std::string::npos)
+      << Hosts(id)["us-east-1-1"].detail;
+  EXPECT_EQ(Release(id).state, "failed");
+}
+
+TEST_F(EngineTest, AgentLostCountsFromTheTaskSentWhenThatIsLater) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  sink_.connected.erase("eu-west-1-1");  // silent from now, still within agent_lost
+  Advance(seconds(25));
+  int64_t id = Create("v1");
+  Pass();  // its prepare is sent now
+  EXPECT_EQ(Hosts(id)["eu-west-1-1"].state, "preparing");
+  Advance(seconds(10));  // 35 s since it was last heard from, 10 s since the task
+  Pass();
+  EXPECT_EQ(Hosts(id)["eu-west-1-1"].state, "preparing");
+  Advance(seconds(21));
+  Pass();
+  EXPECT_EQ(Hosts(id)["eu-west-1-1"].state, "failed");
+}
+
+TEST_F(EngineTest, AfterARestartEveryAgentGetsAgentLostToComeBack) {
+  MakeEngine(ThreeWavePipeline(seconds(600)));
+  ConnectFleet(1);
+  int64_t id = Create("v1");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
+  sink_.connected.erase("eu-west-1-1");
+  Advance(seconds(25));  // silent 25 s before lockstepd restarts
+  MakeEngine(ThreeWavePipeline(seconds(600)));
+  for (const auto& region : {"us-east-1", "ap-southeast-2"}) {
+    Connect(std::string(region) + "-1", region, "v1");
+  }
+  Advance(seconds(10));  // 35 s since it was heard from, 10 s since the restart
+  Pass();
+  EXPECT_EQ(Hosts(id)["eu-west-1-1"].state, "done");
+  EXPECT_EQ(Release(id).state, "rolling");
+  Advance(seconds(21));
+  Pass();
+  EXPECT_EQ(Hosts(id)["eu-west-1-1"].state, "failed");
+}
+
+TEST_F(EngineTest, OfSeveralQueuedRollbacksTheNewestRuns) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  for (const char* v : {"v1", "v2", "v3"}) {
+    Create(v);
+    RunToQuiet();
+  }
+  auto first = engine_->Rollback("monolith", "v1", "oncall");
+  auto second = engine_->Rollback("monolith", "v2", "oncall");
+  ASSERT_TRUE(first.ok() && second.ok());
+  Pass();
+  EXPECT_EQ(Release(first->id).state, "superseded");
+  EXPECT_EQ(Release(second->id).state, "rolling");
+  for (const auto& [agent, task] : sink_.Take()) EXPECT_EQ(task.version(), "v2") << agent;
+}
+
+TEST_F(EngineTest, AnAgentLostDuringAnOnCallRollbackFailsItsHost) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  Create("v2");
+  RunToQuiet();
+  auto rb = engine_->Rollback("monolith", "", "oncall");
+  ASSERT_TRUE(rb.ok());
+  Pass();
+  auto tasks = sink_.Take();
+  ASSERT_EQ(tasks.size(), 3u);
+  for (const auto& t : tasks) {
+    if (t.first != "ap-southeast-2-1") Finish(t);
+  }
+  sink_.connected.erase("ap-southeast-2-1");  // silent from now on
+  Advance(seconds(31));
+  Pass();
+  EXPECT_EQ(Hosts(rb->id)["ap-southeast-2-1"].state, "failed");
+  EXPECT_EQ(Hosts(rb->id)["ap-southeast-2-1"].detail, "agent lost during rollback");
+  EXPECT_EQ(Release(rb->id).state, "failed");
+  EXPECT_NE(Release(rb->id).reason.find("rollback incomplete on ap-southeast-2-1"),
+            std::string::npos);
+}
+
+TEST_F(RollbackTest, AFixForwardReleaseReplacesAHaltedOne) {
+  Pipeline p = ThreeWavePipeline();
+  p.rollback.on_failure = RollbackPolicy::OnFailure::kPause;
+  int64_t id = ShipV1ThenStartV2(p);
+  Step();
+  Step("us-east-1-1");
+  Pass();
+  ASSERT_EQ(Release(id).state, "halted");
+  int64_t fix = Create("v3");
+  Pass();
+  EXPECT_EQ(Release(fix).state, "rolling");
+  EXPECT_EQ(Release(id).state, "failed");
+  EXPECT_NE(Release(id).reason.find("replaced by release " + std::to_string(fix)),
+            std::string::npos)
+      << Release(id).reason;
+}
+
+TEST_F(EngineTest, AFailedConvergenceIsRetriedAfterTheDelayAsANewAttempt) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  Create("v1");
+  RunToQuiet();
+  // Two hosts drift; one of them is disconnected and is left alone until it returns.
+  ASSERT_TRUE(engine_->AgentHeartbeat("eu-west-1-1", "v0-by-hand").ok());
+  ASSERT_TRUE(engine_->AgentHeartbeat("us-east-1-1", "v0-by-hand").ok());
+  ASSERT_TRUE(engine_->AgentDisconnected("us-east-1-1").ok());
+  sink_.connected.erase("us-east-1-1");
+  Pass();
+  auto first = sink_.Take();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].first, "eu-west-1-1");
+  int64_t desired = store_->DesiredRelease("monolith").value()->id;
+  Finish(first[0], false, "deploy/start exited with status 1");
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());  // not at once
+  Advance(seconds(29));
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());
+  Advance(seconds(1));
+  Pass();
+  auto second = sink_.Take();
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_NE(second[0].second.task_id(), first[0].second.task_id());
+  EXPECT_EQ(Hosts(desired)["eu-west-1-1"].attempt, 2);
+  EXPECT_EQ(Hosts(desired)["eu-west-1-1"].step, "converge");
+}
+
+TEST_F(EngineTest, AResultRepeatedAfterItsHostFinishedChangesNothing) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet(1);
+  int64_t id = Create("v1");
+  Pass();
+  for (const auto& t : sink_.Take()) Finish(t);
+  Pass();
+  auto activations = sink_.Take();
+  ASSERT_EQ(activations.size(), 3u);
+  for (const auto& t : activations) Finish(t);
+  Pass();
+  ASSERT_EQ(Hosts(id)["us-east-1-1"].state, "done");
+  // The same task id again, now failing (a replayed or duplicated message): ignored.
+  v1::TaskResult again;
+  again.set_task_id(activations[0].second.task_id());
+  again.set_ok(false);
+  again.set_error("late and wrong");
+  again.set_current_version("v1");
+  ASSERT_TRUE(engine_->TaskFinished(activations[0].first, again).ok());
+  Pass();
+  EXPECT_EQ(Hosts(id)[activations[0].first].state, "done");
+}
+
 TEST_F(EngineTest, APausedOrFrozenPipelineConvergesNothing) {
   MakeEngine(ThreeWavePipeline());
   ConnectFleet(1);
@@ -1038,6 +1224,20 @@ TEST_F(GateTest, ChecksStartOnlyAfterTheDelayAndTheWaveNeedsPassesInARow) {
   Answer(v1::GateVerdict::PASS, 0.001);
   Pass();
   EXPECT_EQ(Release(id).current_wave, 1);
+}
+
+TEST_F(GateTest, ChecksAreSentOncePerIntervalNotOncePerPass) {
+  int64_t id = StartAndFinishFirstWave(WithGate(1, seconds(60)));
+  ASSERT_EQ(sink_.checks.size(), 3u);
+  sink_.checks.clear();
+  Pass();  // a pass for another reason (a result, a heartbeat) asks nothing new
+  Advance(seconds(1));
+  Pass();
+  EXPECT_TRUE(sink_.checks.empty());
+  Advance(seconds(1));  // the interval (2 s) is up
+  Pass();
+  EXPECT_EQ(sink_.checks.size(), 3u);
+  EXPECT_EQ(Release(id).current_wave, 0);
 }
 
 TEST_F(GateTest, AStaleGoodSampleNeverPassesAWave) {
