@@ -14,6 +14,7 @@
 #include "common/flags.h"
 #include "common/grpc_runtime.h"
 #include "common/log.h"
+#include "common/untrusted.h"
 #include "common/version.h"
 
 namespace {
@@ -21,11 +22,6 @@ namespace {
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "lockstep-agent: %s\n", msg.c_str());
   return 2;
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
 }
 
 }  // namespace
@@ -67,16 +63,17 @@ int main(int argc, char** argv) {
   for (const char* required : {"region", "name", "root"}) {
     if (flags.Get(required).empty()) return Fail(std::string("--") + required + " is required");
   }
-  std::string token = flags.Get("token");
+  std::string token(lockstep::TrimSpace(flags.Get("token")));
   if (!flags.Get("token-file").empty()) {
     std::ifstream f(flags.Get("token-file"));
     if (!f) return Fail("cannot read --token-file " + flags.Get("token-file"));
     std::getline(f, token);
-    token = Trim(token);
+    token = std::string(lockstep::TrimSpace(token));
   }
   int keep = std::atoi(flags.Get("keep-releases").c_str());
   if (keep < 2) return Fail("--keep-releases must be at least 2 (current and previous)");
 
+  if (auto bad = lockstep::CheckLogLevel(flags.Get("log-level")); !bad.empty()) return Fail(bad);
   lockstep::InitLogging("agent:" + flags.Get("name"), flags.Get("log-level"));
   lockstep::TuneGrpcRuntime();
   lockstep::agent::CurlGlobalInit();

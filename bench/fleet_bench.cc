@@ -49,6 +49,7 @@
 #include "common/http_backlog.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/untrusted.h"
 #include "orchestrator/webhook/github.h"
 #include "proto/lockstep.grpc.pb.h"
 
@@ -69,11 +70,6 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
@@ -649,7 +645,7 @@ int RunBench(const Options& opt) {
   }
   json ports = json::parse(ReadFile(port_file));
   const std::string server = "127.0.0.1:" + std::to_string(ports.at("grpc").get<int>());
-  const std::string admin = Trim(ReadFile(dir + "/data/admin-token"));
+  const std::string admin(lockstep::TrimSpace(ReadFile(dir + "/data/admin-token")));
   if (admin.empty()) Die("no admin token in " + dir + "/data/admin-token");
   const pid_t dpid = lockstepd->pid();
 

@@ -229,6 +229,8 @@ int ReleaseList(const Context& ctx, const Flags& flags) {
   v1::ListReleasesRequest req;
   req.set_pipeline(flags.Get("pipeline"));
   req.set_limit(std::atoi(flags.Get("limit").c_str()));
+  req.set_state(flags.Get("state"));
+  req.set_kind(flags.Get("kind"));
   v1::ListReleasesResponse resp;
   grpc::Status st = client.Call(&v1::ControlService::Stub::ListReleases, req, &resp);
   if (!st.ok()) return RpcError(ctx, st);
@@ -238,20 +240,37 @@ int ReleaseList(const Context& ctx, const Flags& flags) {
     std::cout << j.dump(2) << "\n";
     return kOk;
   }
-  std::printf("%-6s %-14s %-20s %-11s %s\n", "ID", "PIPELINE", "VERSION", "STATE", "CREATED");
+  std::printf("%-6s %-14s %-8s %-20s %-12s %s\n", "ID", "PIPELINE", "KIND", "VERSION", "STATE",
+              "CREATED");
   for (const auto& r : resp.releases()) {
-    std::printf("%-6lld %-14s %-20s %-11s %s\n", static_cast<long long>(r.id()),
-                r.pipeline().c_str(), r.version().c_str(), r.state().c_str(),
-                Time(r.created_at_ms()).c_str());
+    std::printf("%-6lld %-14s %-8s %-20s %-12s %s\n", static_cast<long long>(r.id()),
+                r.pipeline().c_str(), r.kind().empty() ? "rollout" : r.kind().c_str(),
+                r.version().c_str(), r.state().c_str(), Time(r.created_at_ms()).c_str());
   }
   return kOk;
 }
 
-int ReleaseShow(const Context& ctx, const std::vector<std::string>& args) {
-  if (args.size() != 1) return Error(kUsage, "usage: lockstep release show ID");
-  auto id = ParseId(args[0]);
-  if (!id.ok()) return Error(kUsage, id.status().message());
+int ReleaseShow(const Context& ctx, const std::vector<std::string>& args,
+                const std::string& pipeline) {
+  if (args.size() != 1) return Error(kUsage, "usage: lockstep release show ID|latest");
   Client client(ctx);
+  StatusOr<int64_t> id = NotFound("");
+  if (args[0] == "latest") {
+    v1::ListReleasesRequest lreq;
+    lreq.set_pipeline(pipeline);
+    lreq.set_limit(1);
+    v1::ListReleasesResponse lresp;
+    grpc::Status lst = client.Call(&v1::ControlService::Stub::ListReleases, lreq, &lresp);
+    if (!lst.ok()) return RpcError(ctx, lst);
+    if (lresp.releases_size() == 0) {
+      return Error(kServerError, "no release yet" + (pipeline.empty() ? "" : " of " + pipeline));
+    }
+    id = lresp.releases(0).id();
+  } else {
+    if (!pipeline.empty()) return Error(kUsage, "--pipeline goes with `release show latest`");
+    id = ParseId(args[0]);
+  }
+  if (!id.ok()) return Error(kUsage, id.status().message());
   v1::GetReleaseRequest req;
   req.set_id(*id);
   v1::Release r;
@@ -298,9 +317,10 @@ int Status(const Context& ctx, const std::vector<std::string>& args) {
   return kOk;
 }
 
-int Agents(const Context& ctx) {
+int Agents(const Context& ctx, const std::string& region) {
   Client client(ctx);
   v1::ListAgentsRequest req;
+  req.set_region(region);
   v1::ListAgentsResponse resp;
   grpc::Status st = client.Call(&v1::ControlService::Stub::ListAgents, req, &resp);
   if (!st.ok()) return RpcError(ctx, st);

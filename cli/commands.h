@@ -23,9 +23,12 @@ struct Context {
 
 int ReleaseCreate(const Context& ctx, const Flags& flags);
 int ReleaseList(const Context& ctx, const Flags& flags);
-int ReleaseShow(const Context& ctx, const std::vector<std::string>& args);
+// ID, or "latest": the newest release (of --pipeline, if given).
+int ReleaseShow(const Context& ctx, const std::vector<std::string>& args,
+                const std::string& pipeline);
 int Status(const Context& ctx, const std::vector<std::string>& args);
-int Agents(const Context& ctx);
+// `region`: only its hosts ("" for all).
+int Agents(const Context& ctx, const std::string& region);
 int ReleaseWatch(const Context& ctx, const std::vector<std::string>& args,
                  std::chrono::milliseconds timeout);
 // approve ID | abort ID

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "common/duration.h"
 #include "common/flags.h"
+#include "common/untrusted.h"
 #include "common/version.h"
 
 namespace {
@@ -21,24 +22,26 @@ constexpr const char* kUsage =
 commands:
   release create --pipeline P --version V --artifact URL --sha256 HEX [--commit SHA]
                  [--author NAME] [--wait] [--timeout 60m]
-  release list [--pipeline P] [--limit N]
-  release show ID
+  release list [--pipeline P] [--limit N] [--state S] [--kind rollout|rollback]
+  release show ID | release show latest [--pipeline P]
   release watch ID               live progress until a final state
   status [PIPELINE]
-  agents
+  agents [--region R]
   agents remove NAME             retire a host and its credential (it must enroll again)
   approve ID                     approve the wave waiting for a manual approval
   pause PIPELINE | resume PIPELINE
   freeze PIPELINE --reason TEXT | unfreeze PIPELINE
   abort ID                       stop the release and roll back what it changed
   rollback PIPELINE [--to V] [--no-wait] [--accept-offline]
-                                 every host of every region back on the last good release
+                                 every host of every region back on the last good release;
+                                 the pipeline is then held until `resume`
   audit [--limit N]
   tokens create --role ROLE --name NAME [--region R] [--expires-in 30d]
   tokens list                    names, roles, last use, expiry; never the secret
   tokens revoke NAME             at once; open event streams of the token are closed
 
---server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN.
+--server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN (leading
+and trailing whitespace, CR and LF are dropped).
 lockstep --version prints this build's version and commit.
 TLS: --tls-ca FILE (or $LOCKSTEP_TLS_CA), and --tls-cert/--tls-key for mutual TLS.
 Exit status: 0 done; 1 the release or rollback ended elsewhere than asked; 2 bad usage;
@@ -57,11 +60,11 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
   static const std::map<std::string, std::set<std::string>> kFlags = {
       {"release create",
        {"pipeline", "version", "artifact", "sha256", "commit", "author", "wait", "timeout"}},
-      {"release list", {"pipeline", "limit"}},
-      {"release show", {}},
+      {"release list", {"pipeline", "limit", "state", "kind"}},
+      {"release show", {"pipeline"}},
       {"release watch", {"timeout"}},
       {"status", {}},
-      {"agents", {}},
+      {"agents", {"region"}},
       {"approve", {}},
       {"abort", {}},
       {"pause", {}},
@@ -78,9 +81,9 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
 // Every command-specific flag the CLI declares.
 const std::vector<std::string>& CommandFlagNames() {
   static const std::vector<std::string> kNames = {
-      "pipeline", "version",    "artifact",      "sha256", "commit", "author", "limit",
-      "timeout",  "wait",       "no-wait",       "to",     "reason", "role",   "name",
-      "region",   "expires-in", "accept-offline"};
+      "pipeline", "version",    "artifact",       "sha256", "commit", "author", "limit",
+      "timeout",  "wait",       "no-wait",        "to",     "reason", "role",   "name",
+      "region",   "expires-in", "accept-offline", "state",  "kind"};
   return kNames;
 }
 
@@ -131,7 +134,9 @@ int main(int argc, char** argv) {
   flags.Value("reason", "", "freeze: why");
   flags.Value("role", "", "tokens create: the token's role");
   flags.Value("name", "", "tokens create: the token's name");
-  flags.Value("region", "", "tokens create: an agent token's region");
+  flags.Value("region", "", "tokens create: an agent token's region; agents: only this region");
+  flags.Value("state", "", "release list: only releases in this state");
+  flags.Value("kind", "", "release list: only rollouts or rollbacks");
   flags.Value("expires-in", "", "tokens create: lifetime, e.g. 30d or 12h (default: none)");
   const char* env_ca = std::getenv("LOCKSTEP_TLS_CA");
   flags.Value("tls-ca", env_ca ? env_ca : "", "PEM CA of lockstepd's certificate (TLS)");
@@ -146,8 +151,16 @@ int main(int argc, char** argv) {
   if (flags.Get("output") != "text" && flags.Get("output") != "json") {
     return Usage("--output must be text or json");
   }
+  // A token copied from a file or a Windows clipboard often ends in CR or LF; anything else
+  // that is not printable would be refused by gRPC's metadata check (an abort).
+  const std::string token(lockstep::TrimSpace(flags.Get("token")));
+  for (unsigned char c : token) {
+    if (c < 0x21 || c > 0x7e) {
+      return Usage("--token (or $LOCKSTEP_TOKEN) holds a character that cannot be in a token");
+    }
+  }
   lockstep::cli::Context ctx{
-      flags.Get("server"), flags.Get("token"), flags.Get("output") == "json",
+      flags.Get("server"), token, flags.Get("output") == "json",
       lockstep::TlsFiles{flags.Get("tls-ca"), flags.Get("tls-cert"), flags.Get("tls-key")}};
   if (auto creds = lockstep::ChannelCredentialsFrom(ctx.tls); !creds.ok()) {
     return Usage(creds.status().message());
@@ -170,7 +183,7 @@ int main(int argc, char** argv) {
       if (!sub_args.empty()) return Usage("unexpected argument " + sub_args[0]);
       return lockstep::cli::ReleaseList(ctx, flags);
     }
-    if (sub == "show") return lockstep::cli::ReleaseShow(ctx, sub_args);
+    if (sub == "show") return lockstep::cli::ReleaseShow(ctx, sub_args, flags.Get("pipeline"));
     if (sub == "watch") {
       auto timeout = lockstep::ParseDuration(flags.Get("timeout"));
       if (!timeout.ok()) return Usage("--timeout: " + timeout.status().message());
@@ -185,7 +198,7 @@ int main(int argc, char** argv) {
       return lockstep::cli::AgentsRemove(ctx, rest[1]);
     }
     if (!rest.empty()) return Usage("unexpected argument " + rest[0]);
-    return lockstep::cli::Agents(ctx);
+    return lockstep::cli::Agents(ctx, flags.Get("region"));
   }
   if (cmd == "approve" || cmd == "abort") return lockstep::cli::ReleaseAction(ctx, cmd, rest);
   if (cmd == "pause" || cmd == "resume" || cmd == "freeze" || cmd == "unfreeze") {

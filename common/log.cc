@@ -15,4 +15,11 @@ void InitLogging(const std::string& component, const std::string& level) {
   spdlog::flush_on(spdlog::level::info);
 }
 
+std::string CheckLogLevel(const std::string& level) {
+  for (const char* known : {"debug", "info", "warn", "error"}) {
+    if (level == known) return "";
+  }
+  return "--log-level must be debug, info, warn or error, not \"" + level + "\"";
+}
+
 }  // namespace lockstep

@@ -68,4 +68,13 @@ std::string LogSafe(std::string_view s, size_t max_chars) {
   return out;
 }
 
+std::string_view TrimSpace(std::string_view s) {
+  auto space = [](char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+  };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
 }  // namespace lockstep

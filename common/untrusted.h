@@ -27,4 +27,8 @@ std::string CheckName(std::string_view what, std::string_view name);
 // cut and marked with "...(N bytes)".
 std::string LogSafe(std::string_view s, size_t max_chars = 128);
 
+// `s` without leading and trailing ASCII whitespace (space, \t, \r, \n, \v, \f): how a
+// token, secret or reason read from a flag, the environment or a file is taken.
+std::string_view TrimSpace(std::string_view s);
+
 }  // namespace lockstep

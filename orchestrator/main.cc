@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
       return Fail(st.message());
     }
   }
+  if (auto bad = lockstep::CheckLogLevel(flags.Get("log-level")); !bad.empty()) return Fail(bad);
   lockstep::InitLogging("lockstepd", flags.Get("log-level"));
   lockstep::TuneGrpcRuntime();
 

@@ -35,9 +35,21 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# playwright-core for the browser tests, at the version pinned in tests/browser/package-lock.json.
-# It drives Debian's chromium (installed above); it never downloads a browser of its own.
-if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 && ! -d "$(dirname "$0")/../tests/browser/node_modules" ]]; then
-  echo "setup: installing the browser tests' npm packages"
-  npm ci --prefix "$(dirname "$0")/../tests/browser" --no-audit --no-fund >/dev/null
+# playwright-core for the browser tests, at the version pinned in tests/browser/package-lock.json
+# (1.57: the newest that runs on Debian 12's Node.js 18). It drives Debian's chromium
+# (installed above); it never downloads a browser of its own. Installed again when the pin
+# changes.
+if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 ]]; then
+  browser="$(cd "$(dirname "$0")/../tests/browser" && pwd)"
+  node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+  if ((node_major < 18)); then
+    echo "setup: the browser tests need Node.js 18 or newer; found $(node --version 2>/dev/null || echo none)" >&2
+    exit 1
+  fi
+  want="$(node -p 'require(process.argv[1]).dependencies["playwright-core"]' "$browser/package.json")"
+  have="$(node -p 'require(process.argv[1]).version' "$browser/node_modules/playwright-core/package.json" 2>/dev/null || true)"
+  if [[ "$have" != "$want" ]]; then
+    echo "setup: installing the browser tests' npm packages (playwright-core $want)"
+    npm ci --prefix "$browser" --no-audit --no-fund >/dev/null
+  fi
 fi

@@ -4,6 +4,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+
+#include "common/untrusted.h"
 #include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/server/hub.h"
@@ -90,9 +93,30 @@ class ControlServiceImpl final : public v1::ControlService::Service {
     if (!req->pipeline().empty() && !engine_->FindPipeline(req->pipeline())) {
       return ToGrpc(NotFound("unknown pipeline \"" + req->pipeline() + "\""));
     }
-    auto list = store_->ListReleases(req->pipeline(), req->limit());
+    const auto& states = release_state::All();
+    if (!req->state().empty() &&
+        std::find(states.begin(), states.end(), req->state()) == states.end()) {
+      std::string known;
+      for (const auto& s : states) known += (known.empty() ? "" : ", ") + s;
+      return ToGrpc(InvalidArgument("state: unknown state \"" + LogSafe(req->state(), 40) +
+                                    "\" (one of " + known + ")"));
+    }
+    if (!req->kind().empty() && req->kind() != release_kind::kRollout &&
+        req->kind() != release_kind::kRollback) {
+      return ToGrpc(InvalidArgument("kind: unknown kind \"" + LogSafe(req->kind(), 40) +
+                                    "\" (rollout or rollback)"));
+    }
+    const bool filtered = !req->state().empty() || !req->kind().empty();
+    const int limit = req->limit() > 0 ? req->limit() : 50;
+    // A filter looks further back than the limit, then keeps the newest `limit` that match.
+    auto list = store_->ListReleases(req->pipeline(), filtered ? 10'000 : limit);
     if (!list.ok()) return ToGrpc(list.status());
-    for (const auto& r : *list) *out->add_releases() = ReleaseSummary(r);
+    for (const auto& r : *list) {
+      if (out->releases_size() >= limit) break;
+      if (!req->state().empty() && r.state != req->state()) continue;
+      if (!req->kind().empty() && r.kind != req->kind()) continue;
+      *out->add_releases() = ReleaseSummary(r);
+    }
     return grpc::Status::OK;
   }
 
@@ -103,13 +127,22 @@ class ControlServiceImpl final : public v1::ControlService::Service {
     return Respond(LoadReleaseView(*store_, *engine_, req->id()), out);
   }
 
-  grpc::Status ListAgents(grpc::ServerContext* ctx, const v1::ListAgentsRequest* /*req*/,
+  grpc::Status ListAgents(grpc::ServerContext* ctx, const v1::ListAgentsRequest* req,
                           v1::ListAgentsResponse* out) override {
     auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
     if (!who.ok()) return ToGrpc(who.status());
+    if (!req->region().empty()) {
+      bool listed = false;
+      for (const auto& p : engine_->pipelines()) listed |= p.HasRegion(req->region());
+      if (!listed) {
+        return ToGrpc(NotFound("no pipeline lists region \"" + LogSafe(req->region(), 64) + "\""));
+      }
+    }
     auto agents = store_->Agents();
     if (!agents.ok()) return ToGrpc(agents.status());
-    for (const auto& a : *agents) *out->add_agents() = AgentView(a);
+    for (const auto& a : *agents) {
+      if (req->region().empty() || a.region == req->region()) *out->add_agents() = AgentView(a);
+    }
     return grpc::Status::OK;
   }
 

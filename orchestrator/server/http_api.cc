@@ -108,13 +108,6 @@ StatusOr<int> LimitParam(const httplib::Request& req) {
   return static_cast<int>(n);
 }
 
-std::string Trim(std::string s) {
-  const char* ws = " \t\r\n";
-  s.erase(s.find_last_not_of(ws) + 1);
-  s.erase(0, s.find_first_not_of(ws));
-  return s;
-}
-
 std::string EscapeLabel(const std::string& v) {
   std::string out;
   for (char c : v) {
@@ -473,7 +466,7 @@ class HttpApiImpl final : public HttpApi {
                    [this](const std::string& p, const json& body, const std::string& who) {
                      auto reason = StringField(body, "reason");
                      if (!reason.ok()) return reason.status();
-                     if (Trim(*reason).empty()) {
+                     if (TrimSpace(*reason).empty()) {
                        return InvalidArgument("freeze needs a \"reason\"");
                      }
                      return engine_->Freeze(p, *reason, who);

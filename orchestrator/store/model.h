@@ -36,6 +36,8 @@ inline constexpr const char* kSuperseded = "superseded";
 bool IsFinal(const std::string& state);
 // Rolling, rolling back, aborting or halted: the release owns the pipeline's fleet.
 bool IsInFlight(const std::string& state);
+// Every release state, in the order of the diagram above.
+const std::vector<std::string>& All();
 }  // namespace release_state
 
 // What a release does: walk the waves (a rollout), or take every host straight to its

@@ -16,6 +16,12 @@ bool IsFinal(const std::string& state) {
          state == kSuperseded;
 }
 bool IsInFlight(const std::string& state) { return !IsFinal(state) && state != kQueued; }
+const std::vector<std::string>& All() {
+  static const std::vector<std::string> kAll = {kQueued,  kRolling,   kRollingBack, kAborting,
+                                                kHalted,  kSucceeded, kFailed,      kRolledBack,
+                                                kAborted, kSuperseded};
+  return kAll;
+}
 }  // namespace release_state
 
 namespace {

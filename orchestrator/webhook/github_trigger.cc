@@ -46,13 +46,6 @@ WebhookReply Error(int status, std::string message) {
   return {status, json{{"error", std::move(message)}}};
 }
 
-std::string Trim(std::string s) {
-  auto space = [](unsigned char c) { return std::isspace(c) != 0; };
-  s.erase(s.begin(), std::find_if_not(s.begin(), s.end(), space));
-  s.erase(std::find_if_not(s.rbegin(), s.rend(), space).base(), s.end());
-  return s;
-}
-
 // `s` cut to at most `max` bytes without splitting a UTF-8 sequence.
 std::string Truncated(std::string s, size_t max) {
   if (s.size() <= max) return s;
@@ -163,7 +156,7 @@ StatusOr<std::string> ReadGithubSecret(const GithubTrigger& trigger) {
       return FailedPrecondition(what + ": larger than " + std::to_string(kMaxSecretBytes) +
                                 " bytes; is it the right file?");
     }
-    std::string secret = Trim(std::move(text));
+    std::string secret(TrimSpace(text));
     if (secret.empty()) return FailedPrecondition(what + ": is empty");
     return secret;
   }
@@ -172,7 +165,7 @@ StatusOr<std::string> ReadGithubSecret(const GithubTrigger& trigger) {
         "trigger.github.secret_env: environment variable " + LogSafe(trigger.secret_env);
     const char* value = std::getenv(trigger.secret_env.c_str());
     if (value == nullptr) return FailedPrecondition(what + " is not set");
-    std::string secret = Trim(value);
+    std::string secret(TrimSpace(value));
     if (secret.empty()) return FailedPrecondition(what + " is empty");
     return secret;
   }

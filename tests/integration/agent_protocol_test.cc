@@ -162,5 +162,30 @@ TEST(AgentProtocolTest, EveryBinaryReportsItsVersionAndCommit) {
   EXPECT_EQ(usage.exit_code, 2) << usage.err;
 }
 
+// A level no logger knows is a usage error, not a silent "info".
+TEST(AgentProtocolTest, AnUnknownLogLevelIsAUsageError) {
+  CommandResult d = RunCommand({BinPath("lockstepd"), "--log-level", "loud"});
+  EXPECT_EQ(d.exit_code, 2) << d.err;
+  EXPECT_NE(d.err.find("--log-level must be debug, info, warn or error, not \"loud\""),
+            std::string::npos)
+      << d.err;
+  CommandResult a =
+      RunCommand({BinPath("lockstep-agent"), "--log-level", "Info", "--region", "us-east-1",
+                  "--name", "h1", "--root", "/nonexistent", "--server", "127.0.0.1:1"});
+  EXPECT_EQ(a.exit_code, 2) << a.err;
+  EXPECT_NE(a.err.find("--log-level must be"), std::string::npos) << a.err;
+}
+
+// A token with a control character in it is refused before anything is sent (gRPC would
+// abort on it); one that only ends in CR/LF is taken without them.
+TEST(AgentProtocolTest, ATokenWithAControlCharacterIsAUsageErrorNotACrash) {
+  CommandResult r = RunCommand({BinPath("lockstep"), "--server", "127.0.0.1:1", "--token",
+                                "ab\x01"
+                                "cd",
+                                "status"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("cannot be in a token"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace lockstep::testing

@@ -117,6 +117,54 @@ TEST_F(OnCallTest, RollbackDuringTheSecondWavesBakePutsEveryRegionBack) {
   EXPECT_TRUE(audited);
 }
 
+// Tokens pasted from a file or a clipboard often end in CR LF: the CLI takes them without.
+TEST_F(OnCallTest, ATokenEndingInCrLfWorksFromTheFlagAndTheEnvironment) {
+  Start(Pipeline("0s"));
+  CommandResult flag = fleet_.Cli({"--token", fleet_.admin_token() + "\r\n", "status"});
+  EXPECT_EQ(flag.exit_code, 0) << flag.err;
+  CommandResult env =
+      RunCommand({BinPath("lockstep"), "--server", fleet_.server(), "status"},
+                 std::chrono::seconds(30), {{"LOCKSTEP_TOKEN", " " + fleet_.admin_token() + "\r"}});
+  EXPECT_EQ(env.exit_code, 0) << env.err;
+}
+
+// What an operator filters by: state and kind of releases, the latest one, a region's hosts.
+TEST_F(OnCallTest, ReleaseListFiltersByStateAndKindAndShowLatestAndAgentsByRegion) {
+  Start(Pipeline("0s"));
+  for (const char* v : {"v1", "v2"}) Create(fleet_.ServeApp(v), true);
+  CommandResult rb = fleet_.Cli({"rollback", "monolith"});
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+
+  json rollbacks = fleet_.CliJson({"release", "list", "--kind", "rollback"});
+  ASSERT_EQ(rollbacks.size(), 1u);
+  EXPECT_EQ(rollbacks[0]["kind"], "rollback");
+  json succeeded = fleet_.CliJson({"release", "list", "--state", "succeeded", "--kind", "rollout"});
+  EXPECT_EQ(succeeded.size(), 2u);
+  for (const auto& r : succeeded) EXPECT_EQ(r["kind"], "rollout");
+  EXPECT_TRUE(fleet_.CliJson({"release", "list", "--state", "rolling"}).empty());
+  CommandResult text = fleet_.Cli({"release", "list"});
+  EXPECT_NE(text.out.find("KIND"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("rollback"), std::string::npos) << text.out;
+  CommandResult bad = fleet_.Cli({"release", "list", "--state", "done"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("unknown state \"done\""), std::string::npos) << bad.err;
+  CommandResult bad_kind = fleet_.Cli({"release", "list", "--kind", "hotfix"});
+  EXPECT_NE(bad_kind.err.find("rollout or rollback"), std::string::npos) << bad_kind.err;
+
+  json latest = fleet_.CliJson({"release", "show", "latest"});
+  EXPECT_EQ(latest["id"], rollbacks[0]["id"]);
+  json latest_of = fleet_.CliJson({"release", "show", "latest", "--pipeline", "monolith"});
+  EXPECT_EQ(latest_of["id"], rollbacks[0]["id"]);
+
+  json eu = fleet_.CliJson({"agents", "--region", "eu-west-1"});
+  ASSERT_EQ(eu.size(), 2u);
+  for (const auto& a : eu) EXPECT_EQ(a["region"], "eu-west-1");
+  CommandResult nowhere = fleet_.Cli({"agents", "--region", "mars-1"});
+  EXPECT_NE(nowhere.exit_code, 0);
+  EXPECT_NE(nowhere.err.find("no pipeline lists region \"mars-1\""), std::string::npos)
+      << nowhere.err;
+}
+
 TEST_F(OnCallTest, RollbackToAnOlderVersionAndWhilePausedAndFrozen) {
   Start(Pipeline("0s"));
   for (const char* v : {"v1", "v2", "v3"}) Create(fleet_.ServeApp(v), true);
