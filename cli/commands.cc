@@ -69,7 +69,8 @@ std::string Time(int64_t ms) { return ms > 0 ? FormatUnixMs(ms) : ""; }
 // counts. Printed whenever it changes while waiting.
 // `bars`: draw each region's progress as a bar (for a terminal) instead of plain counts.
 std::string ProgressLine(const v1::Release& r, bool bars = false) {
-  std::string line = "release " + std::to_string(r.id()) + " " + r.state();
+  std::string line = "release " + std::to_string(r.id()) + " " + r.state() +
+                     (r.paused() ? " (paused by " + r.paused_by() + ")" : "");
   if (r.state() != "queued" && r.current_wave() >= 0 && r.current_wave() < r.waves_size()) {
     const auto& w = r.waves(r.current_wave());
     line += "  wave " + std::to_string(w.index() + 1) + "/" + std::to_string(r.waves_size()) + " " +
@@ -92,8 +93,9 @@ std::string ProgressLine(const v1::Release& r, bool bars = false) {
 }
 
 void PrintReleaseText(const v1::Release& r) {
-  std::printf("release %lld  %s %s  %s\n", static_cast<long long>(r.id()), r.pipeline().c_str(),
-              r.version().c_str(), r.state().c_str());
+  std::printf("release %lld  %s %s  %s%s\n", static_cast<long long>(r.id()), r.pipeline().c_str(),
+              r.version().c_str(), r.state().c_str(),
+              r.paused() ? ("  (paused by " + r.paused_by() + ")").c_str() : "");
   if (!r.reason().empty()) std::printf("  reason:   %s\n", r.reason().c_str());
   std::printf("  artifact: %s\n  sha256:   %s\n", r.artifact_url().c_str(), r.sha256().c_str());
   if (!r.commit().empty()) {
@@ -110,6 +112,13 @@ void PrintReleaseText(const v1::Release& r) {
       std::printf("  %s %d/%d", rp.region().c_str(), rp.done(), rp.selected());
     }
     std::printf("\n");
+    // The latest verdict of each metric gate in each region: the evidence the wave was
+    // judged on.
+    for (const auto& g : r.gates()) {
+      if (g.wave() != w.index()) continue;
+      std::printf("    gate %s in %s: %s  %s  (%s)\n", g.gate().c_str(), g.region().c_str(),
+                  g.verdict().c_str(), g.detail().c_str(), Time(g.at_ms()).c_str());
+    }
   }
   for (const auto& h : r.hosts()) {
     std::printf("    %-16s %-16s wave %d  %-10s %s\n", h.agent().c_str(), h.region().c_str(),
@@ -307,7 +316,11 @@ int Status(const Context& ctx, const std::vector<std::string>& args) {
     for (const auto& rs : p.regions()) {
       std::printf("  %s: %d host(s)\n", rs.region().c_str(), rs.hosts_size());
       for (const auto& h : rs.hosts()) {
-        bool drift = !p.desired_version().empty() && h.current_version() != p.desired_version();
+        // A host already on the release in flight is where it is meant to be by now.
+        const bool on_active =
+            p.has_active() && p.active().in_flight() && h.current_version() == p.active().version();
+        bool drift = !p.desired_version().empty() && h.current_version() != p.desired_version() &&
+                     !on_active;
         std::printf("    %-16s %-20s %s%s\n", h.name().c_str(),
                     h.current_version().empty() ? "-" : h.current_version().c_str(),
                     h.connected() ? "connected" : "disconnected", drift ? "  (differs)" : "");

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "cli/command_table.h"
 #include "cli/commands.h"
 #include "common/duration.h"
 #include "common/flags.h"
@@ -39,6 +40,9 @@ commands:
   tokens create --role ROLE --name NAME [--region R] [--expires-in 30d]
   tokens list                    names, roles, last use, expiry; never the secret
   tokens revoke NAME             at once; open event streams of the token are closed
+  completion bash                a bash completion script: source <(lockstep completion bash)
+
+lockstep COMMAND --help shows a command's flags and examples.
 
 --server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN (leading
 and trailing whitespace, CR and LF are dropped).
@@ -53,45 +57,11 @@ int Usage(const std::string& why) {
   return 2;
 }
 
-// The flags each command takes, beyond the global ones (--server, --token, --output, TLS).
-// A flag of another command is refused rather than ignored: `rollback P --version V` must
-// not roll back to the default target.
-const std::map<std::string, std::set<std::string>>& CommandFlags() {
-  static const std::map<std::string, std::set<std::string>> kFlags = {
-      {"release create",
-       {"pipeline", "version", "artifact", "sha256", "commit", "author", "wait", "timeout"}},
-      {"release list", {"pipeline", "limit", "state", "kind"}},
-      {"release show", {"pipeline"}},
-      {"release watch", {"timeout"}},
-      {"status", {}},
-      {"agents", {"region"}},
-      {"approve", {}},
-      {"abort", {}},
-      {"pause", {}},
-      {"resume", {}},
-      {"freeze", {"reason"}},
-      {"unfreeze", {}},
-      {"rollback", {"to", "no-wait", "timeout", "accept-offline"}},
-      {"audit", {"limit"}},
-      {"tokens", {"role", "name", "region", "expires-in"}},
-  };
-  return kFlags;
-}
-
-// Every command-specific flag the CLI declares.
-const std::vector<std::string>& CommandFlagNames() {
-  static const std::vector<std::string> kNames = {
-      "pipeline", "version",    "artifact",       "sha256", "commit", "author", "limit",
-      "timeout",  "wait",       "no-wait",        "to",     "reason", "role",   "name",
-      "region",   "expires-in", "accept-offline", "state",  "kind"};
-  return kNames;
-}
-
 // Refuses (exit 2, nothing sent) a flag that `command` does not take, naming the ones it does.
 std::optional<int> RefuseForeignFlags(const lockstep::Flags& flags, const std::string& command) {
-  auto it = CommandFlags().find(command);
-  if (it == CommandFlags().end()) return std::nullopt;
-  for (const auto& name : CommandFlagNames()) {
+  auto it = lockstep::cli::CommandFlags().find(command);
+  if (it == lockstep::cli::CommandFlags().end()) return std::nullopt;
+  for (const auto& name : lockstep::cli::CommandFlagNames()) {
     if (!flags.Given(name) || it->second.count(name)) continue;
     std::string takes;
     for (const auto& f : it->second) takes += (takes.empty() ? "" : ", ") + ("--" + f);
@@ -145,7 +115,17 @@ int main(int argc, char** argv) {
   flags.Bool("help", "show this help");
   if (auto st = flags.Parse(argc, argv); !st.ok()) return Usage(st.message());
   if (flags.GetBool("help")) {
-    std::cout << kUsage;
+    // `lockstep COMMAND --help`: that command's usage, flags and examples.
+    const auto& words = flags.positional();
+    if (words.empty()) {
+      std::cout << kUsage;
+      return 0;
+    }
+    std::string command = words[0];
+    if (command == "release" && words.size() > 1) command += " " + words[1];
+    auto help = lockstep::cli::CommandHelp(command);
+    if (!help) return Usage("unknown command \"" + command + "\"");
+    std::cout << *help;
     return 0;
   }
   if (flags.Get("output") != "text" && flags.Get("output") != "json") {
@@ -190,6 +170,11 @@ int main(int argc, char** argv) {
       return lockstep::cli::ReleaseWatch(ctx, sub_args, *timeout);
     }
     return Usage("unknown release subcommand \"" + sub + "\"");
+  }
+  if (cmd == "completion") {
+    if (rest.size() != 1 || rest[0] != "bash") return Usage("usage: lockstep completion bash");
+    std::cout << lockstep::cli::BashCompletion();
+    return 0;
   }
   if (cmd == "status") return lockstep::cli::Status(ctx, rest);
   if (cmd == "agents") {

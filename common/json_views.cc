@@ -22,6 +22,8 @@ json ReleaseJson(const lockstep::v1::Release& r) {
             {"state", r.state()},
             {"final", r.final()},
             {"in_flight", r.in_flight()},
+            {"paused", r.paused()},
+            {"paused_by", r.paused_by()},
             {"reason", r.reason()},
             {"current_wave", r.current_wave()},
             {"previous_version", r.previous_version()},

@@ -3,8 +3,12 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 namespace lockstep {
@@ -21,13 +25,66 @@ StatusOr<std::string> ReadPem(const std::string& path, const std::string& what) 
   return buf.str();
 }
 
+std::string OpensslError() {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "no PEM data of that kind";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+
+using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+using KeyPtr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+
+StatusOr<X509Ptr> ParseCert(const std::string& pem, const std::string& what,
+                            const std::string& path) {
+  Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), &X509_free);
+  if (!cert) {
+    return InvalidArgument(what + " file " + path + " holds no certificate: " + OpensslError());
+  }
+  return cert;
+}
+
 }  // namespace
+
+Status CheckTlsFiles(const TlsFiles& f, const std::string& cert_flag, const std::string& ca_flag) {
+  if (!f.cert.empty()) {
+    auto cert_pem = ReadPem(f.cert, "TLS certificate (" + cert_flag + ")");
+    if (!cert_pem.ok()) return cert_pem.status();
+    auto cert = ParseCert(*cert_pem, "TLS certificate (" + cert_flag + ")", f.cert);
+    if (!cert.ok()) return cert.status();
+    if (f.key.empty()) return InvalidArgument(cert_flag + " needs its key (--tls-key)");
+    auto key_pem = ReadPem(f.key, "TLS key (--tls-key)");
+    if (!key_pem.ok()) return key_pem.status();
+    Bio bio(BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())), &BIO_free);
+    KeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
+    if (!key) {
+      return InvalidArgument("TLS key file " + f.key + " holds no private key: " + OpensslError());
+    }
+    if (X509_check_private_key(cert->get(), key.get()) != 1) {
+      ERR_clear_error();
+      return InvalidArgument("TLS key file " + f.key + " does not match the certificate in " +
+                             f.cert);
+    }
+  }
+  if (!f.ca.empty()) {
+    auto ca_pem = ReadPem(f.ca, "TLS CA (" + ca_flag + ")");
+    if (!ca_pem.ok()) return ca_pem.status();
+    auto ca = ParseCert(*ca_pem, "TLS CA (" + ca_flag + ")", f.ca);
+    if (!ca.ok()) return ca.status();
+  }
+  return Status::Ok();
+}
 
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFrom(const TlsFiles& f) {
   if (!f.enabled()) return grpc::InsecureServerCredentials();
   if (f.cert.empty() || f.key.empty()) {
     return InvalidArgument("TLS needs both --tls-cert and --tls-key");
   }
+  LOCKSTEP_RETURN_IF_ERROR(CheckTlsFiles(f, "--tls-cert", "--tls-client-ca"));
   auto cert = ReadPem(f.cert, "TLS certificate");
   if (!cert.ok()) return cert.status();
   auto key = ReadPem(f.key, "TLS key");
@@ -49,6 +106,7 @@ StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFrom(const
   if (f.cert.empty() != f.key.empty()) {
     return InvalidArgument("a client certificate needs both --tls-cert and --tls-key");
   }
+  LOCKSTEP_RETURN_IF_ERROR(CheckTlsFiles(f, "--tls-cert", "--tls-ca"));
   grpc::SslCredentialsOptions opts;
   auto ca = ReadPem(f.ca, "TLS CA");
   if (!ca.ok()) return ca.status();

@@ -24,6 +24,12 @@ struct TlsFiles {
   bool enabled() const { return !ca.empty() || !cert.empty() || !key.empty(); }
 };
 
+// Reads and parses each file given: a certificate, the private key that must match it, and
+// a CA certificate. The error names the flag, the file and the problem (unreadable, not PEM,
+// no certificate, a key that does not match the certificate). No file given: ok.
+Status CheckTlsFiles(const TlsFiles& files, const std::string& cert_flag,
+                     const std::string& ca_flag);
+
 // Insecure credentials when no file is given. Errors name the unreadable file, or say
 // which flag is missing (a cert needs its key).
 StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFrom(const TlsFiles& files);

@@ -50,7 +50,11 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
     for (const auto& rec : waves) {
       if (rec.index != static_cast<int>(i)) continue;
       w->set_name(rec.name);
-      w->set_state(rec.state);
+      // Its hosts went back: a done wave of a reverted release is reverted.
+      const bool reverted =
+          r.state == release_state::kRolledBack ||
+          (r.state == release_state::kAborted && r.kind == release_kind::kRollout);
+      w->set_state(reverted && rec.state == wave_state::kDone ? wave_state::kReverted : rec.state);
       w->set_started_at_ms(rec.started_at);
       w->set_finished_at_ms(rec.finished_at);
       w->set_bake_started_at_ms(rec.bake_started_at);
@@ -150,7 +154,14 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engi
   if (!hosts.ok()) return hosts.status();
   auto gates = store.GateResults(id);
   if (!gates.ok()) return gates.status();
-  return ReleaseView(*r, *waves, *hosts, *gates, engine.FindPipeline(r->pipeline));
+  auto view = ReleaseView(*r, *waves, *hosts, *gates, engine.FindPipeline(r->pipeline));
+  if (release_state::IsInFlight(r->state)) {
+    auto pstate = store.GetPipelineState(r->pipeline);
+    if (!pstate.ok()) return pstate.status();
+    view.set_paused(pstate->paused);
+    view.set_paused_by(pstate->paused_by);
+  }
+  return view;
 }
 
 StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,

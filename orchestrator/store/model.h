@@ -55,6 +55,8 @@ inline constexpr const char* kBaking = "baking";
 inline constexpr const char* kAwaitingApproval = "awaiting_approval";
 inline constexpr const char* kDone = "done";
 inline constexpr const char* kFailed = "failed";
+// Shown, never stored: a wave that was done when its release was rolled back or aborted.
+inline constexpr const char* kReverted = "reverted";
 }  // namespace wave_state
 
 // Per-host states within a release. A host moves pending → preparing → prepared →

@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 
@@ -185,6 +186,98 @@ TEST(AgentProtocolTest, ATokenWithAControlCharacterIsAUsageErrorNotACrash) {
                                 "status"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("cannot be in a token"), std::string::npos) << r.err;
+}
+
+// lockstepd --check finds what start-up would refuse, without starting: for ExecStartPre= and
+// CI, so a bad file never crash-loops a service.
+TEST(AgentProtocolTest, LockstepdCheckValidatesWithoutStartingAndNamesFileAndLine) {
+  const std::string dir = ::testing::TempDir() + "/lockstepd-check";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/good");
+  std::filesystem::create_directories(dir + "/bad");
+  std::filesystem::create_directories(dir + "/secret");
+  const std::string pipeline =
+      "pipeline: monolith\nregions: [us-east-1]\nwaves:\n"
+      "  - name: all\n    select: {per_region: \"100%\"}\n";
+  std::ofstream(dir + "/good/monolith.yaml") << pipeline;
+  std::ofstream(dir + "/bad/monolith.yaml") << pipeline << "    bake: 5 minutes\n";
+  std::ofstream(dir + "/secret/monolith.yaml")
+      << pipeline << "trigger:\n  github:\n    repository: org/app\n"
+      << "    artifact: https://ci.example/{sha}.tar.gz\n    secret_file: " << dir
+      << "/nonexistent-secret\n";
+  CommandResult good = RunCommand(
+      {BinPath("lockstepd"), "--pipelines", dir + "/good", "--data-dir", dir + "/data", "--check"});
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_NE(good.out.find("ok: 1 pipeline(s) (monolith)"), std::string::npos) << good.out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/data"));  // nothing started, nothing written
+  CommandResult bad = RunCommand({BinPath("lockstepd"), "--pipelines", dir + "/bad", "--check"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("monolith.yaml:6"), std::string::npos) << bad.err;
+  CommandResult secret =
+      RunCommand({BinPath("lockstepd"), "--pipelines", dir + "/secret", "--check"});
+  EXPECT_EQ(secret.exit_code, 2);
+  EXPECT_NE(secret.err.find("nonexistent-secret"), std::string::npos) << secret.err;
+}
+
+// Each command explains itself, with its own flags and examples.
+TEST(AgentProtocolTest, EveryCommandHasItsOwnHelpWithExamples) {
+  for (const std::vector<std::string>& command :
+       std::vector<std::vector<std::string>>{{"release", "create"},
+                                             {"release", "list"},
+                                             {"release", "show"},
+                                             {"release", "watch"},
+                                             {"status"},
+                                             {"agents"},
+                                             {"approve"},
+                                             {"abort"},
+                                             {"pause"},
+                                             {"resume"},
+                                             {"freeze"},
+                                             {"unfreeze"},
+                                             {"rollback"},
+                                             {"audit"},
+                                             {"tokens"},
+                                             {"completion"}}) {
+    std::vector<std::string> argv = {BinPath("lockstep")};
+    argv.insert(argv.end(), command.begin(), command.end());
+    argv.push_back("--help");
+    CommandResult r = RunCommand(argv);
+    const std::string name = command.size() > 1 ? command[0] + " " + command[1] : command[0];
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    EXPECT_EQ(r.out.rfind("usage: lockstep " + name, 0), 0u) << r.out;
+    EXPECT_NE(r.out.find("examples:\n  "), std::string::npos) << r.out;
+  }
+  CommandResult rollback = RunCommand({BinPath("lockstep"), "rollback", "--help"});
+  EXPECT_NE(rollback.out.find("--accept-offline"), std::string::npos) << rollback.out;
+  EXPECT_EQ(rollback.out.find("--version"), std::string::npos) << rollback.out;
+  CommandResult unknown = RunCommand({BinPath("lockstep"), "deploy", "--help"});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.out;
+  EXPECT_NE(unknown.err.find("unknown command \"deploy\""), std::string::npos) << unknown.err;
+}
+
+// Bash completion offers the commands, release's subcommands, and each command's own flags.
+TEST(AgentProtocolTest, BashCompletionOffersEachCommandItsOwnFlags) {
+  const std::string script = ::testing::TempDir() + "/lockstep-completion.bash";
+  CommandResult gen =
+      RunCommand({"/bin/sh", "-c", BinPath("lockstep") + " completion bash > " + script});
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  auto complete = [&](const std::string& words, int cword) {
+    CommandResult r = RunCommand({"/bin/bash", "-c",
+                                  "source " + script + "; COMP_WORDS=(" + words +
+                                      "); COMP_CWORD=" + std::to_string(cword) +
+                                      "; _lockstep; echo \"${COMPREPLY[*]}\""});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  EXPECT_EQ(complete("lockstep ro", 1), "rollback\n");
+  EXPECT_EQ(complete("lockstep release li", 2), "list\n");
+  EXPECT_EQ(complete("lockstep --server 10.0.0.5:7400 release li", 4), "list\n");
+  std::string rollback = complete("lockstep rollback monolith --", 3);
+  EXPECT_NE(rollback.find("--to"), std::string::npos) << rollback;
+  EXPECT_NE(rollback.find("--accept-offline"), std::string::npos) << rollback;
+  EXPECT_EQ(rollback.find("--version"), std::string::npos) << rollback;
+  std::string list = complete("lockstep release list --st", 3);
+  EXPECT_EQ(list, "--state\n");
 }
 
 }  // namespace

@@ -211,6 +211,11 @@ TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRoll
   EXPECT_NE(reason.find("metric gate error-rate failed"), std::string::npos) << reason;
   EXPECT_NE(reason.find("> max 0.01"), std::string::npos) << reason;
   ExpectEveryHostOn("v2");
+  // The evidence is in the text a person reads, not only in JSON.
+  CommandResult shown =
+      fleet_.Cli({"release", "show", std::to_string(release["id"].get<int64_t>())});
+  EXPECT_NE(shown.out.find("gate error-rate in "), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find(": fail  "), std::string::npos) << shown.out;
 }
 
 TEST_F(EngineFailuresTest, KillingLockstepdAtRandomMomentsAlwaysEndsInAFinalStateOnOneVersion) {

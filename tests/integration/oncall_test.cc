@@ -93,6 +93,15 @@ TEST_F(OnCallTest, RollbackDuringTheSecondWavesBakePutsEveryRegionBack) {
       },
       std::chrono::seconds(60));
   ASSERT_TRUE(baking);
+  // Paused, the release says so; hosts already on it are not "differing".
+  ASSERT_EQ(fleet_.Cli({"pause", "monolith"}).exit_code, 0);
+  CommandResult shown = fleet_.Cli({"release", "show", std::to_string(v2)});
+  EXPECT_NE(shown.out.find("(paused by "), std::string::npos) << shown.out;
+  EXPECT_EQ(fleet_.CliJson({"release", "show", std::to_string(v2)})["paused"], true);
+  CommandResult status = fleet_.Cli({"status", "monolith"});
+  EXPECT_EQ(status.out.find("(differs)"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("(paused by "), std::string::npos) << status.out;
+  ASSERT_EQ(fleet_.Cli({"resume", "monolith"}).exit_code, 0);
   std::set<std::string> never_took;  // the last wave's hosts: still on v1
   for (const auto& h : Hosts()) {
     if (fleet_.CurrentOf(h) == "v1") never_took.insert(h);
@@ -110,7 +119,9 @@ TEST_F(OnCallTest, RollbackDuringTheSecondWavesBakePutsEveryRegionBack) {
     EXPECT_FALSE(never_took.count(events[i].agent))
         << events[i].agent << " ran " << events[i].hook << " of " << events[i].version;
   }
-  EXPECT_EQ(fleet_.CliJson({"release", "show", std::to_string(v2)})["state"], "aborted");
+  json aborted = fleet_.CliJson({"release", "show", std::to_string(v2)});
+  EXPECT_EQ(aborted["state"], "aborted");
+  EXPECT_EQ(aborted["waves"][0]["state"], "reverted");  // its hosts went back
   json audit = fleet_.CliJson({"audit", "--limit", "50"});
   bool audited = false;
   for (const auto& e : audit) audited |= e["action"] == "pipeline.rollback";

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "tests/integration/fleet.h"
@@ -73,6 +75,52 @@ TEST(TlsTest, MutualTlsCarriesARolloutAndRefusesClientsWithoutACertificate) {
   fleet.StartAgent("euw2", "eu-west-1");
   std::this_thread::sleep_for(std::chrono::seconds(2));
   for (const auto& a : fleet.CliJson({"agents"})) EXPECT_NE(a["name"], "euw2");
+}
+
+// A key that belongs to another certificate is named as such, by --check and at start,
+// instead of a failed bind.
+TEST(TlsTest, AKeyThatDoesNotMatchItsCertificateIsNamedAtCheckAndAtStart) {
+  Fleet fleet;
+  MakeCertificates(fleet.dir());
+  const std::string pipelines = fleet.dir() + "/tls-pipelines";
+  std::filesystem::create_directories(pipelines);
+  std::ofstream(pipelines + "/monolith.yaml") << kPipeline;
+  for (bool check : {true, false}) {
+    std::vector<std::string> argv = {BinPath("lockstepd"),
+                                     "--tls-cert",
+                                     fleet.dir() + "/server.pem",
+                                     "--tls-key",
+                                     fleet.dir() + "/client.key",
+                                     "--pipelines",
+                                     pipelines,
+                                     "--data-dir",
+                                     fleet.dir() + "/tls-data",
+                                     "--grpc-listen",
+                                     "127.0.0.1:0",
+                                     "--http-listen",
+                                     "127.0.0.1:0"};
+    if (check) argv.push_back("--check");
+    CommandResult r = RunCommand(argv, std::chrono::seconds(20));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find("TLS key file " + fleet.dir() +
+                         "/client.key does not match the "
+                         "certificate in " +
+                         fleet.dir() + "/server.pem"),
+              std::string::npos)
+        << r.err;
+  }
+  CommandResult good = RunCommand({BinPath("lockstepd"), "--tls-cert", fleet.dir() + "/server.pem",
+                                   "--tls-key", fleet.dir() + "/server.key", "--tls-client-ca",
+                                   fleet.dir() + "/ca.pem", "--pipelines", pipelines, "--check"},
+                                  std::chrono::seconds(20));
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_NE(good.out.find("TLS files load and match"), std::string::npos) << good.out;
+  CommandResult not_a_cert =
+      RunCommand({BinPath("lockstepd"), "--tls-cert", fleet.dir() + "/server.key", "--tls-key",
+                  fleet.dir() + "/server.key", "--pipelines", pipelines, "--check"},
+                 std::chrono::seconds(20));
+  EXPECT_EQ(not_a_cert.exit_code, 2);
+  EXPECT_NE(not_a_cert.err.find("holds no certificate"), std::string::npos) << not_a_cert.err;
 }
 
 TEST(TlsTest, AMissingKeyFileIsAClearStartupError) {
