@@ -66,6 +66,8 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using KeyList = std::span<const std::string_view>;
 
+// The keys each map accepts. Every list here is also in PipelineKeyPaths(), which the
+// reference (docs/reference.md) is tested against.
 constexpr std::string_view kTopKeys[] = {"pipeline", "regions", "waves",    "concurrency",
                                          "health",   "gates",   "timeouts", "rollback",
                                          "trigger",  "notify",  "window"};
@@ -1115,6 +1117,28 @@ StatusOr<std::vector<Pipeline>> LoadPipelineDir(const std::string& dir) {
     name_lines.push_back(name_line);
   }
   return pipelines;
+}
+
+std::vector<std::string> PipelineKeyPaths() {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string& prefix, KeyList keys) {
+    for (std::string_view k : keys) out.push_back(prefix + std::string(k));
+  };
+  add("", kTopKeys);
+  add("waves[].", kWaveKeys);
+  add("waves[].select.", kSelectKeys);
+  add("concurrency.", kConcurrencyKeys);
+  add("health.", kHealthKeys);
+  add("health.http[].", kProbeKeys);
+  add("gates[].", kGateKeys);
+  add("gates[].metric.", kMetricKeys);
+  add("timeouts.", kTimeoutKeys);
+  add("rollback.", kRollbackKeys);
+  add("trigger.", kTriggerKeys);
+  add("trigger.github.", kGithubKeys);
+  add("notify[].", kNotifyKeys);
+  add("window.", kWindowKeys);
+  return out;
 }
 
 }  // namespace lockstep

@@ -146,6 +146,10 @@ struct Pipeline {
 // Parses one pipeline document. `file` is used only in messages.
 StatusOr<Pipeline> ParsePipeline(const std::string& yaml_text, const std::string& file);
 StatusOr<Pipeline> LoadPipelineFile(const std::string& path);
+// Every key path the loader accepts, e.g. "waves[].select.per_region": built from the same
+// key lists the loader checks, so the reference can be tested against it.
+std::vector<std::string> PipelineKeyPaths();
+
 // Loads every *.yaml / *.yml file of a directory, in name order. Two files defining the same
 // pipeline name is an error naming both files.
 StatusOr<std::vector<Pipeline>> LoadPipelineDir(const std::string& dir);
