@@ -90,33 +90,10 @@ class ControlServiceImpl final : public v1::ControlService::Service {
                             v1::ListReleasesResponse* out) override {
     auto who = auth_->Check(AuthorizationOf(ctx), Action::kRead);
     if (!who.ok()) return ToGrpc(who.status());
-    if (!req->pipeline().empty() && !engine_->FindPipeline(req->pipeline())) {
-      return ToGrpc(NotFound("unknown pipeline \"" + req->pipeline() + "\""));
-    }
-    const auto& states = release_state::All();
-    if (!req->state().empty() &&
-        std::find(states.begin(), states.end(), req->state()) == states.end()) {
-      std::string known;
-      for (const auto& s : states) known += (known.empty() ? "" : ", ") + s;
-      return ToGrpc(InvalidArgument("state: unknown state \"" + LogSafe(req->state(), 40) +
-                                    "\" (one of " + known + ")"));
-    }
-    if (!req->kind().empty() && req->kind() != release_kind::kRollout &&
-        req->kind() != release_kind::kRollback) {
-      return ToGrpc(InvalidArgument("kind: unknown kind \"" + LogSafe(req->kind(), 40) +
-                                    "\" (rollout or rollback)"));
-    }
-    const bool filtered = !req->state().empty() || !req->kind().empty();
-    const int limit = req->limit() > 0 ? req->limit() : 50;
-    // A filter looks further back than the limit, then keeps the newest `limit` that match.
-    auto list = store_->ListReleases(req->pipeline(), filtered ? 10'000 : limit);
+    auto list = ListReleasesView(*store_, *engine_, req->pipeline(), req->limit(), req->state(),
+                                 req->kind());
     if (!list.ok()) return ToGrpc(list.status());
-    for (const auto& r : *list) {
-      if (out->releases_size() >= limit) break;
-      if (!req->state().empty() && r.state != req->state()) continue;
-      if (!req->kind().empty() && r.kind != req->kind()) continue;
-      *out->add_releases() = ReleaseSummary(r);
-    }
+    for (const auto& r : *list) *out->add_releases() = ReleaseSummary(r);
     return grpc::Status::OK;
   }
 

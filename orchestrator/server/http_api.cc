@@ -400,13 +400,11 @@ class HttpApiImpl final : public HttpApi {
     server_.Get("/api/v1/releases",
                 Api(Action::kRead,
                     [this](const httplib::Request& req, const Principal&) -> StatusOr<Reply> {
-                      std::string pipeline = req.get_param_value("pipeline");
-                      if (!pipeline.empty() && !engine_->FindPipeline(pipeline)) {
-                        return NotFound("unknown pipeline \"" + pipeline + "\"");
-                      }
                       auto limit = LimitParam(req);
                       if (!limit.ok()) return limit.status();
-                      auto list = store_->ListReleases(pipeline, *limit);
+                      auto list = ListReleasesView(
+                          *store_, *engine_, req.get_param_value("pipeline"), *limit,
+                          req.get_param_value("state"), req.get_param_value("kind"));
                       if (!list.ok()) return list.status();
                       json out = json::array();
                       for (const auto& r : *list) out.push_back(ReleaseJson(ReleaseSummary(r)));

@@ -1,8 +1,10 @@
 #include "orchestrator/server/views.h"
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
+#include "common/untrusted.h"
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/store/store.h"
 
@@ -162,6 +164,39 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engi
     view.set_paused_by(pstate->paused_by);
   }
   return view;
+}
+
+StatusOr<std::vector<ReleaseRecord>> ListReleasesView(Store& store, const Engine& engine,
+                                                      const std::string& pipeline, int limit,
+                                                      const std::string& state,
+                                                      const std::string& kind) {
+  if (!pipeline.empty() && !engine.FindPipeline(pipeline)) {
+    return NotFound("unknown pipeline \"" + LogSafe(pipeline, 64) + "\"");
+  }
+  const auto& states = release_state::All();
+  if (!state.empty() && std::find(states.begin(), states.end(), state) == states.end()) {
+    std::string known;
+    for (const auto& s : states) known += (known.empty() ? "" : ", ") + s;
+    return InvalidArgument("state: unknown state \"" + LogSafe(state, 40) + "\" (one of " + known +
+                           ")");
+  }
+  if (!kind.empty() && kind != release_kind::kRollout && kind != release_kind::kRollback) {
+    return InvalidArgument("kind: unknown kind \"" + LogSafe(kind, 40) +
+                           "\" (rollout or rollback)");
+  }
+  if (limit <= 0) limit = 50;
+  const bool filtered = !state.empty() || !kind.empty();
+  // A filter looks further back than the limit, then keeps the newest `limit` that match.
+  auto list = store.ListReleases(pipeline, filtered ? 10'000 : limit);
+  if (!list.ok()) return list.status();
+  std::vector<ReleaseRecord> out;
+  for (auto& r : *list) {
+    if (static_cast<int>(out.size()) >= limit) break;
+    if (!state.empty() && r.state != state) continue;
+    if (!kind.empty() && r.kind != kind) continue;
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,

@@ -26,6 +26,14 @@ class Store;
 class Engine;
 // Reads a release with its waves, hosts and gate verdicts and builds its view.
 StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id);
+
+// The newest releases, for both front doors (gRPC and HTTP): of `pipeline` ("" for all),
+// at most `limit` (<= 0: 50), only in `state` and of `kind` when those are given. Unknown
+// pipeline: kNotFound; unknown state or kind: kInvalidArgument naming the allowed ones.
+StatusOr<std::vector<ReleaseRecord>> ListReleasesView(Store& store, const Engine& engine,
+                                                      const std::string& pipeline, int limit,
+                                                      const std::string& state,
+                                                      const std::string& kind);
 // The status of every pipeline (or one), as `lockstep status` shows it.
 StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,
                                                       const std::string& pipeline);

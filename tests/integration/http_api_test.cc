@@ -265,6 +265,15 @@ TEST_F(HttpErrorsTest, BadInputGetsTheRightStatusAndAMessage) {
 
   EXPECT_EQ(Get("/api/v1/pipelines/nope").status, 404);
   EXPECT_EQ(Get("/api/v1/releases?pipeline=nope").status, 404);
+  // The same filters as `lockstep release list`, with the same refusals.
+  Resp bad_state = Get("/api/v1/releases?state=done");
+  EXPECT_EQ(bad_state.status, 400);
+  EXPECT_NE(bad_state.body.value("error", "").find("unknown state \"done\""), std::string::npos)
+      << bad_state.raw;
+  EXPECT_EQ(Get("/api/v1/releases?kind=hotfix").status, 400);
+  Resp rollbacks = Get("/api/v1/releases?kind=rollback");
+  EXPECT_EQ(rollbacks.status, 200);
+  EXPECT_TRUE(rollbacks.body.is_array() && rollbacks.body.empty()) << rollbacks.raw;
   EXPECT_EQ(Get("/api/v1/releases/987654").status, 404);
   EXPECT_EQ(Post("/api/v1/releases/987654/approve", json()).status, 404);
   EXPECT_EQ(Post("/api/v1/pipelines/nope/pause", json()).status, 404);
