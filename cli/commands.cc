@@ -343,12 +343,14 @@ int Agents(const Context& ctx, const std::string& region) {
     std::cout << j.dump(2) << "\n";
     return kOk;
   }
-  std::printf("%-16s %-16s %-12s %-20s %s\n", "NAME", "REGION", "PIPELINE", "VERSION", "STATE");
+  std::printf("%-16s %-16s %-12s %-20s %-13s %s\n", "NAME", "REGION", "PIPELINE", "VERSION",
+              "STATE", "AGENT");
   for (const auto& a : resp.agents()) {
-    std::printf("%-16s %-16s %-12s %-20s %s\n", a.name().c_str(), a.region().c_str(),
+    std::printf("%-16s %-16s %-12s %-20s %-13s %s\n", a.name().c_str(), a.region().c_str(),
                 a.pipeline().c_str(),
                 a.current_version().empty() ? "-" : a.current_version().c_str(),
-                a.connected() ? "connected" : "disconnected");
+                a.connected() ? "connected" : "disconnected",
+                a.agent_version().empty() ? "-" : a.agent_version().c_str());
   }
   return kOk;
 }

@@ -93,7 +93,8 @@ json AgentJson(const lockstep::v1::Agent& a) {
           {"versions_on_disk", versions},
           {"connected", a.connected()},
           {"last_seen", Time(a.last_seen_ms())},
-          {"last_seen_ms", a.last_seen_ms()}};
+          {"last_seen_ms", a.last_seen_ms()},
+          {"agent_version", a.agent_version()}};
 }
 
 json PipelineStatusJson(const lockstep::v1::PipelineStatus& p) {

@@ -616,9 +616,10 @@ function regionBox(p, r) {
     lost ? h('span', { class: 'flag lost' }, `${lost} lost`) : ''),
   h('ul', { class: 'hosts' }, r.hosts.map((x) => h('li', {
     class: `host${x.connected ? ' connected' : ' lost'}${x.drift ? ' drift' : ''}`,
-    dataset: { host: x.name, version: x.current_version || '', connected: String(Boolean(x.connected)) },
-    title: x.drift ? `drift: runs ${x.current_version || 'nothing'}, should run ${p.desired_version}`
-      : (x.connected ? 'connected' : `lost; last seen ${x.last_seen || 'never'}`),
+    dataset: { host: x.name, version: x.current_version || '', connected: String(Boolean(x.connected)), agent: x.agent_version || '' },
+    title: (x.drift ? `drift: runs ${x.current_version || 'nothing'}, should run ${p.desired_version}`
+      : (x.connected ? 'connected' : `lost; last seen ${x.last_seen || 'never'}`))
+      + `; lockstep-agent ${x.agent_version || 'unknown'}`,
   },
   h('span', { class: 'dot', 'aria-hidden': 'true' }),
   h('span', { class: 'host-name' }, x.name),

@@ -382,6 +382,7 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
   a.versions_on_disk.assign(hello.versions_on_disk().begin(), hello.versions_on_disk().end());
   a.connected = true;
   a.last_seen = now;
+  a.agent_version = hello.agent_version();
   dirty_agents_.insert(a.name);
   last_contact_[a.name] = now;
   reported_version_[a.name] = a.current_version;

@@ -118,6 +118,7 @@ lockstep::v1::Agent AgentView(const AgentRecord& a) {
   for (const auto& v : a.versions_on_disk) out.add_versions_on_disk(v);
   out.set_connected(a.connected);
   out.set_last_seen_ms(a.last_seen);
+  out.set_agent_version(a.agent_version);
   return out;
 }
 

@@ -153,6 +153,10 @@ UPDATE release_hosts SET switch_sent = 1
      OR state IN ('activating', 'done', 'reverting', 'reverted', 'revert_failed');
 ALTER TABLE gate_results ADD COLUMN evaluated_at INTEGER NOT NULL DEFAULT 0;
 )sql"},
+      // Which lockstep-agent build each host runs, from its hello: shown to operators.
+      {7, R"sql(
+ALTER TABLE agents ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
+)sql"},
   };
   return kMigrations;
 }

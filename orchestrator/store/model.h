@@ -205,6 +205,7 @@ struct AgentRecord {
   bool connected = false;
   UnixMs first_seen = 0;
   UnixMs last_seen = 0;
+  std::string agent_version;  // the lockstep-agent build, as its last hello said
 };
 
 struct AuditRecord {

@@ -143,7 +143,7 @@ TokenRecord ReadToken(const Stmt& s) {
 
 constexpr const char* kAgentColumns =
     "name, region, pipeline, current_version, versions_on_disk, connected, first_seen, "
-    "last_seen";
+    "last_seen, agent_version";
 
 AgentRecord ReadAgent(const Stmt& s) {
   AgentRecord a;
@@ -155,6 +155,7 @@ AgentRecord ReadAgent(const Stmt& s) {
   a.connected = s.Int(5) != 0;
   a.first_seen = s.Int(6);
   a.last_seen = s.Int(7);
+  a.agent_version = s.Text(8);
   return a;
 }
 
@@ -252,16 +253,16 @@ class SqliteStore final : public Store {
     if (!b.agents.empty()) {
       Stmt s(db_,
              "INSERT INTO agents (name, region, pipeline, current_version, versions_on_disk, "
-             "connected, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?) "
+             "connected, first_seen, last_seen, agent_version) VALUES (?,?,?,?,?,?,?,?,?) "
              "ON CONFLICT(name) DO UPDATE SET region=excluded.region, "
              "pipeline=excluded.pipeline, current_version=excluded.current_version, "
              "versions_on_disk=excluded.versions_on_disk, connected=excluded.connected, "
-             "last_seen=excluded.last_seen");
+             "last_seen=excluded.last_seen, agent_version=excluded.agent_version");
       for (const auto& a : b.agents) {
         s.Reset();
         s.Bind(1, a.name).Bind(2, a.region).Bind(3, a.pipeline).Bind(4, a.current_version);
         s.Bind(5, JoinVersions(a.versions_on_disk)).Bind(6, int64_t{a.connected ? 1 : 0});
-        s.Bind(7, a.first_seen).Bind(8, a.last_seen);
+        s.Bind(7, a.first_seen).Bind(8, a.last_seen).Bind(9, a.agent_version);
         if (s.Step() != SQLITE_DONE) return RollbackLocked("write agent: " + s.Error());
       }
     }

@@ -169,7 +169,15 @@ TEST_F(OnCallTest, ReleaseListFiltersByStateAndKindAndShowLatestAndAgentsByRegio
 
   json eu = fleet_.CliJson({"agents", "--region", "eu-west-1"});
   ASSERT_EQ(eu.size(), 2u);
-  for (const auto& a : eu) EXPECT_EQ(a["region"], "eu-west-1");
+  for (const auto& a : eu) {
+    EXPECT_EQ(a["region"], "eu-west-1");
+    // Each host's agent build, from its hello.
+    EXPECT_EQ(a["agent_version"].get<std::string>().rfind("0.", 0), 0u) << a.dump();
+  }
+  CommandResult agents_text = fleet_.Cli({"agents"});
+  EXPECT_NE(agents_text.out.find("AGENT"), std::string::npos) << agents_text.out;
+  EXPECT_NE(agents_text.out.find(eu[0]["agent_version"].get<std::string>()), std::string::npos)
+      << agents_text.out;
   CommandResult nowhere = fleet_.Cli({"agents", "--region", "mars-1"});
   EXPECT_NE(nowhere.exit_code, 0);
   EXPECT_NE(nowhere.err.find("no pipeline lists region \"mars-1\""), std::string::npos)

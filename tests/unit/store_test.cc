@@ -172,7 +172,7 @@ TEST(SqliteStore, OpenReleasesAreQueuedOrRollingOldestFirst) {
 TEST(SqliteStore, AgentsRoundTripWithTheirVersionsOnDisk) {
   auto store = OpenSqliteStore(":memory:");
   ASSERT_TRUE(store.ok());
-  AgentRecord a{"eu-1", "eu-west-1", "monolith", "v2", {"v1", "v2"}, true, 5, 6};
+  AgentRecord a{"eu-1", "eu-west-1", "monolith", "v2", {"v1", "v2"}, true, 5, 6, "0.1.0 (abc)"};
   WriteBatch b;
   b.agents.push_back(a);
   ASSERT_TRUE((*store)->Write(b).ok());
@@ -180,6 +180,7 @@ TEST(SqliteStore, AgentsRoundTripWithTheirVersionsOnDisk) {
   ASSERT_TRUE(got.ok() && got->has_value());
   EXPECT_EQ((*got)->versions_on_disk, (std::vector<std::string>{"v1", "v2"}));
   EXPECT_TRUE((*got)->connected);
+  EXPECT_EQ((*got)->agent_version, "0.1.0 (abc)");
   EXPECT_FALSE((*(*store)->GetAgent("nobody")).has_value());
 }
 
