@@ -33,9 +33,24 @@ int RpcError(const Context& ctx, const grpc::Status& st) {
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     // Either the connection failed or lockstepd itself is unavailable (e.g. it cannot write
-    // its store); the message says which.
-    return Error(kServerError,
-                 "lockstepd at " + ctx.server + " is unavailable: " + st.error_message());
+    // its store); the message says which. A connection cut during the first exchange is
+    // most often one side speaking TLS and the other not: say so.
+    const std::string& m = st.error_message();
+    std::string hint;
+    const bool cut = m.find("Socket closed") != std::string::npos ||
+                     m.find("Connection reset") != std::string::npos;
+    const bool handshake = m.find("andshake") != std::string::npos ||
+                           m.find("SSL") != std::string::npos || m.find("ssl") != std::string::npos;
+    if (!ctx.tls.enabled() && cut) {
+      hint =
+          " (if lockstepd serves gRPC with TLS, pass --tls-ca, and for mutual TLS --tls-cert "
+          "and --tls-key)";
+    } else if (ctx.tls.enabled() && (handshake || cut)) {
+      hint =
+          " (the TLS handshake failed: check that lockstepd serves TLS, that --tls-ca signed "
+          "its certificate, and whether it requires a client certificate)";
+    }
+    return Error(kServerError, "lockstepd at " + ctx.server + " is unavailable: " + m + hint);
   }
   return Error(kServerError, st.error_message());
 }

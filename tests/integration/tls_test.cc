@@ -64,10 +64,13 @@ TEST(TlsTest, MutualTlsCarriesARolloutAndRefusesClientsWithoutACertificate) {
   fleet.cli_flags = {"--tls-ca", d + "ca.pem"};
   r = fleet.Cli({"status"}, std::chrono::seconds(30));
   EXPECT_NE(r.exit_code, 0);
-  // Without TLS at all: refused.
+  EXPECT_NE(r.err.find("TLS handshake failed"), std::string::npos) << r.err;
+  // Without TLS at all: refused, and told why it may be.
   fleet.cli_flags.clear();
   r = fleet.Cli({"status"}, std::chrono::seconds(30));
   EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("if lockstepd serves gRPC with TLS, pass --tls-ca"), std::string::npos)
+      << r.err;
   // An agent without a client certificate never joins.
   fleet.agent_flags = {"--tls-ca", d + "ca.pem"};
   fleet.cli_flags = {"--tls-ca",       d + "ca.pem", "--tls-cert",
