@@ -36,10 +36,12 @@ const std::map<std::string, Help>& Helps() {
         "restart is ridden out (\"lost contact; retrying\").",
         "lockstep release watch 42"}},
       {"status",
-       {"lockstep status [PIPELINE]",
+       {"lockstep status [PIPELINE] [--watch]",
         "Per pipeline: the desired version, whether it is paused or frozen, the release in "
-        "flight, and every host with the version it runs.",
-        "lockstep status monolith"}},
+        "flight, and every host with the version it runs. With --watch, printed again (under "
+        "the time) whenever any of it changes, until interrupted; a lockstepd restart is ridden "
+        "out.",
+        "lockstep status monolith\nlockstep status monolith --watch"}},
       {"agents",
        {"lockstep agents [--region R] | lockstep agents remove NAME",
         "Every host lockstepd knows, or one region's. `remove` retires a host and its "
@@ -99,7 +101,7 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
       {"release list", {"pipeline", "limit", "state", "kind"}},
       {"release show", {"pipeline"}},
       {"release watch", {"timeout"}},
-      {"status", {}},
+      {"status", {"watch"}},
       {"agents", {"region"}},
       {"approve", {}},
       {"abort", {}},
@@ -176,7 +178,7 @@ std::string BashCompletion() {
          "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" words=() i cmd=\"\" flags=\"\"\n"
          "  for ((i = 1; i < COMP_CWORD; i++)); do\n"
          "    case \"${COMP_WORDS[i]}\" in\n"
-         "      --wait | --no-wait | --accept-offline | --help | --*=*) ;;\n"
+         "      --wait | --no-wait | --accept-offline | --watch | --help | --*=*) ;;\n"
          "      -*) ((i++)) ;;  # a flag's value is not a command\n"
          "      *) words+=(\"${COMP_WORDS[i]}\") ;;\n"
          "    esac\n"

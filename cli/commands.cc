@@ -308,41 +308,78 @@ int ReleaseShow(const Context& ctx, const std::vector<std::string>& args,
   return kOk;
 }
 
-int Status(const Context& ctx, const std::vector<std::string>& args) {
-  if (args.size() > 1) return Error(kUsage, "usage: lockstep status [PIPELINE]");
-  Client client(ctx);
-  v1::StatusRequest req;
-  if (!args.empty()) req.set_pipeline(args[0]);
-  v1::StatusResponse resp;
-  grpc::Status st = client.Call(&v1::ControlService::Stub::GetStatus, req, &resp);
-  if (!st.ok()) return RpcError(ctx, st);
+namespace {
+
+// `lockstep status` as text or JSON.
+std::string RenderStatus(const Context& ctx, const v1::StatusResponse& resp) {
   if (ctx.json) {
     json out = json::array();
     for (const auto& p : resp.pipelines()) out.push_back(PipelineStatusJson(p));
-    std::cout << out.dump(2) << "\n";
-    return kOk;
+    return out.dump(2) + "\n";
   }
+  std::string out;
+  auto line = [&out](const std::string& l) { out += l + "\n"; };
   for (const auto& p : resp.pipelines()) {
-    std::printf("pipeline %s  desired %s%s%s\n", p.pipeline().c_str(),
-                p.desired_version().empty() ? "(none yet)" : p.desired_version().c_str(),
-                p.paused() ? ("  PAUSED by " + p.paused_by()).c_str() : "",
-                p.frozen() ? ("  FROZEN: " + p.freeze_reason()).c_str() : "");
-    if (p.has_active()) std::printf("  in flight: %s\n", ProgressLine(p.active()).c_str());
+    line("pipeline " + p.pipeline() + "  desired " +
+         (p.desired_version().empty() ? "(none yet)" : p.desired_version()) +
+         (p.paused() ? "  PAUSED by " + p.paused_by() : "") +
+         (p.frozen() ? "  FROZEN: " + p.freeze_reason() : ""));
+    if (p.has_active()) line("  in flight: " + ProgressLine(p.active()));
     for (const auto& rs : p.regions()) {
-      std::printf("  %s: %d host(s)\n", rs.region().c_str(), rs.hosts_size());
+      line("  " + rs.region() + ": " + std::to_string(rs.hosts_size()) + " host(s)");
       for (const auto& h : rs.hosts()) {
         // A host already on the release in flight is where it is meant to be by now.
         const bool on_active =
             p.has_active() && p.active().in_flight() && h.current_version() == p.active().version();
-        bool drift = !p.desired_version().empty() && h.current_version() != p.desired_version() &&
-                     !on_active;
-        std::printf("    %-16s %-20s %s%s\n", h.name().c_str(),
-                    h.current_version().empty() ? "-" : h.current_version().c_str(),
-                    h.connected() ? "connected" : "disconnected", drift ? "  (differs)" : "");
+        const bool drift = !p.desired_version().empty() &&
+                           h.current_version() != p.desired_version() && !on_active;
+        char buf[512];
+        std::snprintf(buf, sizeof buf, "    %-16s %-20s %s%s", h.name().c_str(),
+                      h.current_version().empty() ? "-" : h.current_version().c_str(),
+                      h.connected() ? "connected" : "disconnected", drift ? "  (differs)" : "");
+        line(buf);
       }
     }
   }
-  return kOk;
+  return out;
+}
+
+}  // namespace
+
+int Status(const Context& ctx, const std::vector<std::string>& args, bool watch) {
+  if (args.size() > 1) return Error(kUsage, "usage: lockstep status [PIPELINE] [--watch]");
+  Client client(ctx);
+  v1::StatusRequest req;
+  if (!args.empty()) req.set_pipeline(args[0]);
+  std::string last;
+  bool lost = false;
+  for (;;) {
+    v1::StatusResponse resp;
+    grpc::Status st = client.Call(&v1::ControlService::Stub::GetStatus, req, &resp);
+    if (!st.ok()) {
+      // Watching rides out a lockstepd restart, as waiting for a release does.
+      const bool unavailable = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                               st.error_code() == grpc::StatusCode::CANCELLED;
+      if (!watch || !unavailable) return RpcError(ctx, st);
+      if (!lost) {
+        std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
+        lost = true;
+      }
+    } else {
+      lost = false;
+      std::string now = RenderStatus(ctx, resp);
+      if (!watch) {
+        std::cout << now;
+        return kOk;
+      }
+      // Printed only when something changed, under the time it was seen.
+      if (now != last) {
+        std::cout << "--- " << FormatUnixMs(SystemClock::Get()->Now()) << "\n" << now << std::flush;
+        last = std::move(now);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
 }
 
 int Agents(const Context& ctx, const std::string& region) {

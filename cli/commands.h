@@ -26,7 +26,8 @@ int ReleaseList(const Context& ctx, const Flags& flags);
 // ID, or "latest": the newest release (of --pipeline, if given).
 int ReleaseShow(const Context& ctx, const std::vector<std::string>& args,
                 const std::string& pipeline);
-int Status(const Context& ctx, const std::vector<std::string>& args);
+// `watch`: print again whenever something changes, until interrupted.
+int Status(const Context& ctx, const std::vector<std::string>& args, bool watch);
 // `region`: only its hosts ("" for all).
 int Agents(const Context& ctx, const std::string& region);
 int ReleaseWatch(const Context& ctx, const std::vector<std::string>& args,

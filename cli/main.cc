@@ -26,7 +26,7 @@ commands:
   release list [--pipeline P] [--limit N] [--state S] [--kind rollout|rollback]
   release show ID | release show latest [--pipeline P]
   release watch ID               live progress until a final state
-  status [PIPELINE]
+  status [PIPELINE] [--watch]
   agents [--region R]
   agents remove NAME             retire a host and its credential (it must enroll again)
   approve ID                     approve the wave waiting for a manual approval
@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   flags.Value("timeout", "60m", "how long --wait waits at most");
   flags.Bool("wait", "wait until the release reaches a final state");
   flags.Bool("no-wait", "rollback: return once the rollback is queued");
+  flags.Bool("watch", "status: print again whenever something changes, until interrupted");
   flags.Value("to", "", "rollback: the version to go back to");
   flags.Bool("accept-offline",
              "rollback: exit 0 although offline hosts are not on the target (they are named)");
@@ -176,7 +177,7 @@ int main(int argc, char** argv) {
     std::cout << lockstep::cli::BashCompletion();
     return 0;
   }
-  if (cmd == "status") return lockstep::cli::Status(ctx, rest);
+  if (cmd == "status") return lockstep::cli::Status(ctx, rest, flags.GetBool("watch"));
   if (cmd == "agents") {
     if (!rest.empty() && rest[0] == "remove") {
       if (rest.size() != 2) return Usage("usage: lockstep agents remove NAME");

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "common/sha256.h"
@@ -182,6 +184,47 @@ TEST_F(OnCallTest, ReleaseListFiltersByStateAndKindAndShowLatestAndAgentsByRegio
   EXPECT_NE(nowhere.exit_code, 0);
   EXPECT_NE(nowhere.err.find("no pipeline lists region \"mars-1\""), std::string::npos)
       << nowhere.err;
+}
+
+// status --watch prints again whenever something changes, and rides out a lockstepd restart.
+TEST_F(OnCallTest, StatusWatchFollowsChangesAndRidesOutARestart) {
+  Start(Pipeline("0s"));
+  const std::string log = fleet_.dir() + "/logs/status-watch.log";
+  auto watch = Process::Start({BinPath("lockstep"), "--server", fleet_.server(), "--token",
+                               fleet_.admin_token(), "status", "monolith", "--watch"},
+                              log);
+  ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+  auto seen = [&](const std::string& text) {
+    return Fleet::WaitFor(
+        [&] {
+          std::ifstream in(log);
+          std::stringstream buf;
+          buf << in.rdbuf();
+          return buf.str().find(text) != std::string::npos;
+        },
+        std::chrono::seconds(60));
+  };
+  EXPECT_TRUE(seen("desired (none yet)"));
+  Create(fleet_.ServeApp("v1"), true);
+  EXPECT_TRUE(seen("desired v1"));
+  ASSERT_EQ(fleet_.Cli({"pause", "monolith"}).exit_code, 0);
+  EXPECT_TRUE(seen("PAUSED by "));
+  fleet_.StopOrchestrator();
+  EXPECT_TRUE(seen("lost contact with lockstepd"));
+  fleet_.StartOrchestrator();
+  ASSERT_EQ(fleet_.Cli({"resume", "monolith"}).exit_code, 0);
+  // A change after the restart is printed: the watch carried on.
+  EXPECT_TRUE(Fleet::WaitFor(
+      [&] {
+        std::ifstream in(log);
+        std::stringstream buf;
+        buf << in.rdbuf();
+        const std::string text = buf.str();
+        const size_t lost = text.find("lost contact with lockstepd");
+        return lost != std::string::npos && text.find("desired v1\n", lost) != std::string::npos;
+      },
+      std::chrono::seconds(60)));
+  EXPECT_TRUE((*watch)->Running());
 }
 
 TEST_F(OnCallTest, RollbackToAnOlderVersionAndWhilePausedAndFrozen) {
