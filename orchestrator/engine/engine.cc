@@ -166,12 +166,12 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   LOCKSTEP_RETURN_IF_ERROR(ValidateRelease(req));
   // A version names one artifact forever: hosts keep releases on disk by version, and a
   // rollback to a version means what was first released under it.
+  std::string sha = req.sha256;
+  std::transform(sha.begin(), sha.end(), sha.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
   auto first = store_->FirstWithVersion(req.pipeline, req.version);
   if (!first.ok()) return first.status();
   if (first->has_value()) {
-    std::string sha = req.sha256;
-    std::transform(sha.begin(), sha.end(), sha.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
     if ((*first)->sha256 != sha) {
       return FailedPrecondition("version: " + req.version + " of pipeline " + req.pipeline +
                                 " is release " + std::to_string((*first)->id) + " with sha256 " +
@@ -184,9 +184,7 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   r.pipeline = req.pipeline;
   r.version = req.version;
   r.artifact_url = req.artifact_url;
-  r.sha256 = req.sha256;
-  std::transform(r.sha256.begin(), r.sha256.end(), r.sha256.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  r.sha256 = sha;
   r.commit = req.commit;
   r.author = req.author;
   r.commit_at = req.commit_at;

@@ -460,54 +460,50 @@ class PipelineParser {
     return Status::Ok();
   }
 
-  // A host count ("1") or a percentage ("50%") that selects at least one host.
-  Status ReadTolerance(const Field& f, FailureTolerance* out) const {
-    static constexpr char kForms[] = "a host count (e.g. 2) or a percentage (e.g. \"10%\")";
+  // A count ("2") or a percentage ("10%", at most 100%), not negative; `forms` says which
+  // forms are allowed, for the message.
+  Status ReadCountOrPercent(const Field& f, const char* forms, bool* percent, int64_t* v) const {
     if (!f.node.IsScalar()) {
-      return Error(f, std::string("expected ") + kForms + ", got " + Describe(f.node));
+      return Error(f, std::string("expected ") + forms + ", got " + Describe(f.node));
     }
     const std::string& text = f.node.Scalar();
-    bool percent = !text.empty() && text.back() == '%';
-    std::string_view digits(text.data(), text.size() - (percent ? 1 : 0));
-    int64_t v = 0;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    *percent = !text.empty() && text.back() == '%';
+    std::string_view digits(text.data(), text.size() - (*percent ? 1 : 0));
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), *v);
     if (ec == std::errc::result_out_of_range ||
-        (ec == std::errc() && v > std::numeric_limits<int>::max())) {
+        (ec == std::errc() && *v > std::numeric_limits<int>::max())) {
       return Error(f, Quote(text) + " is out of range");
     }
     if (ec != std::errc() || end != digits.data() + digits.size()) {
-      return Error(f, std::string("expected ") + kForms + ", got " + Quote(text));
+      return Error(f, std::string("expected ") + forms + ", got " + Quote(text));
     }
-    if (v < 0) return Error(f, "must not be negative, got " + text);
-    if (percent && v > 100) return Error(f, Quote(text) + " is more than 100%");
+    if (*v < 0) return Error(f, "must not be negative, got " + Quote(text));
+    if (*percent && *v > 100) return Error(f, Quote(text) + " is more than 100%");
+    return Status::Ok();
+  }
+
+  // How many failed hosts a wave tolerates: a count or a percentage, zero allowed.
+  Status ReadTolerance(const Field& f, FailureTolerance* out) const {
+    bool percent = false;
+    int64_t v = 0;
+    LOCKSTEP_RETURN_IF_ERROR(ReadCountOrPercent(
+        f, "a host count (e.g. 2) or a percentage (e.g. \"10%\")", &percent, &v));
     out->percent = percent;
     out->value = static_cast<int>(v);
     return Status::Ok();
   }
 
+  // A host count ("1") or a percentage ("50%") that selects at least one host.
   Status ReadHostSelector(const Field& f, HostSelector* out) const {
-    static constexpr char kForms[] = "a host count (e.g. 1) or a percentage (e.g. \"50%\")";
-    if (!f.node.IsScalar()) {
-      return Error(f, std::string("expected ") + kForms + ", got " + Describe(f.node));
-    }
-    const std::string& text = f.node.Scalar();
-    bool percent = !text.empty() && text.back() == '%';
-    std::string_view digits(text.data(), text.size() - (percent ? 1 : 0));
+    bool percent = false;
     int64_t v = 0;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-    if (ec == std::errc::result_out_of_range ||
-        (ec == std::errc() && v > std::numeric_limits<int>::max())) {
-      return Error(f, Quote(text) + " is out of range");
-    }
-    if (ec != std::errc() || end != digits.data() + digits.size()) {
-      return Error(f, std::string("expected ") + kForms + ", got " + Quote(text));
-    }
-    if (v < 0) return Error(f, "must not be negative, got " + Quote(text));
+    LOCKSTEP_RETURN_IF_ERROR(ReadCountOrPercent(
+        f, "a host count (e.g. 1) or a percentage (e.g. \"50%\")", &percent, &v));
+    const std::string& text = f.node.Scalar();
     if (v == 0) {
       return Error(f, "selects no hosts (" + Quote(text) +
                           "); use a count of at least 1 or a percentage from 1% to 100%");
     }
-    if (percent && v > 100) return Error(f, Quote(text) + " is more than 100%");
     out->kind = percent ? HostSelector::Kind::kPercent : HostSelector::Kind::kCount;
     out->value = static_cast<int>(v);
     return Status::Ok();

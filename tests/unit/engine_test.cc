@@ -140,6 +140,28 @@ class EngineTest : public ::testing::Test {
     return answered;
   }
 
+  // Takes the first wave's hosts through prepare and activate with success: its bake (and
+  // gate checks) start in the last pass.
+  void FinishFirstWave() {
+    Pass();
+    for (const auto& t : sink_.Take()) Finish(t);
+    Pass();
+    for (const auto& t : sink_.Take()) Finish(t);
+    Pass();
+  }
+
+  // Runs release `id` to a final state, answering every task with success except the
+  // activations of `failing`, which fail their check.
+  void RunToFinal(int64_t id, const std::set<std::string>& failing = {}) {
+    for (int i = 0; i < 30 && !release_state::IsFinal(Release(id).state); ++i) {
+      Pass();
+      for (const auto& t : sink_.Take()) {
+        bool fail = failing.count(t.first) && t.second.kind() == v1::Task::ACTIVATE;
+        Finish(t, !fail, fail ? "check failed" : "");
+      }
+    }
+  }
+
   // Moves time forward the way it passes for live agents: each connected agent heartbeats
   // every second. Use clock_ directly to let agents fall silent.
   void Advance(milliseconds d) {
@@ -704,25 +726,13 @@ TEST_F(EngineTest, AWaveMayTolerateMoreOrFewerFailuresThanThePipeline) {
   ConnectFleet(4);
   int64_t id = Create("v1");
   std::set<std::string> failing = {"eu-west-1-1"};
-  for (int i = 0; i < 30 && !release_state::IsFinal(Release(id).state); ++i) {
-    Pass();
-    for (const auto& t : sink_.Take()) {
-      bool fail = failing.count(t.first) && t.second.kind() == v1::Task::ACTIVATE;
-      Finish(t, !fail, fail ? "check failed" : "");
-    }
-  }
+  RunToFinal(id, failing);
   EXPECT_EQ(Release(id).state, "succeeded") << Release(id).reason;
   // The same failure in a wave that tolerates none (the pipeline's) fails it.
   p.waves[0].tolerate_failed_hosts.reset();
   MakeEngine(p);
   int64_t again = Create("v2");
-  for (int i = 0; i < 30 && !release_state::IsFinal(Release(again).state); ++i) {
-    Pass();
-    for (const auto& t : sink_.Take()) {
-      bool fail = failing.count(t.first) && t.second.kind() == v1::Task::ACTIVATE;
-      Finish(t, !fail, fail ? "check failed" : "");
-    }
-  }
+  RunToFinal(again, failing);
   EXPECT_NE(Release(again).state, "succeeded");
   EXPECT_NE(Release(again).reason.find("wave canary: 1 host(s) failed"), std::string::npos)
       << Release(again).reason;
@@ -735,13 +745,7 @@ TEST_F(EngineTest, NoToleranceLetsAWavePassInWhichEveryHostFailed) {
   MakeEngine(p);
   ConnectFleet(1);
   int64_t id = Create("v1");
-  for (int i = 0; i < 30 && !release_state::IsFinal(Release(id).state); ++i) {
-    Pass();
-    for (const auto& t : sink_.Take()) {
-      bool fail = t.second.kind() == v1::Task::ACTIVATE;
-      Finish(t, !fail, fail ? "check failed" : "");
-    }
-  }
+  RunToFinal(id, {"us-east-1-1", "eu-west-1-1", "ap-southeast-2-1"});
   EXPECT_EQ(Release(id).state, "failed");
   EXPECT_NE(Release(id).reason.find("wave canary: 3 host(s) failed"), std::string::npos)
       << Release(id).reason;
@@ -801,11 +805,7 @@ TEST_F(EngineTest, AfterARestartEveryAgentGetsAgentLostToComeBack) {
   MakeEngine(ThreeWavePipeline(seconds(600)));
   ConnectFleet(1);
   int64_t id = Create("v1");
-  Pass();
-  for (const auto& t : sink_.Take()) Finish(t);
-  Pass();
-  for (const auto& t : sink_.Take()) Finish(t);
-  Pass();
+  FinishFirstWave();
   ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
   sink_.connected.erase("eu-west-1-1");
   Advance(seconds(25));  // silent 25 s before lockstepd restarts
@@ -956,11 +956,7 @@ TEST_F(EngineTest, AHostBackEmptyAfterItWasDoneIsDeployedAgainBeforeTheReleaseSu
   MakeEngine(ThreeWavePipeline(seconds(60)));
   ConnectFleet(1);
   int64_t id = Create("v2");
-  Pass();
-  for (const auto& t : sink_.Take()) Finish(t);
-  Pass();
-  for (const auto& t : sink_.Take()) Finish(t);
-  Pass();
+  FinishFirstWave();
   ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
   // Killed during the bake and restarted with an empty root: it runs nothing.
   ASSERT_TRUE(engine_->AgentDisconnected("eu-west-1-1").ok());
@@ -1030,11 +1026,7 @@ TEST_F(EngineTest, ALostAgentDuringTheBakeFailsTheWave) {
   MakeEngine(ThreeWavePipeline(seconds(60)));
   ConnectFleet(1);
   int64_t id = Create("v2");
-  Pass();
-  for (const auto& t : sink_.Take()) Finish(t);
-  Pass();
-  for (const auto& t : sink_.Take()) Finish(t);
-  Pass();
+  FinishFirstWave();
   ASSERT_EQ(store_->Waves(id).value().at(0).state, "baking");
   sink_.connected.erase("eu-west-1-1");  // stops heartbeating (e.g. SIGSTOP)
   Advance(seconds(31));
@@ -1084,11 +1076,7 @@ class GateTest : public EngineTest {
     MakeEngine(p);
     ConnectFleet(1);
     int64_t id = Create("v2");
-    Pass();
-    for (const auto& t : sink_.Take()) Finish(t);
-    Pass();
-    for (const auto& t : sink_.Take()) Finish(t);
-    Pass();  // the bake starts and the first checks go out
+    FinishFirstWave();  // the bake starts and the first checks go out
     return id;
   }
 };

@@ -698,7 +698,29 @@ rollback:
   automatic: true
   tolerate_failed_hosts: -1
 )"),
-            "p.yaml:6: rollback.tolerate_failed_hosts: must not be negative, got -1");
+            "p.yaml:6: rollback.tolerate_failed_hosts: must not be negative, got \"-1\"");
+}
+
+TEST(ParsePipelineTest, AWaveTakesItsOwnFailureToleranceAsACountOrAPercentage) {
+  Pipeline p = Parsed(R"(pipeline: web
+regions: [us-east-1]
+waves:
+  - {name: canary, select: {per_region: 1}, tolerate_failed_hosts: 0}
+  - {name: all, select: {per_region: "100%"}, tolerate_failed_hosts: "10%"}
+rollback: {tolerate_failed_hosts: 2}
+)");
+  ASSERT_TRUE(p.waves[0].tolerate_failed_hosts.has_value());
+  EXPECT_EQ(p.waves[0].tolerate_failed_hosts->value, 0);
+  EXPECT_FALSE(p.waves[0].tolerate_failed_hosts->percent);
+  ASSERT_TRUE(p.waves[1].tolerate_failed_hosts.has_value());
+  EXPECT_TRUE(p.waves[1].tolerate_failed_hosts->percent);
+  EXPECT_EQ(p.waves[1].tolerate_failed_hosts->Allowed(25), 2);  // rounds down
+  EXPECT_EQ(p.rollback.tolerate_failed_hosts.Allowed(100), 2);
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}, tolerate_failed_hosts: "101%"}]
+)"),
+            "p.yaml:3: waves[0].tolerate_failed_hosts: \"101%\" is more than 100%");
 }
 
 TEST(ParsePipelineTest, OnFailureMustBeRollbackOrPause) {
