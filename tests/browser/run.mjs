@@ -194,6 +194,7 @@ async function startFleet() {
 
   fleet.tokens.viewer = cli('tokens', 'create', '--role', 'viewer', '--name', 'vera-viewer').token;
   fleet.tokens.manager = cli('tokens', 'create', '--role', 'release-manager', '--name', 'rita-release-manager').token;
+  fleet.tokens.oncall = cli('tokens', 'create', '--role', 'on-call', '--name', 'otto-on-call').token;
   const agents = [];
   for (const region of REGIONS) {
     const enroll = cli('tokens', 'create', '--role', 'agent', '--region', region, '--name', `enroll-${region}`).token;
@@ -250,18 +251,33 @@ async function launch() {
 }
 
 // A new tab signed in with `token`. Console errors and page errors are collected.
-async function signedInPage(token, viewport = { width: 1280, height: 900 }, colorScheme = 'light') {
+// `prepare(page)` runs before the page loads, e.g. to route a request.
+async function signedInPage(token, { viewport = { width: 1280, height: 900 }, colorScheme = 'light', prepare } = {}) {
   const context = await browser.newContext({ viewport, colorScheme });
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') page.errors.push(m.text()); });
+  if (prepare) await prepare(page);
   await page.goto(`${fleet.http}/`, { timeout: 15000 });
   await page.fill('#token-input', token);
   await page.click('#signin-button');
   await page.waitForSelector('#app:not([hidden]) .pipeline[data-pipeline="monolith"]', { timeout: 15000 });
   return page;
+}
+
+// The action buttons of the pipeline cards, as {action, disabled}.
+async function pipelineButtons(page) {
+  await page.waitForSelector('.pipeline button[data-action]', { timeout: 10000 });
+  return page.$$eval('.pipeline button[data-action]', (bs) => bs.map((b) => ({ action: b.dataset.action, disabled: b.disabled })));
+}
+
+// Answers the page's GET /api/v1/whoami with `status` and `body` instead of lockstepd.
+function fakeWhoami(status, body) {
+  return (page) => page.route('**/api/v1/whoami', (route) => route.fulfill({
+    status, contentType: 'application/json', body: JSON.stringify(body),
+  }));
 }
 
 function assert(cond, message) {
@@ -402,6 +418,57 @@ async function main() {
     }
   });
 
+  await test('an on-call token sees the pipeline actions whoami allows it enabled', async () => {
+    if (!hasWhoami) throw new Error(`GET /api/v1/whoami answers ${whoami.status}, so the page cannot know its role and keeps every action disabled`);
+    const who = await api('GET', '/whoami', undefined, fleet.tokens.oncall);
+    const allowed = who.data.allowed;
+    for (const a of ['pipeline.pause', 'pipeline.resume', 'pipeline.freeze', 'pipeline.rollback']) {
+      assert(allowed.includes(a), `whoami does not allow on-call ${a}: ${allowed.join(', ')}`);
+    }
+    const oncall = await signedInPage(fleet.tokens.oncall);
+    try {
+      const buttons = await pipelineButtons(oncall);
+      assert(buttons.length >= 6, `expected pause/freeze/rollback on both pipelines, found ${buttons.length} buttons`);
+      const disabled = buttons.filter((b) => b.disabled);
+      assert(!disabled.length, `disabled for on-call: ${disabled.map((b) => b.action).join(', ')}`);
+      const role = await oncall.textContent('#whoami .role');
+      assert(role === 'on-call', `role shown as ${role}`);
+    } finally {
+      await oncall.context().close();
+    }
+  });
+
+  await test('the buttons follow whoami\'s allowed list, not the role name', async () => {
+    // A viewer whose whoami says it may pause: only Pause is enabled. (The server would still
+    // refuse it; the point is that the page has no role matrix of its own.)
+    const viewer = await signedInPage(fleet.tokens.viewer, {
+      prepare: fakeWhoami(200, { name: 'vera-viewer', role: 'viewer', allowed: ['pipeline.pause'] }),
+    });
+    try {
+      const buttons = await pipelineButtons(viewer);
+      assert(buttons.some((b) => b.action === 'pause'), `no Pause button: ${buttons.map((b) => b.action).join(', ')}`);
+      const wrong = buttons.filter((b) => b.disabled !== (b.action !== 'pause'));
+      assert(!wrong.length, `wrong state: ${wrong.map((b) => `${b.action} ${b.disabled ? 'disabled' : 'enabled'}`).join(', ')}`);
+    } finally {
+      await viewer.context().close();
+    }
+  });
+
+  await test('when whoami fails, every action is disabled even for a release manager', async () => {
+    const manager = await signedInPage(fleet.tokens.manager, { prepare: fakeWhoami(500, { error: 'injected failure' }) });
+    try {
+      const buttons = await pipelineButtons(manager);
+      assert(buttons.length >= 6, `expected pause/freeze/rollback on both pipelines, found ${buttons.length} buttons`);
+      const enabled = buttons.filter((b) => !b.disabled);
+      assert(!enabled.length, `enabled without whoami: ${enabled.map((b) => b.action).join(', ')}`);
+      const role = await manager.textContent('#whoami .role');
+      assert(role === 'role unknown', `role shown as ${role}`);
+      await manager.waitForSelector('#banner:not([hidden])', { timeout: 5000 });
+    } finally {
+      await manager.context().close();
+    }
+  });
+
   await test('markup in a commit message and author is shown as text, never run', async () => {
     const rel = await createRelease('monolith', built['v1.2.0'], { commit: `fix: ${XSS}`, author: `${XSS} <mallory@example.com>` });
     await page.evaluate((id) => { location.hash = `#release=${id}`; }, rel.id);
@@ -439,7 +506,7 @@ async function main() {
   });
 
   await test('the page works at phone width, in dark mode', async () => {
-    const phone = await signedInPage(fleet.tokens.manager, { width: 390, height: 844 }, 'dark');
+    const phone = await signedInPage(fleet.tokens.manager, { viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
     try {
       const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert(overflow <= 1, `the page is ${overflow}px wider than a phone screen`);

@@ -1,0 +1,106 @@
+// The fleet overview: one card per pipeline with its flags, actions, release in flight and
+// every host's version and connection, region by region.
+//
+// Owns: #pipelines, and following the newest in-flight release as pipelines report it.
+// Exports: refreshOverview.
+
+import { pipelineActions } from './actions.js';
+import { api } from './api.js';
+import { badge } from './format.js';
+import { select } from './history.js';
+import { renderRelease } from './release.js';
+import { $, clear, h, state } from './state.js';
+
+export async function refreshOverview() {
+  if (!state.token) return;
+  const list = await api('GET', '/pipelines');
+  state.pipelines = Array.isArray(list) ? list : [];
+  for (const p of state.pipelines) {
+    if (p.active && typeof p.active.id === 'number') {
+      state.details.set(p.active.id, p.active);
+      if (state.follow && state.selected !== p.active.id && !p.active.final) {
+        state.selected = p.active.id;
+      }
+    }
+  }
+  renderOverview();
+  renderRelease();
+}
+
+function renderOverview() {
+  const root = clear($('pipelines'));
+  if (!state.pipelines.length) {
+    root.append(h('p', { class: 'empty' }, 'No pipelines.'));
+    return;
+  }
+  for (const p of state.pipelines) root.append(pipelineCard(p));
+}
+
+function pipelineCard(p) {
+  const flags = [];
+  if (p.paused) flags.push(h('span', { class: 'flag paused' }, `paused${p.paused_by ? ` by ${p.paused_by}` : ''}`));
+  if (p.frozen) {
+    flags.push(h('span', { class: 'flag frozen' },
+      `frozen${p.frozen_by ? ` by ${p.frozen_by}` : ''}${p.freeze_reason ? `: ${p.freeze_reason}` : ''}`));
+  }
+  const actions = pipelineActions(p);
+
+  let active = h('p', { class: 'active none' }, 'No release in flight.');
+  if (p.active) {
+    const a = p.active;
+    const waves = a.waves || [];
+    const w = waves[a.current_wave];
+    const link = h('a', { href: `#release=${a.id}`, class: 'active-link' }, `#${a.id} ${a.version}`);
+    link.addEventListener('click', (ev) => { ev.preventDefault(); select(a.id, true); });
+    active = h('p', { class: 'active', dataset: { release: String(a.id) } },
+      'In flight: ', link, ' ', badge(a.state),
+      w ? [' wave ', h('span', { class: 'active-wave' }, `${a.current_wave + 1}/${waves.length} ${w.name}`), ' ', badge(w.state)] : '');
+  }
+
+  const regions = h('div', { class: 'regions' }, p.regions.map((r) => regionBox(p, r)));
+  return h('article', { class: 'card pipeline', dataset: { pipeline: p.pipeline } },
+    h('div', { class: 'pipeline-head' },
+      h('h3', {}, p.pipeline),
+      h('span', { class: 'desired' }, 'desired ', h('strong', { class: 'desired-version' }, p.desired_version || '—')),
+      flags,
+      h('span', { class: 'spacer' }),
+      actions),
+    active,
+    regions);
+}
+
+// The server calls a host drifted when it runs anything but the last good version; while
+// a release is in flight, its own hosts are moving on purpose, so they are not drift.
+function isDrift(p, host) {
+  if (!host.drift) return false;
+  return !(p.active && !p.active.final && host.current_version === p.active.version);
+}
+
+function regionBox(p, r) {
+  r = { ...r, hosts: r.hosts.map((x) => ({ ...x, drift: isDrift(p, x) })) };
+  const versions = new Set(r.hosts.map((x) => x.current_version));
+  const uniform = versions.size === 1 && r.hosts.length > 0;
+  const regionVersion = uniform ? [...versions][0] : '';
+  const lost = r.hosts.filter((x) => !x.connected).length;
+  const drift = r.hosts.filter((x) => x.drift).length;
+  return h('section', {
+    class: `region${drift ? ' has-drift' : ''}${lost ? ' has-lost' : ''}`,
+    dataset: { region: r.region, version: regionVersion },
+  },
+  h('h4', {}, r.region, ' ',
+    h('span', { class: 'region-version' }, regionVersion || (r.hosts.length ? 'mixed' : 'no hosts')),
+    drift ? h('span', { class: 'flag drift' }, `${drift} drift`) : '',
+    lost ? h('span', { class: 'flag lost' }, `${lost} lost`) : ''),
+  h('ul', { class: 'hosts' }, r.hosts.map((x) => h('li', {
+    class: `host${x.connected ? ' connected' : ' lost'}${x.drift ? ' drift' : ''}`,
+    dataset: { host: x.name, version: x.current_version || '', connected: String(Boolean(x.connected)), agent: x.agent_version || '' },
+    title: (x.drift ? `drift: runs ${x.current_version || 'nothing'}, should run ${p.desired_version}`
+      : (x.connected ? 'connected' : `lost; last seen ${x.last_seen || 'never'}`))
+      + `; lockstep-agent ${x.agent_version || 'unknown'}`,
+  },
+  h('span', { class: 'dot', 'aria-hidden': 'true' }),
+  h('span', { class: 'host-name' }, x.name),
+  h('span', { class: 'host-version' }, x.current_version || '—'),
+  h('span', { class: 'host-conn' }, x.connected ? 'connected' : 'lost'),
+  x.drift ? h('span', { class: 'flag drift' }, 'drift') : ''))));
+}

@@ -1,0 +1,180 @@
+// The release view: one release's facts, wave grid, gate results and hosts, and the bake
+// countdown.
+//
+// Owns: #release-view and everything in it. Which release it shows is state.selected (set
+// by history.js's select and by the live updates).
+// Exports: refreshSelected, renderRelease, tick.
+
+import { releaseActions } from './actions.js';
+import { api } from './api.js';
+import { badge, fmtDuration, fmtTime, label, releaseDuration, stateClass } from './format.js';
+import { $, clear, h, state } from './state.js';
+
+// Loads the selected release in full (waves, hosts, gates) and shows it.
+export async function refreshSelected() {
+  if (!state.token || state.selected === null) {
+    renderRelease();
+    return;
+  }
+  try {
+    const r = await api('GET', `/releases/${state.selected}`);
+    if (r && typeof r.id === 'number') state.details.set(r.id, r);
+  } catch (e) {
+    if (e.status === 404) state.selected = null;
+  }
+  renderRelease();
+}
+
+export function renderRelease() {
+  const view = $('release-view');
+  const r = state.selected === null ? null : state.details.get(state.selected)
+    || state.releases.find((x) => x.id === state.selected);
+  if (!r) {
+    view.hidden = true;
+    return;
+  }
+  view.hidden = false;
+  view.dataset.releaseId = String(r.id);
+  view.dataset.state = r.state;
+  $('release-title').textContent = `Release #${r.id} — ${r.pipeline} ${r.version}${r.kind === 'rollback' ? ' (rollback)' : ''}`;
+  clear($('release-state')).append(badge(r.state));
+
+  const waves = r.waves || [];
+  const cur = waves[r.current_wave];
+  clear($('release-actions')).append(...releaseActions(r, cur));
+
+  const facts = clear($('release-facts'));
+  const fact = (k, v, id) => facts.append(h('div', {}, h('dt', {}, k), h('dd', id ? { id } : {}, v)));
+  fact('Version', r.version, 'release-version');
+  if (r.previous_version) fact('Previous', r.previous_version);
+  fact('Commit', r.commit || '—', 'release-commit');
+  fact('Author', r.author || '—', 'release-author');
+  fact('Created', fmtTime(r.created_at_ms));
+  const dur = releaseDuration(r);
+  if (dur !== null) fact(r.final ? 'Took' : 'Running for', fmtDuration(dur), 'release-duration');
+  if (r.reason) fact('Reason', r.reason, 'release-reason');
+  if (cur && !r.final) fact('Current wave', `${r.current_wave + 1}/${waves.length} ${cur.name} (${label(cur.state)})`, 'release-current-wave');
+  const bake = cur && cur.state === 'baking' && cur.bake_started_at_ms ? cur : null;
+  if (bake) {
+    const dd = h('span', { class: 'countdown', id: 'bake-countdown',
+      dataset: { until: String(bake.bake_started_at_ms + bake.bake_ms) } });
+    fact('Bake', dd);
+  }
+  const windows = waves.filter((w) => w.last_switch_at_ms > 0);
+  if (windows.length) {
+    fact('Mixed-version window', windows.map((w) => `${w.name} ${fmtDuration(w.mixed_version_window_ms)}`).join(', '), 'mixed-window');
+  }
+
+  renderGrid(r, waves);
+  renderGates(r, waves);
+  renderHosts(r, waves);
+  tick();
+}
+
+function regionsOf(r, waves) {
+  const out = [];
+  for (const w of waves) for (const rp of w.regions) if (!out.includes(rp.region)) out.push(rp.region);
+  for (const x of r.hosts || []) if (!out.includes(x.region)) out.push(x.region);
+  return out;
+}
+
+function renderGrid(r, waves) {
+  const grid = clear($('wave-grid'));
+  const regions = regionsOf(r, waves);
+  if (!waves.length) {
+    grid.append(h('caption', {}, r.kind === 'rollback'
+      ? 'A rollback takes every host to its version at once, without waves.' : 'No wave information.'));
+    if (r.kind !== 'rollback') return;
+  }
+  grid.append(h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Wave'), h('th', { scope: 'col' }, 'State'),
+    regions.map((name) => h('th', { scope: 'col' }, name)))));
+  const body = h('tbody');
+  for (const w of waves) {
+    const current = w.index === r.current_wave && !r.final;
+    const row = h('tr', { class: `wave${current ? ' current' : ''}`, dataset: { wave: String(w.index), state: w.state } },
+      h('th', { scope: 'row' }, w.name, w.manual_approval ? h('span', { class: 'flag manual', title: 'manual approval' }, 'manual') : ''),
+      h('td', { class: 'wave-state' }, badge(w.state),
+        w.approved_by ? h('span', { class: 'approved' }, ` approved by ${w.approved_by}`) : '',
+        w.bake_ms ? h('span', { class: 'bake' }, ` bake ${fmtDuration(w.bake_ms)}`) : ''));
+    for (const name of regions) {
+      const rp = w.regions.find((x) => x.region === name);
+      if (!rp || !rp.selected) {
+        row.append(h('td', { class: 'cell none', dataset: { region: name } }, '—'));
+        continue;
+      }
+      const st = rp.failed ? 'failed' : w.state === 'pending' ? 'pending'
+        : rp.done >= rp.selected ? 'done' : 'deploying';
+      row.append(h('td', { class: `cell ${stateClass(st)}`, dataset: { region: name, state: st } },
+        h('span', { class: 'count' }, `${rp.done}/${rp.selected}`),
+        rp.failed ? h('span', { class: 'failed-count' }, ` ${rp.failed} failed`) : '',
+        h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { class: 'fill', dataset: { pct: String(Math.round(100 * rp.done / rp.selected)) } }))));
+    }
+    body.append(row);
+  }
+  if (r.kind === 'rollback' && (r.hosts || []).length) {
+    const row = h('tr', { class: 'wave', dataset: { wave: 'rollback', state: r.state } },
+      h('th', { scope: 'row' }, 'all hosts'), h('td', {}, badge(r.state)));
+    for (const name of regions) {
+      const hs = r.hosts.filter((x) => x.region === name);
+      const done = hs.filter((x) => x.state === 'done').length;
+      const st = done === hs.length ? 'done' : 'deploying';
+      row.append(h('td', { class: `cell ${stateClass(st)}`, dataset: { region: name, state: st } }, `${done}/${hs.length}`));
+    }
+    body.append(row);
+  }
+  grid.append(body);
+  // Progress bars: widths set through the CSSOM (allowed by the page's CSP), not markup.
+  for (const f of grid.querySelectorAll('.fill')) f.style.width = `${f.dataset.pct}%`;
+}
+
+function renderGates(r, waves) {
+  const t = clear($('gates'));
+  const gates = r.gates || [];
+  if (!gates.length) {
+    t.append(h('caption', {}, 'No gate results yet.'));
+    return;
+  }
+  t.append(h('thead', {}, h('tr', {}, ['Wave', 'Gate', 'Region', 'Verdict', 'Value', 'Detail', 'At'].map((x) => h('th', { scope: 'col' }, x)))));
+  t.append(h('tbody', {}, gates.map((g) => h('tr', { class: 'gate', dataset: { verdict: g.verdict } },
+    h('td', {}, waves[g.wave] ? waves[g.wave].name : String(g.wave)),
+    h('td', {}, g.gate),
+    h('td', {}, g.region || 'all'),
+    h('td', {}, badge(g.verdict)),
+    h('td', { class: 'num' }, typeof g.value === 'number' ? String(Number(g.value.toPrecision(6))) : ''),
+    h('td', { class: 'detail' }, g.detail),
+    h('td', {}, fmtTime(g.at_ms))))));
+}
+
+function renderHosts(r, waves) {
+  const t = clear($('hosts'));
+  const hosts = r.hosts || [];
+  if (!hosts.length) {
+    t.append(h('caption', {}, 'No host has started yet.'));
+    return;
+  }
+  t.append(h('thead', {}, h('tr', {}, ['Host', 'Region', 'Wave', 'Step', 'From', 'Time', 'Detail / hook output'].map((x) => h('th', { scope: 'col' }, x)))));
+  const sorted = [...hosts].sort((a, b) => a.wave - b.wave || a.region.localeCompare(b.region) || a.agent.localeCompare(b.agent));
+  t.append(h('tbody', {}, sorted.map((x) => h('tr', { class: 'host-row', dataset: { host: x.agent, state: x.state } },
+    h('td', {}, x.agent),
+    h('td', {}, x.region),
+    h('td', {}, waves[x.wave] ? waves[x.wave].name : (r.kind === 'rollback' ? '—' : String(x.wave))),
+    h('td', {}, badge(x.state)),
+    h('td', {}, x.from_version || ''),
+    h('td', {}, x.started_at_ms ? fmtDuration((x.finished_at_ms || Date.now()) - x.started_at_ms) : ''),
+    h('td', { class: 'detail' }, h('pre', {}, tail(x.detail, 6)))))));
+}
+
+function tail(text, lines) {
+  const all = String(text || '').split('\n');
+  while (all.length && all[all.length - 1] === '') all.pop();
+  return all.slice(-lines).join('\n');
+}
+
+// Once a second: bake countdowns.
+export function tick() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll('.countdown')) {
+    const left = Number(el.dataset.until) - now;
+    el.textContent = left > 0 ? `${fmtDuration(left)} left` : 'bake time over, checking gates';
+  }
+}
