@@ -200,9 +200,8 @@ Connection::~Connection() { Stop(); }
 
 Status Connection::Run() {
   if (!impl_->options.credential_file.empty()) {
-    auto stored = LoadHostCredential(impl_->options.credential_file);
-    if (!stored.ok()) return stored.status();
-    impl_->credential = *stored;
+    LOCKSTEP_ASSIGN_OR_RETURN(auto stored, LoadHostCredential(impl_->options.credential_file));
+    impl_->credential = stored;
   }
   grpc::ChannelArguments args;
   // A lockstepd that hangs with its connection open is noticed within 70 s. One whose host or

@@ -239,16 +239,15 @@ Status Executor::RunHookIfPresent(const std::string& version, const std::string&
   ho.pass_env = options_.hook_env;
   ho.user = hook_user_;
   ho.on_line = [&](const std::string& line) { Note(task.task_id(), hook, line); };
-  auto result = RunHook(path.string(), ho);
-  if (!result.ok()) return result.status();
-  tail.insert(tail.end(), result->tail.begin(), result->tail.end());
-  if (result->timed_out) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto result, RunHook(path.string(), ho));
+  tail.insert(tail.end(), result.tail.begin(), result.tail.end());
+  if (result.timed_out) {
     return DeadlineExceeded("deploy/" + hook + " of " + version + " timed out after " +
                             std::to_string(ho.timeout.count()) + "ms");
   }
-  if (result->exit_code != 0) {
+  if (result.exit_code != 0) {
     return Unavailable("deploy/" + hook + " of " + version + " exited with status " +
-                       std::to_string(result->exit_code));
+                       std::to_string(result.exit_code));
   }
   return Status::Ok();
 }

@@ -63,12 +63,11 @@ StatusOr<std::chrono::milliseconds> ParseLifetime(std::string_view text) {
     }
     return std::chrono::milliseconds(days * 24 * 3600 * 1000);
   }
-  auto d = ParseDuration(text);
-  if (!d.ok()) return d.status();
-  if (d->count() <= 0) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto d, ParseDuration(text));
+  if (d.count() <= 0) {
     return InvalidArgument("bad lifetime \"" + std::string(text) + "\": must be positive");
   }
-  return *d;
+  return d;
 }
 
 std::string FormatDuration(std::chrono::milliseconds d) {

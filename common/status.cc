@@ -70,4 +70,8 @@ Status Status::WithContext(const std::string& context) const {
   return Status(code_, context + ": " + message_);
 }
 
+Status OkStatusWithoutValue() {
+  return Internal("a result was built from an OK status without a value (a bug in lockstepd)");
+}
+
 }  // namespace lockstep

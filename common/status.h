@@ -78,12 +78,20 @@ inline Status DeadlineExceeded(std::string m) {
   return {StatusCode::kDeadlineExceeded, std::move(m)};
 }
 
-// StatusOr<T>: a value or the Status explaining why there is none.
+// The error a StatusOr holds when it was built from an OK status, which would otherwise be
+// neither a value nor an error. Defined out of line so the message lives in one place.
+Status OkStatusWithoutValue();
+
+// StatusOr<T>: a value or the Status explaining why there is none. It is never both and never
+// neither: built from an OK Status (a bug: there is no value to hold), it holds the kInternal
+// error OkStatusWithoutValue() instead, so the mistake surfaces as an error a caller reports
+// rather than as a "success" whose value() is empty.
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
-  StatusOr(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
+  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  StatusOr(Status status)                          // NOLINT: implicit by design
+      : status_(status.ok() ? OkStatusWithoutValue() : std::move(status)) {}
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
@@ -109,3 +117,16 @@ class [[nodiscard]] StatusOr {
     ::lockstep::Status _st = (expr);   \
     if (!_st.ok()) return _st;         \
   } while (0)
+
+// LOCKSTEP_ASSIGN_OR_RETURN(decl, expr): evaluates `expr` (a StatusOr); on error returns its
+// Status from the enclosing function, otherwise moves the value into `decl`, e.g.
+//   LOCKSTEP_ASSIGN_OR_RETURN(auto release, store->GetRelease(id));
+// `decl` may also name an existing variable. Uses one hidden local per line.
+#define LOCKSTEP_STATUS_CONCAT_INNER(a, b) a##b
+#define LOCKSTEP_STATUS_CONCAT(a, b) LOCKSTEP_STATUS_CONCAT_INNER(a, b)
+#define LOCKSTEP_ASSIGN_OR_RETURN(decl, expr) \
+  LOCKSTEP_ASSIGN_OR_RETURN_IMPL(LOCKSTEP_STATUS_CONCAT(_status_or_, __LINE__), decl, expr)
+#define LOCKSTEP_ASSIGN_OR_RETURN_IMPL(tmp, decl, expr) \
+  auto tmp = (expr);                                    \
+  if (!tmp.ok()) return tmp.status();                   \
+  decl = std::move(tmp).value()

@@ -52,29 +52,26 @@ StatusOr<X509Ptr> ParseCert(const std::string& pem, const std::string& what,
 
 Status CheckTlsFiles(const TlsFiles& f, const std::string& cert_flag, const std::string& ca_flag) {
   if (!f.cert.empty()) {
-    auto cert_pem = ReadPem(f.cert, "TLS certificate (" + cert_flag + ")");
-    if (!cert_pem.ok()) return cert_pem.status();
-    auto cert = ParseCert(*cert_pem, "TLS certificate (" + cert_flag + ")", f.cert);
-    if (!cert.ok()) return cert.status();
+    LOCKSTEP_ASSIGN_OR_RETURN(auto cert_pem,
+                              ReadPem(f.cert, "TLS certificate (" + cert_flag + ")"));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto cert,
+                              ParseCert(cert_pem, "TLS certificate (" + cert_flag + ")", f.cert));
     if (f.key.empty()) return InvalidArgument(cert_flag + " needs its key (--tls-key)");
-    auto key_pem = ReadPem(f.key, "TLS key (--tls-key)");
-    if (!key_pem.ok()) return key_pem.status();
-    Bio bio(BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())), &BIO_free);
+    LOCKSTEP_ASSIGN_OR_RETURN(auto key_pem, ReadPem(f.key, "TLS key (--tls-key)"));
+    Bio bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())), &BIO_free);
     KeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), &EVP_PKEY_free);
     if (!key) {
       return InvalidArgument("TLS key file " + f.key + " holds no private key: " + OpensslError());
     }
-    if (X509_check_private_key(cert->get(), key.get()) != 1) {
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
       ERR_clear_error();
       return InvalidArgument("TLS key file " + f.key + " does not match the certificate in " +
                              f.cert);
     }
   }
   if (!f.ca.empty()) {
-    auto ca_pem = ReadPem(f.ca, "TLS CA (" + ca_flag + ")");
-    if (!ca_pem.ok()) return ca_pem.status();
-    auto ca = ParseCert(*ca_pem, "TLS CA (" + ca_flag + ")", f.ca);
-    if (!ca.ok()) return ca.status();
+    LOCKSTEP_ASSIGN_OR_RETURN(auto ca_pem, ReadPem(f.ca, "TLS CA (" + ca_flag + ")"));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto ca, ParseCert(ca_pem, "TLS CA (" + ca_flag + ")", f.ca));
   }
   return Status::Ok();
 }
@@ -85,18 +82,15 @@ StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFrom(const T
     return InvalidArgument("TLS needs both --tls-cert and --tls-key");
   }
   LOCKSTEP_RETURN_IF_ERROR(CheckTlsFiles(f, "--tls-cert", "--tls-client-ca"));
-  auto cert = ReadPem(f.cert, "TLS certificate");
-  if (!cert.ok()) return cert.status();
-  auto key = ReadPem(f.key, "TLS key");
-  if (!key.ok()) return key.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto cert, ReadPem(f.cert, "TLS certificate"));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto key, ReadPem(f.key, "TLS key"));
   grpc::SslServerCredentialsOptions opts(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   if (!f.ca.empty()) {
-    auto ca = ReadPem(f.ca, "TLS client CA");
-    if (!ca.ok()) return ca.status();
-    opts.pem_root_certs = *ca;
+    LOCKSTEP_ASSIGN_OR_RETURN(auto ca, ReadPem(f.ca, "TLS client CA"));
+    opts.pem_root_certs = ca;
     opts.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
-  opts.pem_key_cert_pairs.push_back({*key, *cert});
+  opts.pem_key_cert_pairs.push_back({key, cert});
   return grpc::SslServerCredentials(opts);
 }
 
@@ -108,16 +102,13 @@ StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFrom(const
   }
   LOCKSTEP_RETURN_IF_ERROR(CheckTlsFiles(f, "--tls-cert", "--tls-ca"));
   grpc::SslCredentialsOptions opts;
-  auto ca = ReadPem(f.ca, "TLS CA");
-  if (!ca.ok()) return ca.status();
-  opts.pem_root_certs = *ca;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto ca, ReadPem(f.ca, "TLS CA"));
+  opts.pem_root_certs = ca;
   if (!f.cert.empty()) {
-    auto cert = ReadPem(f.cert, "TLS certificate");
-    if (!cert.ok()) return cert.status();
-    auto key = ReadPem(f.key, "TLS key");
-    if (!key.ok()) return key.status();
-    opts.pem_cert_chain = *cert;
-    opts.pem_private_key = *key;
+    LOCKSTEP_ASSIGN_OR_RETURN(auto cert, ReadPem(f.cert, "TLS certificate"));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto key, ReadPem(f.key, "TLS key"));
+    opts.pem_cert_chain = cert;
+    opts.pem_private_key = key;
   }
   return grpc::SslCredentials(opts);
 }

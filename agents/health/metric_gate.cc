@@ -150,13 +150,13 @@ std::optional<int64_t> ParseRfc3339Ms(std::string_view t) {
 // why it cannot tell.
 StatusOr<bool> ScrapedEverythingSince(const std::string& base, int64_t since_ms,
                                       std::chrono::milliseconds timeout) {
-  auto response = GetPrometheus(base, "/api/v1/targets?state=active", "active targets", timeout);
-  if (!response.ok()) return response.status();
-  if (response->status != 200) {
-    return Unavailable("prometheus " + base + " answered HTTP " + std::to_string(response->status) +
+  LOCKSTEP_ASSIGN_OR_RETURN(auto response, GetPrometheus(base, "/api/v1/targets?state=active",
+                                                         "active targets", timeout));
+  if (response.status != 200) {
+    return Unavailable("prometheus " + base + " answered HTTP " + std::to_string(response.status) +
                        " for its targets, so the age of its samples is unknown");
   }
-  const json body = json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+  const json body = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   if (!body.is_object() || !body.contains("data") || !body["data"].is_object() ||
       !body["data"].contains("activeTargets") || !body["data"]["activeTargets"].is_array()) {
     return Unavailable("prometheus " + base + " sent no list of active targets");

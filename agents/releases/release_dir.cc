@@ -262,14 +262,13 @@ Status ReleaseDir::Init() {
   }
   Fd root(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (root.get() < 0) return ErrnoError("open " + root_, errno);
-  StatusOr<int> releases =
-      OwnDirectoryAt(root.get(), root_, "releases", 0755, IfNotADirectory::kRefuse);
-  if (!releases.ok()) return releases.status();
-  Fd releases_fd(*releases);
+  LOCKSTEP_ASSIGN_OR_RETURN(
+      auto releases, OwnDirectoryAt(root.get(), root_, "releases", 0755, IfNotADirectory::kRefuse));
+  Fd releases_fd(releases);
   // 0700: downloads and partial unpacks are nobody else's business.
-  StatusOr<int> tmp = OwnDirectoryAt(root.get(), root_, "tmp", 0700, IfNotADirectory::kReplace);
-  if (!tmp.ok()) return tmp.status();
-  Fd tmp_fd(*tmp);
+  LOCKSTEP_ASSIGN_OR_RETURN(
+      auto tmp, OwnDirectoryAt(root.get(), root_, "tmp", 0700, IfNotADirectory::kReplace));
+  Fd tmp_fd(tmp);
   return ClearDirectoryAt(tmp_fd.get(), root_ + "/tmp");
 }
 

@@ -19,10 +19,9 @@ StatusOr<Principal> Authenticator::Authenticate(std::string_view authorization) 
     return Status(StatusCode::kUnauthenticated,
                   "malformed authorization: expected \"Bearer <token>\"");
   }
-  auto found = store_->FindTokenByHash(HashToken(*token));
-  if (!found.ok()) return found.status();
-  if (!found->has_value()) return Status(StatusCode::kUnauthenticated, "invalid token");
-  const TokenRecord& t = **found;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto found, store_->FindTokenByHash(HashToken(*token)));
+  if (!found.has_value()) return Status(StatusCode::kUnauthenticated, "invalid token");
+  const TokenRecord& t = *found;
   LOCKSTEP_RETURN_IF_ERROR(CheckUsable(t));
   Touch(t);
   auto role = ParseRole(t.role);
@@ -41,9 +40,8 @@ Status Authenticator::Authorize(const Principal& who, Action action) {
 }
 
 StatusOr<Principal> Authenticator::Check(std::string_view authorization, Action action) const {
-  auto who = Authenticate(authorization);
-  if (!who.ok()) return who.status();
-  LOCKSTEP_RETURN_IF_ERROR(Authorize(*who, action));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Authenticate(authorization));
+  LOCKSTEP_RETURN_IF_ERROR(Authorize(who, action));
   return who;
 }
 
@@ -72,16 +70,15 @@ StatusOr<Authenticator::AgentCheck> Authenticator::CheckAgent(const std::string&
                                                               const std::string& region,
                                                               std::string_view enrollment_token,
                                                               std::string_view credential) const {
-  auto enrolled = store_->FindHostCredential(name);
-  if (!enrolled.ok()) return enrolled.status();
-  if (enrolled->has_value() && !credential.empty()) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto enrolled, store_->FindHostCredential(name));
+  if (enrolled.has_value() && !credential.empty()) {
     const std::string presented = HashToken(credential);
-    const std::string& stored = (*enrolled)->hash;
+    const std::string& stored = enrolled->hash;
     if (presented.size() == stored.size() &&
         CRYPTO_memcmp(presented.data(), stored.data(), stored.size()) == 0) {
-      if ((*enrolled)->region != region) {
-        return PermissionDenied("host \"" + name + "\" is enrolled in region " +
-                                (*enrolled)->region + ", not " + region);
+      if (enrolled->region != region) {
+        return PermissionDenied("host \"" + name + "\" is enrolled in region " + enrolled->region +
+                                ", not " + region);
       }
       return AgentCheck{};
     }
@@ -91,22 +88,21 @@ StatusOr<Authenticator::AgentCheck> Authenticator::CheckAgent(const std::string&
   // learns nothing about which names are enrolled.
   const Status invalid(StatusCode::kUnauthenticated, "invalid enrollment token or host credential");
   if (enrollment_token.empty()) return invalid;
-  auto found = store_->FindTokenByHash(HashToken(enrollment_token));
-  if (!found.ok()) return found.status();
-  if (!found->has_value() || (*found)->role != "agent") return invalid;
-  LOCKSTEP_RETURN_IF_ERROR(CheckUsable(**found));
-  if ((*found)->region != region) {
-    return PermissionDenied("enrollment token \"" + (*found)->name + "\" is for region " +
-                            (*found)->region + ", not " + region);
+  LOCKSTEP_ASSIGN_OR_RETURN(auto found, store_->FindTokenByHash(HashToken(enrollment_token)));
+  if (!found.has_value() || found->role != "agent") return invalid;
+  LOCKSTEP_RETURN_IF_ERROR(CheckUsable(*found));
+  if (found->region != region) {
+    return PermissionDenied("enrollment token \"" + found->name + "\" is for region " +
+                            found->region + ", not " + region);
   }
-  Touch(**found);
-  if (enrolled->has_value()) {
+  Touch(*found);
+  if (enrolled.has_value()) {
     return PermissionDenied("host \"" + name +
                             "\" is already enrolled and must present its own credential; to "
                             "replace the host, first run: lockstep agents remove " +
                             name);
   }
-  return AgentCheck{true, (*found)->name};
+  return AgentCheck{true, found->name};
 }
 
 StatusOr<std::string> Authenticator::Enroll(const std::string& name, const std::string& region,
@@ -195,9 +191,8 @@ StatusOr<std::string> Authenticator::CreateToken(const std::string& name, const 
 }
 
 StatusOr<bool> Authenticator::Bootstrap(const std::string& path) const {
-  auto count = store_->CountTokens();
-  if (!count.ok()) return count.status();
-  if (*count > 0) return false;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto count, store_->CountTokens());
+  if (count > 0) return false;
   // Write the file first: a token nobody can read would lock everyone out.
   std::string token = GenerateToken();
   // A fresh file that is ours alone: a leftover temporary name is removed (unlink removes a

@@ -18,10 +18,9 @@ constexpr int64_t kConvergeRetryMs = 30'000;
 }  // namespace
 
 Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
-  auto last = store_->DesiredRelease(p.name);
-  if (!last.ok()) return last.status();
-  if (!last->has_value()) return Status::Ok();
-  const ReleaseRecord& desired = **last;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto last, store_->DesiredRelease(p.name));
+  if (!last.has_value()) return Status::Ok();
+  const ReleaseRecord& desired = *last;
   releases_seen_[desired.id] = desired;
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   HostMap* hosts = nullptr;
@@ -29,9 +28,8 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
   for (const auto& [name, a] : agents_) {
     if (a.pipeline != p.name || !a.connected || a.current_version == desired.version) continue;
     if (!hosts) {
-      auto loaded = HostsOf(desired.id);
-      if (!loaded.ok()) return loaded.status();
-      hosts = *loaded;
+      LOCKSTEP_ASSIGN_OR_RETURN(auto loaded, HostsOf(desired.id));
+      hosts = loaded;
       pass.live_releases.insert(desired.id);
     }
     HostRecord h;

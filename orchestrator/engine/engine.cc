@@ -169,13 +169,12 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   std::string sha = req.sha256;
   std::transform(sha.begin(), sha.end(), sha.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  auto first = store_->FirstWithVersion(req.pipeline, req.version);
-  if (!first.ok()) return first.status();
-  if (first->has_value()) {
-    if ((*first)->sha256 != sha) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto first, store_->FirstWithVersion(req.pipeline, req.version));
+  if (first.has_value()) {
+    if (first->sha256 != sha) {
       return FailedPrecondition("version: " + req.version + " of pipeline " + req.pipeline +
-                                " is release " + std::to_string((*first)->id) + " with sha256 " +
-                                (*first)->sha256 +
+                                " is release " + std::to_string(first->id) + " with sha256 " +
+                                first->sha256 +
                                 "; a version names one artifact forever: release this build "
                                 "under a new version");
     }
@@ -214,11 +213,10 @@ Status UpdatePipelineState(Store* store, const Engine& engine, const Clock* cloc
   if (!engine.FindPipeline(pipeline)) {
     return NotFound("unknown pipeline \"" + pipeline + "\"");
   }
-  auto st = store->GetPipelineState(pipeline);
-  if (!st.ok()) return st.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto st, store->GetPipelineState(pipeline));
   UnixMs now = clock->Now();
-  change(*st, now);
-  return store->SetPipelineState(*st, MakeAudit(now, actor, action, pipeline, detail));
+  change(st, now);
+  return store->SetPipelineState(st, MakeAudit(now, actor, action, pipeline, detail));
 }
 }  // namespace
 
@@ -266,14 +264,13 @@ StatusOr<ReleaseRecord> Engine::Rollback(const std::string& pipeline, const std:
                                          const std::string& actor) const {
   const Pipeline* p = FindPipeline(pipeline);
   if (!p) return NotFound("unknown pipeline \"" + pipeline + "\"");
-  auto target = RollbackTarget(*p, to_version);
-  if (!target.ok()) return target.status();
-  if (!target->has_value()) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto target, RollbackTarget(*p, to_version));
+  if (!target.has_value()) {
     return NotFound(to_version.empty()
                         ? "pipeline " + pipeline + " has no earlier release that succeeded"
                         : "no succeeded release " + to_version + " of pipeline " + pipeline);
   }
-  const ReleaseRecord& t = **target;
+  const ReleaseRecord& t = *target;
   ReleaseRecord r;
   r.pipeline = pipeline;
   r.version = t.version;
@@ -295,13 +292,12 @@ StatusOr<ReleaseRecord> Engine::Rollback(const std::string& pipeline, const std:
 StatusOr<std::optional<ReleaseRecord>> Engine::RollbackTarget(const Pipeline& p,
                                                               const std::string& to_version) const {
   if (!to_version.empty()) return store_->SucceededWithVersion(p.name, to_version);
-  auto list = store_->ListReleases(p.name, 1000);
-  if (!list.ok()) return list.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto list, store_->ListReleases(p.name, 1000));
   // The release the fleet is on or moving to: the newest in flight, else the newest
   // succeeded. "Before" it means: the newest succeeded rollout older than the rollout that
   // introduced that version, so that rolling back twice keeps going back.
   const ReleaseRecord* current = nullptr;
-  for (const auto& r : *list) {  // newest first
+  for (const auto& r : list) {  // newest first
     if (release_state::IsInFlight(r.state) || r.state == release_state::kSucceeded) {
       current = &r;
       break;
@@ -313,7 +309,7 @@ StatusOr<std::optional<ReleaseRecord>> Engine::RollbackTarget(const Pipeline& p,
   if (current->state == release_state::kSucceeded && current->kind == release_kind::kRollout) {
     before = current->id;
   }
-  for (const auto& r : *list) {
+  for (const auto& r : list) {
     if (r.id < before && r.state == release_state::kSucceeded && r.kind == release_kind::kRollout &&
         r.version != current->version) {
       return std::optional<ReleaseRecord>(r);
@@ -366,9 +362,8 @@ Status Engine::RemoveAgent(const std::string& name, const std::string& actor) {
 }
 
 StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
-  auto pipeline_name = AgentPipeline(hello);
-  if (!pipeline_name.ok()) return pipeline_name.status();
-  const Pipeline* pipeline = FindPipeline(*pipeline_name);
+  LOCKSTEP_ASSIGN_OR_RETURN(auto pipeline_name, AgentPipeline(hello));
+  const Pipeline* pipeline = FindPipeline(pipeline_name);
   UnixMs now = clock_->Now();
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   AgentRecord& a = agents_[hello.name()];
@@ -433,10 +428,9 @@ StatusOr<bool> Engine::AgentHeartbeat(const std::string& name, const std::string
 
 Status Engine::LoadAgents() {
   if (agents_loaded_) return Status::Ok();
-  auto agents = store_->Agents();
-  if (!agents.ok()) return agents.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto agents, store_->Agents());
   agents_.clear();
-  for (auto& a : *agents) {
+  for (auto& a : agents) {
     std::string name = a.name;
     agents_.emplace(std::move(name), std::move(a));
   }
@@ -452,10 +446,9 @@ const AgentRecord* Engine::FindAgent(const std::string& name) const {
 StatusOr<Engine::HostMap*> Engine::HostsOf(int64_t release_id) {
   auto it = hosts_.find(release_id);
   if (it != hosts_.end()) return &it->second;
-  auto list = store_->Hosts(release_id);
-  if (!list.ok()) return list.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto list, store_->Hosts(release_id));
   HostMap& hosts = hosts_[release_id];
-  for (auto& h : *list) {
+  for (auto& h : list) {
     std::string agent = h.agent;
     hosts.emplace(std::move(agent), std::move(h));
   }
@@ -519,10 +512,9 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
   // A result is recorded wherever its task is still outstanding: in a release in flight,
   // on a convergence row of a finished release, or late for a release that ended (then it
   // only makes the record accurate).
-  auto hosts = HostsOf(release_id);
-  if (!hosts.ok()) return hosts.status();
-  auto it = (*hosts)->find(agent);
-  if (it == (*hosts)->end()) return Status::Ok();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, HostsOf(release_id));
+  auto it = hosts->find(agent);
+  if (it == hosts->end()) return Status::Ok();
   HostRecord& h = it->second;
   if (h.task_id != id || !HostInFlight(h)) return Status::Ok();
   const std::string before = h.state;
@@ -700,10 +692,8 @@ void Engine::ResendOutstanding(Pass& pass) {
 }
 
 Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
-  auto open = store_->OpenReleases(p.name);
-  if (!open.ok()) return open.status();
-  auto pstate = store_->GetPipelineState(p.name);
-  if (!pstate.ok()) return pstate.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto open, store_->OpenReleases(p.name));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto pstate, store_->GetPipelineState(p.name));
   // Results that arrive before the next pass look their release up here, as this pass
   // leaves it.
   struct Remember {
@@ -712,11 +702,11 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     ~Remember() {
       for (const auto& r : open) seen[r.id] = r;
     }
-  } remember{releases_seen_, *open};
+  } remember{releases_seen_, open};
 
   ReleaseRecord* inflight = nullptr;
   std::vector<ReleaseRecord*> queued_rollouts, queued_rollbacks;
-  for (auto& r : *open) {
+  for (auto& r : open) {
     if (release_state::IsInFlight(r.state)) inflight = &r;
     if (r.state != release_state::kQueued) continue;
     (r.kind == release_kind::kRollback ? queued_rollbacks : queued_rollouts).push_back(&r);
@@ -761,20 +751,20 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     pass.batch.audit.push_back(MakeAudit(
         now, "engine", "pipeline.pause", p.name,
         "held by " + held_by + "; queued releases wait for `lockstep resume " + p.name + "`"));
-    pstate->paused = true;
-    pstate->paused_by = held_by;
-    pstate->paused_at = now;
+    pstate.paused = true;
+    pstate.paused_by = held_by;
+    pstate.paused_at = now;
     LOCKSTEP_RETURN_IF_ERROR(StartRelease(p, *next, now, pass));
     inflight = next;
   } else if (!queued_rollouts.empty() && (!inflight || inflight->state == release_state::kHalted)) {
     ReleaseRecord* next = queued_rollouts.back();
     std::string wait_reason;
     UnixMs next_check = 0;
-    if (pstate->frozen) {
+    if (pstate.frozen) {
       wait_reason =
-          "waiting: pipeline frozen by " + pstate->frozen_by + " (" + pstate->freeze_reason + ")";
-    } else if (pstate->paused) {
-      wait_reason = "waiting: pipeline paused by " + pstate->paused_by;
+          "waiting: pipeline frozen by " + pstate.frozen_by + " (" + pstate.freeze_reason + ")";
+    } else if (pstate.paused) {
+      wait_reason = "waiting: pipeline paused by " + pstate.paused_by;
     } else if (p.window && !InsideWindow(*p.window, now, &next_check)) {
       wait_reason = "waiting: outside the deploy window";
       pass.WakeAt(next_check);
@@ -804,19 +794,17 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
 
   if (!inflight) {
     // A paused or frozen pipeline moves no host, not even to converge: people are looking.
-    if (pstate->paused || pstate->frozen) return Status::Ok();
+    if (pstate.paused || pstate.frozen) return Status::Ok();
     return Converge(p, now, pass);
   }
 
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
-  auto host_rows = HostsOf(inflight->id);
-  if (!host_rows.ok()) return host_rows.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto host_rows, HostsOf(inflight->id));
   pass.live_releases.insert(inflight->id);
-  ReleaseCtx c(p, *inflight, **host_rows, agents_, now, pass);
-  c.pstate = *pstate;
+  ReleaseCtx c(p, *inflight, *host_rows, agents_, now, pass);
+  c.pstate = pstate;
   // One record per wave of the pipeline; only waves that have started are stored.
-  auto stored_waves = store_->Waves(inflight->id);
-  if (!stored_waves.ok()) return stored_waves.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto stored_waves, store_->Waves(inflight->id));
   size_t wave_count = inflight->kind == release_kind::kRollback ? 1 : p.waves.size();
   c.waves.resize(wave_count);
   for (size_t i = 0; i < wave_count; ++i) {
@@ -824,7 +812,7 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     c.waves[i].index = static_cast<int>(i);
     c.waves[i].name = inflight->kind == release_kind::kRollback ? "rollback" : p.waves[i].name;
   }
-  for (auto& w : *stored_waves) {
+  for (auto& w : stored_waves) {
     if (w.index >= 0 && static_cast<size_t>(w.index) < c.waves.size()) {
       c.waves[static_cast<size_t>(w.index)] = std::move(w);
     }
@@ -856,9 +844,8 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     if (inflight->kind == release_kind::kRollback) {
       AdvanceRollbackRelease(c);
     } else {
-      auto gates = store_->GateResults(inflight->id);
-      if (!gates.ok()) return gates.status();
-      c.gate_results = std::move(*gates);
+      LOCKSTEP_ASSIGN_OR_RETURN(auto gates, store_->GateResults(inflight->id));
+      c.gate_results = std::move(gates);
       AdvanceRollout(c);
     }
   }
@@ -875,14 +862,12 @@ Status Engine::StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pas
   r.started_at = now;
   r.current_wave = 0;
   if (r.kind == release_kind::kRollout) {
-    auto last = store_->DesiredRelease(p.name);
-    if (!last.ok()) return last.status();
-    r.previous_version = last->has_value() ? (*last)->version : "";
-    r.previous_release_id = last->has_value() ? (*last)->id : 0;
+    LOCKSTEP_ASSIGN_OR_RETURN(auto last, store_->DesiredRelease(p.name));
+    r.previous_version = last.has_value() ? last->version : "";
+    r.previous_release_id = last.has_value() ? last->id : 0;
   } else {
-    auto last = store_->DesiredRelease(p.name);
-    if (!last.ok()) return last.status();
-    r.previous_version = last->has_value() ? (*last)->version : "";
+    LOCKSTEP_ASSIGN_OR_RETURN(auto last, store_->DesiredRelease(p.name));
+    r.previous_version = last.has_value() ? last->version : "";
   }
   pass.batch.releases.push_back(r);
   pass.changed_releases.insert(r.id);

@@ -1053,9 +1053,8 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 StatusOr<Pipeline> LoadFile(const std::string& path, int* name_line) {
-  StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return text.status();
-  return ParseDocument(*text, path, name_line);
+  LOCKSTEP_ASSIGN_OR_RETURN(auto text, ReadFile(path));
+  return ParseDocument(text, path, name_line);
 }
 
 }  // namespace
@@ -1099,17 +1098,16 @@ StatusOr<std::vector<Pipeline>> LoadPipelineDir(const std::string& dir) {
   std::vector<int> name_lines;
   for (const fs::path& path : files) {
     int name_line = 0;
-    StatusOr<Pipeline> pipeline = LoadFile(path.string(), &name_line);
-    if (!pipeline.ok()) return pipeline.status();
+    LOCKSTEP_ASSIGN_OR_RETURN(auto pipeline, LoadFile(path.string(), &name_line));
     for (size_t i = 0; i < pipelines.size(); ++i) {
-      if (pipelines[i].name == pipeline->name) {
+      if (pipelines[i].name == pipeline.name) {
         return InvalidArgument(path.string() + ":" + std::to_string(name_line) +
-                               ": pipeline: duplicate pipeline name " + Quote(pipeline->name) +
+                               ": pipeline: duplicate pipeline name " + Quote(pipeline.name) +
                                ", already defined in " + pipelines[i].file + ":" +
                                std::to_string(name_lines[i]));
       }
     }
-    pipelines.push_back(std::move(*pipeline));
+    pipelines.push_back(std::move(pipeline));
     name_lines.push_back(name_line);
   }
   return pipelines;

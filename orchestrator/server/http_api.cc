@@ -367,16 +367,14 @@ class HttpApiImpl final : public HttpApi {
   }
 
   StatusOr<Reply> ReleaseReply(int64_t id, int status = 200) {
-    auto view = LoadReleaseView(*store_, *engine_, id);
-    if (!view.ok()) return view.status();
-    return Reply{status, ReleaseJson(*view)};
+    LOCKSTEP_ASSIGN_OR_RETURN(auto view, LoadReleaseView(*store_, *engine_, id));
+    return Reply{status, ReleaseJson(view)};
   }
 
   StatusOr<Reply> PipelineReply(const std::string& pipeline) {
-    auto view = LoadStatusView(*store_, *engine_, pipeline);
-    if (!view.ok()) return view.status();
-    if (view->pipelines_size() == 0) return NotFound("unknown pipeline \"" + pipeline + "\"");
-    return Reply{200, PipelineStatusJson(view->pipelines(0))};
+    LOCKSTEP_ASSIGN_OR_RETURN(auto view, LoadStatusView(*store_, *engine_, pipeline));
+    if (view.pipelines_size() == 0) return NotFound("unknown pipeline \"" + pipeline + "\"");
+    return Reply{200, PipelineStatusJson(view.pipelines(0))};
   }
 
   static int64_t IdOf(const httplib::Request& req) {
@@ -387,29 +385,28 @@ class HttpApiImpl final : public HttpApi {
     server_.Get(
         "/api/v1/pipelines",
         Api(Action::kRead, [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {
-          auto view = LoadStatusView(*store_, *engine_, "");
-          if (!view.ok()) return view.status();
+          LOCKSTEP_ASSIGN_OR_RETURN(auto view, LoadStatusView(*store_, *engine_, ""));
           json out = json::array();
-          for (const auto& p : view->pipelines()) out.push_back(PipelineStatusJson(p));
+          for (const auto& p : view.pipelines()) out.push_back(PipelineStatusJson(p));
           return Reply{200, out};
         }));
     server_.Get(R"(/api/v1/pipelines/([^/]+))",
                 Api(Action::kRead, [this](const httplib::Request& req, const Principal&) {
                   return PipelineReply(req.matches[1].str());
                 }));
-    server_.Get("/api/v1/releases",
-                Api(Action::kRead,
-                    [this](const httplib::Request& req, const Principal&) -> StatusOr<Reply> {
-                      auto limit = LimitParam(req);
-                      if (!limit.ok()) return limit.status();
-                      auto list = ListReleasesView(
-                          *store_, *engine_, req.get_param_value("pipeline"), *limit,
-                          req.get_param_value("state"), req.get_param_value("kind"));
-                      if (!list.ok()) return list.status();
-                      json out = json::array();
-                      for (const auto& r : *list) out.push_back(ReleaseJson(ReleaseSummary(r)));
-                      return Reply{200, out};
-                    }));
+    server_.Get(
+        "/api/v1/releases",
+        Api(Action::kRead,
+            [this](const httplib::Request& req, const Principal&) -> StatusOr<Reply> {
+              LOCKSTEP_ASSIGN_OR_RETURN(auto limit, LimitParam(req));
+              LOCKSTEP_ASSIGN_OR_RETURN(
+                  auto list,
+                  ListReleasesView(*store_, *engine_, req.get_param_value("pipeline"), limit,
+                                   req.get_param_value("state"), req.get_param_value("kind")));
+              json out = json::array();
+              for (const auto& r : list) out.push_back(ReleaseJson(ReleaseSummary(r)));
+              return Reply{200, out};
+            }));
     server_.Get(R"(/api/v1/releases/(\d{1,18}))",
                 Api(Action::kRead, [this](const httplib::Request& req, const Principal&) {
                   return ReleaseReply(IdOf(req));
@@ -418,9 +415,9 @@ class HttpApiImpl final : public HttpApi {
         "/api/v1/releases",
         Api(Action::kCreateRelease,
             [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
-              auto body = ParseObject(
-                  req.body, {"pipeline", "version", "artifact", "sha256", "commit", "author"});
-              if (!body.ok()) return body.status();
+              LOCKSTEP_ASSIGN_OR_RETURN(
+                  auto body, ParseObject(req.body, {"pipeline", "version", "artifact", "sha256",
+                                                    "commit", "author"}));
               NewRelease nr;
               for (auto [key, field] : std::initializer_list<std::pair<const char*, std::string*>>{
                        {"pipeline", &nr.pipeline},
@@ -429,14 +426,12 @@ class HttpApiImpl final : public HttpApi {
                        {"sha256", &nr.sha256},
                        {"commit", &nr.commit},
                        {"author", &nr.author}}) {
-                auto v = StringField(*body, key);
-                if (!v.ok()) return v.status();
-                *field = *v;
+                LOCKSTEP_ASSIGN_OR_RETURN(auto v, StringField(body, key));
+                *field = v;
               }
-              auto created = engine_->CreateRelease(nr, who.name);
-              if (!created.ok()) return created.status();
+              LOCKSTEP_ASSIGN_OR_RETURN(auto created, engine_->CreateRelease(nr, who.name));
               hub_->Kick();
-              return Reply{201, ReleaseJson(ReleaseSummary(*created))};
+              return Reply{201, ReleaseJson(ReleaseSummary(created))};
             }));
     server_.Post(R"(/api/v1/releases/(\d{1,18})/approve)",
                  Api(Action::kApprove,
@@ -462,12 +457,11 @@ class HttpApiImpl final : public HttpApi {
                    });
     PipelineSwitch("freeze", Action::kFreeze, {"reason"},
                    [this](const std::string& p, const json& body, const std::string& who) {
-                     auto reason = StringField(body, "reason");
-                     if (!reason.ok()) return reason.status();
-                     if (TrimSpace(*reason).empty()) {
+                     LOCKSTEP_ASSIGN_OR_RETURN(auto reason, StringField(body, "reason"));
+                     if (TrimSpace(reason).empty()) {
                        return InvalidArgument("freeze needs a \"reason\"");
                      }
-                     return engine_->Freeze(p, *reason, who);
+                     return engine_->Freeze(p, reason, who);
                    });
     // Unfreezing is the same permission as freezing, as in the gRPC API.
     PipelineSwitch("unfreeze", Action::kFreeze, {},
@@ -477,14 +471,12 @@ class HttpApiImpl final : public HttpApi {
     server_.Post(R"(/api/v1/pipelines/([^/]+)/rollback)",
                  Api(Action::kRollback,
                      [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
-                       auto body = ParseObject(req.body, {"to"});
-                       if (!body.ok()) return body.status();
-                       auto to = StringField(*body, "to");
-                       if (!to.ok()) return to.status();
-                       auto created = engine_->Rollback(req.matches[1].str(), *to, who.name);
-                       if (!created.ok()) return created.status();
+                       LOCKSTEP_ASSIGN_OR_RETURN(auto body, ParseObject(req.body, {"to"}));
+                       LOCKSTEP_ASSIGN_OR_RETURN(auto to, StringField(body, "to"));
+                       LOCKSTEP_ASSIGN_OR_RETURN(
+                           auto created, engine_->Rollback(req.matches[1].str(), to, who.name));
                        hub_->Kick();
-                       return Reply{202, ReleaseJson(ReleaseSummary(*created))};
+                       return Reply{202, ReleaseJson(ReleaseSummary(created))};
                      }));
     // Who the token belongs to and what it may do, so the dashboard can disable actions the
     // role may not use (the server enforces them anyway).
@@ -503,56 +495,48 @@ class HttpApiImpl final : public HttpApi {
     server_.Get(
         "/api/v1/agents",
         Api(Action::kRead, [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {
-          auto agents = store_->Agents();
-          if (!agents.ok()) return agents.status();
+          LOCKSTEP_ASSIGN_OR_RETURN(auto agents, store_->Agents());
           json out = json::array();
-          for (const auto& a : *agents) out.push_back(AgentJson(AgentView(a)));
+          for (const auto& a : agents) out.push_back(AgentJson(AgentView(a)));
           return Reply{200, out};
         }));
     server_.Get("/api/v1/audit",
                 Api(Action::kRead,
                     [this](const httplib::Request& req, const Principal&) -> StatusOr<Reply> {
-                      auto limit = LimitParam(req);
-                      if (!limit.ok()) return limit.status();
-                      auto entries = store_->Audit(*limit);
-                      if (!entries.ok()) return entries.status();
+                      LOCKSTEP_ASSIGN_OR_RETURN(auto limit, LimitParam(req));
+                      LOCKSTEP_ASSIGN_OR_RETURN(auto entries, store_->Audit(limit));
                       json out = json::array();
-                      for (const auto& e : *entries) out.push_back(AuditJson(AuditView(e)));
+                      for (const auto& e : entries) out.push_back(AuditJson(AuditView(e)));
                       return Reply{200, out};
                     }));
-    server_.Post("/api/v1/tokens",
-                 Api(Action::kManageTokens,
-                     [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
-                       auto body = ParseObject(req.body, {"role", "name", "region", "expires_in"});
-                       if (!body.ok()) return body.status();
-                       auto role = StringField(*body, "role");
-                       if (!role.ok()) return role.status();
-                       auto name = StringField(*body, "name");
-                       if (!name.ok()) return name.status();
-                       auto region = StringField(*body, "region");
-                       if (!region.ok()) return region.status();
-                       auto expires_in = StringField(*body, "expires_in");
-                       if (!expires_in.ok()) return expires_in.status();
-                       int64_t lifetime_ms = 0;
-                       if (!expires_in->empty()) {
-                         auto lifetime = ParseLifetime(*expires_in);
-                         if (!lifetime.ok()) {
-                           return InvalidArgument("expires_in: " + lifetime.status().message());
-                         }
-                         lifetime_ms = lifetime->count();
-                       }
-                       auto token =
-                           auth_->CreateToken(*name, *role, *region, who.name, lifetime_ms);
-                       if (!token.ok()) return token.status();
-                       return Reply{201, json{{"name", *name}, {"role", *role}, {"token", *token}}};
-                     }));
+    server_.Post(
+        "/api/v1/tokens",
+        Api(Action::kManageTokens,
+            [this](const httplib::Request& req, const Principal& who) -> StatusOr<Reply> {
+              LOCKSTEP_ASSIGN_OR_RETURN(
+                  auto body, ParseObject(req.body, {"role", "name", "region", "expires_in"}));
+              LOCKSTEP_ASSIGN_OR_RETURN(auto role, StringField(body, "role"));
+              LOCKSTEP_ASSIGN_OR_RETURN(auto name, StringField(body, "name"));
+              LOCKSTEP_ASSIGN_OR_RETURN(auto region, StringField(body, "region"));
+              LOCKSTEP_ASSIGN_OR_RETURN(auto expires_in, StringField(body, "expires_in"));
+              int64_t lifetime_ms = 0;
+              if (!expires_in.empty()) {
+                auto lifetime = ParseLifetime(expires_in);
+                if (!lifetime.ok()) {
+                  return InvalidArgument("expires_in: " + lifetime.status().message());
+                }
+                lifetime_ms = lifetime->count();
+              }
+              LOCKSTEP_ASSIGN_OR_RETURN(
+                  auto token, auth_->CreateToken(name, role, region, who.name, lifetime_ms));
+              return Reply{201, json{{"name", name}, {"role", role}, {"token", token}}};
+            }));
     server_.Get("/api/v1/tokens",
                 Api(Action::kManageTokens,
                     [this](const httplib::Request&, const Principal&) -> StatusOr<Reply> {
-                      auto tokens = store_->ListTokens();
-                      if (!tokens.ok()) return tokens.status();
+                      LOCKSTEP_ASSIGN_OR_RETURN(auto tokens, store_->ListTokens());
                       json out = json::array();
-                      for (const auto& t : *tokens) out.push_back(TokenJson(TokenView(t)));
+                      for (const auto& t : tokens) out.push_back(TokenJson(TokenView(t)));
                       return Reply{200, out};
                     }));
     auto revoke = Api(Action::kManageTokens,
@@ -581,10 +565,9 @@ class HttpApiImpl final : public HttpApi {
                  Api(action,
                      [this, keys, change](const httplib::Request& req,
                                           const Principal& who) -> StatusOr<Reply> {
-                       auto body = ParseObject(req.body, keys);
-                       if (!body.ok()) return body.status();
+                       LOCKSTEP_ASSIGN_OR_RETURN(auto body, ParseObject(req.body, keys));
                        std::string pipeline = req.matches[1].str();
-                       LOCKSTEP_RETURN_IF_ERROR(change(pipeline, *body, who.name));
+                       LOCKSTEP_RETURN_IF_ERROR(change(pipeline, body, who.name));
                        hub_->Kick();
                        return PipelineReply(pipeline);
                      }));
@@ -729,27 +712,24 @@ class HttpApiImpl final : public HttpApi {
         << "# TYPE lockstep_releases gauge\n";
     std::map<std::string, uint64_t> verdicts = {{"pass", 0}, {"fail", 0}, {"inconclusive", 0}};
     for (const auto& p : engine_->pipelines()) {
-      auto list = store_->ListReleases(p.name, kMetricsReleaseLimit);
-      if (!list.ok()) return list.status();
+      LOCKSTEP_ASSIGN_OR_RETURN(auto list, store_->ListReleases(p.name, kMetricsReleaseLimit));
       std::map<std::string, int> by_state;
-      for (const auto& r : *list) {
+      for (const auto& r : list) {
         ++by_state[r.state];
-        auto counts = GateCounts(r);
-        if (!counts.ok()) return counts.status();
-        for (const auto& [v, n] : *counts) verdicts[v] += n;
+        LOCKSTEP_ASSIGN_OR_RETURN(auto counts, GateCounts(r));
+        for (const auto& [v, n] : counts) verdicts[v] += n;
       }
       for (const auto& [state, n] : by_state) {
         out << "lockstep_releases{pipeline=\"" << EscapeLabel(p.name) << "\",state=\""
             << EscapeLabel(state) << "\"} " << n << "\n";
       }
     }
-    auto agents = store_->Agents();
-    if (!agents.ok()) return agents.status();
+    LOCKSTEP_ASSIGN_OR_RETURN(auto agents, store_->Agents());
     std::map<std::string, int> connected;
     for (const auto& p : engine_->pipelines()) {
       for (const auto& region : p.regions) connected[region];
     }
-    for (const auto& a : *agents) connected[a.region] += a.connected ? 1 : 0;
+    for (const auto& a : agents) connected[a.region] += a.connected ? 1 : 0;
     out << "# HELP lockstep_agents_connected Agents connected now, by region.\n"
         << "# TYPE lockstep_agents_connected gauge\n";
     for (const auto& [region, n] : connected) {
@@ -803,10 +783,9 @@ class HttpApiImpl final : public HttpApi {
       auto it = final_gate_counts_.find(r.id);
       if (it != final_gate_counts_.end()) return it->second;
     }
-    auto results = store_->GateResults(r.id);
-    if (!results.ok()) return results.status();
+    LOCKSTEP_ASSIGN_OR_RETURN(auto results, store_->GateResults(r.id));
     std::map<std::string, uint64_t> counts;
-    for (const auto& g : *results) ++counts[g.verdict];
+    for (const auto& g : results) ++counts[g.verdict];
     if (release_state::IsFinal(r.state)) {
       std::lock_guard lock(metrics_mu_);
       final_gate_counts_[r.id] = counts;

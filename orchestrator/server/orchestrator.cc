@@ -69,8 +69,7 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     return Unavailable("cannot make data directory " + o.data_dir + " private (mode 0700)");
   }
   const std::string db_path = (std::filesystem::path(o.data_dir) / "lockstep.db").string();
-  auto store = OpenSqliteStore(db_path);
-  if (!store.ok()) return store.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto store, OpenSqliteStore(db_path));
   for (const char* suffix : {"", "-wal", "-shm"}) {
     std::string f = db_path + suffix;
     if (::chmod(f.c_str(), 0600) != 0 && errno != ENOENT) {
@@ -79,14 +78,13 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   }
   // Everything reaches the store through the guard, so a disk that refuses writes turns into
   // "unavailable" answers and an unhealthy /healthz rather than anonymous internal errors.
-  impl->store = std::make_unique<StoreGuard>(std::move(*store));
+  impl->store = std::make_unique<StoreGuard>(std::move(store));
   impl->auth = std::make_unique<Authenticator>(impl->store.get(), o.clock);
   std::string token_file = o.bootstrap_token_file.empty()
                                ? (std::filesystem::path(o.data_dir) / "admin-token").string()
                                : o.bootstrap_token_file;
-  auto bootstrapped = impl->auth->Bootstrap(token_file);
-  if (!bootstrapped.ok()) return bootstrapped.status();
-  if (*bootstrapped) spdlog::info("first start: admin token written to {}", token_file);
+  LOCKSTEP_ASSIGN_OR_RETURN(auto bootstrapped, impl->auth->Bootstrap(token_file));
+  if (bootstrapped) spdlog::info("first start: admin token written to {}", token_file);
   HeartbeatPolicy heartbeats;
   if (o.heartbeat_interval_ms > 0) {
     heartbeats.base_ms = heartbeats.ceiling_ms = o.heartbeat_interval_ms;
@@ -106,10 +104,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   impl->control_service =
       MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get(), impl->auth.get());
 
-  auto credentials = ServerCredentialsFrom(o.tls);
-  if (!credentials.ok()) return credentials.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto credentials, ServerCredentialsFrom(o.tls));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.grpc_listen, *credentials, &impl->grpc_port);
+  builder.AddListeningPort(o.grpc_listen, credentials, &impl->grpc_port);
   // Without this, gRPC sets SO_REUSEPORT and a second lockstepd would share the port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(impl->agent_service.get());

@@ -149,20 +149,15 @@ lockstep::v1::TokenInfo TokenView(const TokenRecord& t) {
 }
 
 StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id) {
-  auto r = store.GetRelease(id);
-  if (!r.ok()) return r.status();
-  auto waves = store.Waves(id);
-  if (!waves.ok()) return waves.status();
-  auto hosts = store.Hosts(id);
-  if (!hosts.ok()) return hosts.status();
-  auto gates = store.GateResults(id);
-  if (!gates.ok()) return gates.status();
-  auto view = ReleaseView(*r, *waves, *hosts, *gates, engine.FindPipeline(r->pipeline));
-  if (release_state::IsInFlight(r->state)) {
-    auto pstate = store.GetPipelineState(r->pipeline);
-    if (!pstate.ok()) return pstate.status();
-    view.set_paused(pstate->paused);
-    view.set_paused_by(pstate->paused_by);
+  LOCKSTEP_ASSIGN_OR_RETURN(auto r, store.GetRelease(id));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto waves, store.Waves(id));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, store.Hosts(id));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto gates, store.GateResults(id));
+  auto view = ReleaseView(r, waves, hosts, gates, engine.FindPipeline(r.pipeline));
+  if (release_state::IsInFlight(r.state)) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto pstate, store.GetPipelineState(r.pipeline));
+    view.set_paused(pstate.paused);
+    view.set_paused_by(pstate.paused_by);
   }
   return view;
 }
@@ -188,10 +183,9 @@ StatusOr<std::vector<ReleaseRecord>> ListReleasesView(Store& store, const Engine
   if (limit <= 0) limit = 50;
   const bool filtered = !state.empty() || !kind.empty();
   // A filter looks further back than the limit, then keeps the newest `limit` that match.
-  auto list = store.ListReleases(pipeline, filtered ? 10'000 : limit);
-  if (!list.ok()) return list.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto list, store.ListReleases(pipeline, filtered ? 10'000 : limit));
   std::vector<ReleaseRecord> out;
-  for (auto& r : *list) {
+  for (auto& r : list) {
     if (static_cast<int>(out.size()) >= limit) break;
     if (!state.empty() && r.state != state) continue;
     if (!kind.empty() && r.kind != kind) continue;
@@ -205,35 +199,30 @@ StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine
   if (!pipeline.empty() && !engine.FindPipeline(pipeline)) {
     return NotFound("unknown pipeline \"" + pipeline + "\"");
   }
-  auto agents = store.Agents();
-  if (!agents.ok()) return agents.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto agents, store.Agents());
   lockstep::v1::StatusResponse out;
   for (const auto& p : engine.pipelines()) {
     if (!pipeline.empty() && p.name != pipeline) continue;
     auto* ps = out.add_pipelines();
     ps->set_pipeline(p.name);
-    auto desired = store.DesiredRelease(p.name);
-    if (!desired.ok()) return desired.status();
-    if (desired->has_value()) ps->set_desired_version((*desired)->version);
-    auto pstate = store.GetPipelineState(p.name);
-    if (!pstate.ok()) return pstate.status();
-    ps->set_paused(pstate->paused);
-    ps->set_paused_by(pstate->paused_by);
-    ps->set_frozen(pstate->frozen);
-    ps->set_frozen_by(pstate->frozen_by);
-    ps->set_freeze_reason(pstate->freeze_reason);
-    auto open = store.OpenReleases(p.name);
-    if (!open.ok()) return open.status();
-    for (const auto& r : *open) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto desired, store.DesiredRelease(p.name));
+    if (desired.has_value()) ps->set_desired_version(desired->version);
+    LOCKSTEP_ASSIGN_OR_RETURN(auto pstate, store.GetPipelineState(p.name));
+    ps->set_paused(pstate.paused);
+    ps->set_paused_by(pstate.paused_by);
+    ps->set_frozen(pstate.frozen);
+    ps->set_frozen_by(pstate.frozen_by);
+    ps->set_freeze_reason(pstate.freeze_reason);
+    LOCKSTEP_ASSIGN_OR_RETURN(auto open, store.OpenReleases(p.name));
+    for (const auto& r : open) {
       if (!release_state::IsInFlight(r.state)) continue;
-      auto view = LoadReleaseView(store, engine, r.id);
-      if (!view.ok()) return view.status();
-      *ps->mutable_active() = std::move(*view);
+      LOCKSTEP_ASSIGN_OR_RETURN(auto view, LoadReleaseView(store, engine, r.id));
+      *ps->mutable_active() = std::move(view);
     }
     for (const auto& region : p.regions) {
       auto* rs = ps->add_regions();
       rs->set_region(region);
-      for (const auto& a : *agents) {
+      for (const auto& a : agents) {
         if (a.pipeline == p.name && a.region == region) *rs->add_hosts() = AgentView(a);
       }
     }

@@ -286,17 +286,15 @@ StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipelin
   // The current release: the newest commit among what the fleet should run and what is on
   // its way. Releases made by hand carry no commit time and do not count.
   const ReleaseRecord* current = nullptr;
-  StatusOr<std::optional<ReleaseRecord>> desired = store_->DesiredRelease(p.name);
-  if (!desired.ok()) return desired.status();
-  StatusOr<std::vector<ReleaseRecord>> open = store_->OpenReleases(p.name);
-  if (!open.ok()) return open.status();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto desired, store_->DesiredRelease(p.name));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto open, store_->OpenReleases(p.name));
   auto consider = [&](const ReleaseRecord& r) {
     if (r.commit_at != 0 && (current == nullptr || r.commit_at > current->commit_at)) {
       current = &r;
     }
   };
-  if (desired->has_value()) consider(**desired);
-  for (const ReleaseRecord& r : *open) consider(r);
+  if (desired.has_value()) consider(*desired);
+  for (const ReleaseRecord& r : open) consider(r);
 
   const std::string commit = push.after.substr(0, kShortSha);
   if (current != nullptr) {
@@ -318,10 +316,8 @@ StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipelin
     }
   }
 
-  StatusOr<std::vector<ReleaseRecord>> recent =
-      store_->ListReleases(p.name, options_.duplicate_lookback);
-  if (!recent.ok()) return recent.status();
-  for (const ReleaseRecord& r : *recent) {
+  LOCKSTEP_ASSIGN_OR_RETURN(auto recent, store_->ListReleases(p.name, options_.duplicate_lookback));
+  for (const ReleaseRecord& r : recent) {
     if (r.commit == push.after) {
       return std::optional<WebhookReply>(WebhookReply{200, json{{"duplicate", r.id}}});
     }
