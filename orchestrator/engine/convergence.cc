@@ -7,6 +7,7 @@
 
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/engine/engine_internal.h"
+#include "orchestrator/engine/history.h"
 
 namespace lockstep {
 
@@ -18,7 +19,7 @@ constexpr int64_t kConvergeRetryMs = 30'000;
 }  // namespace
 
 Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto last, store_->DesiredRelease(p.name));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto last, DesiredRelease(*store_, p.name));
   if (!last.has_value()) return Status::Ok();
   const ReleaseRecord& desired = *last;
   releases_seen_[desired.id] = desired;

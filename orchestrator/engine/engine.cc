@@ -14,6 +14,7 @@
 #include "common/sha256.h"
 #include "common/untrusted.h"
 #include "orchestrator/engine/engine_internal.h"
+#include "orchestrator/engine/history.h"
 
 namespace lockstep {
 
@@ -169,7 +170,7 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   std::string sha = req.sha256;
   std::transform(sha.begin(), sha.end(), sha.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  LOCKSTEP_ASSIGN_OR_RETURN(auto first, store_->FirstWithVersion(req.pipeline, req.version));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto first, FirstWithVersion(*store_, req.pipeline, req.version));
   if (first.has_value()) {
     if (first->sha256 != sha) {
       return FailedPrecondition("version: " + req.version + " of pipeline " + req.pipeline +
@@ -195,14 +196,72 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
                                              (req.commit.empty() ? "" : " commit " + req.commit)));
 }
 
+namespace {
+// Operator requests decide from what they read and write with the batch's expectation that it
+// still holds; a pass that changed the release meanwhile makes the store refuse the batch,
+// and the request is decided again on the new state (a few times at most: passes are rare
+// next to this).
+constexpr int kRequestAttempts = 3;
+}  // namespace
+
 Status Engine::Approve(int64_t release_id, const std::string& actor) const {
-  return store_->ApproveWave(release_id, MakeAudit(clock_->Now(), actor, "release.approve",
-                                                   "release/" + std::to_string(release_id), ""));
+  const std::string target = "release/" + std::to_string(release_id);
+  Status last;
+  for (int attempt = 0; attempt < kRequestAttempts; ++attempt) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto r, store_->GetRelease(release_id));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto waves, store_->Waves(release_id));
+    const WaveRecord* awaiting = nullptr;
+    for (const auto& w : waves) {
+      if (w.state == wave_state::kAwaitingApproval && w.approved_at == 0) awaiting = &w;
+    }
+    if (r.state != release_state::kRolling || awaiting == nullptr) {
+      return FailedPrecondition("cannot approve release " + std::to_string(release_id) +
+                                ": it is " + r.state + " and no wave of it awaits approval");
+    }
+    WriteBatch b;
+    WriteBatch::Expect unchanged;
+    unchanged.release_id = r.id;
+    unchanged.state = r.state;
+    unchanged.abort_requested_at = r.abort_requested_at;
+    unchanged.wave = awaiting->index;
+    unchanged.wave_state = awaiting->state;
+    unchanged.wave_approved_at = awaiting->approved_at;
+    b.expect.push_back(unchanged);
+    const UnixMs now = clock_->Now();
+    b.approvals.push_back({r.id, awaiting->index, actor, now});
+    b.audit.push_back(MakeAudit(now, actor, "release.approve", target, awaiting->name));
+    last = store_->Write(b);
+    if (last.code() != StatusCode::kFailedPrecondition) return last;
+  }
+  return last;
 }
 
 Status Engine::Abort(int64_t release_id, const std::string& actor) const {
-  return store_->RequestAbort(release_id, MakeAudit(clock_->Now(), actor, "release.abort",
-                                                    "release/" + std::to_string(release_id), ""));
+  const std::string target = "release/" + std::to_string(release_id);
+  Status last;
+  for (int attempt = 0; attempt < kRequestAttempts; ++attempt) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto r, store_->GetRelease(release_id));
+    if (release_state::IsFinal(r.state)) {
+      return FailedPrecondition("cannot abort release " + std::to_string(release_id) + ": it is " +
+                                r.state);
+    }
+    if (r.abort_requested_at != 0) {
+      return FailedPrecondition("cannot abort release " + std::to_string(release_id) + ": " +
+                                r.abort_requested_by + " already asked to abort it");
+    }
+    WriteBatch b;
+    WriteBatch::Expect unchanged;
+    unchanged.release_id = r.id;
+    unchanged.state = r.state;
+    unchanged.abort_requested_at = r.abort_requested_at;
+    b.expect.push_back(unchanged);
+    const UnixMs now = clock_->Now();
+    b.abort_requests.push_back({r.id, actor, now});
+    b.audit.push_back(MakeAudit(now, actor, "release.abort", target, ""));
+    last = store_->Write(b);
+    if (last.code() != StatusCode::kFailedPrecondition) return last;
+  }
+  return last;
 }
 
 namespace {
@@ -216,7 +275,10 @@ Status UpdatePipelineState(Store* store, const Engine& engine, const Clock* cloc
   LOCKSTEP_ASSIGN_OR_RETURN(auto st, store->GetPipelineState(pipeline));
   UnixMs now = clock->Now();
   change(st, now);
-  return store->SetPipelineState(st, MakeAudit(now, actor, action, pipeline, detail));
+  WriteBatch b;
+  b.pipeline_states.push_back(st);
+  b.audit.push_back(MakeAudit(now, actor, action, pipeline, detail));
+  return store->Write(b);
 }
 }  // namespace
 
@@ -291,29 +353,38 @@ StatusOr<ReleaseRecord> Engine::Rollback(const std::string& pipeline, const std:
 
 StatusOr<std::optional<ReleaseRecord>> Engine::RollbackTarget(const Pipeline& p,
                                                               const std::string& to_version) const {
-  if (!to_version.empty()) return store_->SucceededWithVersion(p.name, to_version);
-  LOCKSTEP_ASSIGN_OR_RETURN(auto list, store_->ListReleases(p.name, 1000));
+  if (!to_version.empty()) return SucceededWithVersion(*store_, p.name, to_version);
   // The release the fleet is on or moving to: the newest in flight, else the newest
   // succeeded. "Before" it means: the newest succeeded rollout older than the rollout that
   // introduced that version, so that rolling back twice keeps going back.
-  const ReleaseRecord* current = nullptr;
-  for (const auto& r : list) {  // newest first
-    if (release_state::IsInFlight(r.state) || r.state == release_state::kSucceeded) {
-      current = &r;
-      break;
+  ReleaseQuery q;
+  q.pipeline = p.name;
+  for (const auto& state : release_state::All()) {
+    if (release_state::IsInFlight(state) || state == release_state::kSucceeded) {
+      q.states.push_back(state);
     }
   }
-  if (!current) return std::optional<ReleaseRecord>();
-  int64_t before = current->id;
-  if (current->kind == release_kind::kRollback) before = current->previous_release_id;
-  if (current->state == release_state::kSucceeded && current->kind == release_kind::kRollout) {
-    before = current->id;
+  q.limit = 1;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto newest, store_->FindReleases(q));
+  if (newest.empty()) return std::optional<ReleaseRecord>();
+  const ReleaseRecord current = newest.front();
+  int64_t before = current.id;
+  if (current.kind == release_kind::kRollback) before = current.previous_release_id;
+  if (current.state == release_state::kSucceeded && current.kind == release_kind::kRollout) {
+    before = current.id;
   }
-  for (const auto& r : list) {
-    if (r.id < before && r.state == release_state::kSucceeded && r.kind == release_kind::kRollout &&
-        r.version != current->version) {
-      return std::optional<ReleaseRecord>(r);
+  // Older succeeded rollouts, a page at a time, until one has another version.
+  q.states = {release_state::kSucceeded};
+  q.kinds = {release_kind::kRollout};
+  q.limit = 50;
+  while (before > 0) {
+    q.before_id = before;
+    LOCKSTEP_ASSIGN_OR_RETURN(auto page, store_->FindReleases(q));
+    for (auto& r : page) {
+      if (r.version != current.version) return std::optional<ReleaseRecord>(std::move(r));
     }
+    if (static_cast<int>(page.size()) < q.limit) break;
+    before = page.back().id;
   }
   return std::optional<ReleaseRecord>();
 }
@@ -661,10 +732,10 @@ void Engine::ResendOutstanding(Pass& pass) {
   for (const auto& [agent, task] : pass.sends) already_sent.insert(task.task_id());
   for (const auto& p : pipelines_) {
     std::vector<ReleaseRecord> releases;
-    auto open = store_->OpenReleases(p.name);
+    auto open = OpenReleases(*store_, p.name);
     if (open.ok()) releases = std::move(*open);
     // Convergence tasks hang off the last succeeded release.
-    auto last = store_->DesiredRelease(p.name);
+    auto last = DesiredRelease(*store_, p.name);
     if (last.ok() && last->has_value()) releases.push_back(**last);
     for (const auto& r : releases) {
       auto hosts = HostsOf(r.id);
@@ -692,7 +763,7 @@ void Engine::ResendOutstanding(Pass& pass) {
 }
 
 Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto open, store_->OpenReleases(p.name));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto open, OpenReleases(*store_, p.name));
   LOCKSTEP_ASSIGN_OR_RETURN(auto pstate, store_->GetPipelineState(p.name));
   // Results that arrive before the next pass look their release up here, as this pass
   // leaves it.
@@ -862,11 +933,11 @@ Status Engine::StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pas
   r.started_at = now;
   r.current_wave = 0;
   if (r.kind == release_kind::kRollout) {
-    LOCKSTEP_ASSIGN_OR_RETURN(auto last, store_->DesiredRelease(p.name));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto last, DesiredRelease(*store_, p.name));
     r.previous_version = last.has_value() ? last->version : "";
     r.previous_release_id = last.has_value() ? last->id : 0;
   } else {
-    LOCKSTEP_ASSIGN_OR_RETURN(auto last, store_->DesiredRelease(p.name));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto last, DesiredRelease(*store_, p.name));
     r.previous_version = last.has_value() ? last->version : "";
   }
   pass.batch.releases.push_back(r);

@@ -49,7 +49,6 @@ constexpr auto kKeepaliveInterval = std::chrono::seconds(15);
 // A body up to this many times the limit is read (and dropped) before the 413; see Listen.
 constexpr unsigned long long kDrainFactor = 64;
 // Releases counted per pipeline for /metrics.
-constexpr int kMetricsReleaseLimit = 1'000'000;
 
 void SendJson(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -712,7 +711,10 @@ class HttpApiImpl final : public HttpApi {
         << "# TYPE lockstep_releases gauge\n";
     std::map<std::string, uint64_t> verdicts = {{"pass", 0}, {"fail", 0}, {"inconclusive", 0}};
     for (const auto& p : engine_->pipelines()) {
-      LOCKSTEP_ASSIGN_OR_RETURN(auto list, store_->ListReleases(p.name, kMetricsReleaseLimit));
+      ReleaseQuery every;
+      every.pipeline = p.name;
+      every.limit = 0;
+      LOCKSTEP_ASSIGN_OR_RETURN(auto list, store_->FindReleases(every));
       std::map<std::string, int> by_state;
       for (const auto& r : list) {
         ++by_state[r.state];

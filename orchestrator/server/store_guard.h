@@ -23,54 +23,29 @@
 
 namespace lockstep {
 
-class StoreGuard final : public Store {
+class StoreGuard final : public ForwardingStore {
  public:
   explicit StoreGuard(std::unique_ptr<Store> inner);
 
   // OK, or the cause of the last failed write (kUnavailable) if no write succeeded since.
   Status WriteHealth() const;
 
+  // The writes; every read is forwarded unchanged.
   StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord release, AuditRecord audit) override;
   Status Write(const WriteBatch& batch) override;
-  StatusOr<ReleaseRecord> GetRelease(int64_t id) override;
-  StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& pipeline,
-                                                    int limit) override;
-  StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) override;
-  StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) override;
-  StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
-                                                              const std::string& version) override;
-  StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& pipeline,
-                                                          const std::string& version) override;
-  StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
-                                                         int64_t before_id) override;
-  Status RequestAbort(int64_t release_id, const AuditRecord& audit) override;
-  Status ApproveWave(int64_t release_id, const AuditRecord& audit) override;
-  Status SetPipelineState(const PipelineState& state, const AuditRecord& audit) override;
-  StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) override;
-  StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override;
   Status CreateToken(const TokenRecord& token, const AuditRecord& audit) override;
-  StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override;
-  StatusOr<int64_t> CountTokens() override;
-  StatusOr<std::vector<TokenRecord>> ListTokens() override;
   Status RevokeToken(const std::string& name, UnixMs at, const std::string& by,
                      const AuditRecord& audit) override;
   Status TouchToken(const std::string& name, UnixMs at) override;
   Status IssueHostCredential(const HostCredentialRecord& credential,
                              const AuditRecord& audit) override;
-  StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(
-      const std::string& name) override;
   Status RemoveAgent(const std::string& name, const AuditRecord& audit) override;
-  StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override;
-  StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) override;
-  StatusOr<std::vector<AgentRecord>> Agents() override;
-  StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override;
-  StatusOr<std::vector<AuditRecord>> Audit(int limit) override;
 
  private:
   // Records the outcome of a write and returns what the caller should see.
   Status Observe(const Status& st);
 
-  const std::unique_ptr<Store> inner_;
+  const std::unique_ptr<Store> owned_;
   mutable std::mutex mu_;
   Status write_error_;  // guarded by mu_
 };

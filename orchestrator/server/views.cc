@@ -6,6 +6,7 @@
 
 #include "common/untrusted.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/engine/history.h"
 #include "orchestrator/store/store.h"
 
 namespace lockstep {
@@ -148,7 +149,8 @@ lockstep::v1::TokenInfo TokenView(const TokenRecord& t) {
   return v;
 }
 
-StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id) {
+StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine& engine,
+                                                int64_t id) {
   LOCKSTEP_ASSIGN_OR_RETURN(auto r, store.GetRelease(id));
   LOCKSTEP_ASSIGN_OR_RETURN(auto waves, store.Waves(id));
   LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, store.Hosts(id));
@@ -162,7 +164,7 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engi
   return view;
 }
 
-StatusOr<std::vector<ReleaseRecord>> ListReleasesView(Store& store, const Engine& engine,
+StatusOr<std::vector<ReleaseRecord>> ListReleasesView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline, int limit,
                                                       const std::string& state,
                                                       const std::string& kind) {
@@ -180,21 +182,15 @@ StatusOr<std::vector<ReleaseRecord>> ListReleasesView(Store& store, const Engine
     return InvalidArgument("kind: unknown kind \"" + LogSafe(kind, 40) +
                            "\" (rollout or rollback)");
   }
-  if (limit <= 0) limit = 50;
-  const bool filtered = !state.empty() || !kind.empty();
-  // A filter looks further back than the limit, then keeps the newest `limit` that match.
-  LOCKSTEP_ASSIGN_OR_RETURN(auto list, store.ListReleases(pipeline, filtered ? 10'000 : limit));
-  std::vector<ReleaseRecord> out;
-  for (auto& r : list) {
-    if (static_cast<int>(out.size()) >= limit) break;
-    if (!state.empty() && r.state != state) continue;
-    if (!kind.empty() && r.kind != kind) continue;
-    out.push_back(std::move(r));
-  }
-  return out;
+  ReleaseQuery q;
+  q.pipeline = pipeline;
+  if (!state.empty()) q.states = {state};
+  if (!kind.empty()) q.kinds = {kind};
+  q.limit = limit > 0 ? limit : 50;
+  return store.FindReleases(q);
 }
 
-StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,
+StatusOr<lockstep::v1::StatusResponse> LoadStatusView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline) {
   if (!pipeline.empty() && !engine.FindPipeline(pipeline)) {
     return NotFound("unknown pipeline \"" + pipeline + "\"");
@@ -205,7 +201,7 @@ StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine
     if (!pipeline.empty() && p.name != pipeline) continue;
     auto* ps = out.add_pipelines();
     ps->set_pipeline(p.name);
-    LOCKSTEP_ASSIGN_OR_RETURN(auto desired, store.DesiredRelease(p.name));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto desired, DesiredRelease(store, p.name));
     if (desired.has_value()) ps->set_desired_version(desired->version);
     LOCKSTEP_ASSIGN_OR_RETURN(auto pstate, store.GetPipelineState(p.name));
     ps->set_paused(pstate.paused);
@@ -213,7 +209,7 @@ StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine
     ps->set_frozen(pstate.frozen);
     ps->set_frozen_by(pstate.frozen_by);
     ps->set_freeze_reason(pstate.freeze_reason);
-    LOCKSTEP_ASSIGN_OR_RETURN(auto open, store.OpenReleases(p.name));
+    LOCKSTEP_ASSIGN_OR_RETURN(auto open, OpenReleases(store, p.name));
     for (const auto& r : open) {
       if (!release_state::IsInFlight(r.state)) continue;
       LOCKSTEP_ASSIGN_OR_RETURN(auto view, LoadReleaseView(store, engine, r.id));

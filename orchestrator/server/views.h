@@ -22,20 +22,21 @@ lockstep::v1::AuditEntry AuditView(const AuditRecord& a);
 // Never carries the token or its hash.
 lockstep::v1::TokenInfo TokenView(const TokenRecord& t);
 
-class Store;
+class StoreReader;
 class Engine;
 // Reads a release with its waves, hosts and gate verdicts and builds its view.
-StatusOr<lockstep::v1::Release> LoadReleaseView(Store& store, const Engine& engine, int64_t id);
+StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine& engine,
+                                                int64_t id);
 
 // The newest releases, for both front doors (gRPC and HTTP): of `pipeline` ("" for all),
 // at most `limit` (<= 0: 50), only in `state` and of `kind` when those are given. Unknown
 // pipeline: kNotFound; unknown state or kind: kInvalidArgument naming the allowed ones.
-StatusOr<std::vector<ReleaseRecord>> ListReleasesView(Store& store, const Engine& engine,
+StatusOr<std::vector<ReleaseRecord>> ListReleasesView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline, int limit,
                                                       const std::string& state,
                                                       const std::string& kind);
 // The status of every pipeline (or one), as `lockstep status` shows it.
-StatusOr<lockstep::v1::StatusResponse> LoadStatusView(Store& store, const Engine& engine,
+StatusOr<lockstep::v1::StatusResponse> LoadStatusView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline);
 
 }  // namespace lockstep

@@ -157,6 +157,12 @@ ALTER TABLE gate_results ADD COLUMN evaluated_at INTEGER NOT NULL DEFAULT 0;
       {7, R"sql(
 ALTER TABLE agents ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
 )sql"},
+      // Releases are found by query (ReleaseQuery): a pushed commit is looked up directly,
+      // not by scanning a pipeline's history.
+      {8, R"sql(
+CREATE INDEX releases_by_commit ON releases(pipeline, commit_sha);
+CREATE INDEX releases_by_pipeline_state ON releases(pipeline, state, id);
+)sql"},
   };
   return kMigrations;
 }

@@ -235,9 +235,40 @@ struct WriteBatch {
   };
   std::vector<Hold> holds;
 
+  // Operators' requests. Each writes only its own columns, so the engine's rows written by a
+  // concurrent pass do not undo it, nor it them.
+  struct AbortRequest {  // sets the release's abort_requested_by/at
+    int64_t release_id = 0;
+    std::string by;
+    UnixMs at = 0;
+  };
+  std::vector<AbortRequest> abort_requests;
+  struct Approval {  // sets the wave's approved_by/at
+    int64_t release_id = 0;
+    int wave = 0;
+    std::string by;
+    UnixMs at = 0;
+  };
+  std::vector<Approval> approvals;
+  std::vector<PipelineState> pipeline_states;  // upserted by pipeline, every column
+
+  // Checked before anything is written, in the same transaction: each release (and, if
+  // `wave` >= 0, that wave of it) must still hold exactly these values, else the whole batch
+  // is refused. How a caller that decided from what it read makes sure it still holds.
+  struct Expect {
+    int64_t release_id = 0;
+    std::string state;              // the release's state
+    UnixMs abort_requested_at = 0;  // the release's
+    int wave = -1;
+    std::string wave_state;
+    UnixMs wave_approved_at = 0;
+  };
+  std::vector<Expect> expect;
+
   bool empty() const {
     return releases.empty() && waves.empty() && hosts.empty() && agents.empty() && audit.empty() &&
-           gate_results.empty() && holds.empty();
+           gate_results.empty() && holds.empty() && abort_requests.empty() && approvals.empty() &&
+           pipeline_states.empty();
   }
 };
 

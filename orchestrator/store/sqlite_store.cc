@@ -96,8 +96,6 @@ constexpr const char* kReleaseColumns =
     "current_wave, previous_version, created_at, started_at, finished_at, kind, "
     "previous_release_id, abort_requested_by, abort_requested_at, commit_at";
 
-constexpr const char* kOpenStates = "('queued', 'rolling', 'rolling_back', 'aborting', 'halted')";
-
 ReleaseRecord ReadRelease(const Stmt& s) {
   ReleaseRecord r;
   r.id = s.Int(0);
@@ -200,6 +198,11 @@ class SqliteStore final : public Store {
     std::lock_guard lock(mu_);
     LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
     LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    for (const auto& e : b.expect) {
+      if (Status st = CheckLocked(e); !st.ok()) {
+        return AbandonLocked(st);
+      }
+    }
     if (!b.releases.empty()) {
       Stmt s(db_,
              "UPDATE releases SET state=?, reason=?, current_wave=?, previous_version=?, "
@@ -289,61 +292,30 @@ class SqliteStore final : public Store {
       s.Bind(1, hold.pipeline).Bind(2, hold.by).Bind(3, hold.at);
       if (s.Step() != SQLITE_DONE) return RollbackLocked("hold pipeline: " + s.Error());
     }
-    return CommitLocked();
-  }
-
-  Status RequestAbort(int64_t release_id, const AuditRecord& audit) override {
-    std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
-    Stmt s(db_, (std::string("UPDATE releases SET abort_requested_by=?, abort_requested_at=? "
-                             "WHERE id=? AND abort_requested_at=0 AND state IN ") +
-                 kOpenStates)
-                    .c_str());
-    s.Bind(1, audit.actor).Bind(2, audit.at).Bind(3, release_id);
-    if (s.Step() != SQLITE_DONE) return RollbackLocked("request abort: " + s.Error());
-    if (sqlite3_changes(db_) == 0) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return ExplainNoChangeLocked(release_id, "abort");
+    for (const auto& a : b.abort_requests) {
+      Stmt s(db_, "UPDATE releases SET abort_requested_by=?, abort_requested_at=? WHERE id=?");
+      s.Bind(1, a.by).Bind(2, a.at).Bind(3, a.release_id);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("request abort: " + s.Error());
     }
-    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
-    return CommitLocked();
-  }
-
-  Status ApproveWave(int64_t release_id, const AuditRecord& audit) override {
-    std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
-    Stmt s(db_,
-           "UPDATE release_waves SET approved_by=?, approved_at=? WHERE release_id=? AND "
-           "state='awaiting_approval' AND approved_at=0 AND release_id IN "
-           "(SELECT id FROM releases WHERE state='rolling')");
-    s.Bind(1, audit.actor).Bind(2, audit.at).Bind(3, release_id);
-    if (s.Step() != SQLITE_DONE) return RollbackLocked("approve: " + s.Error());
-    if (sqlite3_changes(db_) == 0) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return ExplainNoChangeLocked(release_id, "approve");
+    for (const auto& a : b.approvals) {
+      Stmt s(db_,
+             "UPDATE release_waves SET approved_by=?, approved_at=? WHERE release_id=? AND idx=?");
+      s.Bind(1, a.by).Bind(2, a.at).Bind(3, a.release_id).Bind(4, int64_t{a.wave});
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("approve: " + s.Error());
     }
-    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
-    return CommitLocked();
-  }
-
-  Status SetPipelineState(const PipelineState& p, const AuditRecord& audit) override {
-    std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
-    Stmt s(db_,
-           "INSERT INTO pipeline_state (pipeline, paused, paused_by, paused_at, frozen, "
-           "frozen_by, freeze_reason, frozen_at) VALUES (?,?,?,?,?,?,?,?) "
-           "ON CONFLICT(pipeline) DO UPDATE SET paused=excluded.paused, "
-           "paused_by=excluded.paused_by, paused_at=excluded.paused_at, "
-           "frozen=excluded.frozen, frozen_by=excluded.frozen_by, "
-           "freeze_reason=excluded.freeze_reason, frozen_at=excluded.frozen_at");
-    s.Bind(1, p.pipeline).Bind(2, int64_t{p.paused}).Bind(3, p.paused_by).Bind(4, p.paused_at);
-    s.Bind(5, int64_t{p.frozen}).Bind(6, p.frozen_by).Bind(7, p.freeze_reason);
-    s.Bind(8, p.frozen_at);
-    if (s.Step() != SQLITE_DONE) return RollbackLocked("write pipeline state: " + s.Error());
-    if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
+    for (const auto& p : b.pipeline_states) {
+      Stmt s(db_,
+             "INSERT INTO pipeline_state (pipeline, paused, paused_by, paused_at, frozen, "
+             "frozen_by, freeze_reason, frozen_at) VALUES (?,?,?,?,?,?,?,?) "
+             "ON CONFLICT(pipeline) DO UPDATE SET paused=excluded.paused, "
+             "paused_by=excluded.paused_by, paused_at=excluded.paused_at, "
+             "frozen=excluded.frozen, frozen_by=excluded.frozen_by, "
+             "freeze_reason=excluded.freeze_reason, frozen_at=excluded.frozen_at");
+      s.Bind(1, p.pipeline).Bind(2, int64_t{p.paused}).Bind(3, p.paused_by).Bind(4, p.paused_at);
+      s.Bind(5, int64_t{p.frozen}).Bind(6, p.frozen_by).Bind(7, p.freeze_reason);
+      s.Bind(8, p.frozen_at);
+      if (s.Step() != SQLITE_DONE) return RollbackLocked("write pipeline state: " + s.Error());
+    }
     return CommitLocked();
   }
 
@@ -407,8 +379,8 @@ class SqliteStore final : public Store {
     s.Bind(6, t.created_by).Bind(7, t.expires_at);
     int rc = s.Step();
     if (rc == SQLITE_CONSTRAINT) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return Status(StatusCode::kAlreadyExists, "a token named \"" + t.name + "\" exists");
+      return AbandonLocked(
+          Status(StatusCode::kAlreadyExists, "a token named \"" + t.name + "\" exists"));
     }
     if (rc != SQLITE_DONE) return RollbackLocked("create token: " + s.Error());
     if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
@@ -444,13 +416,11 @@ class SqliteStore final : public Store {
     q.Bind(1, name);
     int rc = q.Step();
     if (rc != SQLITE_ROW) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      if (rc == SQLITE_DONE) return NotFound("no token named \"" + name + "\"");
-      return Internal("read token: " + q.Error());
+      if (rc == SQLITE_DONE) return AbandonLocked(NotFound("no token named \"" + name + "\""));
+      return RollbackLocked("read token: " + q.Error());
     }
     if (q.Int(0) != 0) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return FailedPrecondition("token \"" + name + "\" is already revoked");
+      return AbandonLocked(FailedPrecondition("token \"" + name + "\" is already revoked"));
     }
     Stmt s(db_, "UPDATE tokens SET revoked_at=?, revoked_by=? WHERE name=?");
     s.Bind(1, at).Bind(2, by).Bind(3, name);
@@ -479,8 +449,8 @@ class SqliteStore final : public Store {
     s.Bind(5, c.enrolled_with);
     int rc = s.Step();
     if (rc == SQLITE_CONSTRAINT) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return Status(StatusCode::kAlreadyExists, "host \"" + c.name + "\" is already enrolled");
+      return AbandonLocked(
+          Status(StatusCode::kAlreadyExists, "host \"" + c.name + "\" is already enrolled"));
     }
     if (rc != SQLITE_DONE) return RollbackLocked("issue host credential: " + s.Error());
     if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
@@ -519,8 +489,7 @@ class SqliteStore final : public Store {
       removed += sqlite3_changes(db_);
     }
     if (removed == 0) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return NotFound("no agent named \"" + name + "\"");
+      return AbandonLocked(NotFound("no agent named \"" + name + "\""));
     }
     if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
     return CommitLocked();
@@ -533,36 +502,39 @@ class SqliteStore final : public Store {
     return s.Int(0);
   }
 
-  StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& pipeline,
-                                                          const std::string& version) override {
+  StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& q) override {
+    std::string sql = std::string("SELECT ") + kReleaseColumns + " FROM releases WHERE 1=1";
+    std::vector<std::string> texts;  // bound in order, after the integers below
+    auto in = [&](const char* column, const std::vector<std::string>& values) {
+      if (values.empty()) return;
+      sql += std::string(" AND ") + column + " IN (";
+      for (size_t i = 0; i < values.size(); ++i) {
+        sql += i ? ",?" : "?";
+        texts.push_back(values[i]);
+      }
+      sql += ")";
+    };
+    if (!q.pipeline.empty()) {
+      sql += " AND pipeline=?";
+      texts.push_back(q.pipeline);
+    }
+    if (!q.version.empty()) {
+      sql += " AND version=?";
+      texts.push_back(q.version);
+    }
+    if (!q.commit.empty()) {
+      sql += " AND commit_sha=?";
+      texts.push_back(q.commit);
+    }
+    in("state", q.states);
+    in("kind", q.kinds);
+    if (q.before_id > 0) sql += " AND id<" + std::to_string(q.before_id);
+    sql += q.oldest_first ? " ORDER BY id" : " ORDER BY id DESC";
+    if (q.limit > 0) sql += " LIMIT " + std::to_string(q.limit);
     std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline=? AND version=? ORDER BY id LIMIT 1")
-                    .c_str());
-    s.Bind(1, pipeline).Bind(2, version);
-    return OptionalRelease(s);
-  }
-
-  StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& pipeline,
-                                                              const std::string& version) override {
-    std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline=? AND version=? AND state='succeeded' "
-                 "ORDER BY id DESC LIMIT 1")
-                    .c_str());
-    s.Bind(1, pipeline).Bind(2, version);
-    return OptionalRelease(s);
-  }
-
-  StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
-                                                         int64_t before_id) override {
-    std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline=? AND id<? AND state='succeeded' "
-                 "ORDER BY id DESC LIMIT 1")
-                    .c_str());
-    s.Bind(1, pipeline).Bind(2, before_id);
-    return OptionalRelease(s);
+    Stmt s(db_, sql.c_str());
+    for (size_t i = 0; i < texts.size(); ++i) s.Bind(static_cast<int>(i + 1), texts[i]);
+    return CollectReleases(s);
   }
 
   StatusOr<ReleaseRecord> GetRelease(int64_t id) override {
@@ -573,35 +545,6 @@ class SqliteStore final : public Store {
     if (rc == SQLITE_ROW) return ReadRelease(s);
     if (rc == SQLITE_DONE) return NotFound("no release with id " + std::to_string(id));
     return Internal("read release: " + s.Error());
-  }
-
-  StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& pipeline,
-                                                    int limit) override {
-    std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE (?1 = '' OR pipeline = ?1) ORDER BY id DESC LIMIT ?2")
-                    .c_str());
-    s.Bind(1, pipeline).Bind(2, int64_t{limit > 0 ? limit : 50});
-    return CollectReleases(s);
-  }
-
-  StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) override {
-    std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline = ? AND state IN " + kOpenStates + " ORDER BY id")
-                    .c_str());
-    s.Bind(1, pipeline);
-    return CollectReleases(s);
-  }
-
-  StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) override {
-    std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns +
-                 " FROM releases WHERE pipeline = ? AND (state = 'succeeded' OR "
-                 "(kind = 'rollback' AND state = 'failed')) ORDER BY id DESC LIMIT 1")
-                    .c_str());
-    s.Bind(1, pipeline);
-    return OptionalRelease(s);
   }
 
   StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override {
@@ -709,23 +652,35 @@ class SqliteStore final : public Store {
   }
 
  private:
-  StatusOr<std::optional<ReleaseRecord>> OptionalRelease(Stmt& s) {
-    int rc = s.Step();
-    if (rc == SQLITE_ROW) return std::optional<ReleaseRecord>(ReadRelease(s));
-    if (rc == SQLITE_DONE) return std::optional<ReleaseRecord>();
-    return Internal("read release: " + s.Error());
-  }
-
   // Why a guarded update touched no row: no such release, or its state forbids it.
-  Status ExplainNoChangeLocked(int64_t release_id, const std::string& what) {
-    Stmt s(db_, "SELECT state FROM releases WHERE id=?");
-    s.Bind(1, release_id);
-    if (s.Step() != SQLITE_ROW) {
-      return NotFound("no release with id " + std::to_string(release_id));
+  // Whether an expectation of a batch still holds: kNotFound if its release (or wave) does not
+  // exist, kFailedPrecondition naming what differs.
+  Status CheckLocked(const WriteBatch::Expect& e) {
+    const std::string what = "release " + std::to_string(e.release_id);
+    Stmt r(db_, "SELECT state, abort_requested_at FROM releases WHERE id=?");
+    r.Bind(1, e.release_id);
+    int rc = r.Step();
+    if (rc == SQLITE_DONE) return NotFound("no release with id " + std::to_string(e.release_id));
+    if (rc != SQLITE_ROW) return Internal("read release: " + r.Error());
+    if (r.Text(0) != e.state) {
+      return FailedPrecondition(what + " changed meanwhile: it is now " + r.Text(0));
     }
-    return FailedPrecondition("cannot " + what + " release " + std::to_string(release_id) +
-                              ": it is " + s.Text(0) +
-                              (what == "approve" ? " and no wave of it awaits approval" : ""));
+    if (r.Int(1) != e.abort_requested_at) {
+      return FailedPrecondition(what + " changed meanwhile: an abort was requested");
+    }
+    if (e.wave < 0) return Status::Ok();
+    Stmt w(db_, "SELECT state, approved_at FROM release_waves WHERE release_id=? AND idx=?");
+    w.Bind(1, e.release_id).Bind(2, int64_t{e.wave});
+    rc = w.Step();
+    if (rc == SQLITE_DONE) {
+      return NotFound("no wave " + std::to_string(e.wave) + " of " + what);
+    }
+    if (rc != SQLITE_ROW) return Internal("read wave: " + w.Error());
+    if (w.Text(0) != e.wave_state || w.Int(1) != e.wave_approved_at) {
+      return FailedPrecondition(what + " changed meanwhile: wave " + std::to_string(e.wave) +
+                                " is now " + w.Text(0) + (w.Int(1) ? " (approved)" : ""));
+    }
+    return Status::Ok();
   }
 
   StatusOr<std::vector<ReleaseRecord>> CollectReleases(Stmt& s) {
@@ -756,14 +711,28 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  // Ends a transaction that must not commit and returns `why` as a storage failure.
   Status RollbackLocked(const std::string& why) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return Internal("store write failed, nothing changed: " + why);
+    return AbandonLocked(Internal("store write failed, nothing changed: " + why));
+  }
+
+  // Rolls back the open transaction and returns `refusal`. If the ROLLBACK itself fails the
+  // transaction's state is unknown, so the store latches that failure instead (the same as a
+  // failed commit) rather than carry on inside a half-open transaction.
+  Status AbandonLocked(Status refusal) {
+    if (Status rb = ExecLocked("ROLLBACK"); !rb.ok()) {
+      sticky_error_ = rb.WithContext("store rollback failed after \"" + refusal.message() +
+                                     "\"; refusing writes until restart");
+      return sticky_error_;
+    }
+    return refusal;
   }
 
   Status CommitLocked() {
     if (Status st = ExecLocked("COMMIT"); !st.ok()) {
-      // The commit may or may not have reached the disk: latch, do not guess.
+      // The commit may or may not have reached the disk: latch, do not guess. The ROLLBACK
+      // only closes the transaction if it is still open; its own failure changes nothing,
+      // the store is latched either way.
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       sticky_error_ = st.WithContext("store commit failed; refusing writes until restart");
       return sticky_error_;
@@ -787,7 +756,8 @@ class SqliteStore final : public Store {
       if (m.version <= current) continue;
       LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
       if (Status st = ExecLocked(m.sql); !st.ok()) {
-        ExecLocked("ROLLBACK").ok();
+        // Migrations run before the store serves anything; a failed one ends the open.
+        if (Status rb = ExecLocked("ROLLBACK"); !rb.ok()) st = rb.WithContext(st.message());
         return st.WithContext("migration " + std::to_string(m.version));
       }
       std::string bump = "PRAGMA user_version=" + std::to_string(m.version);

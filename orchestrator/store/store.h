@@ -1,9 +1,10 @@
 // Store: where Lockstep's state lives. Every engine transition is written here before the
 // command it implies is sent, so the store alone is enough to resume after a crash.
 //
-// The interface is small so it can be served by SQLite (one file, WAL; the default) and later
-// by PostgreSQL for high availability. Writes are batched: one WriteBatch is one transaction,
-// all or nothing.
+// The interface is split by who uses it (StoreReader, StoreWriter, CredentialStore) and holds
+// no domain rule, so it can be served by SQLite (one file, WAL; the default) and by other
+// backends; tests/support/store_conformance.h is the suite every backend must pass. Writes are
+// batched: one WriteBatch is one transaction, all or nothing.
 //
 // Errors: every method returns a Status; a failed write leaves the store as it was. After a
 // write error whose outcome is unknown (e.g. the disk refused the commit), the store latches
@@ -22,47 +23,73 @@
 
 namespace lockstep {
 
-class Store {
+// Which releases to read. Every field narrows the answer; the defaults match everything.
+struct ReleaseQuery {
+  std::string pipeline;             // empty: every pipeline
+  std::vector<std::string> states;  // empty: any state
+  std::vector<std::string> kinds;   // empty: any kind
+  std::string version;              // empty: any version
+  std::string commit;               // empty: any commit
+  int64_t before_id = 0;            // > 0: only releases with a smaller id
+  bool oldest_first = false;        // default: newest (highest id) first
+  int limit = 50;                   // at most this many; <= 0: no limit
+
+  // The newest `limit` releases of `pipeline` (every pipeline if empty; <= 0: all of them).
+  static ReleaseQuery Newest(std::string pipeline, int limit) {
+    ReleaseQuery q;
+    q.pipeline = std::move(pipeline);
+    q.limit = limit;
+    return q;
+  }
+};
+
+// What every part of lockstepd reads: releases and their waves, hosts and gate verdicts,
+// agents, pipeline switches, the audit log. Nothing here knows what a state means; the
+// rules (which release the fleet should run, which are open) live with the engine
+// (orchestrator/engine/history.h) and are written once for every backend.
+class StoreReader {
  public:
-  virtual ~Store() = default;
+  virtual ~StoreReader() = default;
+
+  // kNotFound naming the id if there is none.
+  virtual StatusOr<ReleaseRecord> GetRelease(int64_t id) = 0;
+  virtual StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& query) = 0;
+  // Ordered by index; only waves that have started are stored.
+  virtual StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) = 0;
+  // Ordered by agent name.
+  virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;
+  // In the order received.
+  virtual StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) = 0;
+  // Sorted by name.
+  virtual StatusOr<std::vector<AgentRecord>> Agents() = 0;
+  virtual StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) = 0;
+  // A pipeline never switched has the default (not paused, not frozen) state.
+  virtual StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) = 0;
+  // Newest first. limit <= 0: 100.
+  virtual StatusOr<std::vector<AuditRecord>> Audit(int limit) = 0;
+};
+
+// What changes releases: the engine's passes and operators' requests. Every change is one
+// WriteBatch, one transaction, all or nothing; a batch's expectations are checked inside
+// that transaction, which is how an operator's request stays correct against a concurrent
+// pass without the store knowing any rule, and where a replicated backend fences a writer
+// that is no longer the leader.
+class StoreWriter {
+ public:
+  virtual ~StoreWriter() = default;
 
   // Inserts a release (its id is assigned) and its audit entry in one transaction. Returns
   // the stored record.
   virtual StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord release, AuditRecord audit) = 0;
+  // kFailedPrecondition (naming the first expectation that does not hold) or kNotFound (its
+  // release does not exist), and nothing written, if an expectation fails.
   virtual Status Write(const WriteBatch& batch) = 0;
+};
 
-  virtual StatusOr<ReleaseRecord> GetRelease(int64_t id) = 0;
-  // Newest first. Empty pipeline: every pipeline. limit <= 0: 50.
-  virtual StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& pipeline,
-                                                            int limit) = 0;
-  // Releases of a pipeline that are not final (queued or in flight), oldest first.
-  virtual StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& pipeline) = 0;
-  // The release every host of the pipeline should run at rest: the newest that succeeded, or
-  // the newest on-call rollback even if some host could not confirm it (that host converges
-  // when it returns; the fleet must never be taken back to what was rolled back from).
-  virtual StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& pipeline) = 0;
-  // The newest succeeded release of a pipeline with this version, if any.
-  virtual StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(
-      const std::string& pipeline, const std::string& version) = 0;
-  // The first release of a pipeline with this version, in any state: the one that named the
-  // version's artifact.
-  virtual StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& pipeline,
-                                                                  const std::string& version) = 0;
-  // The newest succeeded release older than `before_id`, if any.
-  virtual StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& pipeline,
-                                                                 int64_t before_id) = 0;
-
-  // --- operator requests: checked and written in one transaction with their audit entry ---
-
-  // Asks the engine to abort a release. kFailedPrecondition if it is already final.
-  virtual Status RequestAbort(int64_t release_id, const AuditRecord& audit) = 0;
-  // Approves the wave of a release that awaits approval. kFailedPrecondition if none does.
-  virtual Status ApproveWave(int64_t release_id, const AuditRecord& audit) = 0;
-  virtual Status SetPipelineState(const PipelineState& state, const AuditRecord& audit) = 0;
-  // A pipeline never switched has the default (not paused, not frozen) state.
-  virtual StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) = 0;
-
-  virtual StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) = 0;
+// Who may call: API tokens, agent enrollment tokens and hosts' own credentials.
+class CredentialStore {
+ public:
+  virtual ~CredentialStore() = default;
 
   // kAlreadyExists if a token of that name exists.
   virtual Status CreateToken(const TokenRecord& token, const AuditRecord& audit) = 0;
@@ -76,8 +103,6 @@ class Store {
   // Records that a token was used (not audited; callers throttle it).
   virtual Status TouchToken(const std::string& name, UnixMs at) = 0;
 
-  // --- hosts' own credentials ---
-
   // kAlreadyExists if the host name already has a credential.
   virtual Status IssueHostCredential(const HostCredentialRecord& credential,
                                      const AuditRecord& audit) = 0;
@@ -85,16 +110,72 @@ class Store {
       const std::string& name) = 0;
   // Forgets a host: its agent row and its credential. kNotFound if it has neither.
   virtual Status RemoveAgent(const std::string& name, const AuditRecord& audit) = 0;
+};
 
-  virtual StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) = 0;
-  virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;
+// A whole backend. Callers take the narrowest part they use: views a StoreReader, the
+// authenticator a CredentialStore, the engine the Store.
+class Store : public StoreReader, public StoreWriter, public CredentialStore {};
 
-  // Sorted by name.
-  virtual StatusOr<std::vector<AgentRecord>> Agents() = 0;
-  virtual StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) = 0;
+// Forwards every call to another store, so a wrapper (StoreGuard, a test's failing store)
+// overrides only what it changes.
+class ForwardingStore : public Store {
+ public:
+  explicit ForwardingStore(Store* inner) : inner_(inner) {}
 
-  // Newest first. limit <= 0: 100.
-  virtual StatusOr<std::vector<AuditRecord>> Audit(int limit) = 0;
+  StatusOr<ReleaseRecord> GetRelease(int64_t id) override { return inner_->GetRelease(id); }
+  StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& q) override {
+    return inner_->FindReleases(q);
+  }
+  StatusOr<std::vector<WaveRecord>> Waves(int64_t id) override { return inner_->Waves(id); }
+  StatusOr<std::vector<HostRecord>> Hosts(int64_t id) override { return inner_->Hosts(id); }
+  StatusOr<std::vector<GateResult>> GateResults(int64_t id) override {
+    return inner_->GateResults(id);
+  }
+  StatusOr<std::vector<AgentRecord>> Agents() override { return inner_->Agents(); }
+  StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override {
+    return inner_->GetAgent(name);
+  }
+  StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) override {
+    return inner_->GetPipelineState(pipeline);
+  }
+  StatusOr<std::vector<AuditRecord>> Audit(int limit) override { return inner_->Audit(limit); }
+
+  StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord r, AuditRecord a) override {
+    return inner_->CreateRelease(std::move(r), std::move(a));
+  }
+  Status Write(const WriteBatch& batch) override { return inner_->Write(batch); }
+
+  Status CreateToken(const TokenRecord& t, const AuditRecord& a) override {
+    return inner_->CreateToken(t, a);
+  }
+  StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override {
+    return inner_->FindTokenByHash(hash);
+  }
+  StatusOr<int64_t> CountTokens() override { return inner_->CountTokens(); }
+  StatusOr<std::vector<TokenRecord>> ListTokens() override { return inner_->ListTokens(); }
+  Status RevokeToken(const std::string& name, UnixMs at, const std::string& by,
+                     const AuditRecord& a) override {
+    return inner_->RevokeToken(name, at, by, a);
+  }
+  Status TouchToken(const std::string& name, UnixMs at) override {
+    return inner_->TouchToken(name, at);
+  }
+  Status IssueHostCredential(const HostCredentialRecord& c, const AuditRecord& a) override {
+    return inner_->IssueHostCredential(c, a);
+  }
+  StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(
+      const std::string& name) override {
+    return inner_->FindHostCredential(name);
+  }
+  Status RemoveAgent(const std::string& name, const AuditRecord& a) override {
+    return inner_->RemoveAgent(name, a);
+  }
+
+ protected:
+  Store* inner() const { return inner_; }
+
+ private:
+  Store* const inner_;
 };
 
 // Opens (creating if needed) the SQLite store at `path` in WAL mode and applies pending

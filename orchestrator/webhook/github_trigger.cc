@@ -19,6 +19,7 @@
 #include "common/json_views.h"
 #include "common/sha256.h"
 #include "common/untrusted.h"
+#include "orchestrator/engine/history.h"
 #include "orchestrator/server/views.h"
 
 namespace lockstep {
@@ -286,8 +287,8 @@ StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipelin
   // The current release: the newest commit among what the fleet should run and what is on
   // its way. Releases made by hand carry no commit time and do not count.
   const ReleaseRecord* current = nullptr;
-  LOCKSTEP_ASSIGN_OR_RETURN(auto desired, store_->DesiredRelease(p.name));
-  LOCKSTEP_ASSIGN_OR_RETURN(auto open, store_->OpenReleases(p.name));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto desired, DesiredRelease(*store_, p.name));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto open, OpenReleases(*store_, p.name));
   auto consider = [&](const ReleaseRecord& r) {
     if (r.commit_at != 0 && (current == nullptr || r.commit_at > current->commit_at)) {
       current = &r;
@@ -316,11 +317,13 @@ StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipelin
     }
   }
 
-  LOCKSTEP_ASSIGN_OR_RETURN(auto recent, store_->ListReleases(p.name, options_.duplicate_lookback));
-  for (const ReleaseRecord& r : recent) {
-    if (r.commit == push.after) {
-      return std::optional<WebhookReply>(WebhookReply{200, json{{"duplicate", r.id}}});
-    }
+  ReleaseQuery same_commit;
+  same_commit.pipeline = p.name;
+  same_commit.commit = push.after;
+  same_commit.limit = 1;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto earlier, store_->FindReleases(same_commit));
+  if (!earlier.empty()) {
+    return std::optional<WebhookReply>(WebhookReply{200, json{{"duplicate", earlier.front().id}}});
   }
   return std::optional<WebhookReply>();
 }

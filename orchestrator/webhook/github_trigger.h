@@ -82,9 +82,6 @@ struct GithubPushTriggerOptions {
   std::chrono::milliseconds transfer_timeout{std::chrono::minutes(10)};
   // Redirects followed per download, all to the artifact URL's own scheme, host and port.
   int max_redirects = 5;
-  // How many of a pipeline's newest releases are searched for the pushed commit. Older
-  // commits are refused by the commit time check anyway.
-  int duplicate_lookback = 200;
   // An unreadable secret is logged at most this often per pipeline.
   std::chrono::milliseconds secret_error_log_interval{std::chrono::minutes(1)};
 };

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/engine/history.h"
 
 namespace lockstep {
 namespace {
@@ -83,11 +84,11 @@ class Chaos {
     // A first good release, undisturbed, so the pipeline has somewhere to go back to.
     calm_ = true;
     Create(/*bad=*/false);
-    for (int i = 0; i < 600 && !store_->DesiredRelease("monolith").value().has_value(); ++i) {
+    for (int i = 0; i < 600 && !DesiredRelease(*store_, "monolith").value().has_value(); ++i) {
       if (auto r = InFlight()) (void)engine_->Approve(r->id, "chaos-setup");
       Tick(milliseconds(500));
     }
-    if (!store_->DesiredRelease("monolith").value().has_value()) {
+    if (!DesiredRelease(*store_, "monolith").value().has_value()) {
       return "seed " + std::to_string(seed_) + ": the first release never succeeded";
     }
     calm_ = false;
@@ -172,7 +173,7 @@ class Chaos {
   }
 
   std::optional<ReleaseRecord> InFlight() {
-    auto open = store_->OpenReleases("monolith");
+    auto open = OpenReleases(*store_, "monolith");
     if (!open.ok()) return std::nullopt;
     for (const auto& r : *open) {
       if (release_state::IsInFlight(r.state)) return r;
@@ -490,7 +491,7 @@ class Chaos {
       if (Settled()) return;
     }
     std::string open;
-    if (auto all = store_->OpenReleases("monolith"); all.ok()) {
+    if (auto all = OpenReleases(*store_, "monolith"); all.ok()) {
       for (const auto& r : *all) {
         open += " release " + std::to_string(r.id) + " " + r.version + " " + r.state + " (" +
                 r.reason + ")";
@@ -506,7 +507,7 @@ class Chaos {
       hosts += std::string("; paused=") + (ps->paused ? ps->paused_by : "no") +
                " frozen=" + (ps->frozen ? "yes" : "no");
     }
-    if (auto desired = store_->DesiredRelease("monolith"); desired.ok() && desired->has_value()) {
+    if (auto desired = DesiredRelease(*store_, "monolith"); desired.ok() && desired->has_value()) {
       hosts +=
           "; desired " + (*desired)->version + " (release " + std::to_string((*desired)->id) + ")";
       for (const auto& h : store_->Hosts((*desired)->id).value()) {
@@ -519,9 +520,9 @@ class Chaos {
   }
 
   bool Settled() {
-    auto open = store_->OpenReleases("monolith");
+    auto open = OpenReleases(*store_, "monolith");
     if (!open.ok() || !open->empty()) return false;
-    auto desired = store_->DesiredRelease("monolith");
+    auto desired = DesiredRelease(*store_, "monolith");
     if (!desired.ok() || !desired->has_value()) return false;
     for (const auto& [name, a] : agents_) {
       if (!a.queue.empty() || a.current != (*desired)->version) return false;
@@ -530,14 +531,14 @@ class Chaos {
   }
 
   void CheckAtRest() {
-    auto desired = store_->DesiredRelease("monolith").value();
+    auto desired = DesiredRelease(*store_, "monolith").value();
     for (const auto& [name, a] : agents_) {
       if (!a.disk.count(desired->version)) {
         Fail(name + " runs " + desired->version + " without it on disk");
       }
       if (bad_.count(a.current)) Fail(name + " rests on a bad release " + a.current);
     }
-    auto releases = store_->ListReleases("monolith", 1000).value();
+    auto releases = store_->FindReleases(ReleaseQuery::Newest("monolith", 0)).value();
     for (const auto& r : releases) {
       if (!release_state::IsFinal(r.state)) Fail("release " + std::to_string(r.id) + " open");
       if (r.kind == release_kind::kRollout && r.state == release_state::kSucceeded &&

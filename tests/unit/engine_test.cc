@@ -8,6 +8,8 @@
 
 #include <map>
 
+#include "orchestrator/engine/history.h"
+
 namespace lockstep {
 namespace {
 
@@ -543,7 +545,7 @@ TEST_F(EngineTest, ReleaseRequestsAreValidatedFieldByField) {
   r.artifact_url = "file:///etc/passwd";
   EXPECT_NE(engine_->ValidateRelease(r).message().find("artifact:"), std::string::npos);
   // Nothing was stored by validation failures.
-  EXPECT_TRUE(store_->ListReleases("", 10)->empty());
+  EXPECT_TRUE(store_->FindReleases({})->empty());
 }
 
 TEST_F(EngineTest, AWaveOverARegionWithNoHostsDoesNotBlock) {
@@ -894,7 +896,7 @@ TEST_F(EngineTest, AFailedConvergenceIsRetriedAfterTheDelayAsANewAttempt) {
   auto first = sink_.Take();
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(first[0].first, "eu-west-1-1");
-  int64_t desired = store_->DesiredRelease("monolith").value()->id;
+  int64_t desired = DesiredRelease(*store_, "monolith").value()->id;
   Finish(first[0], false, "deploy/start exited with status 1");
   Pass();
   EXPECT_TRUE(sink_.Take().empty());  // not at once
@@ -1383,7 +1385,7 @@ TEST_F(EngineTest, RollbackToAVersionThatNeverSucceededIsRefused) {
   auto rb = engine_->Rollback("monolith", "v0", "oncall");
   EXPECT_EQ(rb.status().code(), StatusCode::kNotFound);
   EXPECT_EQ(rb.status().message(), "no succeeded release v0 of pipeline monolith");
-  EXPECT_EQ(store_->ListReleases("", 10)->size(), 1u);
+  EXPECT_EQ(store_->FindReleases({})->size(), 1u);
 }
 
 TEST_F(EngineTest, RollingBackTwiceKeepsGoingBack) {
@@ -1519,7 +1521,7 @@ TEST_F(EngineTest, ReleasesWaitForTheDeployWindow) {
   clock_.Set(1'700'000'000'000);  // 2023-11-14 22:13:20 UTC: outside
   Create("v1");
   UnixMs next = Pass();
-  int64_t id = store_->ListReleases("monolith", 1).value().at(0).id;
+  int64_t id = store_->FindReleases(ReleaseQuery::Newest("monolith", 1)).value().at(0).id;
   EXPECT_EQ(Release(id).state, "queued");
   EXPECT_EQ(Release(id).reason, "waiting: outside the deploy window");
   EXPECT_GT(next, clock_.Now());  // it looks again by itself
@@ -1648,76 +1650,13 @@ TEST_F(EngineTest, ResultsLostInACrashBeforeTheirPassAreReportedAgainAfterTheRes
 }
 
 // The real store, made to refuse writes on demand (a full disk, say).
-class RefusingStore final : public Store {
+class RefusingStore final : public ForwardingStore {
  public:
-  explicit RefusingStore(Store* s) : s_(s) {}
+  explicit RefusingStore(Store* s) : ForwardingStore(s) {}
   bool refuse = false;
-  StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord r, AuditRecord a) override {
-    return s_->CreateRelease(std::move(r), std::move(a));
-  }
   Status Write(const WriteBatch& b) override {
-    return refuse ? Unavailable("disk full") : s_->Write(b);
+    return refuse ? Unavailable("disk full") : ForwardingStore::Write(b);
   }
-  StatusOr<ReleaseRecord> GetRelease(int64_t id) override { return s_->GetRelease(id); }
-  StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& p, int n) override {
-    return s_->ListReleases(p, n);
-  }
-  StatusOr<std::vector<ReleaseRecord>> OpenReleases(const std::string& p) override {
-    return s_->OpenReleases(p);
-  }
-  StatusOr<std::optional<ReleaseRecord>> DesiredRelease(const std::string& p) override {
-    return s_->DesiredRelease(p);
-  }
-  StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(const std::string& p,
-                                                          const std::string& v) override {
-    return s_->FirstWithVersion(p, v);
-  }
-  StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(const std::string& p,
-                                                              const std::string& v) override {
-    return s_->SucceededWithVersion(p, v);
-  }
-  StatusOr<std::optional<ReleaseRecord>> SucceededBefore(const std::string& p,
-                                                         int64_t id) override {
-    return s_->SucceededBefore(p, id);
-  }
-  Status RequestAbort(int64_t id, const AuditRecord& a) override { return s_->RequestAbort(id, a); }
-  Status ApproveWave(int64_t id, const AuditRecord& a) override { return s_->ApproveWave(id, a); }
-  Status SetPipelineState(const PipelineState& st, const AuditRecord& a) override {
-    return s_->SetPipelineState(st, a);
-  }
-  StatusOr<PipelineState> GetPipelineState(const std::string& p) override {
-    return s_->GetPipelineState(p);
-  }
-  StatusOr<std::vector<GateResult>> GateResults(int64_t id) override { return s_->GateResults(id); }
-  Status CreateToken(const TokenRecord& t, const AuditRecord& a) override {
-    return s_->CreateToken(t, a);
-  }
-  StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& h) override {
-    return s_->FindTokenByHash(h);
-  }
-  StatusOr<int64_t> CountTokens() override { return s_->CountTokens(); }
-  StatusOr<std::vector<TokenRecord>> ListTokens() override { return s_->ListTokens(); }
-  Status RevokeToken(const std::string& n, UnixMs at, const std::string& by,
-                     const AuditRecord& a) override {
-    return s_->RevokeToken(n, at, by, a);
-  }
-  Status TouchToken(const std::string& n, UnixMs at) override { return s_->TouchToken(n, at); }
-  Status IssueHostCredential(const HostCredentialRecord& c, const AuditRecord& a) override {
-    return s_->IssueHostCredential(c, a);
-  }
-  StatusOr<std::optional<HostCredentialRecord>> FindHostCredential(const std::string& n) override {
-    return s_->FindHostCredential(n);
-  }
-  Status RemoveAgent(const std::string& n, const AuditRecord& a) override {
-    return s_->RemoveAgent(n, a);
-  }
-  StatusOr<std::vector<WaveRecord>> Waves(int64_t id) override { return s_->Waves(id); }
-  StatusOr<std::vector<HostRecord>> Hosts(int64_t id) override { return s_->Hosts(id); }
-  StatusOr<std::vector<AgentRecord>> Agents() override { return s_->Agents(); }
-  StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& n) override {
-    return s_->GetAgent(n);
-  }
-  StatusOr<std::vector<AuditRecord>> Audit(int limit) override { return s_->Audit(limit); }
 
  private:
   Store* s_;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/sha256.h"
+#include "orchestrator/engine/history.h"
 #include "tests/support/http_server.h"
 
 namespace lockstep {
@@ -190,7 +191,7 @@ class GithubTriggerTest : public ::testing::Test {
   }
 
   std::vector<ReleaseRecord> Releases() {
-    auto releases = store_->ListReleases("", 1000);
+    auto releases = store_->FindReleases(ReleaseQuery::Newest("", 0));
     EXPECT_TRUE(releases.ok()) << releases.status().ToString();
     return releases.ok() ? *releases : std::vector<ReleaseRecord>{};
   }
@@ -372,7 +373,7 @@ TEST_F(GithubTriggerTest, AnOlderPushIsIgnoredOnceTheNewerReleaseSucceeded) {
   WriteBatch batch;
   batch.releases.push_back(done);
   ASSERT_TRUE(store_->Write(batch).ok());
-  ASSERT_TRUE(store_->OpenReleases("shop")->empty());
+  ASSERT_TRUE(OpenReleases(*store_, "shop")->empty());
 
   artifacts_.Serve(ShopArtifact(kCommitA), "old");
   WebhookReply r = DeliverSigned(PushBody("acme/shop", "main", kCommitA, kTen));

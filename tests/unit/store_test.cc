@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "orchestrator/engine/history.h"
 #include "orchestrator/store/migrations.h"
 
 namespace lockstep {
@@ -162,11 +163,11 @@ TEST(SqliteStore, OpenReleasesAreQueuedOrRollingOldestFirst) {
   WriteBatch batch;
   batch.releases.push_back(done);
   ASSERT_TRUE((*store)->Write(batch).ok());
-  auto open = (*store)->OpenReleases("monolith");
+  auto open = OpenReleases(**store, "monolith");
   ASSERT_EQ(open->size(), 2u);
   EXPECT_EQ((*open)[0].id, b->id);
   EXPECT_EQ((*open)[1].id, c->id);
-  EXPECT_EQ((*(*store)->DesiredRelease("monolith"))->id, a->id);
+  EXPECT_EQ((*DesiredRelease(**store, "monolith"))->id, a->id);
 }
 
 TEST(SqliteStore, AgentsRoundTripWithTheirVersionsOnDisk) {
