@@ -3,7 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -14,17 +14,22 @@
 
 namespace lockstep::agent {
 
-namespace v1 = lockstep::v1;
 using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>;
 
 struct Connection::Impl {
-  ConnectionOptions options;
-  Executor* executor;
+  Impl(ConnectionOptions o, Executor* e, const Clock* c)
+      : options(std::move(o)), executor(e), clock(c), backoff_alarm(c->NewAlarm()) {}
+
+  const ConnectionOptions options;
+  Executor* const executor;
+  const Clock* const clock;
 
   std::string credential;  // this host's own credential; "" until enrolled (Session thread)
 
-  std::mutex mu;
-  std::condition_variable cv;
+  // Run's thread sleeps here between connection attempts; Stop wakes it.
+  const std::unique_ptr<Alarm> backoff_alarm;
+
+  std::mutex mu;                           // before any alarm's own lock
   bool stopping = false;                   // guarded by mu
   grpc::ClientContext* context = nullptr;  // guarded by mu; the live call, if any
 
@@ -41,44 +46,59 @@ struct Connection::Impl {
     return stream->Write(msg);
   }
 
-  // Waits up to `d` or until Stop. Returns false if stopping.
+  // Waits up to `d` of the clock's time or until Stop. Returns false if stopping.
   bool Sleep(std::chrono::milliseconds d) {
-    std::unique_lock lock(mu);
-    cv.wait_for(lock, d, [&] { return stopping; });
+    {
+      std::lock_guard lock(mu);
+      if (stopping) return false;
+    }
+    backoff_alarm->WaitFor(d);  // a Stop after the check above still ends it: Wakes are kept
+    std::lock_guard lock(mu);
     return !stopping;
   }
 
   // Sends a heartbeat every interval (as last set by lockstepd) until `stop`. Each wait is
   // drawn from 90-110 % of the interval, and the first from anywhere in it: agents that
   // connected together, as after a lockstepd restart, do not all beat in the same instant.
-  void Heartbeats(std::mutex& hb_mu, std::condition_variable& hb_cv, const bool& stop,
-                  const int64_t& interval_ms, bool& retuned) {
+  // Sleeps on `alarm`, which is woken whenever `stop` or `retuned` is set.
+  void Heartbeats(std::mutex& hb_mu, Alarm& alarm, const bool& stop, const int64_t& interval_ms,
+                  bool& retuned) {
     std::mt19937_64 rng(std::random_device{}());
     std::unique_lock lock(hb_mu);
-    auto draw = [&](double lo, double hi) {
+    auto draw = [&](double lo, double hi) {  // REQUIRES: hb_mu held (reads interval_ms)
       std::uniform_real_distribution<double> share(lo, hi);
-      return std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(
-                                                    share(rng) * static_cast<double>(interval_ms)));
+      return clock->Monotonic() + std::chrono::milliseconds(static_cast<int64_t>(
+                                      share(rng) * static_cast<double>(interval_ms)));
     };
     retuned = false;
     auto next = draw(0.0, 1.0);
     for (;;) {
-      hb_cv.wait_until(lock, next, [&] { return stop || retuned; });
       if (stop) return;
       if (retuned) {
         retuned = false;
         next = draw(0.0, 1.0);
         continue;
       }
+      if (clock->Monotonic() < next) {
+        lock.unlock();
+        alarm.WaitUntil(next);
+        lock.lock();
+        continue;
+      }
       next = draw(0.9, 1.1);
-      // The version is read under the write lock so that a heartbeat never reaches the
-      // orchestrator after a task result it predates: a stale version there would read as
-      // drift and make a host look as if it ran the other release.
-      std::lock_guard write_lock(write_mu);
-      if (!stream || !welcomed) continue;
-      v1::AgentMessage m;
-      m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
-      stream->Write(m);
+      lock.unlock();
+      {
+        // The version is read under the write lock so that a heartbeat never reaches the
+        // orchestrator after a task result it predates: a stale version there would read as
+        // drift and make a host look as if it ran the other release.
+        std::lock_guard write_lock(write_mu);
+        if (stream && welcomed) {
+          v1::AgentMessage m;
+          m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
+          stream->Write(m);
+        }
+      }
+      lock.lock();
     }
   }
 
@@ -117,7 +137,8 @@ struct Connection::Impl {
     bool got_welcome = false;
     std::thread heartbeat;
     std::mutex hb_mu;
-    std::condition_variable hb_cv;
+    // The heartbeat thread sleeps here; set_interval and the end of the session wake it.
+    const std::unique_ptr<Alarm> hb_alarm = clock->NewAlarm();
     bool hb_stop = false;        // guarded by hb_mu
     int64_t hb_interval_ms = 0;  // guarded by hb_mu; lockstepd's latest word
     bool hb_retuned = false;     // guarded by hb_mu
@@ -127,7 +148,7 @@ struct Connection::Impl {
         hb_interval_ms = std::max<int64_t>(100, ms);
         hb_retuned = true;
       }
-      hb_cv.notify_all();
+      hb_alarm->Wake();
     };
     v1::ServerMessage in;
     while (ok && call->Read(&in)) {
@@ -153,8 +174,8 @@ struct Connection::Impl {
         spdlog::info("connected to {} (pipeline {})", options.server, in.welcome().pipeline());
         set_interval(in.welcome().heartbeat_interval_ms());
         if (!heartbeat.joinable()) {
-          heartbeat =
-              std::thread([&] { Heartbeats(hb_mu, hb_cv, hb_stop, hb_interval_ms, hb_retuned); });
+          heartbeat = std::thread(
+              [&] { Heartbeats(hb_mu, *hb_alarm, hb_stop, hb_interval_ms, hb_retuned); });
         }
       } else if (in.has_settings()) {
         spdlog::debug("heartbeats every {} ms from now on", in.settings().heartbeat_interval_ms());
@@ -171,7 +192,7 @@ struct Connection::Impl {
       std::lock_guard lock(hb_mu);
       hb_stop = true;
     }
-    hb_cv.notify_all();
+    hb_alarm->Wake();
     if (heartbeat.joinable()) heartbeat.join();
     {
       std::lock_guard lock(write_mu);
@@ -190,11 +211,8 @@ struct Connection::Impl {
   }
 };
 
-Connection::Connection(ConnectionOptions options, Executor* executor)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->options = std::move(options);
-  impl_->executor = executor;
-}
+Connection::Connection(ConnectionOptions options, Executor* executor, const Clock* clock)
+    : impl_(std::make_unique<Impl>(std::move(options), executor, clock)) {}
 
 Connection::~Connection() { Stop(); }
 
@@ -238,7 +256,7 @@ void Connection::Stop() {
   std::lock_guard lock(impl_->mu);
   impl_->stopping = true;
   if (impl_->context) impl_->context->TryCancel();
-  impl_->cv.notify_all();
+  impl_->backoff_alarm->Wake();
 }
 
 void Connection::SendProgress(const v1::TaskProgress& p) {

@@ -4,6 +4,9 @@
 // and jitter; results produced while disconnected are not lost, because the orchestrator
 // re-sends outstanding tasks on reconnect and the executor answers them from its journal.
 //
+// Time: the reconnect backoff and the heartbeat timer are measured on the Clock given at
+// construction and sleep on its Alarms (gRPC's own deadlines and keepalives are real time).
+//
 // Thread safety: Run blocks on the calling thread until Stop (from any thread). Send* may be
 // called from any thread.
 #pragma once
@@ -11,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "common/tls.h"
 #include "proto/lockstep.pb.h"
@@ -33,7 +37,9 @@ struct ConnectionOptions {
 
 class Connection {
  public:
-  Connection(ConnectionOptions options, Executor* executor);
+  // `executor` and `clock` must outlive the connection.
+  Connection(ConnectionOptions options, Executor* executor,
+             const Clock* clock = SystemClock::Get());
   ~Connection();
 
   // Runs until Stop. Fails at once, naming the file, if the stored credential is unreadable.

@@ -16,14 +16,15 @@
 namespace lockstep::agent {
 
 namespace fs = std::filesystem;
-namespace v1 = lockstep::v1;
 
 Executor::Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result,
-                   VerdictFn on_verdict)
+                   VerdictFn on_verdict, const Clock* clock)
     : options_(std::move(options)),
       on_progress_(std::move(on_progress)),
       on_result_(std::move(on_result)),
       on_verdict_(std::move(on_verdict)),
+      clock_(clock),
+      sleep_alarm_(clock->NewAlarm()),
       releases_(options_.root),
       journal_((fs::path(options_.root) / "agent-tasks.json").string()) {}
 
@@ -80,6 +81,7 @@ void Executor::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  sleep_alarm_->Wake();
   if (worker_.joinable()) worker_.join();
   if (gate_worker_.joinable()) gate_worker_.join();
 }
@@ -141,8 +143,11 @@ void Executor::Note(const std::string& task_id, const std::string& step, const s
 }
 
 void Executor::SleepFor(std::chrono::milliseconds d) {
-  std::unique_lock lock(mu_);
-  cv_.wait_for(lock, d, [&] { return stopping_; });
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+  }
+  sleep_alarm_->WaitFor(d);  // a Stop after the check above still ends it: Wakes are kept
 }
 
 v1::TaskResult Executor::Run(const v1::Task& task) {
@@ -199,6 +204,7 @@ Status Executor::Prepare(const v1::Task& task) {
   }
   std::string archive = releases_.TmpPath("download-" + task.version() + ".tar.gz");
   FetchOptions fo;
+  fo.clock = clock_;
   if (task.fetch_timeout_ms() > 0) fo.timeout = std::chrono::milliseconds(task.fetch_timeout_ms());
   Note(task.task_id(), "fetch", task.artifact_url());
   Status st = FetchArtifact(task.artifact_url(), task.sha256(), archive, fo,
@@ -228,6 +234,7 @@ Status Executor::RunHookIfPresent(const std::string& version, const std::string&
     return InvalidArgument("deploy/" + hook + " of " + version + " is not a regular file");
   }
   HookOptions ho;
+  ho.clock = clock_;
   ho.working_dir = releases_.ReleasePath(version);
   ho.timeout =
       std::chrono::milliseconds(task.hook_timeout_ms() > 0 ? task.hook_timeout_ms() : 60000);
@@ -276,7 +283,7 @@ Status Executor::Activate(const v1::Task& task, std::string& failed_step,
     }
     failed_step = "switch";
     LOCKSTEP_RETURN_IF_ERROR(releases_.SwitchCurrent(version));
-    result.set_switched_at_ms(SystemClock::Get()->Now());
+    result.set_switched_at_ms(clock_->Now());
     Note(task.task_id(), "switch", "current -> releases/" + version);
   }
   failed_step = "start";
@@ -287,8 +294,8 @@ Status Executor::Activate(const v1::Task& task, std::string& failed_step,
   }
   failed_step = "probe";
   for (const auto& probe : task.probes()) {
-    LOCKSTEP_RETURN_IF_ERROR(
-        RunHttpProbe(probe, [this](std::chrono::milliseconds d) { SleepFor(d); }));
+    LOCKSTEP_RETURN_IF_ERROR(RunHttpProbe(
+        probe, [this](std::chrono::milliseconds d) { SleepFor(d); }, clock_));
   }
   failed_step = "";
   std::vector<std::string> protect = {version};

@@ -12,6 +12,10 @@
 // Tasks are idempotent by id: a task id already finished is answered from the TaskJournal; a
 // task id already queued or running is ignored.
 //
+// Time: the clock given at construction stamps switches and measures every wait of a task (hook
+// timeouts, fetch retries, the pause between probe attempts); Stop ends a pause between probe
+// attempts at once.
+//
 // Thread safety: Submit and Stop may be called from any thread. Callbacks run on the
 // executor thread.
 #pragma once
@@ -30,6 +34,7 @@
 #include "agents/agent_state.h"
 #include "agents/hooks/hook_runner.h"
 #include "agents/releases/release_dir.h"
+#include "common/clock.h"
 #include "proto/lockstep.pb.h"
 
 namespace lockstep::agent {
@@ -51,8 +56,9 @@ class Executor {
   using ResultFn = std::function<void(const lockstep::v1::TaskResult&)>;
   using VerdictFn = std::function<void(const lockstep::v1::GateVerdict&)>;
 
+  // `clock` must outlive the executor.
   Executor(ExecutorOptions options, ProgressFn on_progress, ResultFn on_result,
-           VerdictFn on_verdict = nullptr);
+           VerdictFn on_verdict = nullptr, const Clock* clock = SystemClock::Get());
   ~Executor();  // Stop()
 
   // Checks the hook settings, resolves the hook user, prepares the root (cleans partial
@@ -79,12 +85,16 @@ class Executor {
                           const lockstep::v1::Task& task, const std::string& previous,
                           std::vector<std::string>& tail);
   void Note(const std::string& task_id, const std::string& step, const std::string& text);
+  // Executor thread: waits `d` of the clock's time, or less if Stop is called.
   void SleepFor(std::chrono::milliseconds d);
 
   const ExecutorOptions options_;
   const ProgressFn on_progress_;
   const ResultFn on_result_;
   const VerdictFn on_verdict_;
+  const Clock* const clock_;
+  // The executor thread's place to sleep in SleepFor; Stop wakes it.
+  const std::unique_ptr<Alarm> sleep_alarm_;
   ReleaseDir releases_;  // executor thread only (reads from other threads are plain FS reads)
   TaskJournal journal_;  // executor thread only
   std::optional<HookUser> hook_user_;  // set by Start, before the worker exists; then read-only

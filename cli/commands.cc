@@ -16,7 +16,6 @@
 namespace lockstep::cli {
 namespace {
 
-namespace v1 = lockstep::v1;
 using nlohmann::json;
 
 constexpr int kOk = 0;

@@ -188,7 +188,9 @@ int main(int argc, char** argv) {
   }
   if (cmd == "approve" || cmd == "abort") return lockstep::cli::ReleaseAction(ctx, cmd, rest);
   if (cmd == "pause" || cmd == "resume" || cmd == "freeze" || cmd == "unfreeze") {
-    if (cmd == "freeze" && flags.Get("reason").empty()) return Usage("freeze needs --reason");
+    // A missing flag is a usage error; a given reason, blank or not, is the server's to judge,
+    // so both front doors refuse it with the same words.
+    if (cmd == "freeze" && !flags.Given("reason")) return Usage("freeze needs --reason");
     return lockstep::cli::PipelineAction(ctx, cmd, rest, flags.Get("reason"));
   }
   if (cmd == "rollback") {

@@ -4,13 +4,15 @@
 #   2. the unit and integration tests again in build-asan/, built with AddressSanitizer and
 #      UndefinedBehaviorSanitizer (and LeakSanitizer), the started lockstepd, agents and CLI
 #      included; any sanitizer report fails the run;
-#   3. a short fuzz run of each libFuzzer target in build-fuzz/ (clang; scripts/fuzz.sh).
+#   3. a short fuzz run of each libFuzzer target in build-fuzz/ (clang; scripts/fuzz.sh);
+#   4. lock discipline: lockstepd's and the agent's libraries built with clang's
+#      -Wthread-safety in build-tsa/ (ABSL_GUARDED_BY and friends are checked, not comments).
 # Exit status 0 only if all passed. Arguments are passed to CTest in 1 and 2 (e.g. -R Unpack).
-# LOCKSTEP_TEST_PARTS="main asan fuzz" (the default) chooses the parts to run; JOBS the
+# LOCKSTEP_TEST_PARTS="main asan fuzz tsa" (the default) chooses the parts to run; JOBS the
 # parallel build jobs and TEST_JOBS the parallel tests (both default to 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PARTS=" ${LOCKSTEP_TEST_PARTS:-main asan fuzz} "
+PARTS=" ${LOCKSTEP_TEST_PARTS:-main asan fuzz tsa} "
 
 LOCKSTEP_TEST_DEPS=1 scripts/setup.sh
 
@@ -63,4 +65,9 @@ fi
 
 if [[ "$PARTS" == *" fuzz "* ]]; then
   scripts/fuzz.sh --short
+fi
+
+if [[ "$PARTS" == *" tsa "* ]]; then
+  BUILD_DIR=build-tsa CC=clang CXX=clang++ TARGETS="lockstep_server lockstep_agent_lib" \
+    scripts/build.sh -DLOCKSTEP_THREAD_SAFETY=ON
 fi

@@ -9,9 +9,9 @@
 import { api } from './api.js';
 import { $, clear, h, showBanner, state } from './state.js';
 
-// The permission each button needs, spelled as whoami's `allowed` spells it (ActionName in
-// orchestrator/auth/tokens.cc). Unfreezing needs the freeze permission, as the HTTP API
-// checks it (orchestrator/server/http_api.cc).
+// The operation each button performs, spelled as whoami's `allowed` spells it
+// (AllowedOperations in orchestrator/server/operations.cc): one name per operation, so no
+// rule of the server's is repeated here.
 const PERMISSION = {
   approve: 'release.approve',
   pause: 'pipeline.pause',
@@ -19,7 +19,7 @@ const PERMISSION = {
   abort: 'release.abort',
   rollback: 'pipeline.rollback',
   freeze: 'pipeline.freeze',
-  unfreeze: 'pipeline.freeze',
+  unfreeze: 'pipeline.unfreeze',
 };
 
 function can(action) {

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <thread>
 
 #include "common/curl_options.h"
 #include "common/sha256.h"
@@ -224,7 +223,7 @@ Status FetchArtifact(const std::string& url, const std::string& expected_sha256,
         note("attempt " + std::to_string(attempt) + "/" + std::to_string(attempts) +
              " after: " + last.message());
       }
-      std::this_thread::sleep_for(backoff);
+      options.clock->SleepFor(backoff);
       backoff = std::min(backoff * 2, kMaxBackoff);
     }
     AttemptResult r = FetchOnce(url, expected, part_path, options);

@@ -16,6 +16,7 @@
 #include <functional>
 #include <string>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace lockstep::agent {
@@ -28,6 +29,9 @@ struct FetchOptions {
   int64_t max_bytes = int64_t{4} << 30;  // refuse artifacts larger than this
   int attempts = 3;
   std::chrono::milliseconds backoff{200};  // doubled after each failed attempt
+  // Measures the backoff between attempts (the transfer timeouts are curl's, real time).
+  // Must outlive the call.
+  const Clock* clock = SystemClock::Get();
 };
 
 // Returns kDataLoss for a digest mismatch or truncated body, kUnavailable for network

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
-#include <thread>
 
 #include "agents/artifact/fetch.h"
 #include "common/curl_options.h"
@@ -47,7 +46,8 @@ long GetStatus(const std::string& url, std::chrono::milliseconds timeout,  // NO
 }  // namespace
 
 Status RunHttpProbe(const lockstep::v1::HttpProbe& probe,
-                    const std::function<void(std::chrono::milliseconds)>& sleep_for) {
+                    const std::function<void(std::chrono::milliseconds)>& sleep_for,
+                    const Clock* clock) {
   const std::string& url = probe.url();
   if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
     return InvalidArgument("health probe URL must start with http:// or https://: '" + url + "'");
@@ -65,7 +65,7 @@ Status RunHttpProbe(const lockstep::v1::HttpProbe& probe,
       if (sleep_for) {
         sleep_for(interval);
       } else {
-        std::this_thread::sleep_for(interval);
+        clock->SleepFor(interval);
       }
     }
     std::string error;

@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/process.hpp>
 #include <boost/process/extend.hpp>
 #include <cerrno>
@@ -18,8 +20,10 @@
 #include <deque>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <string_view>
 #include <system_error>
+#include <thread>
 
 namespace lockstep::agent {
 namespace {
@@ -196,6 +200,44 @@ rlim_t DescriptorSweep() {
   return std::min(limit.rlim_cur, kMaxDescriptorSweep);
 }
 
+// Watches a deadline of a Clock for an io_context, which waits on descriptors and knows nothing
+// of the clock: a thread sleeps on an Alarm until the deadline and then posts an empty handler,
+// which makes the io_context's run_one return. With a ManualClock the deadline comes only when
+// the test advances time. Destruction ends the watch (and joins the thread) either way.
+class DeadlineWatch {
+ public:
+  DeadlineWatch(const Clock& clock, boost::asio::io_context& ioc, MonoTime deadline)
+      : alarm_(clock.NewAlarm()), thread_([this, &ioc, deadline] {
+          if (alarm_->WaitUntil(deadline)) return;  // woken: the watch ended first
+          reached_ = true;
+          boost::asio::post(ioc, [] {});
+        }) {}
+  ~DeadlineWatch() {
+    alarm_->Wake();
+    thread_.join();
+  }
+  DeadlineWatch(const DeadlineWatch&) = delete;
+  DeadlineWatch& operator=(const DeadlineWatch&) = delete;
+
+  bool reached() const { return reached_; }
+
+ private:
+  const std::unique_ptr<Alarm> alarm_;
+  std::atomic<bool> reached_{false};
+  std::thread thread_;  // last: it uses the members above
+};
+
+// Runs handlers until `done`, until `clock` reaches `deadline`, or until the io_context runs
+// out of work (then nothing further can change, and looping would spin).
+void RunUntil(boost::asio::io_context& ioc, const Clock& clock, MonoTime deadline,
+              const std::function<bool()>& done) {
+  if (done() || clock.Monotonic() >= deadline) return;
+  DeadlineWatch watch(clock, ioc, deadline);
+  while (!done() && !watch.reached()) {
+    if (ioc.run_one() == 0) return;
+  }
+}
+
 std::string Describe(const HookUser& user) {
   return "user " + user.name + " (uid " + std::to_string(user.uid) + ", gid " +
          std::to_string(user.gid) + ")";
@@ -355,26 +397,16 @@ StatusOr<HookResult> RunHook(const std::string& executable, const HookOptions& o
     };
     read_more();
 
-    // Runs handlers until `done` or `limit`, or until the io_context runs out of work (then
-    // nothing further can change, and looping would spin).
-    auto run_until = [&ioc](const std::function<bool()>& done,
-                            std::chrono::steady_clock::time_point limit) {
-      while (!done() && std::chrono::steady_clock::now() < limit) {
-        if (ioc.run_one_until(limit) == 0 && ioc.stopped()) return;
-      }
-    };
-
+    const Clock& clock = *options.clock;
     HookResult result;
-    const auto deadline = std::chrono::steady_clock::now() + options.timeout;
-    run_until([&] { return exited; }, deadline);
+    RunUntil(ioc, clock, clock.Monotonic() + options.timeout, [&] { return exited; });
     if (!exited) {
       result.timed_out = true;
       ::kill(-pid, SIGKILL);
       std::error_code ec;
       child.terminate(ec);
     }
-    run_until([&] { return exited && output_done; },
-              std::chrono::steady_clock::now() + kDrainGrace);
+    RunUntil(ioc, clock, clock.Monotonic() + kDrainGrace, [&] { return exited && output_done; });
     if (!exited) {
       // SIGKILL was sent; reap it so no zombie is left behind. child::wait only blocks in
       // waitpid, it does not install a signal handler.

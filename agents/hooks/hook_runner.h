@@ -29,6 +29,11 @@
 // Descriptors: the hook gets /dev/null as stdin and the output pipe as stdout and stderr;
 // every other descriptor of the agent is closed at exec.
 //
+// Time: the timeout, and the grace for reading what is left in the pipe after the hook exited,
+// are measured on `clock`; under a ManualClock a hook is killed only once the test advanced
+// time past its deadline. While RunHook waits, one extra thread sleeps on an Alarm of the clock
+// for the deadline.
+//
 // Thread safety: RunHook may be called from several threads at once. It does not install a
 // SIGCHLD handler (it avoids boost::process::child::wait_for) and is safe next to gRPC threads.
 // It reads the agent's environment (getenv), so nothing may setenv() concurrently.
@@ -43,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace lockstep::agent {
@@ -86,9 +92,11 @@ struct HookOptions {
   std::vector<std::string> pass_env = {};
   // Run as this user instead of the agent's (--hook-user).
   std::optional<HookUser> user = {};
-  std::chrono::milliseconds timeout{60000};
+  std::chrono::milliseconds timeout{60000};  // then the hook's process group is killed
   size_t tail_lines = 40;
   std::function<void(const std::string&)> on_line;
+  // Measures the timeout; must outlive the call.
+  const Clock* clock = SystemClock::Get();
 };
 
 // Returns an error Status if the process could not be started at all: a missing or

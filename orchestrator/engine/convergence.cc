@@ -11,8 +11,6 @@
 
 namespace lockstep {
 
-namespace v1 = lockstep::v1;
-
 namespace {
 // A failed convergence is tried again after this long, not in a tight loop.
 constexpr int64_t kConvergeRetryMs = 30'000;

@@ -18,8 +18,6 @@
 
 namespace lockstep {
 
-namespace v1 = lockstep::v1;
-
 bool HostInFlight(const HostRecord& h) {
   return h.state == host_state::kPreparing || h.state == host_state::kActivating ||
          h.state == host_state::kReverting || h.state == host_state::kConverging;
@@ -302,7 +300,7 @@ Status Engine::Resume(const std::string& pipeline, const std::string& actor) con
 
 Status Engine::Freeze(const std::string& pipeline, const std::string& reason,
                       const std::string& actor) const {
-  if (reason.empty()) return InvalidArgument("reason: a freeze needs a reason");
+  if (TrimSpace(reason).empty()) return InvalidArgument("reason: a freeze needs a reason");
   return UpdatePipelineState(store_, *this, clock_, pipeline, actor, "pipeline.freeze", reason,
                              [&](PipelineState& s, UnixMs now) {
                                s.frozen = true;

@@ -34,7 +34,6 @@ StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(StoreReader& store,
                                                         const std::string& pipeline,
                                                         const std::string& version);
 
-
 // The states that are not final, in the order of release_state::All().
 const std::vector<std::string>& OpenStates();
 

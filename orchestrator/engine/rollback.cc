@@ -9,8 +9,6 @@
 
 namespace lockstep {
 
-namespace v1 = lockstep::v1;
-
 void Engine::BeginRevert(ReleaseCtx& c, const char* state, const std::string& reason) {
   ReleaseRecord& r = c.r;
   r.state = state;

@@ -13,8 +13,6 @@
 
 namespace lockstep {
 
-namespace v1 = lockstep::v1;
-
 void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
   for (auto& [name, h] : c.hosts) {
     bool in_flight = HostInFlight(h);

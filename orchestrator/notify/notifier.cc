@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -17,8 +16,6 @@
 
 namespace lockstep {
 namespace {
-
-using SteadyTime = std::chrono::steady_clock::time_point;
 
 // Enough of a rejected response to explain it in the log (Slack answers "invalid_payload",
 // "no_text", ...), not so much that a misbehaving receiver fills the log.
@@ -130,10 +127,10 @@ struct Notifier::Impl {
     std::string event;
     std::string body;  // serialised once, in Post
     int attempts_made = 0;
-    SteadyTime due;
+    MonoTime due;
   };
 
-  explicit Impl(NotifierOptions o) : options(std::move(o)) {
+  Impl(NotifierOptions o, const Clock* c) : options(std::move(o)), clock(c), alarm(c->NewAlarm()) {
     options.attempts = std::max(1, options.attempts);
     options.max_queue = std::max<size_t>(1, options.max_queue);
     options.initial_backoff = std::max(std::chrono::milliseconds(0), options.initial_backoff);
@@ -141,18 +138,21 @@ struct Notifier::Impl {
   }
 
   NotifierOptions options;  // immutable once the worker runs
+  const Clock* const clock;
+  // The worker sleeps here until the next attempt is due; Post (something new is due) and the
+  // destructor (stopping) wake it.
+  const std::unique_ptr<Alarm> alarm;
   std::thread worker;
 
-  mutable std::mutex mu;
-  std::condition_variable work_cv;  // worker waits: something new is due, or stopping
-  std::condition_variable idle_cv;  // Drain waits: the worker became idle
+  mutable std::mutex mu;  // before any alarm's own lock
   // Guarded by mu.
   bool stopping = false;
   bool in_flight = false;
   uint64_t next_seq = 0;
-  std::map<uint64_t, Pending> waiting;            // by Post order: begin() is the oldest
-  std::set<std::pair<SteadyTime, uint64_t>> due;  // by next attempt: begin() goes next
+  std::map<uint64_t, Pending> waiting;          // by Post order: begin() is the oldest
+  std::set<std::pair<MonoTime, uint64_t>> due;  // by next attempt: begin() goes next
   Stats stats;
+  std::set<Alarm*> drainers;  // the Drain calls waiting; woken after every attempt
 
   std::mt19937_64 rng{std::random_device{}()};  // worker thread only
 
@@ -173,6 +173,11 @@ struct Notifier::Impl {
 
   bool IdleLocked() const { return waiting.empty() && !in_flight; }
 
+  // Drain calls re-examine the queue. REQUIRES: mu held.
+  void WakeDrainersLocked() {
+    for (Alarm* drainer : drainers) drainer->Wake();
+  }
+
   // The wait before attempt `attempts_made + 1`: initial_backoff doubled per earlier retry,
   // capped, then jittered into [half, full] so that many notifiers do not retry in step.
   std::chrono::milliseconds Backoff(int attempts_made) {
@@ -187,13 +192,17 @@ struct Notifier::Impl {
     std::unique_lock<std::mutex> lock(mu);
     while (!stopping) {
       if (due.empty()) {
-        work_cv.wait(lock, [this] { return stopping || !due.empty(); });
+        lock.unlock();
+        alarm->Wait();
+        lock.lock();
         continue;
       }
       const auto [when, seq] = *due.begin();
-      if (std::chrono::steady_clock::now() < when) {
+      if (clock->Monotonic() < when) {
         // Re-examined on wake: a Post may have added something due sooner.
-        work_cv.wait_until(lock, when);
+        lock.unlock();
+        alarm->WaitUntil(when);
+        lock.lock();
         continue;
       }
       due.erase(due.begin());
@@ -208,7 +217,7 @@ struct Notifier::Impl {
       lock.lock();
       in_flight = false;
       Finish(seq, std::move(p), result);
-      if (IdleLocked()) idle_cv.notify_all();
+      WakeDrainersLocked();
     }
     if (!waiting.empty()) {
       spdlog::warn("notify: stopping with {} undelivered notification(s), dropping them",
@@ -217,7 +226,7 @@ struct Notifier::Impl {
       waiting.clear();
       due.clear();
     }
-    idle_cv.notify_all();
+    WakeDrainersLocked();
   }
 
   // REQUIRES: mu held. Records the outcome of one attempt and schedules the next, if any.
@@ -232,7 +241,7 @@ struct Notifier::Impl {
       spdlog::debug("notify: {} to {} failed ({}), retrying in {} ms", p.event, RedactUrl(p.url),
                     result.detail, wait.count());
       ++stats.retried;
-      p.due = std::chrono::steady_clock::now() + wait;
+      p.due = clock->Monotonic() + wait;
       EnqueueLocked(seq, std::move(p));
       return;
     }
@@ -242,7 +251,8 @@ struct Notifier::Impl {
   }
 };
 
-Notifier::Notifier(NotifierOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
+Notifier::Notifier(NotifierOptions options, const Clock* clock)
+    : impl_(std::make_unique<Impl>(std::move(options), clock)) {
   CurlGlobalInitOnce();
   Impl* impl = impl_.get();
   impl->worker = std::thread([impl] { impl->Run(); });
@@ -253,7 +263,7 @@ Notifier::~Notifier() {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
   }
-  impl_->work_cv.notify_all();
+  impl_->alarm->Wake();
   impl_->worker.join();
 }
 
@@ -275,12 +285,12 @@ void Notifier::Post(Notification n) {
   std::string body = n.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 
   Impl::Pending p{std::move(n.url), std::move(n.event), std::move(body), 0,
-                  std::chrono::steady_clock::now()};
+                  impl_->clock->Monotonic()};
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->EnqueueLocked(impl_->next_seq++, std::move(p));
   }
-  impl_->work_cv.notify_one();
+  impl_->alarm->Wake();
 }
 
 Notifier::Stats Notifier::stats() const {
@@ -289,8 +299,29 @@ Notifier::Stats Notifier::stats() const {
 }
 
 bool Notifier::Drain(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(impl_->mu);
-  return impl_->idle_cv.wait_for(lock, timeout, [this] { return impl_->IdleLocked(); });
+  Impl& impl = *impl_;
+  const MonoTime deadline = impl.clock->Monotonic() + timeout;
+  // This caller's own place to sleep: several Drain calls may wait at once.
+  const std::unique_ptr<Alarm> drainer = impl.clock->NewAlarm();
+  std::unique_lock<std::mutex> lock(impl.mu);
+  impl.drainers.insert(drainer.get());
+  bool idle = false;
+  for (;;) {
+    idle = impl.IdleLocked();
+    if (idle) break;
+    // Nothing is sent before the next attempt is due: if that is past the deadline, so is
+    // idleness, and waiting for the deadline would only waste the caller's time.
+    if (!impl.in_flight && !impl.due.empty() && impl.due.begin()->first > deadline) break;
+    lock.unlock();
+    const bool woken = drainer->WaitUntil(deadline);
+    lock.lock();
+    if (!woken) {
+      idle = impl.IdleLocked();
+      break;
+    }
+  }
+  impl.drainers.erase(drainer.get());
+  return idle;
 }
 
 nlohmann::json NotificationBody(const std::string& event, const std::string& text,

@@ -17,6 +17,10 @@
 // current state of a release, and the oldest is the one most likely stuck retrying against a
 // receiver that is down.
 //
+// Time: backoffs and Drain's timeout are measured on the Clock given at construction, and the
+// worker sleeps on an Alarm of it. Under a ManualClock a retry happens only once the test
+// advanced time past its backoff; the per-attempt `timeout` is curl's and is real time.
+//
 // Thread safety: Post, stats and Drain may be called from any thread, concurrently. None of
 // them blocks on the network; Post and stats only take an internal lock that the worker never
 // holds while sending. Destruction must not race with other calls.
@@ -31,6 +35,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "common/clock.h"
 
 namespace lockstep {
 
@@ -55,8 +61,9 @@ struct NotifierOptions {
 
 class Notifier {
  public:
-  // Starts the worker thread. Initialises libcurl globally on first use.
-  explicit Notifier(NotifierOptions options = {});
+  // Starts the worker thread. Initialises libcurl globally on first use. `clock` must outlive
+  // the notifier.
+  explicit Notifier(NotifierOptions options = {}, const Clock* clock = SystemClock::Get());
   // Stops the worker: waits for an in-flight POST (bounded by options.timeout), then abandons
   // every waiting notification, counting each as dropped. Call Drain first to deliver them.
   ~Notifier();
@@ -76,9 +83,10 @@ class Notifier {
   };
   Stats stats() const;
 
-  // Waits until nothing is waiting or being sent, at most `timeout`. Returns true if that
-  // happened. A notification waiting for a retry later than `timeout` makes this return
-  // false. For tests and orderly shutdown.
+  // Waits until nothing is waiting or being sent, at most `timeout` of the clock's time.
+  // Returns true if that happened. A notification waiting for a retry later than `timeout`
+  // makes this return false, as soon as nothing is being sent (it cannot go sooner). For tests
+  // and orderly shutdown.
   bool Drain(std::chrono::milliseconds timeout);
 
  private:

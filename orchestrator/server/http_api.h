@@ -1,9 +1,14 @@
-// HttpApi: lockstepd's HTTP face. The JSON API under /api/v1 (INTERFACES.md), server-sent
-// events at /api/v1/events, the GitHub push webhook at /hooks/github, Prometheus metrics at
-// /metrics, /healthz, and the dashboard's static files at /.
+// HttpApi: lockstepd's HTTP face, and the routes and guards of it. The JSON API under /api/v1
+// (INTERFACES.md) is the HTTP front door of Operations (operations.h), which authenticates,
+// authorizes, validates, acts and answers exactly as the gRPC door does; this layer only
+// parses requests and writes JSON. The other concerns live in files of their own: server-sent
+// events at /api/v1/events (event_streams.h), Prometheus metrics at /metrics
+// (http_metrics.h), the GitHub push webhook at /hooks/github (webhook/github_trigger.h), the
+// dashboard's static files at / (static_files.h), and the JSON plumbing (http_json.h).
 //
 // Every /api/v1 call needs "Authorization: Bearer <token>"; roles are enforced per endpoint
-// (401 without a valid token, 403 for a role that may not, and nothing changes). Errors are
+// (401 without a valid token, 403 for a role that may not, and nothing changes), and a
+// request body is parsed only after that check. Errors are
 // JSON {"error": "..."} with 400, 401, 403, 404, 409 or 413, and 503 while lockstepd cannot
 // write its store. Bodies are limited in size. /healthz answers 200 {"status": "ok"}, or 503
 // {"status": "unhealthy", "error": "..."} while `health` reports an error.
@@ -29,6 +34,7 @@ namespace lockstep {
 
 class Authenticator;
 class Hub;
+class Operations;
 class Store;
 
 struct HttpApiOptions {
@@ -53,7 +59,10 @@ struct HttpApiOptions {
 class HttpApi : public EngineObserver {
  public:
   // Binds and starts serving. kUnavailable naming the address if it cannot listen.
-  static StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options, Engine* engine,
+  // `ops` serves the API; the others feed the webhook, event streams and metrics. All must
+  // outlive the HttpApi.
+  static StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options,
+                                                  const Operations* ops, Engine* engine,
                                                   Store* store, Hub* hub, const Authenticator* auth,
                                                   const Clock* clock);
   ~HttpApi() override;

@@ -21,7 +21,8 @@ Hub::Hub(const Clock* clock, HeartbeatPolicy heartbeats, const Authenticator* au
     : clock_(clock),
       heartbeats_(heartbeats),
       heartbeat_interval_ms_(heartbeats.IntervalFor(0)),
-      auth_(auth) {}
+      auth_(auth),
+      alarm_(clock->NewAlarm()) {}
 
 void Hub::RetuneHeartbeats() {
   std::vector<std::shared_ptr<StreamHandle>> streams;
@@ -41,16 +42,16 @@ void Hub::RetuneHeartbeats() {
 }
 
 void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg) {
-  // Heartbeats and progress lines wake nobody: they are taken with the next event or within
-  // kLazyEventMs. Liveness is measured in tens of seconds; waking the engine thread for each
-  // of ten thousand agents' heartbeats is what would cost.
+  // Heartbeats and progress lines wake nobody (see kLazyEventMs). Liveness is measured in tens
+  // of seconds; waking the engine thread for each of ten thousand agents' heartbeats is what
+  // would cost.
   const bool urgent = !msg.has_heartbeat() && !msg.has_progress();
   {
     std::lock_guard lock(mu_);
     inbox_.push_back(Event{stream, std::move(msg), nullptr});
     if (urgent) urgent_ = true;
   }
-  if (urgent) cv_.notify_one();
+  if (urgent) alarm_->Wake();
 }
 
 void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
@@ -59,7 +60,7 @@ void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
     inbox_.push_back(Event{stream, std::nullopt, nullptr});
     urgent_ = true;
   }
-  cv_.notify_one();
+  alarm_->Wake();
 }
 
 void Hub::Kick() {
@@ -67,7 +68,7 @@ void Hub::Kick() {
     std::lock_guard lock(mu_);
     kicked_ = true;
   }
-  cv_.notify_one();
+  alarm_->Wake();
 }
 
 void Hub::Stop() {
@@ -75,7 +76,7 @@ void Hub::Stop() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  cv_.notify_one();
+  alarm_->Wake();
 }
 
 bool Hub::Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg) {
@@ -359,7 +360,7 @@ Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
     inbox_.push_back(std::move(ev));
     urgent_ = true;
   }
-  cv_.notify_one();
+  alarm_->Wake();
   if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
     return Unavailable("the engine did not answer within 30 s; the removal may still happen");
   }
@@ -393,11 +394,23 @@ void Hub::Run(Engine* engine) {
         UnixMs lazy = clock_->Now() + kLazyEventMs;
         if (wake == 0 || lazy < wake) wake = lazy;
       }
+      // Sleeps (without mu_) until ready or the wake-up is due. A Wake left over from events
+      // this thread already took only sends it round the loop once more.
       if (wake > 0) {
-        auto wait = std::chrono::milliseconds(std::max<int64_t>(0, wake - clock_->Now()));
-        cv_.wait_until(lock, clock_->Monotonic() + wait, ready);
+        const auto wait = std::chrono::milliseconds(std::max<int64_t>(0, wake - clock_->Now()));
+        const MonoTime deadline = clock_->Monotonic() + wait;
+        while (!ready()) {
+          lock.unlock();
+          const bool woken = alarm_->WaitUntil(deadline);
+          lock.lock();
+          if (!woken) break;  // due
+        }
       } else {
-        cv_.wait(lock, ready);
+        while (!ready()) {
+          lock.unlock();
+          alarm_->Wait();
+          lock.lock();
+        }
       }
       if (stopping_) return;
       events.swap(inbox_);

@@ -3,7 +3,10 @@
 // gRPC threads hand every agent message to the Hub (OnMessage/OnClosed); the Hub queues them
 // for the engine thread, which applies them to the store through the Engine, runs a reconcile
 // pass, and sleeps until the next wake-up the pass asked for or the next message. Only the
-// engine thread touches the Engine's observed-state methods, so passes never race.
+// engine thread touches the Engine's observed-state methods, so passes never race. The engine
+// thread sleeps on an Alarm of the hub's Clock, so under a ManualClock it wakes for a deadline
+// only when the test advances time to it, and ManualClock::AwaitSleepers tells the test that
+// everything handed to the hub so far has been dealt with.
 //
 // The Hub is also the engine's TaskSink: it keeps the registry of accepted agent streams by
 // agent name and queues tasks on them.
@@ -12,7 +15,6 @@
 // called once, on the engine thread. Send is called by the engine (engine thread).
 #pragma once
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
@@ -60,7 +62,11 @@ struct HeartbeatPolicy {
 
 class Hub final : public TaskSink {
  public:
-  // `auth` checks each agent's enrollment token; it must outlive the hub.
+  // Heartbeats and progress lines wake nobody: they are taken with the next event, or within
+  // this long when they were waiting as the engine thread went to sleep.
+  static constexpr int64_t kLazyEventMs = 1000;
+
+  // `clock` and `auth` (which checks each agent's enrollment token) must outlive the hub.
   Hub(const Clock* clock, HeartbeatPolicy heartbeats, const Authenticator* auth);
 
   void OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg);
@@ -110,13 +116,15 @@ class Hub final : public TaskSink {
   int64_t heartbeat_interval_ms_;  // engine thread: what the connected agents were told
   const Authenticator* const auth_;
 
+  // The engine thread sleeps here; whoever sets kicked_, urgent_ or stopping_ wakes it
+  // (after releasing mu_; a Wake is never lost, see Alarm).
+  const std::unique_ptr<Alarm> alarm_;
+
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::deque<Event> inbox_;  // guarded by mu_
   bool kicked_ = false;      // guarded by mu_
   bool urgent_ = false;      // guarded by mu_; the inbox holds more than heartbeats/progress
-  static constexpr int64_t kLazyEventMs = 1000;
-  bool stopping_ = false;  // guarded by mu_
+  bool stopping_ = false;    // guarded by mu_
   // Accepted streams by agent name, and the reverse.
   std::map<std::string, std::shared_ptr<StreamHandle>> streams_;  // guarded by mu_
   std::map<const StreamHandle*, std::string> names_;              // guarded by mu_

@@ -17,6 +17,7 @@
 #include "orchestrator/server/http_api.h"
 #include "orchestrator/server/hub.h"
 #include "orchestrator/server/observers.h"
+#include "orchestrator/server/operations.h"
 #include "orchestrator/server/services.h"
 #include "orchestrator/server/store_guard.h"
 #include "orchestrator/store/store.h"
@@ -33,6 +34,7 @@ struct Orchestrator::Impl {
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Hub> hub;
+  std::unique_ptr<Operations> operations;  // both front doors: control service and HTTP API
   std::unique_ptr<grpc::Service> agent_service;
   std::unique_ptr<grpc::Service> control_service;
   std::unique_ptr<grpc::Server> server;
@@ -101,8 +103,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   impl->agent_service = MakeAgentService(
       impl->hub.get(), AgentServiceLimits{o.hello_timeout_ms, o.max_pending_streams_per_peer,
                                           o.max_pending_streams});
-  impl->control_service =
-      MakeControlService(impl->engine.get(), impl->store.get(), impl->hub.get(), impl->auth.get());
+  impl->operations = std::make_unique<Operations>(impl->engine.get(), impl->store.get(),
+                                                  impl->hub.get(), impl->auth.get());
+  impl->control_service = MakeControlService(impl->operations.get());
 
   LOCKSTEP_ASSIGN_OR_RETURN(auto credentials, ServerCredentialsFrom(o.tls));
   grpc::ServerBuilder builder;
@@ -139,8 +142,8 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     ho.max_event_streams = o.http_max_event_streams;
     StoreGuard* guard = impl->store.get();
     ho.health = [guard] { return guard->WriteHealth(); };
-    auto http = HttpApi::Start(ho, impl->engine.get(), impl->store.get(), impl->hub.get(),
-                               impl->auth.get(), o.clock);
+    auto http = HttpApi::Start(ho, impl->operations.get(), impl->engine.get(), impl->store.get(),
+                               impl->hub.get(), impl->auth.get(), o.clock);
     if (!http.ok()) {
       impl->server->Shutdown();
       return http.status();
@@ -148,7 +151,7 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     impl->http = std::move(*http);
     impl->http_port = impl->http->port();
   }
-  impl->notifier = std::make_unique<Notifier>();
+  impl->notifier = std::make_unique<Notifier>(NotifierOptions{}, o.clock);
   impl->notifications = std::make_unique<ReleaseNotifications>(impl->notifier.get());
   impl->observers = std::make_unique<FanOutObserver>(
       std::vector<EngineObserver*>{impl->notifications.get(), impl->http.get()});

@@ -14,6 +14,7 @@ namespace lockstep {
 class Authenticator;
 class Engine;
 class Hub;
+class Operations;
 class Store;
 
 // The agent port before authentication (agent_service.cc).
@@ -25,8 +26,7 @@ struct AgentServiceLimits {
 
 // The agent-facing bidirectional stream service.
 std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits);
-// The CLI-facing control service.
-std::unique_ptr<grpc::Service> MakeControlService(Engine* engine, Store* store, Hub* hub,
-                                                  const Authenticator* auth);
+// The CLI-facing control service: the gRPC front door of `ops`, which must outlive it.
+std::unique_ptr<grpc::Service> MakeControlService(const Operations* ops);
 
 }  // namespace lockstep

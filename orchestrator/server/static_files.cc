@@ -4,7 +4,9 @@
 
 #include <climits>
 #include <cstdlib>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 namespace lockstep {
 
@@ -65,6 +67,21 @@ const char* StaticContentType(std::string_view file_name) {
   }
   auto it = kTypes.find(file_name.substr(dot));
   return it == kTypes.end() ? "application/octet-stream" : it->second;
+}
+
+std::optional<StaticFile> LoadStaticFile(const std::string& web_dir_real,
+                                         std::string_view request_path) {
+  if (web_dir_real.empty() || request_path.rfind("/api/", 0) == 0 ||
+      request_path.rfind("/hooks/", 0) == 0) {
+    return std::nullopt;
+  }
+  auto file = ResolveStaticPath(web_dir_real, request_path);
+  if (!file) return std::nullopt;
+  std::ifstream in(*file, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (!in) return std::nullopt;
+  return StaticFile{ss.str(), StaticContentType(*file)};
 }
 
 }  // namespace lockstep

@@ -29,4 +29,14 @@ std::optional<std::string> ResolveStaticPath(const std::string& web_dir_real,
 // The Content-Type for a file name, by extension; "application/octet-stream" if unknown.
 const char* StaticContentType(std::string_view file_name);
 
+// What GET `request_path` answers with: the file ResolveStaticPath names, read whole, and its
+// Content-Type; nullopt (404) if there is none, if it cannot be read, or if the path is under
+// /api/ or /hooks/ (those are never files, whatever the web directory holds).
+struct StaticFile {
+  std::string body;
+  const char* content_type = "application/octet-stream";
+};
+std::optional<StaticFile> LoadStaticFile(const std::string& web_dir_real,
+                                         std::string_view request_path);
+
 }  // namespace lockstep

@@ -8,12 +8,12 @@ StoreGuard::StoreGuard(std::unique_ptr<Store> inner)
     : ForwardingStore(inner.get()), owned_(std::move(inner)) {}
 
 Status StoreGuard::WriteHealth() const {
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   return write_error_;
 }
 
 Status StoreGuard::Observe(const Status& st) {
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (st.ok()) {
     write_error_ = Status::Ok();
     return st;

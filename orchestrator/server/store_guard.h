@@ -15,10 +15,11 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "orchestrator/store/store.h"
 
 namespace lockstep {
@@ -46,8 +47,8 @@ class StoreGuard final : public ForwardingStore {
   Status Observe(const Status& st);
 
   const std::unique_ptr<Store> owned_;
-  mutable std::mutex mu_;
-  Status write_error_;  // guarded by mu_
+  mutable absl::Mutex mu_;
+  Status write_error_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lockstep

@@ -56,14 +56,15 @@ class StoreReader {
   virtual StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& query) = 0;
   // Ordered by index; only waves that have started are stored.
   virtual StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) = 0;
-  // Ordered by agent name.
+  // Ordered by wave, then region, then agent name (the order views show them in).
   virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;
   // In the order received.
   virtual StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) = 0;
   // Sorted by name.
   virtual StatusOr<std::vector<AgentRecord>> Agents() = 0;
   virtual StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) = 0;
-  // A pipeline never switched has the default (not paused, not frozen) state.
+  // A pipeline never switched has the default (not paused, not frozen) state; `pipeline` is
+  // filled in either way.
   virtual StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) = 0;
   // Newest first. limit <= 0: 100.
   virtual StatusOr<std::vector<AuditRecord>> Audit(int limit) = 0;
@@ -78,11 +79,14 @@ class StoreWriter {
  public:
   virtual ~StoreWriter() = default;
 
-  // Inserts a release (its id is assigned) and its audit entry in one transaction. Returns
-  // the stored record.
+  // Inserts a release (its id is assigned) and its audit entry in one transaction; an empty
+  // audit target becomes "release/<id>". Returns the record with its id.
   virtual StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord release, AuditRecord audit) = 0;
   // kFailedPrecondition (naming the first expectation that does not hold) or kNotFound (its
-  // release does not exist), and nothing written, if an expectation fails.
+  // release or wave does not exist), and nothing written, if an expectation fails. Upserts
+  // write only the columns the engine owns (a release's identity, a wave's name and an
+  // agent's first_seen never change after the first write); rows of an unknown release are
+  // refused (kInternal) and nothing is written.
   virtual Status Write(const WriteBatch& batch) = 0;
 };
 
@@ -94,6 +98,8 @@ class CredentialStore {
   // kAlreadyExists if a token of that name exists.
   virtual Status CreateToken(const TokenRecord& token, const AuditRecord& audit) = 0;
   virtual StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) = 0;
+  // Revoked and expired tokens included (lockstepd makes its first admin token only when no
+  // token was ever made).
   virtual StatusOr<int64_t> CountTokens() = 0;
   // Every token, revoked and expired ones included (their names stay taken), by name.
   virtual StatusOr<std::vector<TokenRecord>> ListTokens() = 0;

@@ -203,11 +203,10 @@ GithubPushTrigger::~GithubPushTrigger() { Stop(); }
 
 void GithubPushTrigger::Stop() {
   stopping_ = true;
-  {
-    // Taking the lock orders the store above before a waiter's check of its predicate.
-    std::lock_guard lock(stop_mu_);
-  }
-  stop_cv_.notify_all();
+  // A wait that registers after this finds stopping_ set before it sleeps (WaitForArtifact
+  // checks it after every download); one registered before is woken here, asleep or not.
+  std::lock_guard lock(stop_mu_);
+  for (Alarm* alarm : retry_waits_) alarm->Wake();
 }
 
 std::string GithubPushTrigger::SecretOf(const Pipeline& p) {
@@ -393,21 +392,41 @@ std::pair<int, GithubPushTrigger::Digest> GithubPushTrigger::WaitForArtifact(con
                                                                              int64_t max_bytes) {
   Digest last;
   last.error = "not tried";
-  for (int attempt = 0; attempt < options_.artifact_attempts; ++attempt) {
-    if (attempt > 0) {
-      std::unique_lock lock(stop_mu_);
-      if (stop_cv_.wait_for(lock, options_.artifact_retry_delay,
-                            [&] { return stopping_.load(); })) {
-        return {503, last};
-      }
-    }
-    if (stopping_) return {503, last};
-    last = DownloadOnce(url, max_bytes);
-    if (stopping_) return {503, last};
-    if (!last.sha256.empty()) return {200, last};
-    if (!last.may_appear) return {502, last};
+  // The retry delay is the clock's time; only Stop wakes this alarm.
+  const std::unique_ptr<Alarm> alarm = clock_->NewAlarm();
+  {
+    std::lock_guard lock(stop_mu_);
+    retry_waits_.insert(alarm.get());
   }
-  return {504, last};
+  int status = 504;  // never appeared, unless the loop ends otherwise
+  for (int attempt = 0; attempt < options_.artifact_attempts; ++attempt) {
+    if (attempt > 0 && alarm->WaitFor(options_.artifact_retry_delay)) {
+      status = 503;
+      break;
+    }
+    if (stopping_) {
+      status = 503;
+      break;
+    }
+    last = DownloadOnce(url, max_bytes);
+    if (stopping_) {
+      status = 503;
+      break;
+    }
+    if (!last.sha256.empty()) {
+      status = 200;
+      break;
+    }
+    if (!last.may_appear) {
+      status = 502;
+      break;
+    }
+  }
+  {
+    std::lock_guard lock(stop_mu_);
+    retry_waits_.erase(alarm.get());
+  }
+  return {status, last};
 }
 
 GithubPushTrigger::Digest GithubPushTrigger::DownloadOnce(const std::string& url,

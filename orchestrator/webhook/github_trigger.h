@@ -35,7 +35,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -73,8 +72,9 @@ struct WebhookReply {
 };
 
 struct GithubPushTriggerOptions {
-  // Waiting for CI to publish an artifact: this many downloads, this far apart. The default
-  // waits about 30 s, about as long as GitHub waits for the answer to a delivery.
+  // Waiting for CI to publish an artifact: this many downloads, this far apart (on the
+  // trigger's Clock). The default waits about 30 s, about as long as GitHub waits for the
+  // answer to a delivery.
   int artifact_attempts = 60;
   std::chrono::milliseconds artifact_retry_delay{500};
   // Bounds of one HTTP request of a download (each redirect is another request).
@@ -136,8 +136,10 @@ class GithubPushTrigger {
   const GithubPushTriggerOptions options_;
 
   std::atomic<bool> stopping_{false};
-  std::mutex stop_mu_;  // with stop_cv_: wakes retry waits when Stop is called
-  std::condition_variable stop_cv_;
+  std::mutex stop_mu_;
+  // Guarded by stop_mu_: the alarm of each artifact retry wait in progress (one per
+  // delivery waiting, made by clock_), woken by Stop.
+  std::set<Alarm*> retry_waits_;
 
   std::mutex inflight_mu_;
   std::set<std::string> inflight_;  // guarded by inflight_mu_: "pipeline@commit" being handled

@@ -422,7 +422,7 @@ async function main() {
     if (!hasWhoami) throw new Error(`GET /api/v1/whoami answers ${whoami.status}, so the page cannot know its role and keeps every action disabled`);
     const who = await api('GET', '/whoami', undefined, fleet.tokens.oncall);
     const allowed = who.data.allowed;
-    for (const a of ['pipeline.pause', 'pipeline.resume', 'pipeline.freeze', 'pipeline.rollback']) {
+    for (const a of ['pipeline.pause', 'pipeline.resume', 'pipeline.freeze', 'pipeline.unfreeze', 'pipeline.rollback']) {
       assert(allowed.includes(a), `whoami does not allow on-call ${a}: ${allowed.join(', ')}`);
     }
     const oncall = await signedInPage(fleet.tokens.oncall);

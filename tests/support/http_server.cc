@@ -35,6 +35,7 @@ struct TestHttpServer::Impl {
 
   mutable std::mutex mu;
   std::condition_variable stopping_cv;
+  std::condition_variable hits_cv;  // notified whenever a count in `hits` grows
   // Guarded by mu.
   bool stopping = false;
   std::map<std::string, Route> routes;
@@ -48,6 +49,7 @@ struct TestHttpServer::Impl {
     {
       std::unique_lock<std::mutex> lock(mu);
       ++hits[req.path];
+      hits_cv.notify_all();
       auto delay = delays.find(req.path);
       if (delay != delays.end()) {
         // Waits on the condition variable rather than sleeping so that the destructor
@@ -91,6 +93,7 @@ struct TestHttpServer::Impl {
     {
       std::unique_lock<std::mutex> lock(mu);
       ++hits[req.path];
+      hits_cv.notify_all();
       posts[req.path].push_back(ReceivedPost{req.get_header_value("Content-Type"), req.body});
       auto delay = delays.find(req.path);
       if (delay != delays.end()) {
@@ -180,6 +183,15 @@ int TestHttpServer::Hits(const std::string& path) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   auto it = impl_->hits.find(path);
   return it == impl_->hits.end() ? 0 : it->second;
+}
+
+bool TestHttpServer::AwaitHits(const std::string& path, int n,
+                               std::chrono::milliseconds limit) const {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  return impl_->hits_cv.wait_for(lock, limit, [&] {
+    auto it = impl_->hits.find(path);
+    return it != impl_->hits.end() && it->second >= n;
+  });
 }
 
 void TestHttpServer::OnPost(const std::string& path,

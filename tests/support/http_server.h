@@ -39,6 +39,9 @@ class TestHttpServer {
   void Remove(const std::string& path);
   // Number of requests (GET or POST) received for path so far.
   int Hits(const std::string& path) const;
+  // Waits until path has received at least `n` requests (GET or POST), at most `limit` of
+  // real time; a request counts as it arrives, before it is answered. Returns whether it had.
+  bool AwaitHits(const std::string& path, int n, std::chrono::milliseconds limit) const;
 
   // POST path → `handler(body)` is called on a server thread, without the server's lock, and
   // its return value is the response status. A handler may block (to hold a request in

@@ -179,7 +179,7 @@ class GithubTriggerTest : public ::testing::Test {
   void Start(std::vector<Pipeline> pipelines, GithubPushTriggerOptions options = FastOptions()) {
     engine_ = std::make_unique<Engine>(pipelines, store_.get(), &clock_, &sink_);
     trigger_ = std::make_unique<GithubPushTrigger>(
-        pipelines, engine_.get(), store_.get(), &clock_, [this] { ++kicks_; }, options);
+        pipelines, engine_.get(), store_.get(), SystemClock::Get(), [this] { ++kicks_; }, options);
   }
 
   WebhookReply Deliver(const std::string& body, const std::string& signature,

@@ -2,7 +2,9 @@
 // total stays near HeartbeatPolicy::kPerSecond, never beyond the ceiling (a third of
 // agent_lost), and every connected agent is told the interval in force. A real Hub on its
 // engine thread, a real Engine and Authenticator over an in-memory SQLite store; the streams
-// are stand-ins that record what the Hub delivers to them.
+// are stand-ins that record what the Hub delivers to them. Time is a ManualClock: it moves only
+// while the engine thread sleeps (ManualClock::AwaitSleepers), and the engine thread being
+// asleep is also how a test knows that the hub dealt with everything handed to it.
 
 #include "orchestrator/server/hub.h"
 
@@ -10,6 +12,8 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <functional>
+#include <memory>
 #include <thread>
 
 #include "orchestrator/auth/authenticator.h"
@@ -19,7 +23,11 @@ namespace lockstep {
 namespace {
 
 namespace v1 = lockstep::v1;
+using std::chrono::milliseconds;
 using std::chrono::seconds;
+
+// Upper bound, in real time, for every wait on the engine thread.
+constexpr milliseconds kPatience{10'000};
 
 TEST(HeartbeatPolicyTest, SmallFleetsKeepTheBaseAndLargeOnesStopAtTheCeiling) {
   HeartbeatPolicy p{1000, 30'000};
@@ -44,17 +52,28 @@ class NullSink final : public TaskSink {
 class RecordingStream final : public StreamHandle {
  public:
   void Deliver(const v1::ServerMessage& msg) override {
-    std::lock_guard lock(mu_);
-    if (msg.has_welcome()) {
-      welcomed_ = true;
-      credential_ = msg.welcome().credential();
-      send_progress_ = msg.welcome().send_progress();
-      latest_ms_ = msg.welcome().heartbeat_interval_ms();
-    } else if (msg.has_settings()) {
-      ++settings_;
-      latest_ms_ = msg.settings().heartbeat_interval_ms();
+    std::function<void()> on_welcome;
+    {
+      std::lock_guard lock(mu_);
+      if (msg.has_welcome()) {
+        welcomed_ = true;
+        credential_ = msg.welcome().credential();
+        send_progress_ = msg.welcome().send_progress();
+        latest_ms_ = msg.welcome().heartbeat_interval_ms();
+        on_welcome = std::move(on_welcome_);
+      } else if (msg.has_settings()) {
+        ++settings_;
+        latest_ms_ = msg.settings().heartbeat_interval_ms();
+      }
+      cv_.notify_all();
     }
-    cv_.notify_all();
+    if (on_welcome) on_welcome();
+  }
+  // Called (on the engine thread, once) when the welcome is delivered: how a test acts while
+  // the hub is in the middle of a pass.
+  void OnWelcome(std::function<void()> f) {
+    std::lock_guard lock(mu_);
+    on_welcome_ = std::move(f);
   }
   void Close(const std::string& reason) override {
     std::lock_guard lock(mu_);
@@ -68,7 +87,7 @@ class RecordingStream final : public StreamHandle {
   // Waits until the hub welcomed or refused the stream.
   bool WaitAnswered() {
     std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, seconds(10), [&] { return welcomed_ || !closed_.empty(); });
+    return cv_.wait_for(lock, kPatience, [&] { return welcomed_ || !closed_.empty(); });
   }
   bool accepted() {
     std::lock_guard lock(mu_);
@@ -80,7 +99,7 @@ class RecordingStream final : public StreamHandle {
   }
   bool WaitWelcomed() {
     std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, seconds(10), [&] { return welcomed_ || !closed_.empty(); }) &&
+    return cv_.wait_for(lock, kPatience, [&] { return welcomed_ || !closed_.empty(); }) &&
            welcomed_;
   }
   int64_t latest_ms() {
@@ -110,6 +129,7 @@ class RecordingStream final : public StreamHandle {
   std::string closed_;
   bool accepted_ = false;
   std::string credential_;
+  std::function<void()> on_welcome_;
 };
 
 class HubHeartbeatTest : public ::testing::Test {
@@ -118,7 +138,7 @@ class HubHeartbeatTest : public ::testing::Test {
     auto s = OpenSqliteStore(":memory:");
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
-    auth_ = std::make_unique<Authenticator>(store_.get(), SystemClock::Get());
+    auth_ = std::make_unique<Authenticator>(store_.get(), &clock_);
     auto token = auth_->CreateToken("enroll", "agent", "us-east-1", "test");
     ASSERT_TRUE(token.ok()) << token.status().ToString();
     token_ = *token;
@@ -134,9 +154,8 @@ class HubHeartbeatTest : public ::testing::Test {
     p.waves = {all};
     p.timeouts.agent_lost = seconds(90);
     // base 1 s, ceiling 30 s: the interval starts growing past 100 agents.
-    hub_ = std::make_unique<Hub>(SystemClock::Get(), HeartbeatPolicy{1000, 30'000}, auth_.get());
-    engine_ = std::make_unique<Engine>(std::vector<Pipeline>{p}, store_.get(), SystemClock::Get(),
-                                       hub_.get());
+    hub_ = std::make_unique<Hub>(&clock_, HeartbeatPolicy{1000, 30'000}, auth_.get());
+    engine_ = std::make_unique<Engine>(std::vector<Pipeline>{p}, store_.get(), &clock_, hub_.get());
     runner_ = std::thread([this] { hub_->Run(engine_.get()); });
   }
   void TearDown() override {
@@ -151,6 +170,13 @@ class HubHeartbeatTest : public ::testing::Test {
   std::shared_ptr<RecordingStream> Hello(const std::string& name, const std::string& region,
                                          const std::string& token, const std::string& credential) {
     auto stream = std::make_shared<RecordingStream>();
+    SendHello(stream, name, region, token, credential);
+    return stream;
+  }
+
+  void SendHello(const std::shared_ptr<RecordingStream>& stream, const std::string& name,
+                 const std::string& region, const std::string& token,
+                 const std::string& credential) {
     v1::AgentMessage hello;
     hello.mutable_hello()->set_name(name);
     hello.mutable_hello()->set_region(region);
@@ -158,7 +184,6 @@ class HubHeartbeatTest : public ::testing::Test {
     hello.mutable_hello()->set_credential(credential);
     hello.mutable_hello()->set_keeps_credential(true);
     hub_->OnMessage(stream, hello);
-    return stream;
   }
 
   uint64_t Refused(const std::string& reason) {
@@ -166,6 +191,22 @@ class HubHeartbeatTest : public ::testing::Test {
     return counts.count(reason) ? counts[reason] : 0;
   }
 
+  // Waits until the engine thread sleeps: it has dealt with everything handed to the hub so
+  // far (a pending wake-up, such as a stream's Close or a Kick, keeps it from counting).
+  bool HubAsleep() { return clock_.AwaitSleepers(1, kPatience); }
+
+  // The version the store records for `agent` as running ("" if none or no such agent).
+  std::string StoredVersion(const std::string& agent) {
+    auto agents = store_->Agents();
+    EXPECT_TRUE(agents.ok()) << agents.status().ToString();
+    if (!agents.ok()) return "";
+    for (const auto& a : *agents) {
+      if (a.name == agent) return a.current_version;
+    }
+    return "";
+  }
+
+  ManualClock clock_;  // outlives everything below
   std::unique_ptr<Store> store_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<Hub> hub_;
@@ -198,10 +239,7 @@ TEST_F(HubHeartbeatTest, AGrowingFleetIsToldFewerHeartbeatsAndEveryAgentHearsThe
 
   // When most of the fleet leaves, the rest are told to beat more often again.
   for (size_t i = 100; i < streams.size(); ++i) hub_->OnClosed(streams[i]);
-  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (streams.front()->latest_ms() != 1000 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  ASSERT_TRUE(HubAsleep());  // every close taken, every agent told
   for (size_t i = 0; i < 100; ++i) EXPECT_EQ(streams[i]->latest_ms(), 1000) << "agent " << i;
 }
 
@@ -256,6 +294,62 @@ TEST_F(HubHeartbeatTest, ASecondConnectionForALiveHostIsRefusedNotSwappedIn) {
   EXPECT_NE(second->closed().find("already connected"), std::string::npos) << second->closed();
   EXPECT_TRUE(first->closed().empty()) << "the live stream was pushed off: " << first->closed();
   EXPECT_EQ(Refused("already_connected"), 1u);
+}
+
+// A stream silent for three heartbeat intervals is presumed dead (its peer may have vanished
+// without a FIN): a new connection of its host replaces it instead of being refused.
+TEST_F(HubHeartbeatTest, AStreamSilentForThreeHeartbeatIntervalsIsReplacedByANewConnection) {
+  auto first = Connect(1);
+  ASSERT_TRUE(first->WaitWelcomed()) << first->closed();
+  ASSERT_EQ(first->latest_ms(), 1000);
+
+  ASSERT_TRUE(HubAsleep());
+  clock_.Advance(milliseconds(3 * 1000 - 1));
+  auto early = Hello("host-1", "us-east-1", "", first->credential());
+  ASSERT_TRUE(early->WaitAnswered());
+  EXPECT_NE(early->closed().find("already connected"), std::string::npos) << early->closed();
+
+  ASSERT_TRUE(HubAsleep());
+  clock_.Advance(milliseconds(1));
+  auto later = Hello("host-1", "us-east-1", "", first->credential());
+  ASSERT_TRUE(later->WaitWelcomed()) << later->closed();
+  EXPECT_NE(first->closed().find("presumed dead"), std::string::npos) << first->closed();
+}
+
+// Heartbeats do not wake the engine thread. One that arrives while a pass runs is taken
+// kLazyEventMs later, not sooner; one that arrives while the thread sleeps waits for the
+// next event.
+TEST_F(HubHeartbeatTest, AHeartbeatIsTakenAfterTheLazyDelayOrWithTheNextEvent) {
+  auto heartbeat = [this](const std::shared_ptr<RecordingStream>& from,
+                          const std::string& version) {
+    v1::AgentMessage beat;
+    beat.mutable_heartbeat()->set_current_version(version);
+    hub_->OnMessage(from, beat);
+  };
+  auto stream = std::make_shared<RecordingStream>();
+  // Sent from the welcome, on the engine thread: it arrives in the middle of the pass.
+  std::weak_ptr<RecordingStream> weak = stream;
+  stream->OnWelcome([&heartbeat, weak] { heartbeat(weak.lock(), "v1"); });
+  SendHello(stream, "host-1", "us-east-1", token_, "");
+  ASSERT_TRUE(stream->WaitWelcomed()) << stream->closed();
+
+  ASSERT_TRUE(HubAsleep());
+  EXPECT_EQ(StoredVersion("host-1"), "");
+  clock_.Advance(milliseconds(Hub::kLazyEventMs - 1));
+  ASSERT_TRUE(HubAsleep());
+  EXPECT_EQ(StoredVersion("host-1"), "") << "taken before kLazyEventMs";
+  clock_.Advance(milliseconds(1));
+  ASSERT_TRUE(HubAsleep());
+  EXPECT_EQ(StoredVersion("host-1"), "v1") << "not taken at kLazyEventMs";
+
+  // The engine thread now sleeps with nothing to wait for: a heartbeat leaves it asleep...
+  heartbeat(stream, "v2");
+  ASSERT_TRUE(HubAsleep());
+  EXPECT_EQ(StoredVersion("host-1"), "v1");
+  // ...and is taken with the next event, whatever it is.
+  hub_->Kick();
+  ASSERT_TRUE(HubAsleep());
+  EXPECT_EQ(StoredVersion("host-1"), "v2");
 }
 
 TEST_F(HubHeartbeatTest, ACredentialIsBoundToItsRegion) {

@@ -8,34 +8,24 @@
 
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <future>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "tests/support/http_server.h"
 
 namespace lockstep {
 namespace {
 
+using std::chrono::hours;
 using std::chrono::milliseconds;
-using Clock = std::chrono::steady_clock;
+using std::chrono::seconds;
 
-// Upper bound for every wait on the worker; the behaviour under test takes milliseconds.
+// Upper bound, in real time, for every wait on the worker; the behaviour under test takes
+// milliseconds.
 constexpr milliseconds kPatience{5000};
-
-// Polls `done` until it holds or kPatience passes. The worker runs on its own thread and
-// exposes progress only through stats(), so a bounded poll is the observable way to wait.
-bool Eventually(const std::function<bool()>& done) {
-  const auto give_up = Clock::now() + kPatience;
-  while (!done()) {
-    if (Clock::now() > give_up) return false;
-    std::this_thread::sleep_for(milliseconds(2));
-  }
-  return true;
-}
 
 // A loopback port that refuses connections: bound but not listening, so no other process can
 // take it while the test runs.
@@ -64,9 +54,12 @@ class RefusingPort {
   int port_ = 0;
 };
 
+// The notifier runs on a ManualClock: a backoff passes only when a test advances the clock,
+// and a test advances it only while the worker sleeps (ManualClock::AwaitSleepers), so every
+// step is deterministic and no test sleeps. The receiver is a real HTTP server on loopback.
 class NotifierTest : public ::testing::Test {
  protected:
-  // Small backoffs keep retries within milliseconds.
+  // Backoffs of the clock's time, from 10 ms doubling to at most 40 ms.
   static NotifierOptions Fast() {
     NotifierOptions options;
     options.attempts = 3;
@@ -85,18 +78,44 @@ class NotifierTest : public ::testing::Test {
     server_.OnPost(path, [status](const std::string&) { return status; });
   }
 
+  // Waits until the worker sleeps: it sent everything due and waits for a retry or a Post.
+  bool WorkerAsleep() { return clock_.AwaitSleepers(1, kPatience); }
+
+  // Waits until the worker sleeps, then says whether it is idle: nothing waiting for a retry,
+  // nothing being sent.
+  bool Settled(Notifier& notifier) { return WorkerAsleep() && notifier.Drain(milliseconds(0)); }
+
+  // Lets `retries` retries happen, one at a time: each time the worker waits for one, time
+  // moves by `backoff` (no less than the wait drawn for it).
+  void RunRetries(int retries, milliseconds backoff) {
+    for (int i = 0; i < retries; ++i) {
+      ASSERT_TRUE(WorkerAsleep()) << "before retry " << i + 1;
+      clock_.Advance(backoff);
+    }
+  }
+
+  // Whether `call` ends within kPatience of real time. If it does not, time moves by `unblock`
+  // so that it ends (and the test with it) all the same.
+  template <typename T>
+  bool EndsWithoutTime(std::future<T>& call, milliseconds unblock) {
+    if (call.wait_for(kPatience) == std::future_status::ready) return true;
+    clock_.Advance(unblock);
+    return false;
+  }
+
+  ManualClock clock_;
   testing::TestHttpServer server_;
 };
 
 TEST_F(NotifierTest, PostArrivesAsJsonWithTextAndEvent) {
   Reply("/hook", 200);
-  Notifier notifier(Fast());
+  Notifier notifier(Fast(), &clock_);
 
   notifier.Post(Notification{
       server_.Url("/hook"), "release_started",
       NotificationBody("release_started", "web v42: rollout started", {{"release", "v42"}})});
 
-  ASSERT_TRUE(notifier.Drain(kPatience));
+  ASSERT_TRUE(Settled(notifier));
   const auto posts = server_.Posts("/hook");
   ASSERT_EQ(posts.size(), 1u);
   EXPECT_EQ(posts[0].content_type, "application/json");
@@ -121,11 +140,12 @@ TEST_F(NotifierTest, ServerErrorsAreRetriedUntilAccepted) {
   server_.OnPost("/hook", [calls](const std::string&) { return ++*calls <= 2 ? 500 : 200; });
   NotifierOptions options = Fast();
   options.attempts = 5;
-  Notifier notifier(options);
+  Notifier notifier(options, &clock_);
 
   notifier.Post(To(server_.Url("/hook"), "wave 1 passed"));
+  RunRetries(2, options.max_backoff);
 
-  ASSERT_TRUE(notifier.Drain(kPatience));
+  ASSERT_TRUE(Settled(notifier));
   EXPECT_EQ(server_.Hits("/hook"), 3);
   const auto stats = notifier.stats();
   EXPECT_EQ(stats.delivered, 1u);
@@ -133,14 +153,47 @@ TEST_F(NotifierTest, ServerErrorsAreRetriedUntilAccepted) {
   EXPECT_EQ(stats.failed, 0u);
 }
 
+// A retry waits between half and all of its backoff (jitter), and the backoff doubles: a
+// retry comes neither before the shortest wait it may have drawn nor after the longest.
+TEST_F(NotifierTest, ARetryComesOnlyOnceItsBackoffHasPassedAndTheBackoffDoubles) {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  server_.OnPost("/hook", [calls](const std::string&) { return ++*calls <= 2 ? 503 : 200; });
+  NotifierOptions options = Fast();
+  options.initial_backoff = seconds(10);
+  options.max_backoff = seconds(60);
+  Notifier notifier(options, &clock_);
+  notifier.Post(To(server_.Url("/hook"), "wave 1 passed"));
+  ASSERT_TRUE(WorkerAsleep());
+  ASSERT_EQ(server_.Hits("/hook"), 1);
+
+  // The first retry waits 5 to 10 s.
+  clock_.Advance(seconds(5) - milliseconds(1));
+  ASSERT_TRUE(WorkerAsleep());
+  EXPECT_EQ(server_.Hits("/hook"), 1) << "retried before the shortest backoff passed";
+  clock_.Advance(seconds(5) + milliseconds(1));
+  ASSERT_TRUE(WorkerAsleep());
+  EXPECT_EQ(server_.Hits("/hook"), 2) << "not retried once the longest backoff passed";
+
+  // The second waits twice as long: 10 to 20 s.
+  clock_.Advance(seconds(10) - milliseconds(1));
+  ASSERT_TRUE(WorkerAsleep());
+  EXPECT_EQ(server_.Hits("/hook"), 2) << "retried before the shortest backoff passed";
+  clock_.Advance(seconds(10) + milliseconds(1));
+  ASSERT_TRUE(Settled(notifier));
+  EXPECT_EQ(server_.Hits("/hook"), 3) << "not retried once the longest backoff passed";
+  EXPECT_EQ(notifier.stats().delivered, 1u);
+  EXPECT_EQ(notifier.stats().retried, 2u);
+}
+
 TEST_F(NotifierTest, TooManyRequestsIsRetried) {
   auto calls = std::make_shared<std::atomic<int>>(0);
   server_.OnPost("/hook", [calls](const std::string&) { return ++*calls == 1 ? 429 : 200; });
-  Notifier notifier(Fast());
+  Notifier notifier(Fast(), &clock_);
 
   notifier.Post(To(server_.Url("/hook"), "wave 1 passed"));
+  RunRetries(1, Fast().max_backoff);
 
-  ASSERT_TRUE(notifier.Drain(kPatience));
+  ASSERT_TRUE(Settled(notifier));
   EXPECT_EQ(server_.Hits("/hook"), 2);
   EXPECT_EQ(notifier.stats().delivered, 1u);
   EXPECT_EQ(notifier.stats().retried, 1u);
@@ -148,11 +201,11 @@ TEST_F(NotifierTest, TooManyRequestsIsRetried) {
 
 TEST_F(NotifierTest, ClientErrorIsNotRetried) {
   Reply("/hook", 400);
-  Notifier notifier(Fast());
+  Notifier notifier(Fast(), &clock_);
 
   notifier.Post(To(server_.Url("/hook"), "wave 1 passed"));
 
-  ASSERT_TRUE(notifier.Drain(kPatience));
+  ASSERT_TRUE(Settled(notifier));
   EXPECT_EQ(server_.Hits("/hook"), 1);
   const auto stats = notifier.stats();
   EXPECT_EQ(stats.failed, 1u);
@@ -163,12 +216,13 @@ TEST_F(NotifierTest, ClientErrorIsNotRetried) {
 TEST_F(NotifierTest, UnreachableReceiverFailsAfterEveryAttempt) {
   RefusingPort refusing;
   ASSERT_NE(refusing.port(), 0);
-  Notifier notifier(Fast());
+  Notifier notifier(Fast(), &clock_);
 
   notifier.Post(
       To("http://127.0.0.1:" + std::to_string(refusing.port()) + "/hook", "wave 1 passed"));
+  RunRetries(2, Fast().max_backoff);
 
-  ASSERT_TRUE(notifier.Drain(kPatience));
+  ASSERT_TRUE(Settled(notifier));
   const auto stats = notifier.stats();
   EXPECT_EQ(stats.failed, 1u);
   EXPECT_EQ(stats.retried, 2u);  // Fast().attempts == 3
@@ -176,20 +230,26 @@ TEST_F(NotifierTest, UnreachableReceiverFailsAfterEveryAttempt) {
 }
 
 TEST_F(NotifierTest, PostReturnsImmediatelyWhileTheReceiverIsSlow) {
-  Reply("/slow", 200);
-  server_.SetDelay("/slow", milliseconds(2000));
-  NotifierOptions options = Fast();
-  options.attempts = 1;
-  options.timeout = milliseconds(500);  // so that the destructor does not wait out the 2 s
-  Notifier notifier(options);
+  // The receiver holds every POST until released (at most kPatience).
+  auto release = std::make_shared<std::promise<void>>();
+  std::shared_future<void> released = release->get_future().share();
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  server_.OnPost("/slow", [released, answered](const std::string&) {
+    released.wait_for(kPatience);
+    *answered = true;
+    return 200;
+  });
+  Notifier notifier(Fast(), &clock_);
   notifier.Post(To(server_.Url("/slow"), "first"));
-  ASSERT_TRUE(Eventually([&] { return server_.Hits("/slow") == 1; }));  // now in flight
+  ASSERT_TRUE(server_.AwaitHits("/slow", 1, kPatience));  // now in flight
 
-  const auto start = Clock::now();
   notifier.Post(To(server_.Url("/slow"), "second"));
-  const auto took = Clock::now() - start;
 
-  EXPECT_LT(took, milliseconds(100));
+  // Post returned while the first POST was still unanswered: it did not wait for it.
+  EXPECT_FALSE(answered->load());
+  release->set_value();
+  ASSERT_TRUE(Settled(notifier));
+  EXPECT_EQ(notifier.stats().delivered, 2u);
 }
 
 TEST_F(NotifierTest, FullQueueDropsTheOldestAndCountsIt) {
@@ -207,7 +267,7 @@ TEST_F(NotifierTest, FullQueueDropsTheOldestAndCountsIt) {
   });
   NotifierOptions options = Fast();
   options.max_queue = 2;
-  Notifier notifier(options);
+  Notifier notifier(options, &clock_);
   notifier.Post(To(server_.Url("/hook"), "a"));
   ASSERT_EQ(arrived->get_future().wait_for(kPatience), std::future_status::ready);
 
@@ -216,7 +276,7 @@ TEST_F(NotifierTest, FullQueueDropsTheOldestAndCountsIt) {
   release->set_value();
 
   EXPECT_EQ(dropped, 2u);
-  ASSERT_TRUE(notifier.Drain(kPatience));
+  ASSERT_TRUE(Settled(notifier));
   std::vector<std::string> texts;
   for (const auto& post : server_.Posts("/hook")) {
     texts.push_back(nlohmann::json::parse(post.body)["text"].get<std::string>());
@@ -229,55 +289,90 @@ TEST_F(NotifierTest, NotificationWaitingForItsRetryDoesNotDelayOthers) {
   Reply("/down", 503);
   Reply("/up", 200);
   NotifierOptions options = Fast();
-  options.initial_backoff = std::chrono::hours(1);
-  options.max_backoff = std::chrono::hours(1);
-  Notifier notifier(options);
+  options.initial_backoff = hours(1);
+  options.max_backoff = hours(1);
+  Notifier notifier(options, &clock_);
   notifier.Post(To(server_.Url("/down"), "to a receiver that is down"));
-  ASSERT_TRUE(Eventually([&] { return notifier.stats().retried == 1; }));
+  ASSERT_TRUE(WorkerAsleep());
+  ASSERT_EQ(notifier.stats().retried, 1u);
 
   notifier.Post(To(server_.Url("/up"), "to a receiver that is up"));
 
-  EXPECT_TRUE(Eventually([&] { return notifier.stats().delivered == 1; }));
+  ASSERT_TRUE(WorkerAsleep());
+  EXPECT_EQ(notifier.stats().delivered, 1u);
   EXPECT_EQ(server_.Hits("/down"), 1);
+}
+
+TEST_F(NotifierTest, DrainWaitsOnTheClockForARetryDueWithinItsTimeout) {
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  server_.OnPost("/hook", [calls](const std::string&) { return ++*calls == 1 ? 503 : 200; });
+  Notifier notifier(Fast(), &clock_);
+  notifier.Post(To(server_.Url("/hook"), "wave 1 passed"));
+  ASSERT_TRUE(WorkerAsleep());
+
+  auto drained = std::async(std::launch::async, [&] { return notifier.Drain(seconds(1)); });
+  ASSERT_TRUE(clock_.AwaitSleepers(2, kPatience));  // the worker, and Drain waiting for it
+  clock_.Advance(Fast().max_backoff);
+
+  ASSERT_TRUE(EndsWithoutTime(drained, seconds(1)));
+  EXPECT_TRUE(drained.get());
+  EXPECT_EQ(server_.Hits("/hook"), 2);
+}
+
+TEST_F(NotifierTest, DrainGivesUpAtOnceWhenTheNextRetryIsDueAfterItsTimeout) {
+  Reply("/hook", 503);
+  NotifierOptions options = Fast();
+  options.initial_backoff = hours(1);
+  options.max_backoff = hours(1);
+  Notifier notifier(options, &clock_);
+  notifier.Post(To(server_.Url("/hook"), "wave 1 passed"));
+  ASSERT_TRUE(WorkerAsleep());
+
+  // Time stands still: Drain ends only because it sees that the retry comes too late.
+  auto drained = std::async(std::launch::async, [&] { return notifier.Drain(seconds(1)); });
+
+  ASSERT_TRUE(EndsWithoutTime(drained, seconds(1))) << "Drain waited out its timeout";
+  EXPECT_FALSE(drained.get());
+  EXPECT_EQ(server_.Hits("/hook"), 1);
 }
 
 TEST_F(NotifierTest, DestructorReturnsPromptlyWhileARetryIsScheduled) {
   Reply("/hook", 503);
   NotifierOptions options = Fast();
-  options.initial_backoff = std::chrono::hours(1);
-  options.max_backoff = std::chrono::hours(1);
-  auto notifier = std::make_unique<Notifier>(options);
+  options.initial_backoff = hours(1);
+  options.max_backoff = hours(1);
+  auto notifier = std::make_unique<Notifier>(options, &clock_);
   notifier->Post(To(server_.Url("/hook"), "wave 1 passed"));
-  ASSERT_TRUE(Eventually([&] { return notifier->stats().retried == 1; }));
+  ASSERT_TRUE(WorkerAsleep());
+  ASSERT_EQ(notifier->stats().retried, 1u);
 
-  const auto start = Clock::now();
-  notifier.reset();
-  const auto took = Clock::now() - start;
+  // Time stands still: the destructor ends only if it does not wait for the retry.
+  auto destroyed = std::async(std::launch::async, [&] { notifier.reset(); });
 
-  EXPECT_LT(took, milliseconds(1000));
+  EXPECT_TRUE(EndsWithoutTime(destroyed, hours(1)));
   EXPECT_EQ(server_.Hits("/hook"), 1);
 }
 
 TEST_F(NotifierTest, NonHttpUrlFailsWithoutARequest) {
   Reply("/hook", 200);
-  Notifier notifier(Fast());
+  Notifier notifier(Fast(), &clock_);
 
   notifier.Post(To("ftp://127.0.0.1:" + std::to_string(server_.port()) + "/hook", "x"));
 
   EXPECT_EQ(notifier.stats().failed, 1u);
-  EXPECT_TRUE(notifier.Drain(kPatience));
+  EXPECT_TRUE(Settled(notifier));
   EXPECT_EQ(server_.Hits("/hook"), 0);
   EXPECT_EQ(notifier.stats().delivered, 0u);
 }
 
 TEST_F(NotifierTest, PayloadWithoutTextFailsWithoutARequest) {
   Reply("/hook", 200);
-  Notifier notifier(Fast());
+  Notifier notifier(Fast(), &clock_);
 
   notifier.Post(Notification{server_.Url("/hook"), "succeeded", {{"event", "succeeded"}}});
 
   EXPECT_EQ(notifier.stats().failed, 1u);
-  EXPECT_TRUE(notifier.Drain(kPatience));
+  EXPECT_TRUE(Settled(notifier));
   EXPECT_EQ(server_.Hits("/hook"), 0);
 }
 
