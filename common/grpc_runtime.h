@@ -7,8 +7,9 @@ namespace lockstep {
 
 // gRPC locks absl::Mutex on every message. Debian's absl is built with lock-order cycle
 // detection on, which records every acquisition in a global graph: a measurable share of
-// lockstepd's CPU with thousands of streams. Lockstep's own locks are std::mutex; this turns
-// the check off for gRPC's.
+// lockstepd's CPU with thousands of streams. This turns the check off for the process (gRPC's
+// locks and Lockstep's own absl::Mutex alike; Lockstep's lock order is checked at compile
+// time instead, by clang's -Wthread-safety in build-tsa/).
 void TuneGrpcRuntime();
 
 }  // namespace lockstep

@@ -6,12 +6,13 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
-#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/curl_options.h"
 
 namespace lockstep {
@@ -144,21 +145,23 @@ struct Notifier::Impl {
   const std::unique_ptr<Alarm> alarm;
   std::thread worker;
 
-  mutable std::mutex mu;  // before any alarm's own lock
-  // Guarded by mu.
-  bool stopping = false;
-  bool in_flight = false;
-  uint64_t next_seq = 0;
-  std::map<uint64_t, Pending> waiting;          // by Post order: begin() is the oldest
-  std::set<std::pair<MonoTime, uint64_t>> due;  // by next attempt: begin() goes next
-  Stats stats;
-  std::set<Alarm*> drainers;  // the Drain calls waiting; woken after every attempt
+  mutable absl::Mutex mu;  // before any alarm's own lock
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  bool in_flight ABSL_GUARDED_BY(mu) = false;
+  uint64_t next_seq ABSL_GUARDED_BY(mu) = 0;
+  // By Post order: begin() is the oldest.
+  std::map<uint64_t, Pending> waiting ABSL_GUARDED_BY(mu);
+  // By next attempt: begin() goes next.
+  std::set<std::pair<MonoTime, uint64_t>> due ABSL_GUARDED_BY(mu);
+  Stats stats ABSL_GUARDED_BY(mu);
+  // The Drain calls waiting; woken after every attempt.
+  std::set<Alarm*> drainers ABSL_GUARDED_BY(mu);
 
   std::mt19937_64 rng{std::random_device{}()};  // worker thread only
 
   // Adds `p` under a new or its existing sequence number, then drops the oldest waiting
   // notifications while the queue is over its bound.
-  void EnqueueLocked(uint64_t seq, Pending p) {
+  void EnqueueLocked(uint64_t seq, Pending p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     due.emplace(p.due, seq);
     waiting.emplace(seq, std::move(p));
     while (waiting.size() > options.max_queue) {
@@ -171,10 +174,12 @@ struct Notifier::Impl {
     }
   }
 
-  bool IdleLocked() const { return waiting.empty() && !in_flight; }
+  bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return waiting.empty() && !in_flight;
+  }
 
-  // Drain calls re-examine the queue. REQUIRES: mu held.
-  void WakeDrainersLocked() {
+  // Drain calls re-examine the queue.
+  void WakeDrainersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (Alarm* drainer : drainers) drainer->Wake();
   }
 
@@ -188,33 +193,33 @@ struct Notifier::Impl {
     return std::chrono::milliseconds(jitter(rng));
   }
 
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu);
+  void Run() ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
     while (!stopping) {
       if (due.empty()) {
-        lock.unlock();
+        mu.Unlock();
         alarm->Wait();
-        lock.lock();
+        mu.Lock();
         continue;
       }
       const auto [when, seq] = *due.begin();
       if (clock->Monotonic() < when) {
         // Re-examined on wake: a Post may have added something due sooner.
-        lock.unlock();
+        mu.Unlock();
         alarm->WaitUntil(when);
-        lock.lock();
+        mu.Lock();
         continue;
       }
       due.erase(due.begin());
       auto node = waiting.extract(seq);
       Pending p = std::move(node.mapped());
       in_flight = true;
-      lock.unlock();
+      mu.Unlock();
 
       const AttemptResult result = PostOnce(p.url, p.body, options.timeout);
       ++p.attempts_made;
 
-      lock.lock();
+      mu.Lock();
       in_flight = false;
       Finish(seq, std::move(p), result);
       WakeDrainersLocked();
@@ -229,8 +234,9 @@ struct Notifier::Impl {
     WakeDrainersLocked();
   }
 
-  // REQUIRES: mu held. Records the outcome of one attempt and schedules the next, if any.
-  void Finish(uint64_t seq, Pending p, const AttemptResult& result) {
+  // Records the outcome of one attempt and schedules the next, if any.
+  void Finish(uint64_t seq, Pending p, const AttemptResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     using Kind = AttemptResult::Kind;
     if (result.kind == Kind::kDelivered) {
       ++stats.delivered;
@@ -260,7 +266,7 @@ Notifier::Notifier(NotifierOptions options, const Clock* clock)
 
 Notifier::~Notifier() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    absl::MutexLock lock(&impl_->mu);
     impl_->stopping = true;
   }
   impl_->alarm->Wake();
@@ -277,7 +283,7 @@ void Notifier::Post(Notification n) {
   }
   if (!invalid.empty()) {
     spdlog::warn("notify: not sending {} to {}: {}", n.event, RedactUrl(n.url), invalid);
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    absl::MutexLock lock(&impl_->mu);
     ++impl_->stats.failed;
     return;
   }
@@ -287,14 +293,14 @@ void Notifier::Post(Notification n) {
   Impl::Pending p{std::move(n.url), std::move(n.event), std::move(body), 0,
                   impl_->clock->Monotonic()};
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    absl::MutexLock lock(&impl_->mu);
     impl_->EnqueueLocked(impl_->next_seq++, std::move(p));
   }
   impl_->alarm->Wake();
 }
 
 Notifier::Stats Notifier::stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  absl::MutexLock lock(&impl_->mu);
   return impl_->stats;
 }
 
@@ -303,7 +309,7 @@ bool Notifier::Drain(std::chrono::milliseconds timeout) {
   const MonoTime deadline = impl.clock->Monotonic() + timeout;
   // This caller's own place to sleep: several Drain calls may wait at once.
   const std::unique_ptr<Alarm> drainer = impl.clock->NewAlarm();
-  std::unique_lock<std::mutex> lock(impl.mu);
+  absl::MutexLock lock(&impl.mu);
   impl.drainers.insert(drainer.get());
   bool idle = false;
   for (;;) {
@@ -312,9 +318,9 @@ bool Notifier::Drain(std::chrono::milliseconds timeout) {
     // Nothing is sent before the next attempt is due: if that is past the deadline, so is
     // idleness, and waiting for the deadline would only waste the caller's time.
     if (!impl.in_flight && !impl.due.empty() && impl.due.begin()->first > deadline) break;
-    lock.unlock();
+    impl.mu.Unlock();
     const bool woken = drainer->WaitUntil(deadline);
-    lock.lock();
+    impl.mu.Lock();
     if (!woken) {
       idle = impl.IdleLocked();
       break;

@@ -1,5 +1,5 @@
 // HttpApi: lockstepd's HTTP face, and the routes and guards of it. The JSON API under /api/v1
-// (INTERFACES.md) is the HTTP front door of Operations (operations.h), which authenticates,
+// (docs/reference.md) is the HTTP front door of Operations (operations.h), which authenticates,
 // authorizes, validates, acts and answers exactly as the gRPC door does; this layer only
 // parses requests and writes JSON. The other concerns live in files of their own: server-sent
 // events at /api/v1/events (event_streams.h), Prometheus metrics at /metrics

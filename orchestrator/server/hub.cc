@@ -28,7 +28,7 @@ void Hub::RetuneHeartbeats() {
   std::vector<std::shared_ptr<StreamHandle>> streams;
   int64_t want = 0;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     want = heartbeats_.IntervalFor(streams_.size());
     if (2 * want < 3 * heartbeat_interval_ms_ && 3 * want > 2 * heartbeat_interval_ms_) return;
     heartbeat_interval_ms_ = want;
@@ -47,7 +47,7 @@ void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::A
   // would cost.
   const bool urgent = !msg.has_heartbeat() && !msg.has_progress();
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     inbox_.push_back(Event{stream, std::move(msg), nullptr});
     if (urgent) urgent_ = true;
   }
@@ -56,7 +56,7 @@ void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::A
 
 void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     inbox_.push_back(Event{stream, std::nullopt, nullptr});
     urgent_ = true;
   }
@@ -65,7 +65,7 @@ void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
 
 void Hub::Kick() {
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     kicked_ = true;
   }
   alarm_->Wake();
@@ -73,7 +73,7 @@ void Hub::Kick() {
 
 void Hub::Stop() {
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
   alarm_->Wake();
@@ -82,7 +82,7 @@ void Hub::Stop() {
 bool Hub::Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg) {
   std::shared_ptr<StreamHandle> stream;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = streams_.find(agent);
     if (it == streams_.end()) return false;
     stream = it->second;
@@ -106,7 +106,7 @@ bool Hub::SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck&
 bool Hub::Apply(Event& ev) {
   std::string name;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = names_.find(ev.stream.get());
     if (it != names_.end()) name = it->second;
   }
@@ -119,7 +119,7 @@ bool Hub::Apply(Event& ev) {
     if (name.empty()) return false;
     bool current = false;
     {
-      std::lock_guard lock(mu_);
+      absl::MutexLock lock(&mu_);
       names_.erase(ev.stream.get());
       auto it = streams_.find(name);
       if (it != streams_.end() && it->second == ev.stream) {
@@ -214,7 +214,7 @@ std::string RefusalReason(const Status& st) {
 void Hub::Refuse(const std::shared_ptr<StreamHandle>& stream, const std::string& reason,
                  const lockstep::v1::AgentHello& hello, const std::string& why) {
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     ++refusals_[reason];
   }
   stream->Close(why);
@@ -268,7 +268,7 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
   // silent for three heartbeat intervals is presumed dead and replaced.
   std::shared_ptr<StreamHandle> replaced;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto it = streams_.find(h.name());
     if (it != streams_.end() && it->second != stream) replaced = it->second;
   }
@@ -306,7 +306,7 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
     return false;
   }
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto& slot = streams_[h.name()];
     if (slot && slot != stream) names_.erase(slot.get());
     slot = stream;
@@ -339,7 +339,7 @@ Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
   ev.task = [this, name, actor, done] {
     std::shared_ptr<StreamHandle> stream;
     {
-      std::lock_guard lock(mu_);
+      absl::MutexLock lock(&mu_);
       auto it = streams_.find(name);
       if (it != streams_.end()) {
         stream = it->second;
@@ -355,7 +355,7 @@ Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
     done->set_value(engine_->RemoveAgent(name, actor));
   };
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     if (stopping_) return Unavailable("lockstepd is shutting down");
     inbox_.push_back(std::move(ev));
     urgent_ = true;
@@ -372,7 +372,7 @@ Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
 }
 
 std::map<std::string, uint64_t> Hub::RefusalCounts() const {
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   return refusals_;
 }
 
@@ -387,8 +387,7 @@ void Hub::Run(Engine* engine) {
     std::deque<Event> events;
     bool need_pass = false;
     {
-      std::unique_lock lock(mu_);
-      auto ready = [&] { return stopping_ || kicked_ || urgent_; };
+      absl::MutexLock lock(&mu_);
       UnixMs wake = next_wake;
       if (!inbox_.empty()) {
         UnixMs lazy = clock_->Now() + kLazyEventMs;
@@ -399,17 +398,17 @@ void Hub::Run(Engine* engine) {
       if (wake > 0) {
         const auto wait = std::chrono::milliseconds(std::max<int64_t>(0, wake - clock_->Now()));
         const MonoTime deadline = clock_->Monotonic() + wait;
-        while (!ready()) {
-          lock.unlock();
+        while (!ReadyLocked()) {
+          mu_.Unlock();
           const bool woken = alarm_->WaitUntil(deadline);
-          lock.lock();
+          mu_.Lock();
           if (!woken) break;  // due
         }
       } else {
-        while (!ready()) {
-          lock.unlock();
+        while (!ReadyLocked()) {
+          mu_.Unlock();
           alarm_->Wait();
-          lock.lock();
+          mu_.Lock();
         }
       }
       if (stopping_) return;

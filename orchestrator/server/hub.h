@@ -19,10 +19,11 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/engine/task_sink.h"
@@ -120,15 +121,20 @@ class Hub final : public TaskSink {
   // (after releasing mu_; a Wake is never lost, see Alarm).
   const std::unique_ptr<Alarm> alarm_;
 
-  mutable std::mutex mu_;
-  std::deque<Event> inbox_;  // guarded by mu_
-  bool kicked_ = false;      // guarded by mu_
-  bool urgent_ = false;      // guarded by mu_; the inbox holds more than heartbeats/progress
-  bool stopping_ = false;    // guarded by mu_
+  mutable absl::Mutex mu_;
+  std::deque<Event> inbox_ ABSL_GUARDED_BY(mu_);
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+  // The inbox holds more than heartbeats/progress.
+  bool urgent_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Whether the engine thread has something to do now.
+  bool ReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || kicked_ || urgent_;
+  }
   // Accepted streams by agent name, and the reverse.
-  std::map<std::string, std::shared_ptr<StreamHandle>> streams_;  // guarded by mu_
-  std::map<const StreamHandle*, std::string> names_;              // guarded by mu_
-  std::map<std::string, uint64_t> refusals_;                      // guarded by mu_
+  std::map<std::string, std::shared_ptr<StreamHandle>> streams_ ABSL_GUARDED_BY(mu_);
+  std::map<const StreamHandle*, std::string> names_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> refusals_ ABSL_GUARDED_BY(mu_);
   // Engine thread: when each accepted stream was last heard from. A stream silent for
   // several heartbeat intervals is presumed dead (its peer vanished without a FIN), so a new
   // connection of its agent replaces it instead of being refused as a duplicate.

@@ -1,5 +1,5 @@
-// Views: stored records turned into the wire messages the CLI (and later the HTTP API)
-// shows. Pure functions of their inputs.
+// Views: stored records turned into the wire messages both front doors (the CLI's gRPC and
+// the HTTP API) show. Pure functions of their inputs.
 #pragma once
 
 #include <vector>
