@@ -134,6 +134,9 @@ void Authenticator::RecordAgentRefusal(const std::string& name, const std::strin
   a.outcome = "refused";
   WriteBatch b;
   b.audit.push_back(std::move(a));
+  // Best effort, on purpose: the refusal itself is already decided, counted and logged by the
+  // hub (lockstep_agent_refusals_total); a store that cannot write is reported by /healthz.
+  // Failing here must not change the answer to a peer that was refused.
   (void)store_->Write(b);
 }
 

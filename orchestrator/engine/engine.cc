@@ -728,16 +728,30 @@ void Engine::ResendOutstanding(Pass& pass) {
   agents.swap(resend_to_);
   std::set<std::string> already_sent;
   for (const auto& [agent, task] : pass.sends) already_sent.insert(task.task_id());
+  // A read that fails leaves these agents' tasks unsent: they are kept for the next pass
+  // (which a store failure schedules soon), rather than waiting for their deadlines.
+  Status unread;
   for (const auto& p : pipelines_) {
     std::vector<ReleaseRecord> releases;
     auto open = OpenReleases(*store_, p.name);
-    if (open.ok()) releases = std::move(*open);
+    if (open.ok()) {
+      releases = std::move(*open);
+    } else {
+      unread = open.status();
+    }
     // Convergence tasks hang off the last succeeded release.
     auto last = DesiredRelease(*store_, p.name);
-    if (last.ok() && last->has_value()) releases.push_back(**last);
+    if (!last.ok()) {
+      unread = last.status();
+    } else if (last->has_value()) {
+      releases.push_back(**last);
+    }
     for (const auto& r : releases) {
       auto hosts = HostsOf(r.id);
-      if (!hosts.ok()) continue;
+      if (!hosts.ok()) {
+        unread = hosts.status();
+        continue;
+      }
       for (const auto& [name, h] : **hosts) {
         if (!HostInFlight(h) || !agents.count(h.agent) || already_sent.count(h.task_id)) {
           continue;
@@ -757,6 +771,10 @@ void Engine::ResendOutstanding(Pass& pass) {
         }
       }
     }
+  }
+  if (!unread.ok()) {
+    spdlog::warn("re-sending outstanding tasks: {}; trying again next pass", unread.ToString());
+    resend_to_.insert(agents.begin(), agents.end());
   }
 }
 

@@ -1692,5 +1692,51 @@ TEST_F(EngineTest, APassWhoseWriteFailsSendsNothingAndResultsAreAskedForAgain) {
   EXPECT_EQ(Release(id).state, "succeeded");
 }
 
+// The real store, whose release queries fail from the `fail_from`-th call on (counted from 1).
+class FailingReadsStore final : public ForwardingStore {
+ public:
+  explicit FailingReadsStore(Store* s) : ForwardingStore(s) {}
+  int calls = 0;
+  int fail_from = 0;  // 0: never
+  StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& q) override {
+    ++calls;
+    if (fail_from > 0 && calls >= fail_from) return Internal("disk unreadable");
+    return ForwardingStore::FindReleases(q);
+  }
+};
+
+TEST_F(EngineTest, TasksForAReconnectedAgentAreResentAfterAStoreReadFailsOnce) {
+  FailingReadsStore failing(store_.get());
+  Pipeline p = ThreeWavePipeline();
+  pipeline_ = p;
+  engine_ = std::make_unique<Engine>(std::vector<Pipeline>{p}, &failing, &clock_, &sink_);
+  ConnectFleet(1);
+  Create("v2");
+  Pass();
+  auto prepares = sink_.Take();
+  ASSERT_EQ(prepares.size(), 3u);
+  // A pass that re-sends nothing makes this many release queries.
+  const int before = failing.calls;
+  Pass();
+  ASSERT_TRUE(sink_.Take().empty());
+  const int per_pass = failing.calls - before;
+
+  // One agent reconnects: its outstanding prepare is re-sent by the next pass, after the pass
+  // itself is written. Those re-send reads fail.
+  const std::string agent = prepares[0].first;
+  Connect(agent, agent.substr(0, agent.rfind('-')));
+  failing.fail_from = failing.calls + per_pass + 1;
+  Pass();
+  EXPECT_TRUE(sink_.Take().empty());
+
+  // The store reads again: the agent is not forgotten.
+  failing.fail_from = 0;
+  Pass();
+  auto resent = sink_.Take();
+  ASSERT_EQ(resent.size(), 1u);
+  EXPECT_EQ(resent[0].first, agent);
+  EXPECT_EQ(resent[0].second.task_id(), prepares[0].second.task_id());
+}
+
 }  // namespace
 }  // namespace lockstep
