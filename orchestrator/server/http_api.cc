@@ -123,7 +123,16 @@ class HttpApiImpl final : public HttpApi {
         res.set_header("Connection", "close");
         return httplib::Server::HandlerResponse::Handled;
       }
-      if (!req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
+      if (!req.has_header("Content-Length")) {
+        // A POST or DELETE with neither Content-Length nor chunked encoding has no body
+        // (curl -X POST sends none). httplib would read such a body until the client closed
+        // the connection and then answer 400 itself; saying "no body" lets the request reach
+        // its route, whose role check comes first.
+        if (!req.has_header("Transfer-Encoding")) {
+          const_cast<httplib::Request&>(req).headers.emplace("Content-Length", "0");
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
       const std::string v = req.get_header_value("Content-Length");
       errno = 0;
       char* end = nullptr;

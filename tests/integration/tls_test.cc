@@ -71,6 +71,19 @@ TEST(TlsTest, MutualTlsCarriesARolloutAndRefusesClientsWithoutACertificate) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("if lockstepd serves gRPC with TLS, pass --tls-ca"), std::string::npos)
       << r.err;
+  // lockstepd says so too, in its own log format: gRPC's lines go through its logger.
+  const std::string log_path = fleet.dir() + "/logs/lockstepd.log";
+  auto log_text = [&] {
+    std::ifstream in(log_path);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  EXPECT_TRUE(Fleet::WaitFor(
+      [&] { return log_text().find("warning [lockstepd] grpc: ") != std::string::npos; },
+      std::chrono::seconds(10)))
+      << log_text();
+  EXPECT_EQ(log_text().find("] Handshake failed"), std::string::npos)
+      << "a gRPC line in gRPC's own format:\n"
+      << log_text();
   // An agent without a client certificate never joins.
   fleet.agent_flags = {"--tls-ca", d + "ca.pem"};
   fleet.cli_flags = {"--tls-ca",       d + "ca.pem", "--tls-cert",

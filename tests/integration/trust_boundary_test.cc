@@ -208,6 +208,28 @@ TEST_F(TrustBoundaryTest, EveryAnswerCarriesSecurityHeaders) {
   }
 }
 
+// A POST with no body at all (no Content-Length, as `curl -X POST` sends it) reaches its
+// route: the role is checked first (403, nothing read), and a caller who may gets the action.
+TEST_F(TrustBoundaryTest, ABodylessPostIsJudgedByItsRouteRoleFirst) {
+  fleet_.StartOrchestrator();
+  CommandResult viewer =
+      fleet_.Cli({"--output", "json", "tokens", "create", "--role", "viewer", "--name", "vic"});
+  ASSERT_EQ(viewer.exit_code, 0) << viewer.err;
+  const std::string viewer_token = json::parse(viewer.out).at("token").get<std::string>();
+  auto post = [&](const std::string& path, const std::string& token) {
+    return RawHttp(fleet_.http_port(), "POST " + path +
+                                           " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                                           "Bearer " +
+                                           token + "\r\nConnection: close\r\n\r\n");
+  };
+  std::string refused = post("/api/v1/releases", viewer_token);
+  EXPECT_EQ(refused.rfind("HTTP/1.1 403", 0), 0u) << refused;
+  EXPECT_NE(refused.find("may not"), std::string::npos) << refused;
+  std::string paused = post("/api/v1/pipelines/monolith/pause", fleet_.admin_token());
+  EXPECT_EQ(paused.rfind("HTTP/1.1 200", 0), 0u) << paused;
+  EXPECT_NE(paused.find("\"paused\":true"), std::string::npos) << paused;
+}
+
 TEST_F(TrustBoundaryTest, AForeignHostNameIsRefusedSoDnsRebindingFindsNothing) {
   fleet_.StartOrchestrator();
   const std::string port = std::to_string(fleet_.http_port());
