@@ -3,9 +3,14 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "common/clock.h"
@@ -22,6 +27,14 @@ constexpr int kOk = 0;
 constexpr int kNotReached = 1;
 constexpr int kUsage = 2;
 constexpr int kServerError = 3;
+
+// Following a watch (WatchRelease, WatchStatus) across lockstepd restarts: the first retry
+// comes after kFirstRetry, doubling up to kMaxRetry; the channel reconnects as often.
+constexpr std::chrono::milliseconds kFirstRetry{100};
+constexpr std::chrono::milliseconds kMaxRetry{2000};
+// lockstepd sends the current view again after 15 s without a message, so a watch silent
+// for this long has a dead or wedged lockstepd at the other end (or a dead network).
+constexpr std::chrono::milliseconds kSilenceLimit{40'000};
 
 int Error(int code, const std::string& msg) {
   std::fprintf(stderr, "lockstep: %s\n", msg.c_str());
@@ -58,16 +71,27 @@ class Client {
  public:
   explicit Client(const Context& ctx) : ctx_(ctx) {
     auto credentials = ChannelCredentialsFrom(ctx.tls);  // checked in main
-    stub_ = v1::ControlService::NewStub(grpc::CreateChannel(
-        ctx.server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials()));
+    // Back within a retry or two of lockstepd returning, not after gRPC's own reconnect
+    // backoff, which grows to two minutes. (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays at its
+    // default: it is also how long one connection attempt may take, TLS handshake included.)
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(kFirstRetry.count()));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(kMaxRetry.count()));
+    stub_ = v1::ControlService::NewStub(grpc::CreateCustomChannel(
+        ctx.server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(), args));
   }
 
   template <typename Req, typename Resp, typename Fn>
   grpc::Status Call(Fn fn, const Req& req, Resp* resp) {
     grpc::ClientContext c;
     c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
-    if (!ctx_.token.empty()) c.AddMetadata("authorization", "Bearer " + ctx_.token);
+    Authorize(&c);
     return ((*stub_).*fn)(&c, req, resp);
+  }
+
+  // Adds the token to a call.
+  void Authorize(grpc::ClientContext* c) const {
+    if (!ctx_.token.empty()) c->AddMetadata("authorization", "Bearer " + ctx_.token);
   }
 
   v1::ControlService::Stub& stub() { return *stub_; }
@@ -140,32 +164,226 @@ void PrintReleaseText(const v1::Release& r) {
   }
 }
 
+// Cancels a streaming call that stayed silent for kSilenceLimit, or whose `deadline` passed:
+// a blocking Read cannot time out by itself. Watches from its own thread, for the life of
+// the call. REQUIRES: `call` outlives it.
+class Watchdog {
+ public:
+  Watchdog(grpc::ClientContext* call, std::optional<MonoTime> deadline)
+      : call_(call),
+        deadline_(deadline),
+        clock_(*SystemClock::Get()),
+        alarm_(clock_.NewAlarm()),
+        silent_until_(clock_.Monotonic() + kSilenceLimit),
+        thread_([this] { Run(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    alarm_->Wake();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  // A message arrived: the silence counts from now.
+  void Heard() {
+    std::lock_guard lock(mu_);
+    silent_until_ = clock_.Monotonic() + kSilenceLimit;
+  }
+  // Whether it cancelled the call because the deadline passed (not for silence).
+  bool deadline_passed() const {
+    std::lock_guard lock(mu_);
+    return deadline_passed_;
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      const MonoTime now = clock_.Monotonic();
+      const bool past_deadline = deadline_.has_value() && now >= *deadline_;
+      if (past_deadline || now >= silent_until_) {
+        deadline_passed_ = past_deadline;
+        call_->TryCancel();
+        return;
+      }
+      const MonoTime wake = deadline_ ? std::min(*deadline_, silent_until_) : silent_until_;
+      lock.unlock();
+      alarm_->WaitUntil(wake);  // woken early by the destructor; Heard only moves it later
+      lock.lock();
+    }
+  }
+
+  grpc::ClientContext* const call_;
+  const std::optional<MonoTime> deadline_;
+  const Clock& clock_;
+  const std::unique_ptr<Alarm> alarm_;
+  mutable std::mutex mu_;
+  MonoTime silent_until_;         // guarded by mu_
+  bool stop_ = false;             // guarded by mu_
+  bool deadline_passed_ = false;  // guarded by mu_
+  std::thread thread_;            // last: starts once the rest is set
+};
+
+// How a command follows a live view: a watch, or, from a lockstepd that serves none (older
+// than the watches, or with every watch taken), the one-shot read looked at again and again,
+// as the CLI did before the watches.
+template <typename Msg>
+struct Following {
+  // Opens the watch (WatchRelease, WatchStatus) on `call`.
+  std::function<std::unique_ptr<grpc::ClientReader<Msg>>(grpc::ClientContext* call)> open;
+  // The one-shot read (GetRelease, GetStatus), and how long to wait after view `last`.
+  std::function<grpc::Status(Msg* out)> poll;
+  std::function<std::chrono::milliseconds(const Msg& last)> poll_every;
+  // Shows a view; true when it is the last one the command wants.
+  std::function<bool(const Msg& view)> on_view;
+  // Called once per outage, after "lost contact ..." was printed. Optional.
+  std::function<void()> on_lost;
+  // None: until on_view says so, or an error.
+  std::optional<MonoTime> deadline;
+};
+
+struct Followed {
+  bool done = false;       // on_view returned true
+  bool timed_out = false;  // the deadline passed while lockstepd was answering
+  grpc::Status error;      // otherwise: why following stopped
+};
+
+// What a restart, a failover or a network cut looks like from a call: a call in flight when
+// lockstepd stops (SIGTERM, an upgrade) ends CANCELLED or UNAVAILABLE (lockstepd ends its
+// watches so); later ones find nobody listening (UNAVAILABLE) until it is back; a silent
+// watch is cancelled by its Watchdog.
+bool LostContact(const grpc::Status& st) {
+  return st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         st.error_code() == grpc::StatusCode::CANCELLED ||
+         st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+// Follows a live view until `f.on_view` has had what it wants, the deadline passes, or an
+// error that is not a lost contact. A lost contact prints "lost contact with lockstepd at
+// SERVER; retrying" once per outage and is retried (kFirstRetry doubling to kMaxRetry): the
+// state lives on in lockstepd's store, and the first view after reconnecting is current.
+template <typename Msg>
+Followed Follow(const Context& ctx, Client& client, const Following<Msg>& f) {
+  const Clock& clock = *SystemClock::Get();
+  Followed out;
+  bool watch = true;  // false: this lockstepd serves no watch, look again and again
+  bool lost = false;
+  std::chrono::milliseconds retry = kFirstRetry;
+  // What is reported if the deadline passes before lockstepd answers again.
+  grpc::Status last_error(grpc::StatusCode::DEADLINE_EXCEEDED, "no answer before the --timeout");
+  auto answered = [&] {
+    lost = false;
+    retry = kFirstRetry;
+  };
+  for (;;) {
+    grpc::Status st;
+    if (watch) {
+      grpc::ClientContext call;
+      client.Authorize(&call);
+      Watchdog dog(&call, f.deadline);
+      std::unique_ptr<grpc::ClientReader<Msg>> reader = f.open(&call);
+      bool heard = false;
+      Msg view;
+      while (reader->Read(&view)) {
+        dog.Heard();
+        heard = true;
+        answered();
+        if (f.on_view(view)) {
+          out.done = true;
+          break;
+        }
+      }
+      if (out.done) {
+        call.TryCancel();  // what follows the last view wanted (the stream's end) does not matter
+        (void)reader->Finish();
+        return out;
+      }
+      st = reader->Finish();
+      if (dog.deadline_passed()) {
+        // Answering until the deadline: the wait timed out. Not answering: lockstepd is gone.
+        if (heard) {
+          out.timed_out = true;
+        } else {
+          out.error = last_error;
+        }
+        return out;
+      }
+      const bool no_watch = st.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
+                            st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED;
+      if (no_watch && !heard) {
+        watch = false;
+        continue;
+      }
+      // A watch that ends without the view the command waits for was cut short.
+      if (st.ok()) st = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the watch ended early");
+    } else {
+      Msg view;
+      st = f.poll(&view);
+      if (st.ok()) {
+        answered();
+        if (f.on_view(view)) {
+          out.done = true;
+          return out;
+        }
+        if (f.deadline && clock.Monotonic() >= *f.deadline) {
+          out.timed_out = true;
+          return out;
+        }
+        clock.SleepFor(f.poll_every(view));
+        continue;
+      }
+    }
+    if (!LostContact(st) || (f.deadline && clock.Monotonic() >= *f.deadline)) {
+      out.error = st;
+      return out;
+    }
+    last_error = st;
+    if (!lost) {
+      std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
+      lost = true;
+      if (f.on_lost) f.on_lost();
+    }
+    std::chrono::milliseconds pause = retry;
+    if (f.deadline) {
+      pause = std::min(
+          pause, std::chrono::ceil<std::chrono::milliseconds>(*f.deadline - clock.Monotonic()));
+    }
+    if (pause.count() > 0) clock.SleepFor(pause);
+    retry = std::min(retry * 2, kMaxRetry);
+  }
+}
+
 }  // namespace
 
 int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
   Client client(ctx);
   const bool tty = ::isatty(STDERR_FILENO) != 0;
-  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string last_line;
   v1::Release r;
-  for (;;) {
-    v1::GetReleaseRequest req;
-    req.set_id(id);
-    grpc::Status st = client.Call(&v1::ControlService::Stub::GetRelease, req, &r);
-    // lockstepd restarting (or failing over): the release lives on in its store. A call in
-    // flight when lockstepd stops (SIGTERM, an upgrade) ends CANCELLED; later ones find
-    // nobody listening (UNAVAILABLE) until it is back. Both are "keep waiting".
-    if ((st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-         st.error_code() == grpc::StatusCode::CANCELLED) &&
-        std::chrono::steady_clock::now() < deadline) {
-      if (last_line != "unavailable") {
-        std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
-        last_line = "unavailable";
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      continue;
-    }
-    if (!st.ok()) return RpcError(ctx, st);
+  v1::ReleaseRef ref;
+  ref.set_id(id);
+  v1::GetReleaseRequest get;
+  get.set_id(id);
+  // lockstepd sends each change as it is committed; a restart (or failover) is ridden out:
+  // the release lives on in its store.
+  Following<v1::Release> f;
+  f.deadline = SystemClock::Get()->Monotonic() + timeout;
+  f.open = [&](grpc::ClientContext* call) { return client.stub().WatchRelease(call, ref); };
+  f.poll = [&](v1::Release* out) {
+    return client.Call(&v1::ControlService::Stub::GetRelease, get, out);
+  };
+  // On-call waits for a rollback that takes about a second: look often, so the command
+  // returns within a few tens of milliseconds of the last host confirming.
+  f.poll_every = [](const v1::Release& last) {
+    return std::chrono::milliseconds(last.kind() == "rollback" ? 40 : 250);
+  };
+  // After an outage the current line is shown again, changed or not.
+  f.on_lost = [&] { last_line.clear(); };
+  f.on_view = [&](const v1::Release& view) {
+    r = view;
     std::string line = ProgressLine(r, tty);
     if (line != last_line) {
       // Progress goes to stderr so that --output json keeps stdout machine-readable. On a
@@ -181,16 +399,16 @@ int Wait(const Context& ctx, int64_t id, std::chrono::milliseconds timeout) {
     // Final, or halted: a halted release waits for a human, not for time.
     if (r.final() || r.state() == "halted") {
       if (tty) std::fprintf(stderr, "\n");
-      break;
+      return true;
     }
-    if (std::chrono::steady_clock::now() > deadline) {
-      return Error(kNotReached, "gave up waiting for release " + std::to_string(id) + " after " +
-                                    FormatDuration(timeout) + "; it is " + r.state());
-    }
-    // On-call waits for a rollback that takes about a second: look often, so the command
-    // returns within a few tens of milliseconds of the last host confirming.
-    std::this_thread::sleep_for(std::chrono::milliseconds(r.kind() == "rollback" ? 40 : 250));
+    return false;
+  };
+  Followed followed = Follow(ctx, client, f);
+  if (followed.timed_out) {
+    return Error(kNotReached, "gave up waiting for release " + std::to_string(id) + " after " +
+                                  FormatDuration(timeout) + "; it is " + r.state());
   }
+  if (!followed.done) return RpcError(ctx, followed.error);
   if (ctx.json) {
     std::cout << ReleaseJson(r).dump(2) << "\n";
   } else {
@@ -263,10 +481,10 @@ int ReleaseList(const Context& ctx, const Flags& flags) {
     std::cout << j.dump(2) << "\n";
     return kOk;
   }
-  std::printf("%-6s %-14s %-8s %-20s %-12s %s\n", "ID", "PIPELINE", "KIND", "VERSION", "STATE",
+  std::printf("%-6s %-14s %-8s %-20s %-20s %s\n", "ID", "PIPELINE", "KIND", "VERSION", "STATE",
               "CREATED");
   for (const auto& r : resp.releases()) {
-    std::printf("%-6lld %-14s %-8s %-20s %-12s %s\n", static_cast<long long>(r.id()),
+    std::printf("%-6lld %-14s %-8s %-20s %-20s %s\n", static_cast<long long>(r.id()),
                 r.pipeline().c_str(), r.kind().empty() ? "rollout" : r.kind().c_str(),
                 r.version().c_str(), r.state().c_str(), Time(r.created_at_ms()).c_str());
   }
@@ -350,35 +568,32 @@ int Status(const Context& ctx, const std::vector<std::string>& args, bool watch)
   Client client(ctx);
   v1::StatusRequest req;
   if (!args.empty()) req.set_pipeline(args[0]);
-  std::string last;
-  bool lost = false;
-  for (;;) {
+  if (!watch) {
     v1::StatusResponse resp;
     grpc::Status st = client.Call(&v1::ControlService::Stub::GetStatus, req, &resp);
-    if (!st.ok()) {
-      // Watching rides out a lockstepd restart, as waiting for a release does.
-      const bool unavailable = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                               st.error_code() == grpc::StatusCode::CANCELLED;
-      if (!watch || !unavailable) return RpcError(ctx, st);
-      if (!lost) {
-        std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
-        lost = true;
-      }
-    } else {
-      lost = false;
-      std::string now = RenderStatus(ctx, resp);
-      if (!watch) {
-        std::cout << now;
-        return kOk;
-      }
-      // Printed only when something changed, under the time it was seen.
-      if (now != last) {
-        std::cout << "--- " << FormatUnixMs(SystemClock::Get()->Now()) << "\n" << now << std::flush;
-        last = std::move(now);
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (!st.ok()) return RpcError(ctx, st);
+    std::cout << RenderStatus(ctx, resp);
+    return kOk;
   }
+  // Watching follows lockstepd's changes as they are committed, and rides out a lockstepd
+  // restart, as waiting for a release does.
+  std::string last;
+  Following<v1::StatusResponse> f;
+  f.open = [&](grpc::ClientContext* call) { return client.stub().WatchStatus(call, req); };
+  f.poll = [&](v1::StatusResponse* out) {
+    return client.Call(&v1::ControlService::Stub::GetStatus, req, out);
+  };
+  f.poll_every = [](const v1::StatusResponse&) { return std::chrono::milliseconds(500); };
+  f.on_view = [&](const v1::StatusResponse& resp) {
+    std::string now = RenderStatus(ctx, resp);
+    // Printed only when something changed, under the time it was seen.
+    if (now != last) {
+      std::cout << "--- " << FormatUnixMs(SystemClock::Get()->Now()) << "\n" << now << std::flush;
+      last = std::move(now);
+    }
+    return false;  // until interrupted
+  };
+  return RpcError(ctx, Follow(ctx, client, f).error);
 }
 
 int Agents(const Context& ctx, const std::string& region) {

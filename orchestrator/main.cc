@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
   flags.Value("http-request-timeout", "10s",
               "time a request (line, headers, body) may take to arrive");
   flags.Value("http-max-event-streams", "64", "open /api/v1/events streams allowed at once");
+  flags.Value("max-watches", "256",
+              "live views (WatchRelease, WatchStatus: release watch, --wait) open at once");
   flags.Value("agent-hello-timeout", "10s",
               "an agent stream that is not authenticated by then is closed");
   flags.Value("max-pending-agent-streams-per-peer", "256",
@@ -129,11 +131,13 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   lockstep::OrchestratorOptions options;
   options.data_dir = flags.Get("data-dir");
   options.pipelines = std::move(*pipelines);
+  options.pipelines_dir = flags.Get("pipelines");
   options.grpc_listen = flags.Get("grpc-listen");
   options.http_listen = flags.Get("http-listen");
   options.web_dir = flags.Get("web-dir");
@@ -166,7 +170,8 @@ int main(int argc, char** argv) {
        {std::pair{"max-pending-agent-streams-per-peer", &options.max_pending_streams_per_peer},
         std::pair{"max-pending-agent-streams", &options.max_pending_streams},
         std::pair{"http-max-connections-per-client", &options.http_max_connections_per_client},
-        std::pair{"http-max-event-streams", &options.http_max_event_streams}}) {
+        std::pair{"http-max-event-streams", &options.http_max_event_streams},
+        std::pair{"max-watches", &options.max_watches}}) {
     const std::string v = flags.Get(flag);
     char* end = nullptr;
     long n = std::strtol(v.c_str(), &end, 10);
@@ -204,10 +209,19 @@ int main(int argc, char** argv) {
 
   lockstep::Orchestrator* o = orch->get();
   std::thread watcher([o, set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    spdlog::info("signal {}: shutting down", sig);
-    o->Shutdown();
+    for (;;) {
+      int sig = 0;
+      sigwait(&set, &sig);
+      if (sig == SIGHUP) {
+        // Re-reads the pipelines; a bad directory keeps the running ones (logged, audited).
+        spdlog::info("signal {}: reloading pipelines", sig);
+        (void)o->ReloadPipelines();  // logged and audited either way
+        continue;
+      }
+      spdlog::info("signal {}: shutting down", sig);
+      o->Shutdown();
+      return;
+    }
   });
   watcher.detach();
   o->Wait();

@@ -132,7 +132,7 @@ function confirmDialog(title, body, okText, validate) {
 // so what is confirmed is what is done.
 function rollbackChoices(pipeline) {
   const list = state.releases.filter((r) => r.pipeline === pipeline).sort((a, b) => b.id - a.id);
-  const current = list.find((r) => r.state === 'succeeded' || (!r.final && r.state !== 'queued'));
+  const current = list.find((r) => r.state === 'succeeded' || r.in_flight);
   const succeededRollouts = list.filter((r) => r.state === 'succeeded' && r.kind === 'rollout');
   let target = null;
   if (current) {

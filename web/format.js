@@ -33,10 +33,10 @@ export function releaseDuration(r, now = Date.now()) {
 
 export function stateClass(name) {
   // A fixed set of class names, never built from arbitrary server text.
-  const known = ['queued', 'rolling', 'rolling_back', 'aborting', 'halted', 'succeeded',
-    'failed', 'rolled_back', 'aborted', 'superseded', 'pending', 'deploying', 'baking',
-    'awaiting_approval', 'done', 'preparing', 'prepared', 'activating', 'reverting',
-    'reverted', 'revert_failed', 'converging', 'pass', 'fail', 'inconclusive'];
+  const known = ['waiting_for_artifact', 'queued', 'rolling', 'rolling_back', 'aborting',
+    'halted', 'succeeded', 'failed', 'rolled_back', 'aborted', 'superseded', 'pending',
+    'deploying', 'baking', 'awaiting_approval', 'done', 'preparing', 'prepared', 'activating',
+    'reverting', 'reverted', 'revert_failed', 'converging', 'pass', 'fail', 'inconclusive'];
   return known.includes(name) ? `st-${name}` : 'st-other';
 }
 

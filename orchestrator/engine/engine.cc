@@ -89,17 +89,75 @@ bool InsideWindow(const DeployWindow& w, UnixMs now, UnixMs* next_check) {
 }  // namespace
 
 Engine::Engine(std::vector<Pipeline> pipelines, Store* store, const Clock* clock, TaskSink* sink)
-    : pipelines_(std::move(pipelines)),
-      store_(store),
-      clock_(clock),
-      sink_(sink),
-      started_at_(clock->Now()) {}
+    : store_(store), clock_(clock), sink_(sink), started_at_(clock->Now()) {
+  generations_.push_back(std::make_unique<const std::vector<Pipeline>>(std::move(pipelines)));
+  pipelines_.store(generations_.back().get());
+}
 
 const Pipeline* Engine::FindPipeline(const std::string& name) const {
-  for (const auto& p : pipelines_) {
+  for (const auto& p : pipelines()) {
     if (p.name == name) return &p;
   }
   return nullptr;
+}
+
+std::vector<const Pipeline*> Engine::InForce() const {
+  std::vector<const Pipeline*> out;
+  for (const auto& p : pipelines()) {
+    auto pin = pinned_.find(p.name);
+    out.push_back(pin != pinned_.end() ? pin->second.second : &p);
+  }
+  for (const auto& [name, pin] : pinned_) {
+    if (!FindPipeline(name)) out.push_back(pin.second);  // removed, but its release goes on
+  }
+  return out;
+}
+
+Status Engine::ReplacePipelines(std::vector<Pipeline> next, const std::string& actor) {
+  std::set<std::string> names;
+  for (const auto& p : next) {
+    if (!names.insert(p.name).second) {
+      return InvalidArgument("two pipelines are named \"" + p.name + "\"");
+    }
+  }
+  // Pin each release in flight to the definition it runs with now.
+  for (const Pipeline* p : InForce()) {
+    if (pinned_.count(p->name)) continue;
+    LOCKSTEP_ASSIGN_OR_RETURN(auto open, OpenReleases(*store_, p->name));
+    for (const auto& r : open) {
+      if (release_state::IsInFlight(r.state)) pinned_[p->name] = {r.id, p};
+    }
+  }
+  // What changed, for the audit entry and the log.
+  std::string detail;
+  auto note = [&](const std::string& what) { detail += (detail.empty() ? "" : "; ") + what; };
+  for (const auto& p : next) {
+    const Pipeline* before = FindPipeline(p.name);
+    if (!before) {
+      note("added " + p.name);
+      continue;
+    }
+    for (const auto& region : p.regions) {
+      if (!before->HasRegion(region)) note(p.name + ": region " + region + " added");
+    }
+    for (const auto& region : before->regions) {
+      if (!p.HasRegion(region)) note(p.name + ": region " + region + " removed");
+    }
+  }
+  for (const auto& p : pipelines()) {
+    if (!names.count(p.name)) note("removed " + p.name);
+  }
+  for (const auto& [name, pin] : pinned_) {
+    note(name + ": release " + std::to_string(pin.first) + " keeps its definition until it ends");
+  }
+  if (detail.empty()) detail = "no pipeline added or removed, no region changed";
+  WriteBatch b;
+  b.audit.push_back(MakeAudit(clock_->Now(), actor, "pipelines.reload", "pipelines", detail));
+  LOCKSTEP_RETURN_IF_ERROR(store_->Write(b));
+  generations_.push_back(std::make_unique<const std::vector<Pipeline>>(std::move(next)));
+  pipelines_.store(generations_.back().get());
+  spdlog::info("pipelines reloaded by {}: {}", actor, detail);
+  return Status::Ok();
 }
 
 std::string Engine::NewTaskId(int64_t release_id, const std::string& agent, const std::string& step,
@@ -168,7 +226,7 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   std::string sha = req.sha256;
   std::transform(sha.begin(), sha.end(), sha.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  LOCKSTEP_ASSIGN_OR_RETURN(auto first, FirstWithVersion(*store_, req.pipeline, req.version));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto first, FirstWithArtifact(*store_, req.pipeline, req.version));
   if (first.has_value()) {
     if (first->sha256 != sha) {
       return FailedPrecondition("version: " + req.version + " of pipeline " + req.pipeline +
@@ -402,7 +460,7 @@ StatusOr<std::string> Engine::AgentPipeline(const v1::AgentHello& hello) const {
     }
   } else {
     std::vector<const Pipeline*> candidates;
-    for (const auto& p : pipelines_) {
+    for (const auto& p : pipelines()) {
       if (p.HasRegion(hello.region())) candidates.push_back(&p);
     }
     if (candidates.empty()) {
@@ -679,14 +737,23 @@ StatusOr<UnixMs> Engine::Reconcile() {
   UnixMs now = clock_->Now();
   Pass pass;
   releases_seen_.clear();
+  {
+    std::lock_guard lock(artifact_checks_mu_);
+    pass.artifact_check_seq = artifact_check_seq_;
+  }
   // Results applied since the last pass are written with this one.
   pass.changed_hosts.swap(dirty_hosts_);
-  for (const auto& p : pipelines_) {
-    if (Status st = ReconcilePipeline(p, now, pass); !st.ok()) {
+  for (const Pipeline* p : InForce()) {
+    if (Status st = ReconcilePipeline(*p, now, pass); !st.ok()) {
       DropCopies();
-      return st.WithContext("pipeline " + p.name);
+      return st.WithContext("pipeline " + p->name);
     }
   }
+  // A pinned definition is let go once its release is no longer in flight.
+  std::erase_if(pinned_, [&](const auto& entry) {
+    auto seen = releases_seen_.find(entry.second.first);
+    return seen == releases_seen_.end() || !release_state::IsInFlight(seen->second.state);
+  });
   // A release that ended frees its pipeline: the next pass, which starts the queued release
   // or converges what the ended one left behind, is due at once, not at an unrelated wake-up.
   for (const auto& e : pass.events) {
@@ -708,6 +775,7 @@ StatusOr<UnixMs> Engine::Reconcile() {
     return st;
   }
   dirty_agents_.clear();
+  ForgetSettledArtifacts(pass);
   // Host rows of releases no longer in flight nor desired are read again if ever needed.
   std::erase_if(hosts_, [&](const auto& entry) { return !pass.live_releases.count(entry.first); });
   for (const auto& [agent, task] : pass.sends) sink_->Send(agent, task);
@@ -731,7 +799,8 @@ void Engine::ResendOutstanding(Pass& pass) {
   // A read that fails leaves these agents' tasks unsent: they are kept for the next pass
   // (which a store failure schedules soon), rather than waiting for their deadlines.
   Status unread;
-  for (const auto& p : pipelines_) {
+  for (const Pipeline* pipeline : InForce()) {
+    const Pipeline& p = *pipeline;
     std::vector<ReleaseRecord> releases;
     auto open = OpenReleases(*store_, p.name);
     if (open.ok()) {
@@ -791,6 +860,10 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     }
   } remember{releases_seen_, open};
 
+  // Releases waiting for their artifact end or become queued first, so that one whose
+  // artifact arrived is queued like any other below.
+  LOCKSTEP_RETURN_IF_ERROR(SettleWaitingReleases(p, open, now, pass));
+
   ReleaseRecord* inflight = nullptr;
   std::vector<ReleaseRecord*> queued_rollouts, queued_rollbacks;
   for (auto& r : open) {
@@ -799,13 +872,7 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     (r.kind == release_kind::kRollback ? queued_rollbacks : queued_rollouts).push_back(&r);
   }
   auto finish = [&](ReleaseRecord& r, const char* state, const std::string& reason) {
-    r.state = state;
-    r.reason = reason;
-    r.finished_at = now;
-    pass.batch.releases.push_back(r);
-    Audit(pass, now, std::string("release.") + state, r, reason);
-    pass.events.push_back({&p, r, state, reason});
-    pass.changed_releases.insert(r.id);
+    Finish(pass, p, r, state, reason, now);
   };
 
   // A release aborted before it started simply ends.
@@ -927,6 +994,18 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     BeginRevert(c, release_state::kAborting, "aborted by " + inflight->abort_requested_by);
   }
 
+  // The pipeline lost the wave this rollout is in: its file was edited and lockstepd restarted
+  // mid-release (a reload keeps the definition a release started with, a restart cannot).
+  // Nothing says how to go on, so what the release changed is put back.
+  if (inflight->kind == release_kind::kRollout &&
+      (inflight->state == release_state::kRolling || inflight->state == release_state::kHalted) &&
+      static_cast<size_t>(std::max(0, inflight->current_wave)) >= p.waves.size()) {
+    BeginRevert(c, release_state::kRollingBack,
+                "pipeline " + p.name + " no longer has wave " +
+                    std::to_string(inflight->current_wave + 1) +
+                    " (its file changed while the release was in flight)");
+  }
+
   if (inflight->state == release_state::kRolling) {
     if (inflight->kind == release_kind::kRollback) {
       AdvanceRollbackRelease(c);
@@ -987,6 +1066,160 @@ v1::Task Engine::BuildTask(const Pipeline& p, const ReleaseRecord& target,
     pr->set_interval_ms(probe.interval.count());
   }
   return t;
+}
+
+// ------------------------------------------------------------------ releases awaiting artifacts
+
+namespace {
+// How long a webhook's release may wait for its artifact: the pipeline's
+// trigger.github.artifact_wait, or the default if its trigger was removed meanwhile.
+std::chrono::milliseconds ArtifactWait(const Pipeline& p) {
+  if (p.github.has_value()) return p.github->artifact_wait;
+  GithubTrigger defaults;
+  return defaults.artifact_wait;
+}
+}  // namespace
+
+StatusOr<ReleaseRecord> Engine::CreateReleaseAwaitingArtifact(const NewRelease& req,
+                                                              const std::string& actor) const {
+  // Everything but the digest, which nobody knows yet.
+  NewRelease checked = req;
+  checked.sha256 = std::string(64, '0');
+  LOCKSTEP_RETURN_IF_ERROR(ValidateRelease(checked));
+  const Pipeline* p = FindPipeline(req.pipeline);
+  if (p == nullptr) return NotFound("pipeline: unknown pipeline \"" + req.pipeline + "\"");
+  const UnixMs now = clock_->Now();
+  ReleaseRecord r;
+  r.pipeline = req.pipeline;
+  r.version = req.version;
+  r.artifact_url = req.artifact_url;
+  r.commit = req.commit;
+  r.author = req.author;
+  r.commit_at = req.commit_at;
+  r.state = release_state::kWaitingForArtifact;
+  r.reason = "waiting for its artifact " + req.artifact_url + " (at most " +
+             FormatDuration(ArtifactWait(*p)) + ", trigger.github.artifact_wait)";
+  r.created_at = now;
+  return store_->CreateRelease(std::move(r),
+                               MakeAudit(now, actor, "release.create", "",
+                                         req.pipeline + " " + req.version +
+                                             (req.commit.empty() ? "" : " commit " + req.commit) +
+                                             ", waiting for its artifact"));
+}
+
+void Engine::ArtifactChecked(int64_t release_id, const std::string& sha256,
+                             const std::string& error) {
+  std::lock_guard lock(artifact_checks_mu_);
+  ArtifactCheck& check = artifact_checks_[release_id];
+  check.seq = artifact_check_seq_++;
+  check.sha256 = sha256;
+  check.error = sha256.empty() && error.empty() ? "the artifact could not be read" : error;
+}
+
+void Engine::Finish(Pass& pass, const Pipeline& p, ReleaseRecord& r, const char* state,
+                    const std::string& reason, UnixMs now) const {
+  r.state = state;
+  r.reason = reason;
+  r.finished_at = now;
+  pass.batch.releases.push_back(r);
+  Audit(pass, now, std::string("release.") + state, r, reason);
+  pass.events.push_back({&p, r, state, reason});
+  pass.changed_releases.insert(r.id);
+}
+
+Status Engine::SettleWaitingReleases(const Pipeline& p, std::vector<ReleaseRecord>& open,
+                                     UnixMs now, Pass& pass) {
+  const std::chrono::milliseconds allowed = ArtifactWait(p);
+  for (ReleaseRecord& r : open) {
+    if (r.state != release_state::kWaitingForArtifact) continue;
+    if (!waiting_seen_.count(r.id)) {
+      pass.events.push_back({&p, r, release_state::kWaitingForArtifact, r.reason});
+    }
+    if (r.abort_requested_at != 0) {
+      Finish(pass, p, r, release_state::kAborted,
+             "aborted by " + r.abort_requested_by + " before its artifact arrived", now);
+      continue;
+    }
+    // A newer rollout replaces it, as a newer queued release replaces an older queued one; a
+    // release waiting for its artifact never replaces one that is queued (open is oldest
+    // first, so `newer` ends as the newest).
+    const ReleaseRecord* newer = nullptr;
+    for (const ReleaseRecord& o : open) {
+      if (o.id > r.id && o.kind == release_kind::kRollout && o.abort_requested_at == 0 &&
+          !release_state::IsFinal(o.state)) {
+        newer = &o;
+      }
+    }
+    if (newer != nullptr) {
+      Finish(pass, p, r, release_state::kSuperseded,
+             "superseded by release " + std::to_string(newer->id), now);
+      continue;
+    }
+    std::optional<ArtifactCheck> check;
+    {
+      std::lock_guard lock(artifact_checks_mu_);
+      auto it = artifact_checks_.find(r.id);
+      if (it != artifact_checks_.end()) check = it->second;
+    }
+    if (check.has_value()) {
+      std::string sha = check->sha256;
+      std::transform(sha.begin(), sha.end(), sha.begin(),
+                     [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+      std::string why = check->error;
+      if (why.empty() && !IsSha256Hex(sha)) {
+        why = "the digest of " + r.artifact_url + " (\"" + LogSafe(sha, 80) + "\") is not a sha256";
+      }
+      if (why.empty()) {
+        // A version names one artifact forever (see CreateRelease).
+        LOCKSTEP_ASSIGN_OR_RETURN(auto first, FirstWithArtifact(*store_, p.name, r.version));
+        if (first.has_value() && first->sha256 != sha) {
+          why = "version " + r.version + " of pipeline " + p.name + " is release " +
+                std::to_string(first->id) + " with sha256 " + first->sha256 + ", but " +
+                r.artifact_url + " has sha256 " + sha + "; a version names one artifact forever";
+        }
+      }
+      if (!why.empty()) {
+        Finish(pass, p, r, release_state::kFailed, why, now);
+        continue;
+      }
+      r.sha256 = sha;
+      r.state = release_state::kQueued;
+      r.reason.clear();
+      pass.batch.releases.push_back(r);
+      pass.changed_releases.insert(r.id);
+      const std::string detail = "artifact " + r.artifact_url + " has sha256 " + sha;
+      Audit(pass, now, "release.queued", r, detail);
+      pass.events.push_back({&p, r, release_state::kQueued, detail});
+      spdlog::info("release {} ({} {}): artifact arrived, queued", r.id, p.name, r.version);
+      continue;
+    }
+    const UnixMs deadline = r.created_at + allowed.count();
+    if (now >= deadline) {
+      Finish(pass, p, r, release_state::kFailed,
+             "artifact " + r.artifact_url + " did not appear within " + FormatDuration(allowed) +
+                 " (trigger.github.artifact_wait)",
+             now);
+      continue;
+    }
+    pass.WakeAt(deadline);
+  }
+  return Status::Ok();
+}
+
+void Engine::ForgetSettledArtifacts(const Pass& pass) {
+  {
+    std::lock_guard lock(artifact_checks_mu_);
+    std::erase_if(artifact_checks_, [&](const auto& entry) {
+      if (entry.second.seq >= pass.artifact_check_seq) return false;  // made during the pass
+      auto seen = releases_seen_.find(entry.first);
+      return seen == releases_seen_.end() ||
+             seen->second.state != release_state::kWaitingForArtifact;
+    });
+  }
+  waiting_seen_.clear();
+  for (const auto& [id, r] : releases_seen_) {
+    if (r.state == release_state::kWaitingForArtifact) waiting_seen_.insert(id);
+  }
 }
 
 }  // namespace lockstep

@@ -20,15 +20,25 @@
 // flight and takes every host straight to its version. When nothing is in flight, hosts
 // that run something else than the pipeline's current release (new hosts, drift) converge.
 //
+// A release made by a GitHub push may exist before CI published its artifact: it is
+// `waiting_for_artifact` (no sha256), which a pass never starts and which holds nothing up.
+// The webhook trigger downloads the artifact and reports what it found (ArtifactChecked); the
+// next pass makes the release `queued` with that sha256, and it goes on like any other. A
+// pass also ends a waiting release: `aborted` if someone asked, `superseded` once a newer
+// rollout of its pipeline is open, `failed` when trigger.github.artifact_wait has passed since
+// it was created (a stored start, like a bake) or the artifact is unusable.
+//
 // Thread safety: Engine is driven from one thread (the orchestrator's engine thread). The
 // operator methods (CreateRelease, Approve, Pause, ..., Rollback) only read immutable
 // configuration and write requests through the (thread-safe) store, so they may be called
-// from any thread; the engine acts on them in its next pass.
+// from any thread; the engine acts on them in its next pass. So may the webhook's
+// (CreateReleaseAwaitingArtifact, ArtifactChecked).
 #pragma once
 
 #include <atomic>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <tuple>
@@ -61,7 +71,9 @@ class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   // `event`: release_started, wave_passed, approval_needed, succeeded, failed, rolled_back,
-  // aborted, superseded, halted, rolling_back.
+  // aborted, superseded, halted, rolling_back; and for a webhook's release,
+  // waiting_for_artifact (the first pass that sees it waiting, again after a restart) and
+  // queued (its artifact arrived).
   virtual void OnReleaseEvent(const Pipeline& pipeline, const ReleaseRecord& release,
                               const std::string& event, const std::string& detail) = 0;
   // Something about the release changed (host progress, a wave, a gate verdict).
@@ -74,8 +86,18 @@ class Engine {
   Engine(std::vector<Pipeline> pipelines, Store* store, const Clock* clock, TaskSink* sink);
   void set_observer(EngineObserver* observer) { observer_ = observer; }
 
-  const std::vector<Pipeline>& pipelines() const { return pipelines_; }
+  // The pipelines in force. Any thread. A reference stays valid for the engine's life (every
+  // set ever in force is kept), so a request thread may hold one across a reload.
+  const std::vector<Pipeline>& pipelines() const { return *pipelines_.load(); }
   const Pipeline* FindPipeline(const std::string& name) const;
+
+  // Engine thread: puts `next` in force from the next pass (a reload of the pipeline files).
+  // A release in flight keeps the definition it started with until it ends, even if its
+  // pipeline changed or is gone from `next`; hellos, new releases and convergence use `next`
+  // at once (so a region added to a pipeline takes agents without a restart). Audited as
+  // "pipelines.reload" by `actor`, with what changed. kInvalidArgument if two pipelines of
+  // `next` share a name.
+  Status ReplacePipelines(std::vector<Pipeline> next, const std::string& actor);
 
   // --- operator requests; thread-safe; each is audited as `actor` ---
 
@@ -95,6 +117,20 @@ class Engine {
   // the window). kNotFound if there is no such release.
   StatusOr<ReleaseRecord> Rollback(const std::string& pipeline, const std::string& to_version,
                                    const std::string& actor) const;
+
+  // --- the GitHub trigger's releases; thread-safe ---
+
+  // Creates a release of `req` whose artifact is not known yet: `waiting_for_artifact`,
+  // without a sha256 (`req.sha256` is ignored), its reason naming the artifact URL and how
+  // long it may wait. Checked as CreateRelease checks a request, except for the sha256.
+  // Audited as "release.create" by `actor`.
+  StatusOr<ReleaseRecord> CreateReleaseAwaitingArtifact(const NewRelease& req,
+                                                        const std::string& actor) const;
+  // What the webhook found at the artifact URL of release `release_id`: its sha256, or, with
+  // `sha256` empty, why it can never be used (`error`). Kept in memory for the next pass,
+  // which makes the release, if it still waits, `queued` with that sha256 (or `failed`).
+  // Lost in a crash at no cost: the trigger downloads again when it starts.
+  void ArtifactChecked(int64_t release_id, const std::string& sha256, const std::string& error);
 
   // --- observed state; call from the engine thread ---
 
@@ -188,8 +224,26 @@ class Engine {
                                                         const std::string& to_version) const;
   void Audit(Pass& pass, UnixMs now, const std::string& action, const ReleaseRecord& r,
              const std::string& detail) const;
+  // Ends `r` in final `state` (written, audited, reported) in `pass`.
+  void Finish(Pass& pass, const Pipeline& p, ReleaseRecord& r, const char* state,
+              const std::string& reason, UnixMs now) const;
+  // Decides the releases of `p` that wait for their artifact (see the header comment).
+  Status SettleWaitingReleases(const Pipeline& p, std::vector<ReleaseRecord>& open, UnixMs now,
+                               Pass& pass);
+  // After `pass` committed: drops the artifact reports it settled or that are stale, and
+  // remembers which releases it saw waiting.
+  void ForgetSettledArtifacts(const Pass& pass);
 
-  const std::vector<Pipeline> pipelines_;
+  // The pipeline definitions a pass works with: those in force, except that a pipeline whose
+  // release was in flight at a reload keeps its earlier definition until that release ends.
+  std::vector<const Pipeline*> InForce() const;
+
+  std::atomic<const std::vector<Pipeline>*> pipelines_;
+  // Every set of pipelines ever in force, so references handed out stay valid. Engine thread.
+  std::vector<std::unique_ptr<const std::vector<Pipeline>>> generations_;
+  // Engine thread: pipeline name -> the release in flight at a reload and the definition it
+  // started with.
+  std::map<std::string, std::pair<int64_t, const Pipeline*>> pinned_;
   Store* const store_;
   const Clock* const clock_;
   TaskSink* const sink_;
@@ -224,6 +278,21 @@ class Engine {
   std::map<std::string, PendingGateCheck> gate_checks_;
   std::map<std::tuple<int64_t, int, std::string, std::string>, UnixMs> gate_last_sent_;
   std::atomic<uint64_t> gate_verdicts_dropped_{0};
+
+  // What the webhook found for releases waiting for their artifact (ArtifactChecked), until
+  // a pass that committed no longer sees them waiting. `seq` orders reports against passes:
+  // a pass drops only reports made before it began.
+  struct ArtifactCheck {
+    uint64_t seq = 0;
+    std::string sha256;
+    std::string error;
+  };
+  std::mutex artifact_checks_mu_;
+  std::map<int64_t, ArtifactCheck> artifact_checks_;  // guarded by artifact_checks_mu_
+  uint64_t artifact_check_seq_ = 0;                   // guarded by artifact_checks_mu_
+  // Engine thread: releases the last committed pass saw waiting for their artifact (so the
+  // next one reports only new ones).
+  std::set<int64_t> waiting_seen_;
 };
 
 }  // namespace lockstep

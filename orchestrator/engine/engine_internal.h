@@ -40,6 +40,8 @@ struct Engine::Pass {
   std::set<std::pair<int64_t, std::string>> changed_hosts;
   // Releases whose host rows the engine keeps a copy of after this pass.
   std::set<int64_t> live_releases;
+  // Artifact reports numbered below this were made before the pass began.
+  uint64_t artifact_check_seq = 0;
   UnixMs next_wake = 0;
 
   void WakeAt(UnixMs t) {

@@ -68,4 +68,19 @@ StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(StoreReader& store,
   return First(store, q);
 }
 
+StatusOr<std::optional<ReleaseRecord>> FirstWithArtifact(StoreReader& store,
+                                                         const std::string& pipeline,
+                                                         const std::string& version) {
+  ReleaseQuery q;
+  q.pipeline = pipeline;
+  q.version = version;
+  q.oldest_first = true;
+  q.limit = 0;  // a version has a handful of releases
+  LOCKSTEP_ASSIGN_OR_RETURN(auto found, store.FindReleases(q));
+  for (auto& r : found) {
+    if (!r.sha256.empty()) return std::optional<ReleaseRecord>(std::move(r));
+  }
+  return std::optional<ReleaseRecord>();
+}
+
 }  // namespace lockstep

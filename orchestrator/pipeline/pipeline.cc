@@ -87,8 +87,9 @@ constexpr std::string_view kMetricKeys[] = {"prometheus", "query",
 constexpr std::string_view kTimeoutKeys[] = {"hook", "fetch", "agent_lost", "approval"};
 constexpr std::string_view kRollbackKeys[] = {"automatic", "tolerate_failed_hosts", "on_failure"};
 constexpr std::string_view kTriggerKeys[] = {"github"};
-constexpr std::string_view kGithubKeys[] = {"repository",  "branch",     "artifact",
-                                            "secret_file", "secret_env", "max_artifact_bytes"};
+constexpr std::string_view kGithubKeys[] = {"repository",   "branch",     "artifact",
+                                            "secret_file",  "secret_env", "max_artifact_bytes",
+                                            "artifact_wait"};
 constexpr std::string_view kNotifyKeys[] = {"url", "events"};
 constexpr std::string_view kNotifyEvents[] = {"release_started", "wave_passed", "succeeded",
                                               "failed",          "rolled_back", "approval_needed",
@@ -848,6 +849,9 @@ class PipelineParser {
     }
     if (const Field* v = g.Find("max_artifact_bytes")) {
       LOCKSTEP_RETURN_IF_ERROR(ReadByteSize(*v, &trigger.max_artifact_bytes));
+    }
+    if (const Field* v = g.Find("artifact_wait")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadDuration(*v, /*allow_zero=*/false, &trigger.artifact_wait));
     }
     p_->github = std::move(trigger);
     return Status::Ok();

@@ -111,6 +111,9 @@ struct GithubTrigger {
   // lockstepd downloads the artifact once to compute its sha256; it stops reading past this
   // many bytes. `max_artifact_bytes: 500MiB` (B, KB, MB, GB, KiB, MiB, GiB, TiB or none).
   int64_t max_artifact_bytes = int64_t{2} << 30;
+  // How long a pushed commit's release waits (waiting_for_artifact) for CI to publish its
+  // artifact, counted from the push; then it fails.
+  std::chrono::milliseconds artifact_wait{std::chrono::minutes(30)};
 };
 
 struct NotifySpec {

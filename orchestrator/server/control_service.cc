@@ -1,6 +1,9 @@
 // The CLI's control API: the gRPC front door of Operations (operations.h), which
 // authenticates (the bearer token in the "authorization" metadata), authorizes, validates,
-// acts and answers. This file only translates messages and statuses.
+// acts and answers. This file only translates messages and statuses. The two watches
+// (WatchRelease, WatchStatus) are a Watch (watchers.h) each, run on the call's own
+// sync-server thread: Operations opens it, and each view it sends is read through Operations
+// with the caller's authorization, so a revoked token ends the stream.
 
 #include <grpcpp/grpcpp.h>
 
@@ -10,6 +13,7 @@
 #include "orchestrator/server/operations.h"
 #include "orchestrator/server/services.h"
 #include "orchestrator/server/views.h"
+#include "orchestrator/server/watchers.h"
 #include "proto/lockstep.grpc.pb.h"
 
 namespace lockstep {
@@ -177,7 +181,53 @@ class ControlServiceImpl final : public v1::ControlService::Service {
     return ToGrpc(ops_->RemoveAgent(AuthorizationOf(ctx), req->name()));
   }
 
+  grpc::Status WatchRelease(grpc::ServerContext* ctx, const v1::ReleaseRef* req,
+                            grpc::ServerWriter<v1::Release>* writer) override {
+    const std::string authorization = AuthorizationOf(ctx);
+    const int64_t id = req->id();
+    auto watch = ops_->WatchRelease(authorization, id);
+    if (!watch.ok()) return ToGrpc(watch.status());
+    v1::Release view;
+    Watch::Hooks hooks;
+    hooks.load = [&]() -> StatusOr<Watch::Look> {
+      LOCKSTEP_ASSIGN_OR_RETURN(view, ops_->GetRelease(authorization, id));
+      Watch::Look look;
+      look.bytes = view.SerializeAsString();
+      look.last = Operations::EndsReleaseWatch(view);
+      return look;
+    };
+    hooks.send = [&] { return writer->Write(view); };
+    return Follow(ctx, **watch, hooks);
+  }
+
+  grpc::Status WatchStatus(grpc::ServerContext* ctx, const v1::StatusRequest* req,
+                           grpc::ServerWriter<v1::StatusResponse>* writer) override {
+    const std::string authorization = AuthorizationOf(ctx);
+    const std::string pipeline = req->pipeline();
+    auto watch = ops_->WatchStatus(authorization);
+    if (!watch.ok()) return ToGrpc(watch.status());
+    v1::StatusResponse view;
+    Watch::Hooks hooks;
+    hooks.load = [&]() -> StatusOr<Watch::Look> {
+      LOCKSTEP_ASSIGN_OR_RETURN(view, ops_->Status(authorization, pipeline));
+      Watch::Look look;
+      look.bytes = view.SerializeAsString();
+      return look;
+    };
+    hooks.send = [&] { return writer->Write(view); };
+    return Follow(ctx, **watch, hooks);
+  }
+
  private:
+  // Runs `watch` on this thread until it ends; a client that went away gets CANCELLED (it
+  // is not listening), anything else the watch's status.
+  static grpc::Status Follow(grpc::ServerContext* ctx, Watch& watch, Watch::Hooks& hooks) {
+    hooks.gone = [ctx] { return ctx->IsCancelled(); };
+    lockstep::Status ended = watch.Run(hooks);
+    if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
+    return ToGrpc(ended);
+  }
+
   template <typename T>
   static grpc::Status Respond(StatusOr<T> result, T* out) {
     if (!result.ok()) return ToGrpc(result.status());

@@ -56,7 +56,7 @@ class HttpApiImpl final : public HttpApi {
       : options_(options),
         ops_(ops),
         auth_(auth),
-        trigger_(engine->pipelines(), engine, store, clock, [hub] { hub->Kick(); }),
+        trigger_(engine, store, clock, [hub] { hub->Kick(); }),
         streams_(
             EventStreams::Limits{options.max_event_streams, options.max_event_streams_per_token},
             [ops](int64_t id) -> StatusOr<json> {

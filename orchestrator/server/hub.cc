@@ -333,10 +333,7 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
 }
 
 Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
-  auto done = std::make_shared<std::promise<Status>>();
-  auto result = done->get_future();
-  Event ev;
-  ev.task = [this, name, actor, done] {
+  return RunOnEngine("the removal", [this, name, actor] {
     std::shared_ptr<StreamHandle> stream;
     {
       absl::MutexLock lock(&mu_);
@@ -352,8 +349,27 @@ Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
       stream->Close("this host was removed by " + actor);
       RetuneHeartbeats();
     }
-    done->set_value(engine_->RemoveAgent(name, actor));
-  };
+    return engine_->RemoveAgent(name, actor);
+  });
+}
+
+Status Hub::ReplacePipelines(std::vector<Pipeline> pipelines, const std::string& actor) {
+  auto shared = std::make_shared<std::vector<Pipeline>>(std::move(pipelines));
+  return RunOnEngine("the reload", [this, shared, actor] {
+    Status st = engine_->ReplacePipelines(std::move(*shared), actor);
+    {
+      absl::MutexLock lock(&mu_);
+      kicked_ = true;  // the next pass works with them at once
+    }
+    return st;
+  });
+}
+
+Status Hub::RunOnEngine(const std::string& what, std::function<Status()> task) {
+  auto done = std::make_shared<std::promise<Status>>();
+  auto result = done->get_future();
+  Event ev;
+  ev.task = [task = std::move(task), done] { done->set_value(task()); };
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return Unavailable("lockstepd is shutting down");
@@ -361,8 +377,9 @@ Status Hub::RemoveAgent(const std::string& name, const std::string& actor) {
     urgent_ = true;
   }
   alarm_->Wake();
+  // Real time on purpose: this bounds how long a caller waits for a stuck engine thread.
   if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
-    return Unavailable("the engine did not answer within 30 s; the removal may still happen");
+    return Unavailable("the engine did not answer within 30 s; " + what + " may still happen");
   }
   try {
     return result.get();

@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -83,6 +84,9 @@ class Hub final : public TaskSink {
   // Retires a host on the engine thread: closes its stream if connected, then forgets it
   // and its credential (Engine::RemoveAgent). Any thread; waits for the engine thread.
   Status RemoveAgent(const std::string& name, const std::string& actor);
+  // Puts a reloaded set of pipelines in force on the engine thread (Engine::ReplacePipelines)
+  // and asks for a pass. Any thread; waits for the engine thread.
+  Status ReplacePipelines(std::vector<Pipeline> pipelines, const std::string& actor);
 
   // Hellos refused since start, by reason ("unauthenticated", "permission_denied",
   // "already_connected", "malformed", "refused"). Any thread.
@@ -97,6 +101,9 @@ class Hub final : public TaskSink {
     std::optional<lockstep::v1::AgentMessage> msg;  // nullopt: the stream closed
     std::function<void()> task;                     // set: run on the engine thread instead
   };
+  // Runs `task` on the engine thread and waits (at most 30 s) for its status. `what` names it
+  // in the error if the engine does not answer.
+  Status RunOnEngine(const std::string& what, std::function<Status()> task);
   // Engine thread: the hello of a stream not yet accepted. Returns whether it was accepted.
   bool Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1::AgentHello& hello);
   // Engine thread: refuses a hello, counted by `reason`; the log line is escaped and

@@ -160,6 +160,23 @@ lockstep::Status Operations::RemoveAgent(const std::string& authorization,
   return hub_->RemoveAgent(name, who.name);
 }
 
+StatusOr<std::unique_ptr<Watch>> Operations::WatchRelease(const std::string& authorization,
+                                                          int64_t id) const {
+  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  if (!watchers_) return Unavailable("live views are not served by this lockstepd");
+  return watchers_->OpenRelease(id);
+}
+
+StatusOr<std::unique_ptr<Watch>> Operations::WatchStatus(const std::string& authorization) const {
+  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  if (!watchers_) return Unavailable("live views are not served by this lockstepd");
+  return watchers_->OpenStatus();
+}
+
+bool Operations::EndsReleaseWatch(const v1::Release& view) {
+  return view.final() || view.state() == release_state::kHalted;
+}
+
 StatusOr<v1::PipelineStatus> Operations::Switch(const std::string& authorization, Action action,
                                                 const std::string& pipeline,
                                                 const Change& change) const {

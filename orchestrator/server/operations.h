@@ -17,12 +17,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/server/watchers.h"
 #include "orchestrator/store/model.h"
 #include "proto/lockstep.pb.h"
 
@@ -94,6 +96,23 @@ class Operations {
   lockstep::Status RevokeToken(const std::string& authorization, const std::string& name) const;
   lockstep::Status RemoveAgent(const std::string& authorization, const std::string& name) const;
 
+  // --- live views: the watches of the gRPC door (watchers.h) ---
+
+  // Wires the live views. REQUIRES: called before any request; `watchers` outlives this.
+  // Without it, watches are refused (kUnavailable).
+  void set_watchers(Watchers* watchers) { watchers_ = watchers; }
+  // Opens a watch of release `id` for the caller (steps 1-2, Action::kRead); then each view
+  // is read with GetRelease(authorization, id), which authenticates again, so a revoked or
+  // expired token ends the watch at its next view (a revocation is published at once). An
+  // unknown release is refused by the first view. kResourceExhausted when every watch slot
+  // is taken, kUnavailable while lockstepd shuts down.
+  StatusOr<std::unique_ptr<Watch>> WatchRelease(const std::string& authorization, int64_t id) const;
+  // The same for the status, each view read with Status(authorization, pipeline).
+  StatusOr<std::unique_ptr<Watch>> WatchStatus(const std::string& authorization) const;
+  // Whether a watch of a release ends after showing `view`: the release is final, or halted
+  // (it waits for a human, not for time). `lockstep release watch` and `--wait` end there too.
+  static bool EndsReleaseWatch(const lockstep::v1::Release& view);
+
  private:
   using Change = std::function<lockstep::Status(const std::string& actor)>;
   // Steps 1-2, 4-6 of a pipeline switch.
@@ -106,6 +125,7 @@ class Operations {
   Store* const store_;
   Hub* const hub_;
   const Authenticator* const auth_;
+  Watchers* watchers_ = nullptr;  // set once, before any request
 };
 
 }  // namespace lockstep

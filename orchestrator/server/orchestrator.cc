@@ -20,7 +20,9 @@
 #include "orchestrator/server/operations.h"
 #include "orchestrator/server/services.h"
 #include "orchestrator/server/store_guard.h"
+#include "orchestrator/server/watchers.h"
 #include "orchestrator/store/store.h"
+#include "orchestrator/webhook/github_trigger.h"
 
 namespace lockstep {
 
@@ -31,6 +33,10 @@ constexpr int kMaxGrpcMessageBytes = 1 << 20;
 struct Orchestrator::Impl {
   OrchestratorOptions options;
   std::unique_ptr<StoreGuard> store;
+  // The live views (WatchRelease, WatchStatus), and the store the engine writes through,
+  // which tells them what each commit changed.
+  std::unique_ptr<Watchers> watchers;
+  std::unique_ptr<PublishingStore> engine_store;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Hub> hub;
@@ -98,13 +104,22 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     heartbeats.ceiling_ms = std::max<int64_t>(heartbeats.base_ms, lost / 3);
   }
   impl->hub = std::make_unique<Hub>(o.clock, heartbeats, impl->auth.get());
-  impl->engine = std::make_unique<Engine>(o.pipelines, impl->store.get(), o.clock, impl->hub.get());
+  WatchLimits watch_limits;
+  watch_limits.max_watches = o.max_watches;
+  impl->watchers = std::make_unique<Watchers>(o.clock, watch_limits);
+  impl->engine_store = std::make_unique<PublishingStore>(impl->store.get(), impl->watchers.get());
+  impl->engine =
+      std::make_unique<Engine>(o.pipelines, impl->engine_store.get(), o.clock, impl->hub.get());
+  // A revoked token's watches end at once: they read their next view with it.
+  Watchers* watchers = impl->watchers.get();
+  impl->auth->OnRevoke([watchers](const std::string& /*token_name*/) { watchers->Touch(); });
 
   impl->agent_service = MakeAgentService(
       impl->hub.get(), AgentServiceLimits{o.hello_timeout_ms, o.max_pending_streams_per_peer,
                                           o.max_pending_streams});
   impl->operations = std::make_unique<Operations>(impl->engine.get(), impl->store.get(),
                                                   impl->hub.get(), impl->auth.get());
+  impl->operations->set_watchers(impl->watchers.get());
   impl->control_service = MakeControlService(impl->operations.get());
 
   LOCKSTEP_ASSIGN_OR_RETURN(auto credentials, ServerCredentialsFrom(o.tls));
@@ -154,7 +169,7 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   impl->notifier = std::make_unique<Notifier>(NotifierOptions{}, o.clock);
   impl->notifications = std::make_unique<ReleaseNotifications>(impl->notifier.get());
   impl->observers = std::make_unique<FanOutObserver>(
-      std::vector<EngineObserver*>{impl->notifications.get(), impl->http.get()});
+      std::vector<EngineObserver*>{impl->notifications.get(), impl->http.get(), watchers});
   impl->engine->set_observer(impl->observers.get());
   Hub* hub = impl->hub.get();
   Engine* engine = impl->engine.get();
@@ -182,7 +197,9 @@ void Orchestrator::Shutdown() {
     impl_->shut_down = true;
   }
   // Stop taking RPCs first (streams are cancelled), then the engine loop; the store's last
-  // committed pass is the state a restart resumes from.
+  // committed pass is the state a restart resumes from. Open watches are ended first: their
+  // handlers wait on the Watchers, not on gRPC, and the server's shutdown waits for them.
+  impl_->watchers->Shutdown();
   impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (impl_->http) impl_->http->Stop();
   impl_->hub->Stop();
@@ -192,6 +209,36 @@ void Orchestrator::Shutdown() {
     impl_->stopped = true;
   }
   impl_->cv.notify_all();
+}
+
+Status Orchestrator::ReloadPipelines() {
+  Impl& impl = *impl_;
+  const std::string& dir = impl.options.pipelines_dir;
+  StatusOr<std::vector<Pipeline>> loaded = LoadPipelineDir(dir);
+  Status refused = loaded.ok() ? Status::Ok() : loaded.status();
+  if (refused.ok() && loaded->empty()) {
+    refused = InvalidArgument("no pipeline files (*.yaml) in " + dir);
+  }
+  if (refused.ok()) refused = CheckGithubSecrets(*loaded);
+  if (!refused.ok()) {
+    spdlog::error("reload refused, the running pipelines stay: {}", refused.message());
+    AuditRecord a;
+    a.at = impl.options.clock->Now();
+    a.actor = "signal:SIGHUP";
+    a.action = "pipelines.reload";
+    a.target = "pipelines";
+    a.detail = refused.message();
+    a.outcome = "refused";
+    WriteBatch b;
+    b.audit.push_back(std::move(a));
+    if (Status st = impl.store->Write(b); !st.ok()) {
+      spdlog::error("auditing the refused reload: {}", st.ToString());
+    }
+    return refused;
+  }
+  LOCKSTEP_RETURN_IF_ERROR(impl.hub->ReplacePipelines(std::move(*loaded), "signal:SIGHUP"));
+  impl.watchers->Touch();  // open status watches show the new pipelines now
+  return Status::Ok();
 }
 
 }  // namespace lockstep

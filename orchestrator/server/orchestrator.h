@@ -2,7 +2,8 @@
 // server (agent stream + control API) and the engine thread.
 //
 // Thread safety: Start, then Wait from one thread; Shutdown from any thread (e.g. a signal
-// watcher). Shutdown stops accepting work, lets the current pass commit, and returns.
+// watcher). Shutdown stops accepting work, ends open watches (WatchRelease, WatchStatus: their
+// clients see UNAVAILABLE and retry), lets the current pass commit, and returns.
 #pragma once
 
 #include <memory>
@@ -19,6 +20,8 @@ namespace lockstep {
 struct OrchestratorOptions {
   std::string data_dir;
   std::vector<Pipeline> pipelines;
+  // Where `pipelines` were read from, for ReloadPipelines.
+  std::string pipelines_dir;
   std::string grpc_listen = "127.0.0.1:7400";  // port 0: pick a free one
   std::string http_listen = "127.0.0.1:7480";  // port 0: pick a free one; empty: no HTTP
   std::string web_dir;                         // the dashboard's static files
@@ -42,6 +45,9 @@ struct OrchestratorOptions {
   int64_t hello_timeout_ms = 10'000;
   int max_pending_streams_per_peer = 256;
   int max_pending_streams = 2048;
+  // Live views (WatchRelease, WatchStatus) open at once; more get RESOURCE_EXHAUSTED. Each
+  // holds a gRPC request thread while open.
+  int max_watches = 256;
   const Clock* clock = SystemClock::Get();
 };
 
@@ -55,6 +61,13 @@ class Orchestrator {
   int http_port() const;
   void Wait();
   void Shutdown();
+
+  // Reads the pipelines directory again (SIGHUP) and puts the result in force, as
+  // Engine::ReplacePipelines describes. A directory that does not load (a bad file, an
+  // unreadable webhook secret, no pipeline left) changes nothing: the running pipelines stay,
+  // and the refusal is logged and audited ("pipelines.reload", outcome "refused") naming the
+  // file and the problem, which is also returned.
+  Status ReloadPipelines();
 
  private:
   struct Impl;

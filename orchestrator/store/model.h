@@ -15,6 +15,11 @@ namespace lockstep {
 
 // Release states. Final states never change again.
 //
+//   waiting_for_artifact -> queued      (a webhook push's artifact was published)
+//                        -> superseded  (a newer release of the pipeline was created)
+//                        -> aborted     (a human aborted it before its artifact arrived)
+//                        -> failed      (trigger.github.artifact_wait ran out, or the
+//                                        artifact cannot be used)
 //   queued -> rolling -> succeeded
 //                     -> rolling_back -> rolled_back        (a gate failed; automatic)
 //                     -> aborting     -> aborted            (a human aborted it)
@@ -23,6 +28,9 @@ namespace lockstep {
 //   rolling -> aborted (preempted by an on-call rollback, which takes every host itself)
 //   rolling_back / aborting -> failed (some host could not be put back)
 namespace release_state {
+// A webhook push's release before CI published its artifact: no sha256 yet. Neither final nor
+// in flight; the engine never starts it (it becomes queued first) and it holds nothing up.
+inline constexpr const char* kWaitingForArtifact = "waiting_for_artifact";
 inline constexpr const char* kQueued = "queued";
 inline constexpr const char* kRolling = "rolling";
 inline constexpr const char* kRollingBack = "rolling_back";

@@ -15,11 +15,13 @@ bool IsFinal(const std::string& state) {
   return state == kSucceeded || state == kFailed || state == kRolledBack || state == kAborted ||
          state == kSuperseded;
 }
-bool IsInFlight(const std::string& state) { return !IsFinal(state) && state != kQueued; }
+bool IsInFlight(const std::string& state) {
+  return !IsFinal(state) && state != kQueued && state != kWaitingForArtifact;
+}
 const std::vector<std::string>& All() {
-  static const std::vector<std::string> kAll = {kQueued,  kRolling,   kRollingBack, kAborting,
-                                                kHalted,  kSucceeded, kFailed,      kRolledBack,
-                                                kAborted, kSuperseded};
+  static const std::vector<std::string> kAll = {
+      kWaitingForArtifact, kQueued, kRolling,    kRollingBack, kAborting,  kHalted,
+      kSucceeded,          kFailed, kRolledBack, kAborted,     kSuperseded};
   return kAll;
 }
 }  // namespace release_state
@@ -206,12 +208,15 @@ class SqliteStore final : public Store {
     if (!b.releases.empty()) {
       Stmt s(db_,
              "UPDATE releases SET state=?, reason=?, current_wave=?, previous_version=?, "
-             "started_at=?, finished_at=?, previous_release_id=? WHERE id=?");
+             "started_at=?, finished_at=?, previous_release_id=?, "
+             // A release created before its artifact existed (waiting_for_artifact) gets its
+             // sha256 once; after that it is identity like the rest.
+             "sha256=CASE WHEN sha256='' THEN ? ELSE sha256 END WHERE id=?");
       for (const auto& r : b.releases) {
         s.Reset();
         s.Bind(1, r.state).Bind(2, r.reason).Bind(3, int64_t{r.current_wave});
         s.Bind(4, r.previous_version).Bind(5, r.started_at).Bind(6, r.finished_at);
-        s.Bind(7, r.previous_release_id).Bind(8, r.id);
+        s.Bind(7, r.previous_release_id).Bind(8, r.sha256).Bind(9, r.id);
         if (s.Step() != SQLITE_DONE) return RollbackLocked("update release: " + s.Error());
       }
     }

@@ -85,7 +85,8 @@ class StoreWriter {
   // kFailedPrecondition (naming the first expectation that does not hold) or kNotFound (its
   // release or wave does not exist), and nothing written, if an expectation fails. Upserts
   // write only the columns the engine owns (a release's identity, a wave's name and an
-  // agent's first_seen never change after the first write); rows of an unknown release are
+  // agent's first_seen never change after the first write; a release created without a
+  // sha256, waiting for its artifact, is given one once); rows of an unknown release are
   // refused (kInternal) and nothing is written.
   virtual Status Write(const WriteBatch& batch) = 0;
 };

@@ -13,7 +13,9 @@
 #include <memory>
 #include <optional>
 #include <system_error>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "common/curl_options.h"
 #include "common/json_views.h"
@@ -34,6 +36,8 @@ constexpr size_t kMaxOtherBodyBytes = 64 * 1024;
 constexpr size_t kShortSha = 12;
 constexpr size_t kMaxAuthorBytes = 200;  // Engine::ValidateRelease refuses longer authors
 constexpr char kUserAgent[] = "lockstepd-webhook";
+constexpr char kActor[] = "webhook:github";  // who releases made by pushes are audited as
+constexpr char kShuttingDown[] = "lockstepd is shutting down; redeliver later";
 
 // One answer for every delivery no configured secret verifies. It must not depend on the
 // body, the event or the repository: that would tell an unsigned caller what is configured.
@@ -187,33 +191,56 @@ Status CheckGithubSecrets(const std::vector<Pipeline>& pipelines) {
   return FailedPrecondition("webhook secret not usable: " + errors);
 }
 
-GithubPushTrigger::GithubPushTrigger(std::vector<Pipeline> pipelines, Engine* engine, Store* store,
-                                     const Clock* clock, std::function<void()> kick,
-                                     GithubPushTriggerOptions options)
-    : pipelines_(std::move(pipelines)),
-      engine_(engine),
-      store_(store),
-      clock_(clock),
-      kick_(std::move(kick)),
-      options_(options) {
+// One release waited for, and the thread that waits.
+struct GithubPushTrigger::Waiter {
+  int64_t release_id = 0;
+  std::string pipeline;
+  std::string url;
+  int64_t max_bytes = 0;
+  MonoTime deadline;             // on clock_: the release's created_at + artifact_wait
+  std::unique_ptr<Alarm> alarm;  // the retry delay; only Stop wakes it
+  std::thread thread;
+};
+
+GithubPushTrigger::GithubPushTrigger(Engine* engine, Store* store, const Clock* clock,
+                                     std::function<void()> kick, GithubPushTriggerOptions options)
+    : engine_(engine), store_(store), clock_(clock), kick_(std::move(kick)), options_(options) {
   CurlGlobalInitOnce();
+  ResumeWaiting();
 }
 
 GithubPushTrigger::~GithubPushTrigger() { Stop(); }
 
 void GithubPushTrigger::Stop() {
-  stopping_ = true;
-  // A wait that registers after this finds stopping_ set before it sleeps (WaitForArtifact
-  // checks it after every download); one registered before is woken here, asleep or not.
-  std::lock_guard lock(stop_mu_);
-  for (Alarm* alarm : retry_waits_) alarm->Wake();
+  std::map<int64_t, std::unique_ptr<Waiter>> all;
+  {
+    absl::MutexLock lock(&waiters_mu_);
+    stopping_ = true;
+    all.swap(waiters_);
+    finished_.clear();
+  }
+  // A waiter checks stopping_ before every download and sleep, and a Wake that comes before
+  // its sleep is kept (see Alarm); a download in progress ends at curl's next progress call.
+  for (auto& entry : all) entry.second->alarm->Wake();
+  for (auto& entry : all) {
+    if (entry.second->thread.joinable()) entry.second->thread.join();
+  }
+}
+
+size_t GithubPushTrigger::waiting() const {
+  absl::MutexLock lock(&waiters_mu_);
+  size_t n = 0;
+  for (const auto& entry : waiters_) {
+    if (!finished_.count(entry.first)) ++n;
+  }
+  return n;
 }
 
 std::string GithubPushTrigger::SecretOf(const Pipeline& p) {
   StatusOr<std::string> secret = ReadGithubSecret(*p.github);
   if (secret.ok()) return std::move(*secret);
   const auto now = clock_->Monotonic();
-  std::lock_guard lock(log_mu_);
+  absl::MutexLock lock(&log_mu_);
   auto it = secret_logged_at_.find(p.name);
   if (it == secret_logged_at_.end() || now - it->second >= options_.secret_error_log_interval) {
     secret_logged_at_[p.name] = now;
@@ -229,7 +256,7 @@ WebhookReply GithubPushTrigger::Handle(const std::string& event_header,
                                        const std::string& body) {
   // Authenticate before anything in the body is looked at.
   std::vector<const Pipeline*> verified;
-  for (const Pipeline& p : pipelines_) {
+  for (const Pipeline& p : engine_->pipelines()) {
     if (!p.github) continue;
     const std::string secret = SecretOf(p);
     if (!secret.empty() && VerifyGithubSignature(secret, body, signature_header)) {
@@ -284,7 +311,8 @@ WebhookReply GithubPushTrigger::Handle(const std::string& event_header,
 StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipeline& p,
                                                                    const PushEvent& push) {
   // The current release: the newest commit among what the fleet should run and what is on
-  // its way. Releases made by hand carry no commit time and do not count.
+  // its way (waiting for its artifact included). Releases made by hand carry no commit time
+  // and do not count.
   const ReleaseRecord* current = nullptr;
   LOCKSTEP_ASSIGN_OR_RETURN(auto desired, DesiredRelease(*store_, p.name));
   LOCKSTEP_ASSIGN_OR_RETURN(auto open, OpenReleases(*store_, p.name));
@@ -322,111 +350,153 @@ StatusOr<std::optional<WebhookReply>> GithubPushTrigger::RefusalOf(const Pipelin
   same_commit.limit = 1;
   LOCKSTEP_ASSIGN_OR_RETURN(auto earlier, store_->FindReleases(same_commit));
   if (!earlier.empty()) {
-    return std::optional<WebhookReply>(WebhookReply{200, json{{"duplicate", earlier.front().id}}});
+    const ReleaseRecord& last = earlier.front();
+    // A release whose artifact never came (the wait ran out) is no reason to refuse the
+    // commit: a delivery sent again once CI is fixed tries again.
+    const bool never_had_artifact =
+        last.state == release_state::kFailed && last.sha256.empty() && last.started_at == 0;
+    if (!never_had_artifact) {
+      return std::optional<WebhookReply>(WebhookReply{200, json{{"duplicate", last.id}}});
+    }
   }
   return std::optional<WebhookReply>();
 }
 
 WebhookReply GithubPushTrigger::TriggerRelease(const Pipeline& p, const PushEvent& push) {
-  if (stopping_) return Error(503, "lockstepd is shutting down; redeliver later");
-  const std::string key = p.name + "@" + push.after;
+  if (stopping_) return Error(503, kShuttingDown);
+  StatusOr<ReleaseRecord> created = Internal("no release created");
   {
-    std::lock_guard lock(inflight_mu_);
-    if (!inflight_.insert(key).second) {
-      return Ignored("a delivery for " + push.after + " is in progress");
-    }
+    absl::MutexLock lock(&create_mu_);
+    StatusOr<std::optional<WebhookReply>> refusal = RefusalOf(p, push);
+    if (!refusal.ok()) return Error(500, refusal.status().message());
+    if (refusal->has_value()) return std::move(**refusal);
+
+    NewRelease nr;
+    nr.pipeline = p.name;
+    nr.version = push.after.substr(0, kShortSha);
+    nr.artifact_url = ExpandArtifactTemplate(p.github->artifact, push.after);
+    nr.commit = push.after;
+    nr.author = Truncated(push.author, kMaxAuthorBytes);
+    nr.commit_at = push.committed_at_ms;
+    created = engine_->CreateReleaseAwaitingArtifact(nr, kActor);
   }
-  struct InflightGuard {
-    GithubPushTrigger* self;
-    const std::string& key;
-    ~InflightGuard() {
-      std::lock_guard lock(self->inflight_mu_);
-      self->inflight_.erase(key);
-    }
-  } guard{this, key};
-
-  StatusOr<std::optional<WebhookReply>> refusal = RefusalOf(p, push);
-  if (!refusal.ok()) return Error(500, refusal.status().message());
-  if (refusal->has_value()) return std::move(**refusal);
-
-  const std::string url = ExpandArtifactTemplate(p.github->artifact, push.after);
-  auto [status, digest] = WaitForArtifact(url, p.github->max_artifact_bytes);
-  if (status != 200) {
-    std::string message;
-    if (status == 503) {
-      message = "lockstepd is shutting down; redeliver later";
-    } else if (status == 504) {
-      message = "artifact " + url + " did not appear in time (" + digest.error + ")";
-    } else {
-      message = "artifact " + url + " could not be fetched: " + digest.error;
-    }
-    spdlog::warn("webhook for pipeline {}: {}", p.name, message);
-    return Error(status, message);
-  }
-
-  std::lock_guard create_lock(create_mu_);
-  if (stopping_) return Error(503, "lockstepd is shutting down; redeliver later");
-  // Another delivery may have created a release while this one downloaded.
-  refusal = RefusalOf(p, push);
-  if (!refusal.ok()) return Error(500, refusal.status().message());
-  if (refusal->has_value()) return std::move(**refusal);
-
-  NewRelease nr;
-  nr.pipeline = p.name;
-  nr.version = push.after.substr(0, kShortSha);
-  nr.artifact_url = url;
-  nr.sha256 = digest.sha256;
-  nr.commit = push.after;
-  nr.author = Truncated(push.author, kMaxAuthorBytes);
-  nr.commit_at = push.committed_at_ms;
-  StatusOr<ReleaseRecord> created = engine_->CreateRelease(nr, "webhook:github");
-  if (!created.ok())
+  if (!created.ok()) {
     return Error(HttpStatusOf(created.status().code()), created.status().message());
-  spdlog::info("webhook: release {} of pipeline {} created for commit {}", created->id, p.name,
-               push.after);
+  }
+  spdlog::info("webhook: release {} of pipeline {} created for commit {}; waiting for {}",
+               created->id, p.name, push.after, created->artifact_url);
+  StartWaiting(p, *created);
   if (kick_) kick_();
-  return {201, json{{"release", ReleaseJson(ReleaseSummary(*created))}}};
+  return {202, json{{"release", ReleaseJson(ReleaseSummary(*created))}}};
 }
 
-std::pair<int, GithubPushTrigger::Digest> GithubPushTrigger::WaitForArtifact(const std::string& url,
-                                                                             int64_t max_bytes) {
-  Digest last;
-  last.error = "not tried";
-  // The retry delay is the clock's time; only Stop wakes this alarm.
-  const std::unique_ptr<Alarm> alarm = clock_->NewAlarm();
+void GithubPushTrigger::ResumeWaiting() {
+  for (const Pipeline& p : engine_->pipelines()) {
+    if (!p.github) continue;
+    ReleaseQuery q;
+    q.pipeline = p.name;
+    q.states = {release_state::kWaitingForArtifact};
+    q.oldest_first = true;
+    q.limit = 0;
+    StatusOr<std::vector<ReleaseRecord>> waiting = store_->FindReleases(q);
+    if (!waiting.ok()) {
+      spdlog::error(
+          "webhook: pipeline {}: cannot find the releases waiting for their artifact ({}); "
+          "they fail when their trigger.github.artifact_wait runs out",
+          p.name, waiting.status().ToString());
+      continue;
+    }
+    for (const ReleaseRecord& r : *waiting) {
+      spdlog::info("webhook: release {} of pipeline {}: waiting again for its artifact {}", r.id,
+                   p.name, r.artifact_url);
+      StartWaiting(p, r);
+    }
+  }
+}
+
+void GithubPushTrigger::StartWaiting(const Pipeline& p, const ReleaseRecord& release) {
+  auto w = std::make_unique<Waiter>();
+  w->release_id = release.id;
+  w->pipeline = p.name;
+  w->url = release.artifact_url;
+  w->max_bytes = p.github->max_artifact_bytes;
+  // The deadline is stored (created_at) plus configured (artifact_wait), so a restarted
+  // lockstepd waits only for what is left.
+  const UnixMs deadline = release.created_at + p.github->artifact_wait.count();
+  const int64_t left = std::max<int64_t>(0, deadline - clock_->Now());
+  w->deadline = clock_->Monotonic() + std::chrono::milliseconds(left);
+  w->alarm = clock_->NewAlarm();
+
+  std::vector<std::unique_ptr<Waiter>> ended;
   {
-    std::lock_guard lock(stop_mu_);
-    retry_waits_.insert(alarm.get());
-  }
-  int status = 504;  // never appeared, unless the loop ends otherwise
-  for (int attempt = 0; attempt < options_.artifact_attempts; ++attempt) {
-    if (attempt > 0 && alarm->WaitFor(options_.artifact_retry_delay)) {
-      status = 503;
-      break;
+    absl::MutexLock lock(&waiters_mu_);
+    for (int64_t id : finished_) {
+      auto it = waiters_.find(id);
+      if (it == waiters_.end()) continue;
+      ended.push_back(std::move(it->second));
+      waiters_.erase(it);
     }
-    if (stopping_) {
-      status = 503;
-      break;
-    }
-    last = DownloadOnce(url, max_bytes);
-    if (stopping_) {
-      status = 503;
-      break;
-    }
-    if (!last.sha256.empty()) {
-      status = 200;
-      break;
-    }
-    if (!last.may_appear) {
-      status = 502;
-      break;
+    finished_.clear();
+    if (!stopping_ && !waiters_.count(release.id)) {
+      Waiter* waiter = w.get();
+      waiter->thread = std::thread([this, waiter] {
+        WaitForArtifact(*waiter);
+        absl::MutexLock done(&waiters_mu_);
+        finished_.insert(waiter->release_id);
+      });
+      waiters_.emplace(release.id, std::move(w));
     }
   }
-  {
-    std::lock_guard lock(stop_mu_);
-    retry_waits_.erase(alarm.get());
+  // These threads have returned (or are about to: they only had finished_ left to write).
+  for (auto& e : ended) e->thread.join();
+}
+
+void GithubPushTrigger::WaitForArtifact(Waiter& w) {
+  std::chrono::milliseconds delay = options_.artifact_retry_delay;
+  std::string last_error = "not tried";
+  for (;;) {
+    if (stopping_) return;
+    // A pass ends a waiting release (aborted, superseded, failed at its deadline). Once it
+    // has, or an abort was asked for, nothing is left to wait for.
+    StatusOr<ReleaseRecord> r = store_->GetRelease(w.release_id);
+    if (!r.ok()) {
+      spdlog::warn("webhook: release {}: cannot read it ({}); still waiting for its artifact",
+                   w.release_id, r.status().ToString());
+    } else if (r->state != release_state::kWaitingForArtifact || r->abort_requested_at != 0) {
+      spdlog::info("webhook: release {} of pipeline {} is {}{}; no longer waiting for {}",
+                   w.release_id, w.pipeline, r->state,
+                   r->abort_requested_at != 0 ? " (abort requested)" : "", w.url);
+      return;
+    }
+    if (clock_->Monotonic() >= w.deadline) {
+      spdlog::warn("webhook: release {} of pipeline {}: artifact {} did not appear in time ({})",
+                   w.release_id, w.pipeline, w.url, last_error);
+      if (kick_) kick_();  // the pass that fails it is due now
+      return;
+    }
+    const Digest d = DownloadOnce(w.url, w.max_bytes);
+    if (stopping_) return;
+    if (!d.sha256.empty()) {
+      spdlog::info("webhook: release {} of pipeline {}: artifact {} arrived, sha256 {}",
+                   w.release_id, w.pipeline, w.url, d.sha256);
+      engine_->ArtifactChecked(w.release_id, d.sha256, "");
+      if (kick_) kick_();
+      return;
+    }
+    if (!d.may_appear) {
+      const std::string why = "artifact " + w.url + " could not be fetched: " + d.error;
+      spdlog::warn("webhook: release {} of pipeline {}: {}", w.release_id, w.pipeline, why);
+      engine_->ArtifactChecked(w.release_id, "", why);
+      if (kick_) kick_();
+      return;
+    }
+    last_error = d.error;
+    spdlog::debug("webhook: release {}: artifact {} not there yet ({}); next try in {} ms",
+                  w.release_id, w.url, d.error, delay.count());
+    // Woken early only by Stop, which the top of the loop sees.
+    w.alarm->WaitUntil(std::min(clock_->Monotonic() + delay, w.deadline));
+    delay = std::min(delay * 2, options_.artifact_max_retry_delay);
   }
-  return {status, last};
 }
 
 GithubPushTrigger::Digest GithubPushTrigger::DownloadOnce(const std::string& url,

@@ -308,15 +308,19 @@ class WebhookTest : public ApiFleetTest {
     return Call("POST", "/hooks/github", "", body, h);
   }
   size_t Releases() { return Get("/api/v1/releases?pipeline=shop").body.size(); }
+  // The sample app's bytes, as CI would publish them.
+  std::string AppBytes() {
+    Artifact app = fleet_.ServeApp("src");
+    httplib::Client src("127.0.0.1", std::stoi(app.url.substr(app.url.rfind(':') + 1)));
+    auto fetched = src.Get(app.url.substr(app.url.find('/', 8)).c_str());
+    EXPECT_TRUE(fetched && fetched->status == 200);
+    return fetched ? fetched->body : "";
+  }
 };
 
 TEST_F(WebhookTest, ASignedPushCreatesOneReleaseOfTheServedArtifact) {
-  // Serve the sample app's bytes where the trigger's template points.
-  Artifact app = fleet_.ServeApp("src");
-  httplib::Client src("127.0.0.1", std::stoi(app.url.substr(app.url.rfind(':') + 1)));
-  auto fetched = src.Get(app.url.substr(app.url.find('/', 8)).c_str());
-  ASSERT_TRUE(fetched && fetched->status == 200);
-  web_.Serve("/a/" + std::string(kCommit) + ".tar.gz", fetched->body);
+  const std::string bytes = AppBytes();
+  web_.Serve("/a/" + std::string(kCommit) + ".tar.gz", bytes);
 
   const std::string body = PushBody("main", kCommit);
   EXPECT_EQ(Deliver(body, "sha256=" + std::string(64, '0')).status, 401);
@@ -325,12 +329,12 @@ TEST_F(WebhookTest, ASignedPushCreatesOneReleaseOfTheServedArtifact) {
   EXPECT_EQ(Releases(), 0u);
 
   Resp r = Deliver(body, GithubSignature(kSecret, body));
-  ASSERT_EQ(r.status, 201) << r.raw;
+  ASSERT_EQ(r.status, 202) << r.raw;
   const json& release = r.body["release"];
+  EXPECT_EQ(release["state"], "waiting_for_artifact");
   EXPECT_EQ(release["commit"], kCommit);
   EXPECT_EQ(release["author"], "Ada");
   EXPECT_EQ(release["version"], std::string(kCommit).substr(0, 12));
-  EXPECT_EQ(release["sha256"], Sha256Hex(fetched->body));
   EXPECT_EQ(release["artifact"], web_.Url("/a/" + std::string(kCommit) + ".tar.gz"));
 
   // GitHub redelivers on timeouts: the same delivery creates nothing more.
@@ -340,10 +344,42 @@ TEST_F(WebhookTest, ASignedPushCreatesOneReleaseOfTheServedArtifact) {
   EXPECT_EQ(Releases(), 1u);
   Resp done = WaitForState(release["id"].get<int64_t>(), "succeeded");
   EXPECT_EQ(done.body["state"], "succeeded");
+  EXPECT_EQ(done.body["sha256"], Sha256Hex(bytes));
   // Clients read whether a release is over from the server, never from a list of states.
   EXPECT_EQ(release["final"], false);
   EXPECT_EQ(done.body["final"], true);
   EXPECT_EQ(done.body["in_flight"], false);
+}
+
+// CI publishes the artifact after the push: the delivery is answered at once (GitHub waits
+// 10 s and never delivers again), the release waits in plain sight, and goes out once the
+// artifact is there.
+TEST_F(WebhookTest, APushBeforeItsArtifactExistsIsAnsweredAtOnceAndReleasedWhenItAppears) {
+  const std::string path = "/a/" + std::string(kCommit) + ".tar.gz";
+  const std::string body = PushBody("main", kCommit);
+  const auto started = std::chrono::steady_clock::now();
+  Resp r = Deliver(body, GithubSignature(kSecret, body));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(5));
+  ASSERT_EQ(r.status, 202) << r.raw;
+  ASSERT_TRUE(r.body["release"].is_object()) << r.raw;
+  const int64_t id = r.body["release"]["id"].get<int64_t>();
+  EXPECT_EQ(r.body["release"]["state"], "waiting_for_artifact");
+
+  ASSERT_TRUE(web_.AwaitHits(path, 1, seconds(30)));  // looked for it, in the background
+  json list = fleet_.CliJson({"release", "list", "--pipeline", "shop"});
+  ASSERT_EQ(list.size(), 1u) << list.dump();
+  EXPECT_EQ(list[0]["id"], id);
+  EXPECT_EQ(list[0]["state"], "waiting_for_artifact");
+  CommandResult text = fleet_.Cli({"release", "list", "--state", "waiting_for_artifact"});
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("waiting_for_artifact"), std::string::npos) << text.out;
+
+  const std::string bytes = AppBytes();
+  web_.Serve(path, bytes);  // CI publishes it
+  Resp done = WaitForState(id, "succeeded");
+  EXPECT_EQ(done.body["state"], "succeeded") << done.raw;
+  EXPECT_EQ(done.body["sha256"], Sha256Hex(bytes));
+  EXPECT_EQ(fleet_.CurrentOf("use1-a"), std::string(kCommit).substr(0, 12));
 }
 
 TEST_F(WebhookTest, PushesToOtherBranchesAndOtherEventsAreIgnored) {
@@ -368,14 +404,15 @@ TEST_F(WebhookTest, PushesToOtherBranchesAndOtherEventsAreIgnored) {
   EXPECT_EQ(Releases(), 0u);
 }
 
-TEST_F(WebhookTest, AnArtifactThatCannotBeFetchedCreatesNothing) {
+TEST_F(WebhookTest, AnArtifactThatCannotBeFetchedFailsItsRelease) {
   const std::string url = "/a/" + std::string(kCommit) + ".tar.gz";
   web_.ServeStatus(url, 410);  // gone: not something waiting would fix
   const std::string body = PushBody("main", kCommit);
   Resp r = Deliver(body, GithubSignature(kSecret, body));
-  EXPECT_EQ(r.status, 502) << r.raw;
-  EXPECT_NE(r.body.value("error", "").find(web_.Url(url)), std::string::npos) << r.raw;
-  EXPECT_EQ(Releases(), 0u);
+  ASSERT_EQ(r.status, 202) << r.raw;
+  Resp failed = WaitForState(r.body["release"]["id"].get<int64_t>(), "failed");
+  EXPECT_EQ(failed.body["state"], "failed") << failed.raw;
+  EXPECT_NE(failed.body.value("reason", "").find(web_.Url(url)), std::string::npos) << failed.raw;
 }
 
 // --- event stream ---

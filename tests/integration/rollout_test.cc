@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 
 #include "tests/integration/fleet.h"
@@ -277,6 +278,64 @@ TEST(LockstepdStartup, StopsCleanlyOnSigterm) {
   fleet.WritePipeline("monolith.yaml", kPipeline);
   fleet.StartOrchestrator();
   fleet.StopOrchestrator();  // asserts exit status 0
+}
+
+// Adding a region is an edit and a SIGHUP, not a restart; an edit that does not load leaves
+// the running pipelines in force, and both are audited.
+TEST(ReloadTest, ARegionAddedBySighupConvergesAndABadEditKeepsWhatRuns) {
+  Fleet fleet;
+  const std::string one_region = R"(pipeline: monolith
+regions: [us-east-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+)";
+  fleet.WritePipeline("monolith.yaml", one_region);
+  fleet.StartOrchestrator();
+  const pid_t lockstepd = fleet.orchestrator_pid();
+  fleet.StartAgent("use1", "us-east-1");
+  fleet.WaitForAgents(1);
+  Artifact v1 = fleet.ServeApp("v1");
+  CommandResult r = fleet.Cli({"release", "create", "--pipeline", "monolith", "--version", "v1",
+                               "--artifact", v1.url, "--sha256", v1.sha256, "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  auto reloads = [&] {
+    std::vector<nlohmann::json> out;
+    for (const auto& e : fleet.CliJson({"audit", "--limit", "1000"})) {
+      if (e.value("action", "") == "pipelines.reload") out.push_back(e);
+    }
+    return out;
+  };
+
+  fleet.WritePipeline("monolith.yaml", "pipeline: monolith\nregions: [us-east-1\n");
+  ASSERT_EQ(::kill(lockstepd, SIGHUP), 0);
+  ASSERT_TRUE(Fleet::WaitFor([&] { return reloads().size() == 1; }, std::chrono::seconds(30)));
+  nlohmann::json refused = reloads()[0];
+  EXPECT_EQ(refused.value("outcome", ""), "refused") << refused.dump();
+  EXPECT_NE(refused.value("detail", "").find("monolith.yaml"), std::string::npos) << refused.dump();
+  nlohmann::json status = fleet.CliJson({"status"});
+  EXPECT_NE(status.dump().find("monolith"), std::string::npos) << status.dump();
+
+  fleet.WritePipeline("monolith.yaml", R"(pipeline: monolith
+regions: [us-east-1, eu-west-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+)");
+  ASSERT_EQ(::kill(lockstepd, SIGHUP), 0);
+  ASSERT_TRUE(Fleet::WaitFor([&] { return reloads().size() == 2; }, std::chrono::seconds(30)));
+  nlohmann::json applied = reloads()[0];  // newest first
+  EXPECT_EQ(applied.value("outcome", ""), "ok") << applied.dump();
+  EXPECT_NE(applied.value("detail", "").find("region eu-west-1 added"), std::string::npos)
+      << applied.dump();
+
+  // A host of the new region joins and is brought to what the fleet runs.
+  fleet.StartAgent("euw1", "eu-west-1");
+  EXPECT_TRUE(
+      Fleet::WaitFor([&] { return fleet.CurrentOf("euw1") == "v1"; }, std::chrono::seconds(60)));
+  EXPECT_EQ(fleet.orchestrator_pid(), lockstepd);  // the same process throughout
+  fleet.StopOrchestrator();
 }
 
 }  // namespace

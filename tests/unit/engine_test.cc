@@ -1692,6 +1692,78 @@ TEST_F(EngineTest, APassWhoseWriteFailsSendsNothingAndResultsAreAskedForAgain) {
   EXPECT_EQ(Release(id).state, "succeeded");
 }
 
+// A reload in flight: the release goes on with the waves it started with; the next one, and
+// hellos from a region the reload added, use the new definition.
+TEST_F(EngineTest, AReloadLeavesTheReleaseInFlightItsPipelineAndAddsARegionAtOnce) {
+  Pipeline three = ThreeWavePipeline();
+  three.regions = {"us-east-1", "eu-west-1"};
+  MakeEngine(three);
+  for (const std::string region : {"us-east-1", "eu-west-1"}) {
+    for (int i = 1; i <= 4; ++i) Connect(region + "-" + std::to_string(i), region);
+  }
+  v1::AgentHello newcomer;
+  newcomer.set_name("ap-southeast-2-1");
+  newcomer.set_region("ap-southeast-2");
+  ASSERT_FALSE(engine_->AgentConnected(newcomer).ok());  // no pipeline lists the region yet
+
+  int64_t first = Create("v2");
+  FinishFirstWave();
+  ASSERT_EQ(Release(first).state, "rolling");
+  ASSERT_LT(store_->Waves(first)->size(), 3u);  // in flight, the last wave not begun
+
+  Pipeline one = ThreeWavePipeline();  // the same pipeline, one wave, a region more
+  one.waves = {one.waves.back()};
+  ASSERT_TRUE(engine_->ReplacePipelines({one}, "test").ok());
+  EXPECT_EQ(engine_->FindPipeline("monolith")->waves.size(), 1u);
+  auto audit = store_->Audit(1);
+  ASSERT_EQ(audit->size(), 1u);
+  EXPECT_EQ((*audit)[0].action, "pipelines.reload");
+  EXPECT_NE((*audit)[0].detail.find("region ap-southeast-2 added"), std::string::npos)
+      << (*audit)[0].detail;
+  EXPECT_NE((*audit)[0].detail.find("release " + std::to_string(first) + " keeps"),
+            std::string::npos)
+      << (*audit)[0].detail;
+  ASSERT_TRUE(engine_->AgentConnected(newcomer).ok());
+  sink_.connected.insert(newcomer.name());
+
+  RunToFinal(first);
+  EXPECT_EQ(Release(first).state, "succeeded");
+  EXPECT_EQ(store_->Waves(first)->size(), 3u);  // canary, half, all: as it started
+
+  int64_t second = Create("v3");
+  RunToFinal(second);
+  EXPECT_EQ(Release(second).state, "succeeded");
+  EXPECT_EQ(store_->Waves(second)->size(), 1u);  // the reloaded definition
+  EXPECT_EQ(running_["ap-southeast-2-1"], "v3");
+}
+
+// After a restart a release has no pinned definition: if the wave it is in is gone from the
+// edited file, it is rolled back with a reason that says so, instead of read out of bounds.
+TEST_F(EngineTest, ARestartIntoAPipelineThatLostTheCurrentWaveRollsTheReleaseBack) {
+  MakeEngine(ThreeWavePipeline());
+  ConnectFleet();
+  int64_t first = Create("v1");
+  RunToFinal(first);
+  ASSERT_EQ(Release(first).state, "succeeded");
+  int64_t second = Create("v2");
+  FinishFirstWave();
+  FinishFirstWave();
+  ASSERT_EQ(Release(second).state, "rolling");
+  ASSERT_GE(Release(second).current_wave, 1);
+
+  Pipeline one = ThreeWavePipeline();
+  one.waves = {one.waves.front()};
+  MakeEngine(one);  // a new process, the edited file
+  ConnectFleet();
+  for (int i = 0; i < 30 && !release_state::IsFinal(Release(second).state); ++i) {
+    Pass();
+    for (const auto& t : sink_.Take()) Finish(t);
+  }
+  EXPECT_EQ(Release(second).state, "rolled_back");
+  EXPECT_NE(Release(second).reason.find("no longer has wave"), std::string::npos)
+      << Release(second).reason;
+}
+
 // The real store, whose release queries fail from the `fail_from`-th call on (counted from 1).
 class FailingReadsStore final : public ForwardingStore {
  public:
@@ -1736,6 +1808,222 @@ TEST_F(EngineTest, TasksForAReconnectedAgentAreResentAfterAStoreReadFailsOnce) {
   ASSERT_EQ(resent.size(), 1u);
   EXPECT_EQ(resent[0].first, agent);
   EXPECT_EQ(resent[0].second.task_id(), prepares[0].second.task_id());
+}
+
+// --- releases waiting for their artifact (made by the GitHub webhook) ---
+
+// Every release event a pass reports, in order.
+class RecordingObserver final : public EngineObserver {
+ public:
+  void OnReleaseEvent(const Pipeline&, const ReleaseRecord& release, const std::string& event,
+                      const std::string&) override {
+    events.emplace_back(release.id, event);
+  }
+  void OnReleaseChanged(int64_t) override {}
+  std::vector<std::string> Of(int64_t id) const {
+    std::vector<std::string> out;
+    for (const auto& [release, event] : events) {
+      if (release == id) out.push_back(event);
+    }
+    return out;
+  }
+  std::vector<std::pair<int64_t, std::string>> events;
+};
+
+class ArtifactWaitTest : public EngineTest {
+ protected:
+  static constexpr std::chrono::minutes kWait{10};
+
+  void SetUp() override {
+    EngineTest::SetUp();
+    Pipeline p = ThreeWavePipeline();
+    GithubTrigger trigger;
+    trigger.repository = "acme/monolith";
+    trigger.artifact = "http://127.0.0.1:1/{sha}.tar.gz";
+    trigger.artifact_wait = kWait;
+    p.github = trigger;
+    MakeEngine(p);
+    engine_->set_observer(&observer_);
+    ConnectFleet(1);
+  }
+
+  // What the webhook creates for a push: a release without a sha256.
+  int64_t CreateWaiting(const std::string& version) {
+    NewRelease nr;
+    nr.pipeline = "monolith";
+    nr.version = version;
+    nr.artifact_url = Url(version);
+    nr.commit = version + "-commit";
+    nr.author = "Ada";
+    auto r = engine_->CreateReleaseAwaitingArtifact(nr, "webhook:github");
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? r->id : 0;
+  }
+  static std::string Url(const std::string& version) {
+    return "http://127.0.0.1:1/" + version + ".tar.gz";
+  }
+
+  // The audited actions on release `id`, oldest first.
+  std::vector<std::string> ActionsOn(int64_t id) {
+    std::vector<std::string> out;
+    auto audit = store_->Audit(1000);
+    EXPECT_TRUE(audit.ok());
+    for (const auto& a : *audit) {
+      if (a.target == "release/" + std::to_string(id)) out.insert(out.begin(), a.action);
+    }
+    return out;
+  }
+
+  RecordingObserver observer_;
+};
+
+TEST_F(ArtifactWaitTest, AReleaseWaitingForItsArtifactIsNeitherStartedNorFinalNorInFlight) {
+  int64_t id = CreateWaiting("v2");
+  ReleaseRecord r = Release(id);
+  EXPECT_EQ(r.state, "waiting_for_artifact");
+  EXPECT_EQ(r.sha256, "");
+  EXPECT_EQ(r.reason, "waiting for its artifact " + Url("v2") +
+                          " (at most 10m, trigger.github.artifact_wait)");
+  EXPECT_FALSE(release_state::IsFinal(r.state));
+  EXPECT_FALSE(release_state::IsInFlight(r.state));
+  Pass();
+  Pass();
+  EXPECT_EQ(Release(id).state, "waiting_for_artifact");
+  EXPECT_TRUE(sink_.Take().empty());
+  // Reported once, by the first pass that saw it.
+  EXPECT_EQ(observer_.Of(id), std::vector<std::string>{"waiting_for_artifact"});
+  EXPECT_EQ(ActionsOn(id), std::vector<std::string>{"release.create"});
+}
+
+TEST_F(ArtifactWaitTest, ItsArtifactArrivingQueuesTheReleaseWithTheDigestAndItRuns) {
+  int64_t id = CreateWaiting("v2");
+  Pass();
+  engine_->ArtifactChecked(id, std::string(64, 'E'), "");
+  Pass();
+  ReleaseRecord r = Release(id);
+  EXPECT_EQ(r.state, "rolling");
+  EXPECT_EQ(r.sha256, std::string(64, 'e'));  // stored lower case, like any sha256
+  auto tasks = sink_.Take();
+  ASSERT_FALSE(tasks.empty());
+  for (const auto& t : tasks) EXPECT_EQ(t.second.sha256(), std::string(64, 'e'));
+  for (const auto& t : tasks) Finish(t);
+  RunToQuiet();
+  EXPECT_EQ(Release(id).state, "succeeded");
+  auto events = observer_.Of(id);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0], "waiting_for_artifact");
+  EXPECT_EQ(events[1], "queued");
+  EXPECT_EQ(events[2], "release_started");
+  auto actions = ActionsOn(id);
+  ASSERT_GE(actions.size(), 3u);
+  EXPECT_EQ(actions[1], "release.queued");
+  EXPECT_EQ(actions[2], "release.start");
+}
+
+TEST_F(ArtifactWaitTest, AReleaseWaitingForItsArtifactHoldsNothingUpAndSupersedesNoQueuedOne) {
+  ASSERT_TRUE(engine_->Freeze("monolith", "hold", "erin").ok());
+  int64_t queued = Create("v2");
+  int64_t waiting = CreateWaiting("v3");  // newer, but without its artifact yet
+  Pass();
+  EXPECT_EQ(Release(queued).state, "queued");
+  EXPECT_EQ(Release(waiting).state, "waiting_for_artifact");
+  ASSERT_TRUE(engine_->Unfreeze("monolith", "erin").ok());
+  Pass();
+  EXPECT_EQ(Release(queued).state, "rolling");
+  EXPECT_EQ(Release(waiting).state, "waiting_for_artifact");
+  RunToQuiet();
+  EXPECT_EQ(Release(queued).state, "succeeded");
+  EXPECT_EQ(Release(waiting).state, "waiting_for_artifact");
+
+  engine_->ArtifactChecked(waiting, std::string(64, 'c'), "");
+  RunToQuiet();
+  EXPECT_EQ(Release(waiting).state, "succeeded");
+  for (const auto& [name, version] : running_) EXPECT_EQ(version, "v3") << name;
+}
+
+TEST_F(ArtifactWaitTest, ANewerReleaseSupersedesOneWaitingForItsArtifact) {
+  int64_t older = CreateWaiting("v2");
+  Pass();
+  int64_t newer = CreateWaiting("v3");
+  Pass();
+  EXPECT_EQ(Release(older).state, "superseded");
+  EXPECT_EQ(Release(older).reason, "superseded by release " + std::to_string(newer));
+  EXPECT_EQ(Release(newer).state, "waiting_for_artifact");
+  EXPECT_EQ(observer_.Of(older), (std::vector<std::string>{"waiting_for_artifact", "superseded"}));
+  EXPECT_EQ(ActionsOn(older), (std::vector<std::string>{"release.create", "release.superseded"}));
+
+  // Its artifact turning up later changes nothing.
+  engine_->ArtifactChecked(older, std::string(64, 'a'), "");
+  Pass();
+  EXPECT_EQ(Release(older).state, "superseded");
+  EXPECT_TRUE(sink_.Take().empty());
+}
+
+TEST_F(ArtifactWaitTest, AbortingAReleaseWaitingForItsArtifactEndsIt) {
+  int64_t id = CreateWaiting("v2");
+  Pass();
+  ASSERT_TRUE(engine_->Abort(id, "erin").ok());
+  engine_->ArtifactChecked(id, std::string(64, 'a'), "");  // too late: the abort wins
+  Pass();
+  ReleaseRecord r = Release(id);
+  EXPECT_EQ(r.state, "aborted");
+  EXPECT_EQ(r.reason, "aborted by erin before its artifact arrived");
+  EXPECT_TRUE(sink_.Take().empty());
+  EXPECT_EQ(observer_.Of(id), (std::vector<std::string>{"waiting_for_artifact", "aborted"}));
+  EXPECT_EQ(ActionsOn(id),
+            (std::vector<std::string>{"release.create", "release.abort", "release.aborted"}));
+}
+
+TEST_F(ArtifactWaitTest, TheWaitRunningOutFailsTheRelease) {
+  int64_t id = CreateWaiting("v2");
+  const UnixMs deadline = Release(id).created_at + milliseconds(kWait).count();
+  const UnixMs next = Pass();
+  EXPECT_GT(next, 0);
+  EXPECT_LE(next, deadline);  // a pass is asked for by the deadline at the latest
+  AdvanceTo(deadline - 1);
+  Pass();
+  EXPECT_EQ(Release(id).state, "waiting_for_artifact");
+  Advance(milliseconds(1));
+  Pass();
+  ReleaseRecord r = Release(id);
+  EXPECT_EQ(r.state, "failed");
+  EXPECT_EQ(r.reason,
+            "artifact " + Url("v2") + " did not appear within 10m (trigger.github.artifact_wait)");
+  EXPECT_EQ(observer_.Of(id), (std::vector<std::string>{"waiting_for_artifact", "failed"}));
+  EXPECT_EQ(ActionsOn(id), (std::vector<std::string>{"release.create", "release.failed"}));
+}
+
+TEST_F(ArtifactWaitTest, AnUnusableArtifactFailsTheReleaseWithTheReason) {
+  int64_t id = CreateWaiting("v2");
+  engine_->ArtifactChecked(id, "", "artifact " + Url("v2") + " could not be fetched: HTTP 410");
+  Pass();
+  EXPECT_EQ(Release(id).state, "failed");
+  EXPECT_EQ(Release(id).reason, "artifact " + Url("v2") + " could not be fetched: HTTP 410");
+  EXPECT_TRUE(sink_.Take().empty());
+}
+
+TEST_F(ArtifactWaitTest, AnArtifactOfAVersionThatNamesAnotherOneFailsTheRelease) {
+  int64_t first = Create("v2");  // sha256 bbbb...
+  RunToQuiet();
+  ASSERT_EQ(Release(first).state, "succeeded");
+  int64_t id = CreateWaiting("v2");
+  engine_->ArtifactChecked(id, std::string(64, 'c'), "");
+  Pass();
+  EXPECT_EQ(Release(id).state, "failed");
+  EXPECT_NE(Release(id).reason.find("is release " + std::to_string(first) + " with sha256 " +
+                                    std::string(64, 'b')),
+            std::string::npos)
+      << Release(id).reason;
+}
+
+TEST_F(ArtifactWaitTest, AWaitingReleaseDoesNotTakeItsVersionFromAReleaseMadeByHand) {
+  int64_t waiting = CreateWaiting("v2");
+  // It has no artifact yet, so it names none: a release of v2 by hand is not refused.
+  int64_t by_hand = Create("v2");
+  ASSERT_NE(by_hand, 0);
+  Pass();
+  EXPECT_EQ(Release(waiting).state, "superseded");
+  EXPECT_EQ(Release(by_hand).state, "rolling");
 }
 
 }  // namespace

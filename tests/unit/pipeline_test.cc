@@ -936,6 +936,25 @@ TEST(ParsePipelineTest, BadMaxArtifactBytesIsAnErrorNamingTheField) {
             "1048576, 500MiB or 2GiB, got a list");
 }
 
+TEST(ParsePipelineTest, ArtifactWaitIsThirtyMinutesUnlessSet) {
+  const std::string artifact = "    artifact: \"https://ci.example.com/{sha}.tgz\"\n";
+  Pipeline defaulted = Parsed(WithGithubTrigger(artifact));
+  ASSERT_TRUE(defaulted.github.has_value());
+  EXPECT_EQ(defaulted.github->artifact_wait, milliseconds(30 * 60 * 1000));
+  Pipeline set = Parsed(WithGithubTrigger(artifact + "    artifact_wait: 1h30m\n"));
+  ASSERT_TRUE(set.github.has_value());
+  EXPECT_EQ(set.github->artifact_wait, milliseconds(90 * 60 * 1000));
+}
+
+TEST(ParsePipelineTest, BadArtifactWaitIsAnErrorNamingTheField) {
+  const std::string artifact = "    artifact: \"https://ci.example.com/{sha}.tgz\"\n";
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    artifact_wait: 30\n")),
+            "p.yaml:8: trigger.github.artifact_wait: bad duration \"30\": missing unit (use "
+            "forms like 500ms, 30s, 2m, 1h)");
+  EXPECT_EQ(ErrorOf(WithGithubTrigger(artifact + "    artifact_wait: 0s\n")),
+            "p.yaml:8: trigger.github.artifact_wait: must be longer than 0");
+}
+
 TEST(ParsePipelineTest, RegionNamesMustBeSafeNames) {
   EXPECT_EQ(ErrorOf(R"(pipeline: web
 regions: [us-east-1, "eu west 1"]
