@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -359,7 +360,12 @@ TEST_F(WebhookTest, APushBeforeItsArtifactExistsIsAnsweredAtOnceAndReleasedWhenI
   const std::string body = PushBody("main", kCommit);
   const auto started = std::chrono::steady_clock::now();
   Resp r = Deliver(body, GithubSignature(kSecret, body));
-  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(5));
+  const auto answered = std::chrono::steady_clock::now() - started;
+  std::printf("[ measured ] webhook push without its artifact answered %d after %lld ms\n",
+              r.status,
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(answered).count()));
+  EXPECT_LT(answered, seconds(5));  // the goal is 100 ms; a busy test machine gets slack
   ASSERT_EQ(r.status, 202) << r.raw;
   ASSERT_TRUE(r.body["release"].is_object()) << r.raw;
   const int64_t id = r.body["release"]["id"].get<int64_t>();

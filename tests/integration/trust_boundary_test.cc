@@ -225,6 +225,14 @@ TEST_F(TrustBoundaryTest, ABodylessPostIsJudgedByItsRouteRoleFirst) {
   std::string refused = post("/api/v1/releases", viewer_token);
   EXPECT_EQ(refused.rfind("HTTP/1.1 403", 0), 0u) << refused;
   EXPECT_NE(refused.find("may not"), std::string::npos) << refused;
+  // A body is not parsed for a caller who may not make the request: 403, not 400.
+  const std::string malformed = "{\"pipeline\": ";
+  std::string unparsed =
+      RawHttp(fleet_.http_port(),
+              "POST /api/v1/releases HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                  viewer_token + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                  std::to_string(malformed.size()) + "\r\nConnection: close\r\n\r\n" + malformed);
+  EXPECT_EQ(unparsed.rfind("HTTP/1.1 403", 0), 0u) << unparsed;
   std::string paused = post("/api/v1/pipelines/monolith/pause", fleet_.admin_token());
   EXPECT_EQ(paused.rfind("HTTP/1.1 200", 0), 0u) << paused;
   EXPECT_NE(paused.find("\"paused\":true"), std::string::npos) << paused;
