@@ -229,6 +229,10 @@ Status Connection::Run() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // One connection per host: gRPC shares a connection between channels with equal arguments,
+  // and lockstepd allows few streams per connection. A real agent is alone in its process;
+  // hosts simulated in one process (the fleet benchmark) must not queue behind each other.
+  args.SetString("lockstep.agent", impl_->options.name);
   std::mt19937 rng(std::random_device{}());
   // Capped well below any sensible agent_lost, so an orchestrator that comes back finds
   // every agent again within a couple of seconds.
