@@ -4,7 +4,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "tests/integration/fleet.h"
 
@@ -89,7 +88,19 @@ TEST(TlsTest, MutualTlsCarriesARolloutAndRefusesClientsWithoutACertificate) {
   fleet.cli_flags = {"--tls-ca",       d + "ca.pem", "--tls-cert",
                      d + "client.pem", "--tls-key",  d + "client.key"};
   fleet.StartAgent("euw2", "eu-west-1");
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // It tries, and its stream ends each time (the handshake is refused): twice is enough.
+  const std::string agent_log = fleet.dir() + "/logs/agent-euw2.log";
+  auto ended = [&] {
+    std::ifstream in(agent_log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t n = 0;
+    for (size_t at = text.find("stream to "); at != std::string::npos;
+         at = text.find("stream to ", at + 1)) {
+      ++n;
+    }
+    return n >= 2;
+  };
+  EXPECT_TRUE(Fleet::WaitFor(ended, std::chrono::seconds(30)));
   for (const auto& a : fleet.CliJson({"agents"})) EXPECT_NE(a["name"], "euw2");
 }
 
