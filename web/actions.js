@@ -7,7 +7,7 @@
 // Exports: pipelineActions, releaseActions, afterEachAction.
 
 import { api } from './api.js';
-import { $, clear, h, showBanner, state } from './state.js';
+import { $, clear, clearBanner, h, showBanner, state } from './state.js';
 
 // The operation each button performs, spelled as whoami's `allowed` spells it
 // (AllowedOperations in orchestrator/server/operations.cc): one name per operation, so no
@@ -36,11 +36,11 @@ export function afterEachAction(fn) {
 
 async function act(button, fn) {
   button.disabled = true;
-  showBanner('');
   try {
     await fn();
+    clearBanner('action');
   } catch (e) {
-    showBanner(`${button.textContent} failed: ${e.message}`);
+    showBanner(`${button.textContent} failed: ${e.message}`, 'action');
   } finally {
     button.disabled = false;
     await reload().catch(() => {});
@@ -153,7 +153,7 @@ function rollbackChoices(pipeline) {
 async function rollback(button, p) {
   const { current, target, versions } = rollbackChoices(p.pipeline);
   if (!versions.length) {
-    showBanner(`Pipeline ${p.pipeline} has no earlier release that succeeded to roll back to.`);
+    showBanner(`Pipeline ${p.pipeline} has no earlier release that succeeded to roll back to.`, 'action');
     return;
   }
   const hosts = p.regions.flatMap((r) => r.hosts);

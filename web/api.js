@@ -2,7 +2,7 @@
 // token, errors as ApiError, and the server-sent event stream.
 //
 // Owns: how a request is sent and how an answer or a failure is read.
-// Exports: ApiError, api, onUnauthorized, openEventStream.
+// Exports: ApiError, api, onReachability, onUnauthorized, openEventStream.
 
 import { state } from './state.js';
 
@@ -22,6 +22,13 @@ export function onUnauthorized(fn) {
   unauthorized = fn;
 }
 
+// Called with false when a request cannot reach lockstepd at all, and with true when one
+// gets any answer (even an error status: the server is there). Set by app.js.
+let reachability = () => {};
+export function onReachability(fn) {
+  reachability = fn;
+}
+
 // Resolves with the parsed JSON answer (null if empty); rejects with an ApiError whose
 // status is 0 when the server cannot be reached.
 export async function api(method, path, body) {
@@ -36,8 +43,10 @@ export async function api(method, path, body) {
       cache: 'no-store',
     });
   } catch (e) {
+    reachability(false);
     throw new ApiError(0, `cannot reach the server (${e.message})`);
   }
+  reachability(true);
   let data = null;
   const text = await res.text();
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }

@@ -18,10 +18,10 @@
 // Calls that go the other way (a 401 signs out, an action reloads) are hooks set here.
 
 import { afterEachAction } from './actions.js';
-import { api, onUnauthorized } from './api.js';
+import { api, onReachability, onUnauthorized } from './api.js';
 import { refreshOverview } from './fleet.js';
 import { readHash } from './history.js';
-import { refreshAll, setMode, startEvents, stopEvents } from './live.js';
+import { refreshAll, setMode, setReachable, startEvents, stopEvents } from './live.js';
 import { refreshSelected, tick } from './release.js';
 import { $, clear, h, showBanner, state } from './state.js';
 
@@ -78,7 +78,7 @@ function signOut(message) {
   state.timers = [];
   Object.assign(state, {
     token: null, me: null, pipelines: [], releases: [], audit: [], selected: null,
-    follow: true,
+    follow: true, disconnectedSince: null,
   });
   state.details.clear();
   $('app').hidden = true;
@@ -92,6 +92,7 @@ function signOut(message) {
 
 function main() {
   onUnauthorized((msg) => signOut(`Signed out: ${msg}`));
+  onReachability(setReachable);
   afterEachAction(refreshAll);
   $('signin').addEventListener('submit', async (ev) => {
     ev.preventDefault();

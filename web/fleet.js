@@ -17,7 +17,7 @@ export async function refreshOverview() {
   state.pipelines = Array.isArray(list) ? list : [];
   for (const p of state.pipelines) {
     if (p.active && typeof p.active.id === 'number') {
-      state.details.set(p.active.id, p.active);
+      state.details.set(p.active.id, { ...state.details.get(p.active.id), ...p.active });
       if (state.follow && state.selected !== p.active.id && !p.active.final) {
         state.selected = p.active.id;
       }

@@ -1,19 +1,25 @@
 // Keeping the page current: loading everything, following the server's event stream while
-// it works, and polling while it does not (retrying the stream every RECONNECT_MS).
+// it works, and polling while it does not (retrying the stream every RECONNECT_MS). When
+// lockstepd cannot be reached at all, the page says since when and greys out what it shows
+// (it is the last the page heard, not news that hosts were lost) until a request gets
+// through again.
 //
-// Owns: #live (the mode indicator), state.mode, state.events and the poll and reconnect
-// timers.
-// Exports: refreshAll, startEvents, stopEvents, setMode.
+// Owns: #live (the mode indicator), state.mode, state.disconnectedSince, state.events, the
+// `stale` class of #pipelines and #hosts, and the poll, reconnect and re-read timers.
+// Exports: refreshAll, startEvents, stopEvents, setMode, setReachable.
 
 import { openEventStream } from './api.js';
 import { refreshAudit } from './audit.js';
 import { refreshOverview } from './fleet.js';
 import { refreshReleases, renderHistory } from './history.js';
 import { refreshSelected, renderRelease } from './release.js';
-import { $, state } from './state.js';
+import { $, clearBanner, state } from './state.js';
 
 const POLL_MS = 2000;            // polling interval when the event stream is down
 const RECONNECT_MS = 10000;      // retry the event stream this long after it failed
+// A release's final event can come before its last hosts report (e.g. reverted hosts of an
+// aborted release); the selected release is read once more this long after it is final.
+const AFTER_FINAL_MS = 2000;
 
 export async function refreshAll() {
   if (!state.token) return;
@@ -23,9 +29,40 @@ export async function refreshAll() {
 
 export function setMode(mode) {
   state.mode = mode;
+  renderLive();
+}
+
+function renderLive() {
   const el = $('live');
+  const mode = state.mode;
   el.dataset.mode = mode;
-  el.textContent = mode === 'live' ? 'live' : mode === 'polling' ? 'polling every 2 s' : 'offline';
+  const down = state.disconnectedSince !== null && mode !== 'off';
+  el.classList.toggle('disconnected', down);
+  el.textContent = down ? `Disconnected since ${clock(state.disconnectedSince)} — data may be stale`
+    : mode === 'live' ? 'live' : mode === 'polling' ? 'polling every 2 s' : 'offline';
+  for (const id of ['pipelines', 'hosts']) $(id).classList.toggle('stale', down);
+}
+
+function clock(ms) {
+  const d = new Date(ms);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+// Told by api.js whether the last request reached lockstepd. Coming back reloads
+// everything and clears a failed action's banner (the failure may be what the outage was).
+export function setReachable(ok) {
+  if (!ok) {
+    if (state.disconnectedSince === null && state.token) {
+      state.disconnectedSince = Date.now();
+      renderLive();
+    }
+    return;
+  }
+  if (state.disconnectedSince === null) return;
+  state.disconnectedSince = null;
+  renderLive();
+  clearBanner('action');
+  if (state.token) refreshAll().catch(() => {});
 }
 
 export function startEvents() {
@@ -56,6 +93,7 @@ export function stopEvents() {
   if (state.events) state.events.close();
   state.events = null;
   clearTimeout(state.reconnectTimer);
+  clearTimeout(state.afterFinalTimer);
   stopPolling();
 }
 
@@ -72,7 +110,8 @@ function stopPolling() {
 
 function onRelease(r) {
   if (!r || typeof r.id !== 'number') return;
-  state.details.set(r.id, r);
+  // Keep what the last full read knew (hosts, gates) until the re-read below replaces it.
+  state.details.set(r.id, { ...state.details.get(r.id), ...r });
   const i = state.releases.findIndex((x) => x.id === r.id);
   if (i >= 0) state.releases[i] = r;
   else state.releases.unshift(r);
@@ -81,8 +120,34 @@ function onRelease(r) {
   else if (state.selected === null) state.selected = r.id;
   renderRelease();
   renderHistory();
+  // The event carries the release, not every host's latest step: read it in full, and once
+  // more after it is final, for hosts that report after the final event.
+  if (r.id === state.selected) {
+    rereadSelected();
+    if (r.final) {
+      clearTimeout(state.afterFinalTimer);
+      state.afterFinalTimer = setTimeout(() => { if (state.selected === r.id) rereadSelected(); }, AFTER_FINAL_MS);
+    }
+  }
   // Host versions, the active release and the audit log change with release events.
   scheduleRefresh();
+}
+
+// Coalesces bursts of events into one read of the selected release in flight at a time, plus
+// one more if events arrived while it was under way.
+function rereadSelected() {
+  if (state.rereading) {
+    state.rereadAgain = true;
+    return;
+  }
+  state.rereading = true;
+  refreshSelected().catch(() => {}).finally(() => {
+    state.rereading = false;
+    if (state.rereadAgain) {
+      state.rereadAgain = false;
+      rereadSelected();
+    }
+  });
 }
 
 function scheduleRefresh() {

@@ -102,12 +102,8 @@ function renderGrid(r, waves) {
         row.append(h('td', { class: 'cell none', dataset: { region: name } }, '—'));
         continue;
       }
-      const st = rp.failed ? 'failed' : w.state === 'pending' ? 'pending'
-        : rp.done >= rp.selected ? 'done' : 'deploying';
-      row.append(h('td', { class: `cell ${stateClass(st)}`, dataset: { region: name, state: st } },
-        h('span', { class: 'count' }, `${rp.done}/${rp.selected}`),
-        rp.failed ? h('span', { class: 'failed-count' }, ` ${rp.failed} failed`) : '',
-        h('span', { class: 'bar', 'aria-hidden': 'true' }, h('span', { class: 'fill', dataset: { pct: String(Math.round(100 * rp.done / rp.selected)) } }))));
+      const st = cellState(r, w, rp);
+      row.append(gridCell(name, st, rp));
     }
     body.append(row);
   }
@@ -117,14 +113,44 @@ function renderGrid(r, waves) {
     for (const name of regions) {
       const hs = r.hosts.filter((x) => x.region === name);
       const done = hs.filter((x) => x.state === 'done').length;
-      const st = done === hs.length ? 'done' : 'deploying';
-      row.append(h('td', { class: `cell ${stateClass(st)}`, dataset: { region: name, state: st } }, `${done}/${hs.length}`));
+      const failed = hs.filter((x) => x.state === 'failed').length;
+      const st = done === hs.length ? 'done' : !r.final ? 'deploying' : failed ? 'failed' : 'stopped';
+      row.append(gridCell(name, st, { done, selected: hs.length, failed }));
     }
     body.append(row);
   }
   grid.append(body);
   // Progress bars: widths set through the CSSOM (allowed by the page's CSP), not markup.
   for (const f of grid.querySelectorAll('.fill')) f.style.width = `${f.dataset.pct}%`;
+}
+
+// What one region's cell of one wave says. A wave that has not started is empty (its
+// counts would be earlier waves' hosts, which the server counts cumulatively). A final
+// release shows only end states: nothing in it is still deploying.
+function cellState(r, w, rp) {
+  if (w.state === 'pending') return 'pending';
+  if (rp.failed) return 'failed';
+  if (w.state === 'reverted' || (r.final && w.state === 'failed')) return w.state;
+  if (rp.done >= rp.selected) return 'done';
+  if (!r.final) return 'deploying';
+  // Ended part-way: its hosts went back when the release was rolled back or aborted.
+  return r.state === 'rolled_back' || r.state === 'aborted' ? 'reverted' : 'stopped';
+}
+
+// Counts and a bar only where they describe work of this wave: deploying or done.
+function gridCell(region, st, rp) {
+  const cls = `cell ${st === 'pending' ? 'empty' : stateClass(st)}`;
+  const td = h('td', { class: cls, dataset: { region, state: st } });
+  if (st === 'deploying' || st === 'done') {
+    td.append(h('span', { class: 'count' }, `${rp.done}/${rp.selected}`),
+      rp.failed ? h('span', { class: 'failed-count' }, ` ${rp.failed} failed`) : '',
+      h('span', { class: 'bar', 'aria-hidden': 'true' },
+        h('span', { class: 'fill', dataset: { pct: String(Math.round(100 * rp.done / rp.selected)) } })));
+  } else {
+    td.append(h('span', { class: 'cell-label' }, label(st)),
+      rp.failed ? h('span', { class: 'failed-count' }, ` ${rp.failed} failed`) : '');
+  }
+  return td;
 }
 
 function renderGates(r, waves) {

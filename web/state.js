@@ -2,7 +2,7 @@
 //
 // Owns: `state` (what the page knows: token, signed-in principal, loaded data, selection,
 // live-update timers) and the only way modules build DOM.
-// Exports: state, $, h, s, clear, showBanner.
+// Exports: state, $, h, s, clear, showBanner, clearBanner.
 //
 // Safety rule for every module: nothing that came from the server (versions, commit
 // messages, authors, hook output, reasons, names) is ever parsed as markup. The DOM is built
@@ -22,9 +22,14 @@ export const state = {
   follow: true,           // follow the newest in-flight release
   events: null,
   mode: 'off',            // 'live' | 'polling' | 'off'
+  disconnectedSince: null, // ms when a request last found lockstepd unreachable; null when reachable
+  bannerKind: '',         // what the banner shows: '' | 'action' (a failed action) | 'notice'
   timers: [],
   pollTimer: null,
   reconnectTimer: null,
+  afterFinalTimer: null,  // the re-read of the selected release after it became final
+  rereading: false,       // a re-read of the selected release is under way
+  rereadAgain: false,     // and another was asked for meanwhile
   refreshQueued: false,
 };
 
@@ -74,9 +79,17 @@ export function clear(el) {
   return el;
 }
 
-// The banner above the views: one message at a time; '' hides it.
-export function showBanner(text) {
+// The banner above the views: one message at a time; '' hides it. `kind` says what put it
+// there, so that clearBanner(kind) removes only that message (a failed action's message
+// goes when a later action works or the page reconnects; a notice stays).
+export function showBanner(text, kind = 'notice') {
   const b = $('banner');
   b.textContent = text;
   b.hidden = !text;
+  b.dataset.kind = text ? kind : '';
+  state.bannerKind = text ? kind : '';
+}
+
+export function clearBanner(kind) {
+  if (state.bannerKind === kind) showBanner('');
 }

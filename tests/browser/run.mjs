@@ -284,6 +284,34 @@ function assert(cond, message) {
   if (!cond) throw new Error(message);
 }
 
+// The grid cells of the release view for release `id`, as {wave, region, state, text, count, bar}.
+async function gridCells(page, id) {
+  return page.$$eval(`#release-view[data-release-id="${id}"] #wave-grid tr.wave td.cell`, (tds) => tds.map((td) => ({
+    wave: td.closest('tr').dataset.wave,
+    region: td.dataset.region,
+    state: td.dataset.state || '',
+    text: td.textContent,
+    count: Boolean(td.querySelector('.count')),
+    bar: Boolean(td.querySelector('.bar')),
+  })));
+}
+
+// Waits until the release view of final release `id` shows only end states: no cell
+// deploying, no wave done next to a cell that is not.
+async function waitEndStates(page, id) {
+  const sel = `#release-view[data-release-id="${id}"]`;
+  await page.waitForFunction((s) => {
+    const cells = [...document.querySelectorAll(`${s} #wave-grid tr.wave td.cell`)];
+    return cells.length > 0 && cells.every((td) => td.classList.contains('none')
+      || ['done', 'failed', 'reverted', 'pending', 'stopped'].includes(td.dataset.state));
+  }, sel, { timeout: 10000 }).catch(async () => {
+    throw new Error(`release ${id} still shows work in progress: ${JSON.stringify(await gridCells(page, id))}`);
+  });
+  const cells = await gridCells(page, id);
+  const bad = cells.filter((c) => /deploying/.test(c.text) || c.state === 'deploying');
+  assert(!bad.length, `final release ${id} shows deploying cells: ${JSON.stringify(bad)}`);
+}
+
 // ------------------------------------------------------------------ tests
 
 const results = [];
@@ -332,6 +360,13 @@ async function main() {
     try {
       await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="0"][data-state="baking"]`, { timeout: 30000 });
       await page.waitForSelector('#bake-countdown', { timeout: 5000 });
+      // The next wave has not started: its cells are empty and neutral, not earlier counts.
+      const later = (await gridCells(page, rel.id)).filter((c) => c.wave === '1');
+      assert(later.length === REGIONS.length, `wave 1 has ${later.length} cells`);
+      for (const c of later) {
+        assert(c.state === 'pending' && !c.count && !c.bar && c.text.trim() === 'pending',
+          `unstarted wave 1 in ${c.region} shows ${JSON.stringify(c)}`);
+      }
       await page.screenshot({ path: path.join(SHOTS, 'release-view.png'), fullPage: true });
       for (const w of [0, 1]) {
         await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="${w}"][data-state="done"]`, { timeout: 60000 });
@@ -342,6 +377,9 @@ async function main() {
         }
       }
       await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 60000 });
+      await waitEndStates(page, rel.id);
+      const cells = await gridCells(page, rel.id);
+      assert(cells.every((c) => c.state === 'done'), `succeeded release shows ${JSON.stringify(cells)}`);
     } finally {
       clearInterval(watch);
     }
@@ -366,6 +404,7 @@ async function main() {
     await page.click(button);
     await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="1"][data-state="done"]`, { timeout: 60000 });
     await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 60000 });
+    await waitEndStates(page, rel.id);
     const approvedBy = await page.textContent(`${view} #wave-grid tr.wave[data-wave="1"] .approved`);
     assert(approvedBy.includes('rita-release-manager'), `approval not attributed: ${approvedBy}`);
   });
@@ -502,6 +541,61 @@ async function main() {
       await p2.waitForSelector('.pipeline[data-pipeline="monolith"] .region[data-region="eu-west-1"][data-version="v1.3.0"]', { timeout: 10000 });
     } finally {
       await context.close();
+    }
+  });
+
+  await test('when lockstepd cannot be reached the page says since when and greys hosts out, then recovers', async () => {
+    const p3 = await signedInPage(fleet.tokens.manager);
+    try {
+      await p3.waitForSelector('#live[data-mode="live"]', { timeout: 10000 });
+      const lostBefore = await p3.$$eval('.pipeline .host.lost', (hs) => hs.length);
+      // Every request to lockstepd fails from here on, as if it were down.
+      await p3.route('**/api/v1/**', (route) => route.abort('connectionrefused'));
+      await p3.waitForSelector('#live.disconnected', { timeout: 15000 });
+      const text = await p3.textContent('#live');
+      assert(/^Disconnected since \d\d:\d\d:\d\d — data may be stale$/.test(text), `live indicator says ${JSON.stringify(text)}`);
+      assert(await p3.$eval('#pipelines', (e) => e.classList.contains('stale')), '#pipelines is not marked stale');
+      assert(await p3.$eval('#hosts', (e) => e.classList.contains('stale')), '#hosts is not marked stale');
+      const lost = await p3.$$eval('.pipeline .host.lost', (hs) => hs.length);
+      assert(lost === lostBefore, `${lost} hosts shown lost while the server is unreachable (${lostBefore} before)`);
+      // An action fails while disconnected: its banner stays until the page reconnects.
+      await p3.click('.pipeline[data-pipeline="gated"] button[data-action="pause"]:not([disabled])', { timeout: 5000 });
+      await p3.waitForSelector('#banner:not([hidden])[data-kind="action"]', { timeout: 5000 });
+      const banner = await p3.textContent('#banner');
+      assert(/^Pause failed: /.test(banner), `banner says ${JSON.stringify(banner)}`);
+      await p3.unroute('**/api/v1/**');
+      await p3.waitForSelector('#live:not(.disconnected)', { timeout: 15000 });
+      const back = await p3.textContent('#live');
+      assert(['live', 'polling every 2 s'].includes(back), `live indicator says ${JSON.stringify(back)} after reconnecting`);
+      assert(!(await p3.$eval('#pipelines', (e) => e.classList.contains('stale'))), '#pipelines still stale after reconnecting');
+      assert(!(await p3.$eval('#hosts', (e) => e.classList.contains('stale'))), '#hosts still stale after reconnecting');
+      await p3.waitForSelector('#banner[hidden]', { state: 'attached', timeout: 5000 });
+      const status = await api('GET', '/pipelines/gated');
+      assert(status.data.paused === false, 'the failed pause reached the server');
+    } finally {
+      await p3.context().close();
+    }
+  });
+
+  await test('a failed action\'s banner clears when a later action succeeds', async () => {
+    const p4 = await signedInPage(fleet.tokens.manager);
+    try {
+      await p4.route('**/api/v1/pipelines/gated/pause', (route) => route.fulfill({
+        status: 500, contentType: 'application/json', body: JSON.stringify({ error: 'injected failure' }),
+      }));
+      const pause = '.pipeline[data-pipeline="gated"] button[data-action="pause"]:not([disabled])';
+      await p4.click(pause, { timeout: 5000 });
+      await p4.waitForSelector('#banner:not([hidden])[data-kind="action"]', { timeout: 5000 });
+      const banner = await p4.textContent('#banner');
+      assert(banner === 'Pause failed: injected failure', `banner says ${JSON.stringify(banner)}`);
+      await p4.unroute('**/api/v1/pipelines/gated/pause');
+      await p4.click(pause, { timeout: 5000 });
+      await p4.waitForSelector('#banner[hidden]', { state: 'attached', timeout: 5000 });
+      await waitFor('gated to be paused', 10000, async () => (await api('GET', '/pipelines/gated')).data.paused === true);
+    } finally {
+      await p4.context().close();
+      const resumed = await api('POST', '/pipelines/gated/resume');
+      assert(resumed.status === 200, `resume answered ${resumed.status}`);
     }
   });
 

@@ -881,7 +881,9 @@ class FrontDoorTest : public ::testing::Test {
         // failed, its reason "aborted by ...; no earlier release to roll back to".
         return Has(releases, "rollout v1 failed");
       case Op::kRollback:
-        return Has(releases, "rollback v1 succeeded");
+        // An on-call rollback ends with the pipeline held (paused) for a human. The snapshot
+        // reads the pipeline and its releases in two requests, so it waits for both.
+        return Has(releases, "rollback v1 succeeded") && BoolField(pipeline, "paused");
       case Op::kFreeze:
         return BoolField(pipeline, "frozen") && StrField(pipeline, "freeze_reason") == q.reason;
       case Op::kUnfreeze:
