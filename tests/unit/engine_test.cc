@@ -9,6 +9,7 @@
 #include <map>
 
 #include "orchestrator/engine/history.h"
+#include "tests/support/recording_observer.h"
 
 namespace lockstep {
 namespace {
@@ -1812,23 +1813,7 @@ TEST_F(EngineTest, TasksForAReconnectedAgentAreResentAfterAStoreReadFailsOnce) {
 
 // --- releases waiting for their artifact (made by the GitHub webhook) ---
 
-// Every release event a pass reports, in order.
-class RecordingObserver final : public EngineObserver {
- public:
-  void OnReleaseEvent(const Pipeline&, const ReleaseRecord& release, const std::string& event,
-                      const std::string&) override {
-    events.emplace_back(release.id, event);
-  }
-  void OnReleaseChanged(int64_t) override {}
-  std::vector<std::string> Of(int64_t id) const {
-    std::vector<std::string> out;
-    for (const auto& [release, event] : events) {
-      if (release == id) out.push_back(event);
-    }
-    return out;
-  }
-  std::vector<std::pair<int64_t, std::string>> events;
-};
+using ::lockstep::testing::RecordingObserver;
 
 class ArtifactWaitTest : public EngineTest {
  protected:

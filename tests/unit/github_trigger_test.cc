@@ -23,6 +23,7 @@
 #include "common/sha256.h"
 #include "orchestrator/engine/history.h"
 #include "tests/support/http_server.h"
+#include "tests/support/recording_observer.h"
 
 namespace lockstep {
 namespace {
@@ -118,23 +119,7 @@ class RedirectServer {
   std::map<std::string, int> hits_;               // guarded by mu_
 };
 
-// Every release event the engine's passes report, in order.
-class RecordingObserver final : public EngineObserver {
- public:
-  void OnReleaseEvent(const Pipeline&, const ReleaseRecord& release, const std::string& event,
-                      const std::string&) override {
-    events.emplace_back(release.id, event);
-  }
-  void OnReleaseChanged(int64_t) override {}
-  std::vector<std::string> Of(int64_t id) const {
-    std::vector<std::string> out;
-    for (const auto& [release, event] : events) {
-      if (release == id) out.push_back(event);
-    }
-    return out;
-  }
-  std::vector<std::pair<int64_t, std::string>> events;
-};
+using ::lockstep::testing::RecordingObserver;
 
 // The trigger and the engine share a ManualClock: the trigger's retry delays and deadlines
 // pass only when a test advances it, and ManualClock::AwaitSleepers tells the test when the
