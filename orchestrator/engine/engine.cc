@@ -67,6 +67,26 @@ AuditRecord MakeAudit(UnixMs at, const std::string& actor, const std::string& ac
   return a;
 }
 
+// A release as a request describes it, before the store assigns its id. The digest, if the
+// request has one, is the caller's to set (it is lowered first).
+ReleaseRecord NewReleaseRecord(const NewRelease& req, const char* state, UnixMs now) {
+  ReleaseRecord r;
+  r.pipeline = req.pipeline;
+  r.version = req.version;
+  r.artifact_url = req.artifact_url;
+  r.commit = req.commit;
+  r.author = req.author;
+  r.commit_at = req.commit_at;
+  r.state = state;
+  r.created_at = now;
+  return r;
+}
+
+// The audit detail of a release's creation: "monolith v2 commit abc123".
+std::string CreationDetail(const NewRelease& req) {
+  return req.pipeline + " " + req.version + (req.commit.empty() ? "" : " commit " + req.commit);
+}
+
 // Minutes since 00:00 UTC and the weekday (0 = Sunday) of a unix ms time.
 std::pair<int, int> UtcMinuteAndDay(UnixMs t) {
   int64_t secs = t / 1000;
@@ -236,20 +256,11 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
                                 "under a new version");
     }
   }
-  ReleaseRecord r;
-  r.pipeline = req.pipeline;
-  r.version = req.version;
-  r.artifact_url = req.artifact_url;
+  const UnixMs now = clock_->Now();
+  ReleaseRecord r = NewReleaseRecord(req, release_state::kQueued, now);
   r.sha256 = sha;
-  r.commit = req.commit;
-  r.author = req.author;
-  r.commit_at = req.commit_at;
-  r.state = release_state::kQueued;
-  r.created_at = clock_->Now();
   return store_->CreateRelease(std::move(r),
-                               MakeAudit(clock_->Now(), actor, "release.create", "",
-                                         req.pipeline + " " + req.version +
-                                             (req.commit.empty() ? "" : " commit " + req.commit)));
+                               MakeAudit(now, actor, "release.create", "", CreationDetail(req)));
 }
 
 namespace {
@@ -1089,22 +1100,12 @@ StatusOr<ReleaseRecord> Engine::CreateReleaseAwaitingArtifact(const NewRelease& 
   const Pipeline* p = FindPipeline(req.pipeline);
   if (p == nullptr) return NotFound("pipeline: unknown pipeline \"" + req.pipeline + "\"");
   const UnixMs now = clock_->Now();
-  ReleaseRecord r;
-  r.pipeline = req.pipeline;
-  r.version = req.version;
-  r.artifact_url = req.artifact_url;
-  r.commit = req.commit;
-  r.author = req.author;
-  r.commit_at = req.commit_at;
-  r.state = release_state::kWaitingForArtifact;
+  ReleaseRecord r = NewReleaseRecord(req, release_state::kWaitingForArtifact, now);
   r.reason = "waiting for its artifact " + req.artifact_url + " (at most " +
              FormatDuration(ArtifactWait(*p)) + ", trigger.github.artifact_wait)";
-  r.created_at = now;
   return store_->CreateRelease(std::move(r),
                                MakeAudit(now, actor, "release.create", "",
-                                         req.pipeline + " " + req.version +
-                                             (req.commit.empty() ? "" : " commit " + req.commit) +
-                                             ", waiting for its artifact"));
+                                         CreationDetail(req) + ", waiting for its artifact"));
 }
 
 void Engine::ArtifactChecked(int64_t release_id, const std::string& sha256,

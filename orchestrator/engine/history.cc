@@ -58,16 +58,6 @@ StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(StoreReader& store,
   return First(store, q);
 }
 
-StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(StoreReader& store,
-                                                        const std::string& pipeline,
-                                                        const std::string& version) {
-  ReleaseQuery q;
-  q.pipeline = pipeline;
-  q.version = version;
-  q.oldest_first = true;
-  return First(store, q);
-}
-
 StatusOr<std::optional<ReleaseRecord>> FirstWithArtifact(StoreReader& store,
                                                          const std::string& pipeline,
                                                          const std::string& version) {

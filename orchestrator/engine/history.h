@@ -28,12 +28,6 @@ StatusOr<std::optional<ReleaseRecord>> SucceededWithVersion(StoreReader& store,
                                                             const std::string& pipeline,
                                                             const std::string& version);
 
-// The first release of a pipeline with this version, in any state: the one that named the
-// version's artifact.
-StatusOr<std::optional<ReleaseRecord>> FirstWithVersion(StoreReader& store,
-                                                        const std::string& pipeline,
-                                                        const std::string& version);
-
 // The first release of a pipeline with this version that has a sha256: the one that named the
 // version's artifact. Releases still waiting for their artifact (no sha256 yet) are skipped.
 StatusOr<std::optional<ReleaseRecord>> FirstWithArtifact(StoreReader& store,

@@ -1536,14 +1536,19 @@ TYPED_TEST_P(StoreConformance, SucceededWithVersionIsTheNewestSucceededOfThatVer
   EXPECT_FALSE(newest_succeeded("v9").has_value());
 }
 
-TYPED_TEST_P(StoreConformance, FirstWithVersionIsTheOldestOfThatVersionInAnyState) {
+TYPED_TEST_P(StoreConformance, FirstWithArtifactIsTheOldestOfThatVersionThatHasADigest) {
   this->Create("api", "v1", release_state::kSucceeded);
+  // A push's release still waiting for its artifact has no digest yet: it names nothing.
+  ReleaseRecord waiting = NewRelease("web", "v1");
+  waiting.sha256.clear();
+  waiting.state = release_state::kWaitingForArtifact;
+  ASSERT_TRUE(this->store().CreateRelease(waiting, Entry("release.create", 1)).ok());
   const ReleaseRecord first = this->Create("web", "v1", release_state::kFailed);
   this->Create("web", "v1", release_state::kSucceeded);
   const ReleaseRecord v2 = this->Create("web", "v2", release_state::kQueued);
 
   auto first_of = [this](const std::string& version) {
-    return IdOf(Must(FirstWithVersion(this->store(), "web", version), "FirstWithVersion"));
+    return IdOf(Must(FirstWithArtifact(this->store(), "web", version), "FirstWithArtifact"));
   };
   EXPECT_EQ(first_of("v1"), first.id);
   EXPECT_EQ(first_of("v2"), v2.id);
@@ -1583,6 +1588,6 @@ REGISTER_TYPED_TEST_SUITE_P(
     OpenReleasesAreTheNonFinalOnesOldestFirst, TheDesiredReleaseIsTheNewestSucceeded,
     TheDesiredReleaseIsANewerOnCallRollbackEvenIfItFailed,
     SucceededWithVersionIsTheNewestSucceededOfThatVersion,
-    FirstWithVersionIsTheOldestOfThatVersionInAnyState);
+    FirstWithArtifactIsTheOldestOfThatVersionThatHasADigest);
 
 }  // namespace lockstep::store_conformance
