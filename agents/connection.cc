@@ -3,9 +3,12 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 #include "agents/credential.h"
 #include "agents/executor.h"
@@ -16,6 +19,44 @@ namespace lockstep::agent {
 
 using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>;
 
+namespace {
+
+// "a:1, b:2" -> {"a:1", "b:2"}.
+std::vector<std::string> SplitServers(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// The leader a standby named in its refusal ("... the leader is at ADDR"), or "".
+std::string LeaderNamedIn(const std::string& message) {
+  static constexpr const char kMarker[] = "the leader is at ";
+  auto at = message.find(kMarker);
+  if (at == std::string::npos) return "";
+  std::string rest = message.substr(at + sizeof(kMarker) - 1);
+  return rest.substr(0, rest.find_first_of(" \t;,)"));
+}
+
+// Keepalive for a liveness timeout: a ping every half of it, answered within a quarter, so a
+// lockstepd that stopped answering is given up within three quarters of it.
+int64_t KeepaliveTimeFor(int64_t liveness_ms) { return std::max<int64_t>(liveness_ms / 2, 500); }
+int64_t KeepaliveTimeoutFor(int64_t liveness_ms) { return std::max<int64_t>(liveness_ms / 4, 250); }
+
+}  // namespace
+
+// How one session ended.
+struct SessionEnd {
+  bool welcomed = false;
+  std::string leader;   // a standby named the leader: go there next, at once
+  bool retune = false;  // the welcome asked for a shorter keepalive: reconnect with it
+};
+
 struct Connection::Impl {
   Impl(ConnectionOptions o, Executor* e, const Clock* c)
       : options(std::move(o)), executor(e), clock(c), backoff_alarm(c->NewAlarm()) {}
@@ -25,6 +66,11 @@ struct Connection::Impl {
   const Clock* const clock;
 
   std::string credential;  // this host's own credential; "" until enrolled (Session thread)
+  std::string target;      // the server of the current session (Run's thread)
+  // The newest leader epoch seen in a welcome, task or gate check; older ones are refused.
+  std::atomic<int64_t> newest_epoch{0};
+  // The liveness timeout the last welcome gave; the keepalive of the next channel follows it.
+  std::atomic<int64_t> liveness_ms{20'000};
 
   // Run's thread sleeps here between connection attempts; Stop wakes it.
   const std::unique_ptr<Alarm> backoff_alarm;
@@ -102,13 +148,28 @@ struct Connection::Impl {
     }
   }
 
-  // One connection attempt, until the stream ends. Returns true if it got a welcome.
-  bool Session(v1::AgentService::Stub& stub) {
+  // Whether a message stamped with `epoch` may be acted on: not from a deposed leader.
+  bool Current(int64_t epoch, const char* what) {
+    int64_t newest = newest_epoch.load();
+    if (epoch < newest) {
+      spdlog::warn("refused a {} of leader epoch {} from {}: epoch {} has been seen", what, epoch,
+                   target, newest);
+      return false;
+    }
+    while (epoch > newest && !newest_epoch.compare_exchange_weak(newest, epoch)) {
+    }
+    return true;
+  }
+
+  // One connection attempt, until the stream ends. `keepalive_for` is the liveness timeout
+  // the channel's keepalive was tuned to.
+  SessionEnd Session(v1::AgentService::Stub& stub, int64_t keepalive_for) {
+    SessionEnd end;
     grpc::ClientContext ctx;
     std::unique_ptr<Stream> call;
     {
       std::lock_guard lock(mu);
-      if (stopping) return false;
+      if (stopping) return end;
       context = &ctx;
     }
     call = stub.Connect(&ctx);
@@ -153,6 +214,10 @@ struct Connection::Impl {
     v1::ServerMessage in;
     while (ok && call->Read(&in)) {
       if (in.has_welcome()) {
+        if (!Current(in.welcome().epoch(), "welcome")) {
+          ctx.TryCancel();  // a deposed leader: try the next server
+          break;
+        }
         got_welcome = true;
         if (!in.welcome().credential().empty()) {
           // Enrolled: from now on this host proves itself with its own credential.
@@ -166,12 +231,26 @@ struct Connection::Impl {
           spdlog::info("enrolled: credential kept in {}",
                        options.credential_file.empty() ? "memory" : options.credential_file);
         }
+        // After the credential is kept: a retune reconnects with it.
+        if (int64_t liveness = in.welcome().liveness_timeout_ms(); liveness > 0) {
+          liveness_ms = liveness;
+          if (liveness < keepalive_for) {
+            // This channel would notice a frozen lockstepd too late: reconnect with one that
+            // does not (once; the next channel is tuned to this).
+            spdlog::info("reconnecting to {} to notice an unresponsive lockstepd within {} ms",
+                         target, liveness);
+            end.retune = true;
+            ctx.TryCancel();
+            break;
+          }
+        }
         {
           std::lock_guard lock(write_mu);
           welcomed = true;
           send_progress = in.welcome().send_progress();
         }
-        spdlog::info("connected to {} (pipeline {})", options.server, in.welcome().pipeline());
+        spdlog::info("connected to {} (pipeline {}, leader epoch {})", target,
+                     in.welcome().pipeline(), in.welcome().epoch());
         set_interval(in.welcome().heartbeat_interval_ms());
         if (!heartbeat.joinable()) {
           heartbeat = std::thread(
@@ -181,11 +260,13 @@ struct Connection::Impl {
         spdlog::debug("heartbeats every {} ms from now on", in.settings().heartbeat_interval_ms());
         set_interval(in.settings().heartbeat_interval_ms());
       } else if (in.has_reject()) {
-        spdlog::error("refused by {}: {}", options.server, in.reject().reason());
+        spdlog::error("refused by {}: {}", target, in.reject().reason());
       } else if (in.has_task()) {
-        executor->Submit(in.task());
+        if (Current(in.task().epoch(), "task")) executor->Submit(in.task());
       } else if (in.has_gate_check()) {
-        executor->SubmitGateCheck(in.gate_check());
+        if (Current(in.gate_check().epoch(), "gate check")) {
+          executor->SubmitGateCheck(in.gate_check());
+        }
       }
     }
     {
@@ -205,9 +286,13 @@ struct Connection::Impl {
       context = nullptr;
     }
     if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
-      spdlog::warn("stream to {} ended: {}", options.server, st.error_message());
+      spdlog::warn("stream to {} ended: {}", target, st.error_message());
     }
-    return got_welcome;
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      end.leader = LeaderNamedIn(st.error_message());
+    }
+    end.welcomed = got_welcome;
+    return end;
   }
 };
 
@@ -221,38 +306,67 @@ Status Connection::Run() {
     LOCKSTEP_ASSIGN_OR_RETURN(auto stored, LoadHostCredential(impl_->options.credential_file));
     impl_->credential = stored;
   }
-  grpc::ChannelArguments args;
-  // A lockstepd that hangs with its connection open is noticed within 70 s. One whose host or
-  // network vanished is noticed sooner: with keepalive on, gRPC also sets TCP_USER_TIMEOUT
-  // (10 s), which fails the connection when a heartbeat goes unacknowledged. Each ping costs
-  // lockstepd a wake-up; at one a minute ten thousand agents send 170 a second.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  // One connection per host: gRPC shares a connection between channels with equal arguments,
-  // and lockstepd allows few streams per connection. A real agent is alone in its process;
-  // hosts simulated in one process (the fleet benchmark) must not queue behind each other.
-  args.SetString("lockstep.agent", impl_->options.name);
+  const std::vector<std::string> servers = SplitServers(impl_->options.server);
+  if (servers.empty()) return InvalidArgument("--server: no address given");
   std::mt19937 rng(std::random_device{}());
   // Capped well below any sensible agent_lost, so an orchestrator that comes back finds
   // every agent again within a couple of seconds.
   constexpr auto kMin = std::chrono::milliseconds(100);
   constexpr auto kMax = std::chrono::milliseconds(2000);
+  // Redirects followed in a row without a welcome before backing off: two standbys that
+  // name each other (a lease in flux) must not make the agent spin.
+  constexpr int kMaxRedirects = 3;
   auto backoff = kMin;
+  size_t next = 0;
+  int redirects = 0;
+  std::string redirect;
   for (;;) {
+    impl_->target = !redirect.empty() ? redirect : servers[next % servers.size()];
+    const int64_t liveness = impl_->liveness_ms.load();
+    grpc::ChannelArguments args;
+    // A lockstepd that stops answering with its connection open (frozen, or its host gone)
+    // is noticed by keepalive pings within 3/4 of the liveness timeout lockstepd asked for;
+    // with keepalive on, gRPC also sets TCP_USER_TIMEOUT, which fails the connection when a
+    // ping goes unacknowledged. Pings are answered by lockstepd's transport, not its engine.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(KeepaliveTimeFor(liveness)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(KeepaliveTimeoutFor(liveness)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // One connection per host: gRPC shares a connection between channels with equal
+    // arguments, and lockstepd allows few streams per connection. A real agent is alone in
+    // its process; hosts simulated in one process (the fleet benchmark) must not queue
+    // behind each other.
+    args.SetString("lockstep.agent", impl_->options.name);
     // A fresh channel per attempt: a channel that failed to connect keeps failing calls fast
     // for its own backoff period, even after the server is back.
     auto credentials = ChannelCredentialsFrom(impl_->options.tls);  // checked at start-up
     auto channel = grpc::CreateCustomChannel(
-        impl_->options.server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(),
-        args);
+        impl_->target, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(), args);
     auto stub = v1::AgentService::NewStub(channel);
-    bool welcomed = impl_->Session(*stub);
-    if (welcomed) backoff = kMin;
+    SessionEnd end = impl_->Session(*stub, liveness);
+    const bool was_redirect = !redirect.empty();
+    redirect.clear();
+    if (end.welcomed || end.retune) {
+      backoff = kMin;
+      redirects = 0;
+    }
+    if (end.retune) continue;  // at once, to the same server
+    if (!end.leader.empty() && end.leader != impl_->target && redirects < kMaxRedirects) {
+      // A standby named the leader: straight there, no backoff.
+      ++redirects;
+      spdlog::info("{} is a standby; following it to the leader at {}", impl_->target, end.leader);
+      redirect = end.leader;
+      if (!impl_->Sleep(std::chrono::milliseconds(0))) return Status::Ok();
+      continue;
+    }
+    redirects = 0;
+    // The next server in the list (a leader that went away, or a redirect that failed).
+    if (!was_redirect) ++next;
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 2);
     auto wait = backoff + std::chrono::milliseconds(jitter(rng));
     if (!impl_->Sleep(wait)) return Status::Ok();
-    backoff = std::min(kMax, backoff * 2);
+    // Back off only once every server was tried.
+    if (next % servers.size() == 0) backoff = std::min(kMax, backoff * 2);
   }
 }
 

@@ -4,6 +4,14 @@
 // and jitter; results produced while disconnected are not lost, because the orchestrator
 // re-sends outstanding tasks on reconnect and the executor answers them from its journal.
 //
+// Several lockstepd (one leading, the rest standing by): `server` lists them all. A standby
+// ends the stream with UNAVAILABLE naming the leader ("the leader is at ADDR"), which the
+// agent follows at once, without backoff; a server that cannot be reached sends it to the
+// next one. A lockstepd that stops answering (frozen, partitioned) is noticed by the
+// transport's keepalive, tuned to the liveness timeout its welcome gave (2/3 of agent_lost),
+// and the agent moves on. Every task, gate check and welcome carries the sender's leader
+// epoch; the agent refuses any older than the newest it has seen (a deposed leader's).
+//
 // Time: the reconnect backoff and the heartbeat timer are measured on the Clock given at
 // construction and sleep on its Alarms (gRPC's own deadlines and keepalives are real time).
 //
@@ -24,7 +32,7 @@ namespace lockstep::agent {
 class Executor;
 
 struct ConnectionOptions {
-  std::string server;  // host:port
+  std::string server;  // host:port, or several separated by commas (tried in turn)
   std::string name;
   std::string region;
   std::string pipeline;

@@ -28,7 +28,9 @@ int Fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   lockstep::Flags flags;
-  flags.Value("server", "127.0.0.1:7400", "lockstepd gRPC address");
+  flags.Value("server", "127.0.0.1:7400",
+              "lockstepd gRPC address; several (one leading, the rest standing by) separated "
+              "by commas");
   flags.Value("region", "", "the region this host is in (required)");
   flags.Value("name", "", "this host's agent name, unique in the fleet (required)");
   flags.Value("root", "", "directory holding releases/, current and agent state (required)");

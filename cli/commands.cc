@@ -12,10 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/duration.h"
 #include "common/json_views.h"
+#include "common/random.h"
 #include "proto/lockstep.grpc.pb.h"
 
 namespace lockstep::cli {
@@ -35,6 +37,11 @@ constexpr std::chrono::milliseconds kMaxRetry{2000};
 // lockstepd sends the current view again after 15 s without a message, so a watch silent
 // for this long has a dead or wedged lockstepd at the other end (or a dead network).
 constexpr std::chrono::milliseconds kSilenceLimit{40'000};
+// `release create` tries again this long when lockstepd does not answer (a failover takes a
+// lease ttl and a reconnect); its request id makes the retries one release.
+constexpr std::chrono::milliseconds kCreateRetryFor{30'000};
+// How long a call to several servers waits for a failover to produce a leader.
+constexpr std::chrono::milliseconds kFailoverWait{15'000};
 
 int Error(int code, const std::string& msg) {
   std::fprintf(stderr, "lockstep: %s\n", msg.c_str());
@@ -67,26 +74,96 @@ int RpcError(const Context& ctx, const grpc::Status& st) {
   return Error(kServerError, st.error_message());
 }
 
+// Whether a call failed the way a failover looks: no lockstepd reached, one going away, or a
+// standby that knows no leader yet. Not: a lockstepd that answered it cannot do the work (its
+// store refuses writes), which waiting does not mend.
+bool FailingOver(const grpc::Status& st) {
+  if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return true;
+  if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return false;
+  for (const char* sign :
+       {"failed to connect", "Connection refused", "Socket closed", "Connection reset",
+        "Broken pipe", "standby", "shutting down", "connections to all backends failing"}) {
+    if (st.error_message().find(sign) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// The leader a standby named in its refusal ("... the leader is at ADDR"), or "".
+std::string LeaderNamedIn(const std::string& message) {
+  static constexpr const char kMarker[] = "the leader is at ";
+  auto at = message.find(kMarker);
+  if (at == std::string::npos) return "";
+  std::string rest = message.substr(at + sizeof(kMarker) - 1);
+  return rest.substr(0, rest.find_first_of(" \t;,)"));
+}
+
+// The lockstepd servers named by --server (or $LOCKSTEP_SERVER): one, or several separated by
+// commas, of which one leads. Calls go to the current one; a standby's refusal names the
+// leader, which becomes the current one at once, and a server that cannot be reached gives
+// way to the next.
 class Client {
  public:
   explicit Client(const Context& ctx) : ctx_(ctx) {
-    auto credentials = ChannelCredentialsFrom(ctx.tls);  // checked in main
-    // Back within a retry or two of lockstepd returning, not after gRPC's own reconnect
-    // backoff, which grows to two minutes. (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays at its
-    // default: it is also how long one connection attempt may take, TLS handshake included.)
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(kFirstRetry.count()));
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(kMaxRetry.count()));
-    stub_ = v1::ControlService::NewStub(grpc::CreateCustomChannel(
-        ctx.server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(), args));
+    std::string rest = ctx.server;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      std::string item = rest.substr(0, comma);
+      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+      item.erase(0, item.find_first_not_of(" \t"));
+      item.erase(item.find_last_not_of(" \t") + 1);
+      if (!item.empty()) servers_.push_back(item);
+    }
+    if (servers_.empty()) servers_.push_back(ctx.server);
+    Connect(servers_.front());
   }
 
+  // One call, following standbys to the leader and, when the current server cannot be
+  // reached, trying the next one. With several servers listed, a call that reached no leader
+  // (none answered, or standbys that know none yet: a failover under way) is tried again for
+  // up to kFailoverWait; such a call did nothing anywhere, so trying again is safe.
   template <typename Req, typename Resp, typename Fn>
   grpc::Status Call(Fn fn, const Req& req, Resp* resp) {
-    grpc::ClientContext c;
-    c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
-    Authorize(&c);
-    return ((*stub_).*fn)(&c, req, resp);
+    const Clock& clock = *SystemClock::Get();
+    const MonoTime give_up = clock.Monotonic() + kFailoverWait;
+    auto pause = kFirstRetry;
+    grpc::Status st;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      grpc::ClientContext c;
+      c.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+      Authorize(&c);
+      st = ((*stub_).*fn)(&c, req, resp);
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return st;
+      const std::string& m = st.error_message();
+      const bool named = !LeaderNamedIn(m).empty() && LeaderNamedIn(m) != current_;
+      const bool unreached = m.find("failed to connect") != std::string::npos ||
+                             m.find("Connection refused") != std::string::npos ||
+                             m.find("standby") != std::string::npos;
+      if (!named && !unreached) return st;
+      if (!MoveOn(st)) return st;
+      if (named) continue;  // straight to the leader a standby named
+      // Each server once without waiting; then, if several are listed, again after a pause.
+      if ((attempt + 1) % static_cast<int>(servers_.size()) != 0) continue;
+      if (servers_.size() < 2 || clock.Monotonic() + pause >= give_up) return st;
+      std::fprintf(stderr, "lockstep: no lockstepd leads yet (%s: %s); trying again\n",
+                   current_.c_str(), m.c_str());
+      clock.SleepFor(pause);
+      pause = std::min(pause * 2, std::chrono::duration_cast<std::chrono::milliseconds>(kMaxRetry));
+    }
+    return st;
+  }
+
+  // After a call to the current server failed with `st`: points at the leader it named, or
+  // else at the next server listed. False if there is nowhere else to go.
+  bool MoveOn(const grpc::Status& st) {
+    std::string leader = LeaderNamedIn(st.error_message());
+    if (!leader.empty() && leader != current_) {
+      Connect(leader);
+      return true;
+    }
+    if (servers_.size() < 2) return false;
+    next_ = (next_ + 1) % servers_.size();
+    Connect(servers_[next_]);
+    return true;
   }
 
   // Adds the token to a call.
@@ -95,9 +172,26 @@ class Client {
   }
 
   v1::ControlService::Stub& stub() { return *stub_; }
+  const std::string& current() const { return current_; }
 
  private:
+  void Connect(const std::string& server) {
+    current_ = server;
+    auto credentials = ChannelCredentialsFrom(ctx_.tls);  // checked in main
+    // Back within a retry or two of lockstepd returning, not after gRPC's own reconnect
+    // backoff, which grows to two minutes. (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays at its
+    // default: it is also how long one connection attempt may take, TLS handshake included.)
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(kFirstRetry.count()));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(kMaxRetry.count()));
+    stub_ = v1::ControlService::NewStub(grpc::CreateCustomChannel(
+        server, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(), args));
+  }
+
   const Context& ctx_;
+  std::vector<std::string> servers_;
+  size_t next_ = 0;
+  std::string current_;
   std::unique_ptr<v1::ControlService::Stub> stub_;
 };
 
@@ -341,6 +435,9 @@ Followed Follow(const Context& ctx, Client& client, const Following<Msg>& f) {
       return out;
     }
     last_error = st;
+    // A failover: the next look goes to the leader a standby named, or the next server.
+    const bool moved = client.MoveOn(st);
+    if (moved && !LeaderNamedIn(st.error_message()).empty()) continue;
     if (!lost) {
       std::fprintf(stderr, "lost contact with lockstepd at %s; retrying\n", ctx.server.c_str());
       lost = true;
@@ -448,8 +545,21 @@ int ReleaseCreate(const Context& ctx, const Flags& flags) {
   req.set_sha256(flags.Get("sha256"));
   req.set_commit(flags.Get("commit"));
   req.set_author(flags.Get("author"));
+  // One id for every attempt: lockstepd makes one release however often the request arrives,
+  // so it can be retried across a failover, to whichever lockstepd leads by then.
+  req.set_request_id("cli-" + RandomHex(16));
   v1::Release r;
-  grpc::Status st = client.Call(&v1::ControlService::Stub::CreateRelease, req, &r);
+  grpc::Status st;
+  const Clock& clock = *SystemClock::Get();
+  const MonoTime give_up = clock.Monotonic() + kCreateRetryFor;
+  for (auto retry = kFirstRetry;; retry = std::min(retry * 2, kMaxRetry)) {
+    st = client.Call(&v1::ControlService::Stub::CreateRelease, req, &r);
+    if (!FailingOver(st) || clock.Monotonic() + retry >= give_up) break;
+    std::fprintf(stderr, "lockstepd at %s did not answer (%s); trying again\n",
+                 client.current().c_str(), st.error_message().c_str());
+    client.MoveOn(st);
+    clock.SleepFor(retry);
+  }
   if (!st.ok()) return RpcError(ctx, st);
   if (flags.GetBool("wait")) {
     std::fprintf(stderr, "release %lld queued: %s %s\n", static_cast<long long>(r.id()),

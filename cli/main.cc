@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
   lockstep::Flags flags;
   const char* env_server = std::getenv("LOCKSTEP_SERVER");
   const char* env_token = std::getenv("LOCKSTEP_TOKEN");
-  flags.Value("server", env_server ? env_server : "127.0.0.1:7400", "lockstepd gRPC address");
+  flags.Value("server", env_server ? env_server : "127.0.0.1:7400",
+              "lockstepd gRPC address; several separated by commas (one leads)");
   flags.Value("token", env_token ? env_token : "", "API token");
   flags.Value("output", "text", "text or json");
   flags.Value("pipeline", "", "pipeline name");

@@ -58,6 +58,17 @@ lockstep::Status ApplyConfigFile(lockstep::Flags& flags, const std::string& path
 int main(int argc, char** argv) {
   lockstep::Flags flags;
   flags.Value("data-dir", "./lockstep-data", "directory for the SQLite store");
+  flags.Value("store", "",
+              "sqlite:PATH, or a PostgreSQL URI (postgresql://...) or conninfo shared by several "
+              "lockstepd, one leading; default: SQLite in --data-dir (one owner)");
+  flags.Value("advertise-grpc", "",
+              "where agents and the CLI reach this lockstepd, told to them by standbys "
+              "(default: the --grpc-listen host, or this host's name, and the bound port)");
+  flags.Value("advertise-http", "",
+              "the URL HTTP callers reach this lockstepd at, for standbys' redirects");
+  flags.Value("lease-ttl", "3s",
+              "how long the leader's lease lasts unrenewed: a standby takes over this long "
+              "after the leader stops (shared store only)");
   flags.Value("pipelines", "./pipelines", "directory of pipeline YAML files");
   flags.Value("grpc-listen", "127.0.0.1:7400", "gRPC address for agents and the CLI");
   flags.Value("http-listen", "127.0.0.1:7480", "HTTP address for the API and dashboard");
@@ -136,6 +147,15 @@ int main(int argc, char** argv) {
 
   lockstep::OrchestratorOptions options;
   options.data_dir = flags.Get("data-dir");
+  options.store = flags.Get("store");
+  options.advertise_grpc = flags.Get("advertise-grpc");
+  options.advertise_http = flags.Get("advertise-http");
+  auto lease_ttl = lockstep::ParseDuration(flags.Get("lease-ttl"));
+  if (!lease_ttl.ok() || lease_ttl->count() < 300 || lease_ttl->count() > 600'000) {
+    return Fail("--lease-ttl: " + (lease_ttl.ok() ? std::string("must be from 300ms to 10m")
+                                                  : lease_ttl.status().message()));
+  }
+  options.lease_ttl_ms = lease_ttl->count();
   options.pipelines = std::move(*pipelines);
   options.pipelines_dir = flags.Get("pipelines");
   options.grpc_listen = flags.Get("grpc-listen");
@@ -225,6 +245,7 @@ int main(int argc, char** argv) {
   });
   watcher.detach();
   o->Wait();
-  spdlog::info("lockstepd stopped");
-  return 0;
+  const int code = o->exit_code();
+  spdlog::info("lockstepd stopped{}", code == 0 ? "" : " (it lost the leader lease)");
+  return code;
 }

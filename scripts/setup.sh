@@ -9,10 +9,12 @@ PACKAGES=(
   libsqlite3-dev libcurl4-openssl-dev libspdlog-dev libfmt-dev
   libboost-dev libboost-filesystem-dev
   libgtest-dev libgmock-dev libyaml-cpp-dev nlohmann-json3-dev libcpp-httplib-dev
-  libssl-dev libarchive-dev
+  libssl-dev libarchive-dev libpq-dev
 )
 if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(prometheus openssl chromium fonts-liberation)  # fonts: chromium only recommends them
+  # The high-availability tests start a PostgreSQL 15 of their own (tests/support/postgres_server).
+  PACKAGES+=(postgresql-15)
   # The fuzz targets (tests/fuzz, scripts/fuzz.sh): clang 14 with its libFuzzer and sanitizer
   # runtimes (libclang-rt-14-dev), and llvm-symbolizer (llvm) for readable sanitizer stacks.
   PACKAGES+=(clang libclang-rt-14-dev llvm)

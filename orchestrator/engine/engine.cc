@@ -77,6 +77,7 @@ ReleaseRecord NewReleaseRecord(const NewRelease& req, const char* state, UnixMs 
   r.commit = req.commit;
   r.author = req.author;
   r.commit_at = req.commit_at;
+  r.request_id = req.request_id;
   r.state = state;
   r.created_at = now;
   return r;
@@ -206,6 +207,20 @@ void Engine::Audit(Pass& pass, UnixMs now, const std::string& action, const Rele
 
 // ------------------------------------------------------------------ operator requests
 
+namespace {
+
+Status ValidateRequestId(const std::string& id) {
+  if (id.size() > 128) return InvalidArgument("request id: longer than 128 characters");
+  for (unsigned char c : id) {
+    if (c < 0x21 || c > 0x7e) {
+      return InvalidArgument("request id: only printable ASCII without spaces is allowed");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status Engine::ValidateRelease(const NewRelease& req) const {
   if (req.pipeline.empty()) return InvalidArgument("pipeline: required");
   if (!FindPipeline(req.pipeline)) {
@@ -235,12 +250,43 @@ Status Engine::ValidateRelease(const NewRelease& req) const {
   if (req.commit.size() > 200 || req.author.size() > 200) {
     return InvalidArgument("commit/author: longer than 200 characters");
   }
-  return Status::Ok();
+  return ValidateRequestId(req.request_id);
+}
+
+StatusOr<std::optional<ReleaseRecord>> Engine::EarlierRequest(const NewRelease& req) const {
+  if (req.request_id.empty()) return std::optional<ReleaseRecord>();
+  ReleaseQuery q;
+  q.pipeline = req.pipeline;
+  q.request_id = req.request_id;
+  q.limit = 1;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto found, store_->FindReleases(q));
+  if (found.empty()) return std::optional<ReleaseRecord>();
+  if (found.front().version != req.version) {
+    return FailedPrecondition("request id " + req.request_id + " already made release " +
+                              std::to_string(found.front().id) + " of version " +
+                              found.front().version + "; a new request needs a new id");
+  }
+  return std::optional<ReleaseRecord>(found.front());
+}
+
+StatusOr<ReleaseRecord> Engine::InsertRelease(const NewRelease& req, ReleaseRecord r,
+                                              AuditRecord audit) const {
+  StatusOr<ReleaseRecord> created = store_->CreateRelease(std::move(r), std::move(audit));
+  if (created.ok() || created.status().code() != StatusCode::kAlreadyExists ||
+      req.request_id.empty()) {
+    return created;
+  }
+  // Another lockstepd made it between our look and our insert: theirs is the answer.
+  LOCKSTEP_ASSIGN_OR_RETURN(auto earlier, EarlierRequest(req));
+  if (earlier.has_value()) return *earlier;
+  return created;
 }
 
 StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
                                               const std::string& actor) const {
   LOCKSTEP_RETURN_IF_ERROR(ValidateRelease(req));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto earlier, EarlierRequest(req));
+  if (earlier.has_value()) return *earlier;
   // A version names one artifact forever: hosts keep releases on disk by version, and a
   // rollback to a version means what was first released under it.
   std::string sha = req.sha256;
@@ -259,8 +305,8 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   const UnixMs now = clock_->Now();
   ReleaseRecord r = NewReleaseRecord(req, release_state::kQueued, now);
   r.sha256 = sha;
-  return store_->CreateRelease(std::move(r),
-                               MakeAudit(now, actor, "release.create", "", CreationDetail(req)));
+  return InsertRelease(req, std::move(r),
+                       MakeAudit(now, actor, "release.create", "", CreationDetail(req)));
 }
 
 namespace {
@@ -536,9 +582,12 @@ Status Engine::AgentDisconnected(const std::string& name) {
 }
 
 Status Engine::MarkAllDisconnected() {
+  UnixMs now = clock_->Now();
+  started_at_ = std::max(started_at_.load(), now);
+  // Whatever a previous leader had loaded is stale.
+  DropCopies();
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   WriteBatch b;
-  UnixMs now = clock_->Now();
   for (auto& [name, a] : agents_) {
     if (!a.connected) continue;
     a.connected = false;
@@ -615,7 +664,7 @@ UnixMs Engine::LastContact(const AgentRecord& a) const {
   UnixMs seen = it != last_contact_.end() ? std::max(it->second, a.last_seen) : a.last_seen;
   // While this process was not running nobody watched the agent: its silence counts from
   // our start, so every agent gets agent_lost to reconnect after a restart.
-  return std::max(seen, started_at_);
+  return std::max(seen, started_at_.load());
 }
 
 bool Engine::AgentAlive(const AgentRecord& a, UnixMs now, const Pipeline& p) const {
@@ -779,6 +828,13 @@ StatusOr<UnixMs> Engine::Reconcile() {
   }
   for (const auto& name : dirty_agents_) {
     if (const AgentRecord* a = FindAgent(name)) pass.batch.agents.push_back(*a);
+  }
+  if (compose_outbox_) {
+    for (const auto& e : pass.events) {
+      for (auto& row : compose_outbox_(*e.pipeline, e.release, e.event, e.detail, now)) {
+        pass.batch.outbox.push_back(std::move(row));
+      }
+    }
   }
   // Written before anything is sent: a crash between the two re-sends on restart.
   if (Status st = store_->Write(pass.batch); !st.ok()) {
@@ -1103,9 +1159,9 @@ StatusOr<ReleaseRecord> Engine::CreateReleaseAwaitingArtifact(const NewRelease& 
   ReleaseRecord r = NewReleaseRecord(req, release_state::kWaitingForArtifact, now);
   r.reason = "waiting for its artifact " + req.artifact_url + " (at most " +
              FormatDuration(ArtifactWait(*p)) + ", trigger.github.artifact_wait)";
-  return store_->CreateRelease(std::move(r),
-                               MakeAudit(now, actor, "release.create", "",
-                                         CreationDetail(req) + ", waiting for its artifact"));
+  return InsertRelease(req, std::move(r),
+                       MakeAudit(now, actor, "release.create", "",
+                                 CreationDetail(req) + ", waiting for its artifact"));
 }
 
 void Engine::ArtifactChecked(int64_t release_id, const std::string& sha256,

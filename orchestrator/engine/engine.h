@@ -36,9 +36,11 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -63,6 +65,10 @@ struct NewRelease {
   // When the commit was made (unix ms, from the code host), 0 if unknown. A webhook push
   // whose commit is older than the pipeline's current release's is ignored (no replays).
   UnixMs commit_at = 0;
+  // Makes creation idempotent (ReleaseRecord::request_id): a request repeated with the same id
+  // (a retry across a failover, one push delivered to two lockstepd) gets the release the
+  // first one made. Empty: none. At most 128 printable ASCII characters.
+  std::string request_id = "";
 };
 
 // Where a pass reports what happened, for notifications and live views. Called on the
@@ -84,6 +90,13 @@ class Engine {
  public:
   // `store`, `clock` and `sink` must outlive the engine.
   Engine(std::vector<Pipeline> pipelines, Store* store, const Clock* clock, TaskSink* sink);
+  // The notification outbox: for each release event of a pass, the rows `compose` returns are
+  // written in the same transaction as the transition (so a crash right after loses none).
+  // REQUIRES: called before the first pass. Unset: no rows.
+  using OutboxComposer = std::function<std::vector<OutboxRecord>(
+      const Pipeline& pipeline, const ReleaseRecord& release, const std::string& event,
+      const std::string& detail, UnixMs now)>;
+  void set_outbox(OutboxComposer compose) { compose_outbox_ = std::move(compose); }
   void set_observer(EngineObserver* observer) { observer_ = observer; }
 
   // The pipelines in force. Any thread. A reference stays valid for the engine's life (every
@@ -144,8 +157,9 @@ class Engine {
   // release then counts as lost. kNotFound if lockstepd never knew it.
   Status RemoveAgent(const std::string& name, const std::string& actor);
   Status AgentDisconnected(const std::string& name);
-  // At start-up: agents recorded as connected by a previous process are not (they will
-  // reconnect); agent_lost counts from now.
+  // When this process starts to lead (at start-up, or on taking over from another lockstepd):
+  // agents recorded as connected by a previous leader are not (they will reconnect), and
+  // every agent's silence counts from now.
   Status MarkAllDisconnected();
   // Heartbeats refresh liveness (in memory). A heartbeat reporting another version than the
   // one recorded (someone switched the host by hand) is recorded, so drift is seen at once.
@@ -180,6 +194,12 @@ class Engine {
                                const std::string& step, int attempt);
 
  private:
+  // The release an earlier request with req.request_id made, if any (kFailedPrecondition if
+  // it was for another version).
+  StatusOr<std::optional<ReleaseRecord>> EarlierRequest(const NewRelease& req) const;
+  // store_->CreateRelease, answering a lost race on the request id with the winner.
+  StatusOr<ReleaseRecord> InsertRelease(const NewRelease& req, ReleaseRecord r,
+                                        AuditRecord audit) const;
   struct Pass;
   struct ReleaseCtx;
   using HostMap = std::map<std::string, HostRecord>;  // by agent name
@@ -248,7 +268,10 @@ class Engine {
   const Clock* const clock_;
   TaskSink* const sink_;
   EngineObserver* observer_ = nullptr;
-  const UnixMs started_at_;
+  // When this process began to watch the fleet (construction, then BeginLeadership): an
+  // agent's silence counts from here at the earliest.
+  std::atomic<UnixMs> started_at_;
+  OutboxComposer compose_outbox_;  // set before the first pass
 
   // Copies of the rows only the engine writes (operator requests write other columns, read
   // from the store on each pass). Changed rows are marked and written with the next pass.

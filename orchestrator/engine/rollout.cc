@@ -130,7 +130,7 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
           consecutive_failures = 0;
           // A pass from before an outage of this process longer than the interval is
           // re-checked, not trusted: nobody watched the release in between.
-          const bool before_outage = res.at < started_at_ - g.interval.count();
+          const bool before_outage = res.at < started_at_.load() - g.interval.count();
           consecutive_passes = before_outage ? 0 : consecutive_passes + 1;
           last_pass = res.at;
         } else {

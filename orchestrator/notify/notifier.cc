@@ -129,6 +129,7 @@ struct Notifier::Impl {
     std::string body;  // serialised once, in Post
     int attempts_made = 0;
     MonoTime due;
+    std::function<void(bool, const std::string&)> done;  // Notification::done
   };
 
   Impl(NotifierOptions o, const Clock* c) : options(std::move(o)), clock(c), alarm(c->NewAlarm()) {
@@ -240,6 +241,7 @@ struct Notifier::Impl {
     using Kind = AttemptResult::Kind;
     if (result.kind == Kind::kDelivered) {
       ++stats.delivered;
+      if (p.done) p.done(true, "delivered");
       return;
     }
     if (result.kind == Kind::kRetry && p.attempts_made < options.attempts) {
@@ -254,6 +256,10 @@ struct Notifier::Impl {
     ++stats.failed;
     spdlog::warn("notify: giving up on {} to {} after {} attempt(s): {}", p.event, RedactUrl(p.url),
                  p.attempts_made, result.detail);
+    if (p.done) {
+      p.done(false,
+             "failed after " + std::to_string(p.attempts_made) + " attempt(s): " + result.detail);
+    }
   }
 };
 
@@ -285,13 +291,14 @@ void Notifier::Post(Notification n) {
     spdlog::warn("notify: not sending {} to {}: {}", n.event, RedactUrl(n.url), invalid);
     absl::MutexLock lock(&impl_->mu);
     ++impl_->stats.failed;
+    if (n.done) n.done(false, "not sent: " + invalid);
     return;
   }
   // `replace` rather than throwing: a release note with invalid UTF-8 should still notify.
   std::string body = n.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 
-  Impl::Pending p{std::move(n.url), std::move(n.event), std::move(body), 0,
-                  impl_->clock->Monotonic()};
+  Impl::Pending p{std::move(n.url),          std::move(n.event), std::move(body), 0,
+                  impl_->clock->Monotonic(), std::move(n.done)};
   {
     absl::MutexLock lock(&impl_->mu);
     impl_->EnqueueLocked(impl_->next_seq++, std::move(p));

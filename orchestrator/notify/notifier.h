@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -46,6 +47,11 @@ struct Notification {
   // The JSON body. Must be an object with a string "text" field (Slack shows it); see
   // NotificationBody.
   nlohmann::json payload;
+  // Called once with the final outcome: delivered (a 2xx), or given up on (rejected, invalid,
+  // out of attempts), with a short reason. Not called for a notification dropped from a full
+  // queue or abandoned when the notifier stops: it was neither. Runs on the notifier's worker
+  // (or in Post, for an invalid one) with an internal lock held: it must only hand off.
+  std::function<void(bool delivered, const std::string& outcome)> done = nullptr;
 };
 
 struct NotifierOptions {

@@ -112,12 +112,13 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
     StartRead(&in_);
   }
 
-  // A stream refused before its first read: too many unauthenticated streams.
-  AgentReactor(Hub* hub, const std::string& why) : hub_(hub), pending_(nullptr) {
+  // A stream refused before its first read: too many unauthenticated streams, or this
+  // lockstepd is a standby.
+  AgentReactor(Hub* hub, grpc::Status refusal) : hub_(hub), pending_(nullptr) {
     finish_requested_ = true;
     finished_ = true;
     refused_ = true;
-    Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, why));
+    Finish(std::move(refusal));
   }
 
   // Engine thread (through the handle): the hello was accepted; read what follows.
@@ -264,12 +265,20 @@ void ReactorHandle::Close(const std::string& reason) {
 
 class AgentServiceImpl final : public lockstep::v1::AgentService::CallbackService {
  public:
-  AgentServiceImpl(Hub* hub, const AgentServiceLimits& limits) : hub_(hub), pending_(limits) {}
+  AgentServiceImpl(Hub* hub, const AgentServiceLimits& limits, std::function<std::string()> standby)
+      : hub_(hub), pending_(limits), standby_(std::move(standby)) {}
   grpc::ServerBidiReactor<AgentMessage, ServerMessage>* Connect(
       grpc::CallbackServerContext* context) override {
+    if (standby_) {
+      if (std::string refusal = standby_(); !refusal.empty()) {
+        return new AgentReactor(hub_, grpc::Status(grpc::StatusCode::UNAVAILABLE, refusal));
+      }
+    }
     std::string peer = PeerAddress(context->peer());
     if (!pending_.Take(peer)) {
-      return new AgentReactor(hub_, "too many unauthenticated agent streams; try again later");
+      return new AgentReactor(
+          hub_, grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                             "too many unauthenticated agent streams; try again later"));
     }
     return new AgentReactor(hub_, &pending_, std::move(peer));
   }
@@ -278,12 +287,14 @@ class AgentServiceImpl final : public lockstep::v1::AgentService::CallbackServic
  private:
   Hub* const hub_;
   PendingStreams pending_;
+  const std::function<std::string()> standby_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits) {
-  return std::make_unique<AgentServiceImpl>(hub, limits);
+std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits,
+                                                std::function<std::string()> standby) {
+  return std::make_unique<AgentServiceImpl>(hub, limits, std::move(standby));
 }
 
 }  // namespace lockstep

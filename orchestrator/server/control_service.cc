@@ -74,8 +74,14 @@ class ControlServiceImpl final : public v1::ControlService::Service {
 
   grpc::Status CreateRelease(grpc::ServerContext* ctx, const v1::CreateReleaseRequest* req,
                              v1::Release* out) override {
-    NewRelease nr{req->pipeline(), req->version(), req->artifact_url(),
-                  req->sha256(),   req->commit(),  req->author()};
+    NewRelease nr;
+    nr.pipeline = req->pipeline();
+    nr.version = req->version();
+    nr.artifact_url = req->artifact_url();
+    nr.sha256 = req->sha256();
+    nr.commit = req->commit();
+    nr.author = req->author();
+    nr.request_id = req->request_id();
     auto created = ops_->CreateRelease(AuthorizationOf(ctx), nr);
     if (!created.ok()) return ToGrpc(created.status());
     *out = ReleaseSummary(*created);

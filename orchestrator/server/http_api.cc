@@ -49,6 +49,12 @@ namespace fs = std::filesystem;
 // A body up to this many times the limit is read (and dropped) before the 413; see Listen.
 constexpr unsigned long long kDrainFactor = 64;
 
+GithubPushTriggerOptions TriggerOptions(const HttpApiOptions& options) {
+  GithubPushTriggerOptions t;
+  t.resume_now = !options.leadership;  // with leadership: when this process starts to lead
+  return t;
+}
+
 class HttpApiImpl final : public HttpApi {
  public:
   HttpApiImpl(const HttpApiOptions& options, const Operations* ops, Engine* engine, Store* store,
@@ -56,7 +62,8 @@ class HttpApiImpl final : public HttpApi {
       : options_(options),
         ops_(ops),
         auth_(auth),
-        trigger_(engine, store, clock, [hub] { hub->Kick(); }),
+        trigger_(
+            engine, store, clock, [hub] { hub->Kick(); }, TriggerOptions(options)),
         streams_(
             EventStreams::Limits{options.max_event_streams, options.max_event_streams_per_token},
             [ops](int64_t id) -> StatusOr<json> {
@@ -123,6 +130,21 @@ class HttpApiImpl final : public HttpApi {
         res.set_header("Connection", "close");
         return httplib::Server::HandlerResponse::Handled;
       }
+      if (options_.leadership && req.path != "/healthz" && req.path != "/metrics") {
+        LeaderInfo leader = options_.leadership();
+        if (!leader.self) {
+          // The leader serves everything else; a standby only points at it.
+          if (leader.http_url.empty()) {
+            SendError(res, 503,
+                      "this lockstepd is a standby and no leader is known yet; try again");
+          } else {
+            res.status = 307;
+            res.set_header("Location", leader.http_url + req.target);
+            SendError(res, 307, "this lockstepd is a standby; the leader is at " + leader.http_url);
+          }
+          return httplib::Server::HandlerResponse::Handled;
+        }
+      }
       if (!req.has_header("Content-Length")) {
         // A POST or DELETE with neither Content-Length nor chunked encoding has no body
         // (curl -X POST sends none). httplib would read such a body until the client closed
@@ -169,12 +191,35 @@ class HttpApiImpl final : public HttpApi {
       if (!health.ok()) {
         return SendJson(res, 503, json{{"status", "unhealthy"}, {"error", health.message()}});
       }
-      res.set_content("{\"status\": \"ok\"}\n", "application/json");
+      if (!options_.leadership) {
+        res.set_content("{\"status\": \"ok\"}\n", "application/json");
+        return;
+      }
+      // Both roles are healthy (200); a load balancer that should reach only the leader
+      // routes on "role".
+      LeaderInfo leader = options_.leadership();
+      SendJson(res, 200,
+               json{{"status", "ok"},
+                    {"role", leader.self ? "leader" : "standby"},
+                    {"epoch", leader.epoch},
+                    {"leader", leader.http_url}});
     });
     server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       auto text = metrics_.Render(
           HttpMetrics::ServerCounters{server_.refused_connections(), server_.slow_requests()});
       if (!text.ok()) return SendStatus(res, text.status());
+      if (options_.leadership) {
+        LeaderInfo leader = options_.leadership();
+        *text +=
+            "# HELP lockstep_leader 1 if this lockstepd leads, 0 if it stands by.\n"
+            "# TYPE lockstep_leader gauge\n"
+            "lockstep_leader " +
+            std::string(leader.self ? "1" : "0") +
+            "\n# HELP lockstep_lease_epoch The leader lease's epoch as last seen.\n"
+            "# TYPE lockstep_lease_epoch gauge\n"
+            "lockstep_lease_epoch " +
+            std::to_string(leader.epoch) + "\n";
+      }
       res.set_content(*text, "text/plain; version=0.0.4");
     });
     RegisterApi();
@@ -236,6 +281,8 @@ class HttpApiImpl final : public HttpApi {
   }
 
   int port() const override { return port_; }
+
+  void StartLeading() override { trigger_.ResumeWaiting(); }
 
   void Stop() override {
     streams_.CloseAll();
@@ -318,9 +365,9 @@ class HttpApiImpl final : public HttpApi {
     server_.Post(
         "/api/v1/releases",
         Api([this](const httplib::Request& req, const std::string& a) -> StatusOr<Reply> {
-          LOCKSTEP_ASSIGN_OR_RETURN(
-              auto body, Body(req, a, Action::kCreateRelease,
-                              {"pipeline", "version", "artifact", "sha256", "commit", "author"}));
+          LOCKSTEP_ASSIGN_OR_RETURN(auto body, Body(req, a, Action::kCreateRelease,
+                                                    {"pipeline", "version", "artifact", "sha256",
+                                                     "commit", "author", "request_id"}));
           NewRelease nr;
           for (auto [key, field] : std::initializer_list<std::pair<const char*, std::string*>>{
                    {"pipeline", &nr.pipeline},
@@ -328,7 +375,9 @@ class HttpApiImpl final : public HttpApi {
                    {"artifact", &nr.artifact_url},
                    {"sha256", &nr.sha256},
                    {"commit", &nr.commit},
-                   {"author", &nr.author}}) {
+                   {"author", &nr.author},
+                   // Idempotent creation: the same id again answers with the same release.
+                   {"request_id", &nr.request_id}}) {
             LOCKSTEP_ASSIGN_OR_RETURN(auto v, StringField(body, key));
             *field = v;
           }

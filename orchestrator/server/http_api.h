@@ -29,6 +29,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/server/leadership.h"
 
 namespace lockstep {
 
@@ -54,6 +55,10 @@ struct HttpApiOptions {
   // What /healthz reports: OK, or why lockstepd cannot do its work (e.g. the store refuses
   // writes). Called on request threads. Unset: always healthy.
   std::function<Status()> health;
+  // Leadership (leadership.h): who leads. While another lockstepd does, every request but
+  // /healthz and /metrics is answered 307 to the same path at the leader's URL (503 if none is
+  // known), and /healthz says "standby". Unset: this lockstepd always leads.
+  std::function<LeaderInfo()> leadership;
 };
 
 class HttpApi : public EngineObserver {
@@ -70,6 +75,9 @@ class HttpApi : public EngineObserver {
   virtual int port() const = 0;
   // Stops accepting requests and closes event streams. Idempotent.
   virtual void Stop() = 0;
+  // This lockstepd now leads (with HttpApiOptions::leadership set): the webhook trigger
+  // resumes waiting for the artifacts of releases left waiting.
+  virtual void StartLeading() = 0;
 
  protected:
   HttpApi() = default;

@@ -79,7 +79,16 @@ void Hub::Stop() {
   alarm_->Wake();
 }
 
+void Hub::SetLeadership(int64_t epoch, std::function<bool()> may_send) {
+  epoch_ = epoch;
+  may_send_ = std::move(may_send);
+}
+
 bool Hub::Deliver(const std::string& agent, const lockstep::v1::ServerMessage& msg) {
+  if (may_send_ && !may_send_()) {
+    spdlog::warn("not sending to {}: the leader lease may have passed to another lockstepd", agent);
+    return false;
+  }
   std::shared_ptr<StreamHandle> stream;
   {
     absl::MutexLock lock(&mu_);
@@ -94,12 +103,14 @@ bool Hub::Deliver(const std::string& agent, const lockstep::v1::ServerMessage& m
 bool Hub::Send(const std::string& agent, const lockstep::v1::Task& task) {
   lockstep::v1::ServerMessage msg;
   *msg.mutable_task() = task;
+  msg.mutable_task()->set_epoch(epoch_);
   return Deliver(agent, msg);
 }
 
 bool Hub::SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) {
   lockstep::v1::ServerMessage msg;
   *msg.mutable_gate_check() = check;
+  msg.mutable_gate_check()->set_epoch(epoch_);
   return Deliver(agent, msg);
 }
 
@@ -324,6 +335,8 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
   welcome.mutable_welcome()->set_heartbeat_interval_ms(heartbeat_interval_ms_);
   welcome.mutable_welcome()->set_send_progress(spdlog::should_log(spdlog::level::debug));
   welcome.mutable_welcome()->set_credential(credential);
+  welcome.mutable_welcome()->set_epoch(epoch_);
+  welcome.mutable_welcome()->set_liveness_timeout_ms(heartbeats_.liveness_timeout_ms);
   stream->Deliver(welcome);
   spdlog::info("agent {} connected (region {}, pipeline {}, running {}, agent {})", h.name(),
                h.region(), *assigned,

@@ -58,6 +58,9 @@ struct HeartbeatPolicy {
   static constexpr int64_t kPerSecond = 100;
   int64_t base_ms = 10'000;
   int64_t ceiling_ms = 10'000;
+  // Told to agents in their welcome: how soon they must notice that lockstepd stopped
+  // answering (2/3 of the smallest agent_lost), so a frozen leader does not cost its agents.
+  int64_t liveness_timeout_ms = 20'000;
   // The interval for `connected` agents.
   int64_t IntervalFor(size_t connected) const;
 };
@@ -92,6 +95,12 @@ class Hub final : public TaskSink {
   // "already_connected", "malformed", "refused"). Any thread.
   std::map<std::string, uint64_t> RefusalCounts() const;
 
+  // Leadership: `epoch` is stamped on every task, gate check and welcome from now on, and
+  // `may_send` (if set) is asked before each delivery; a false answer drops the message (a
+  // leader whose lease may have passed to another process sends nothing more). REQUIRES:
+  // called before Run.
+  void SetLeadership(int64_t epoch, std::function<bool()> may_send);
+
   bool Send(const std::string& agent, const lockstep::v1::Task& task) override;
   bool SendGateCheck(const std::string& agent, const lockstep::v1::GateCheck& check) override;
 
@@ -118,7 +127,9 @@ class Hub final : public TaskSink {
   // The factor keeps a fleet that connects one by one from being told thousands of times.
   void RetuneHeartbeats();
 
-  Engine* engine_ = nullptr;  // set by Run; engine thread only
+  Engine* engine_ = nullptr;        // set by Run; engine thread only
+  int64_t epoch_ = 0;               // set before Run
+  std::function<bool()> may_send_;  // set before Run
   const Clock* const clock_;
   const HeartbeatPolicy heartbeats_;
   int64_t heartbeat_interval_ms_;  // engine thread: what the connected agents were told

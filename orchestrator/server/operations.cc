@@ -27,13 +27,20 @@ std::vector<std::string> AllowedOperations(Role role) {
 Operations::Operations(Engine* engine, Store* store, Hub* hub, const Authenticator* auth)
     : engine_(engine), store_(store), hub_(hub), auth_(auth) {}
 
+StatusOr<Principal> Operations::Admit(const std::string& authorization, Action action) const {
+  if (standby_) {
+    if (std::string refusal = standby_(); !refusal.empty()) return Unavailable(refusal);
+  }
+  return auth_->Check(authorization, action);
+}
+
 StatusOr<Principal> Operations::WhoAmI(const std::string& authorization) const {
-  return auth_->Check(authorization, Action::kRead);
+  return Admit(authorization, Action::kRead);
 }
 
 StatusOr<v1::StatusResponse> Operations::Status(const std::string& authorization,
                                                 const std::string& pipeline) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   return LoadStatusView(*store_, *engine_, pipeline);
 }
 
@@ -41,12 +48,12 @@ StatusOr<std::vector<ReleaseRecord>> Operations::ListReleases(const std::string&
                                                               const std::string& pipeline,
                                                               int limit, const std::string& state,
                                                               const std::string& kind) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   return ListReleasesView(*store_, *engine_, pipeline, limit, state, kind);
 }
 
 StatusOr<v1::Release> Operations::GetRelease(const std::string& authorization, int64_t id) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   return LoadReleaseView(*store_, *engine_, id);
 }
 
@@ -56,7 +63,7 @@ StatusOr<v1::Release> Operations::ReleaseView(int64_t id) const {
 
 StatusOr<std::vector<AgentRecord>> Operations::ListAgents(const std::string& authorization,
                                                           const std::string& region) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   if (!region.empty()) {
     bool listed = false;
     for (const auto& p : engine_->pipelines()) listed |= p.HasRegion(region);
@@ -73,32 +80,32 @@ StatusOr<std::vector<AgentRecord>> Operations::ListAgents(const std::string& aut
 
 StatusOr<std::vector<AuditRecord>> Operations::ListAudit(const std::string& authorization,
                                                          int limit) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   return store_->Audit(limit);
 }
 
 StatusOr<std::vector<TokenRecord>> Operations::ListTokens(const std::string& authorization) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kManageTokens).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kManageTokens).status());
   return store_->ListTokens();
 }
 
 StatusOr<ReleaseRecord> Operations::CreateRelease(const std::string& authorization,
                                                   const NewRelease& release) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kCreateRelease));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kCreateRelease));
   LOCKSTEP_ASSIGN_OR_RETURN(auto created, engine_->CreateRelease(release, who.name));
   hub_->Kick();
   return created;
 }
 
 StatusOr<v1::Release> Operations::Approve(const std::string& authorization, int64_t id) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kApprove));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kApprove));
   LOCKSTEP_RETURN_IF_ERROR(engine_->Approve(id, who.name));
   hub_->Kick();
   return LoadReleaseView(*store_, *engine_, id);
 }
 
 StatusOr<v1::Release> Operations::Abort(const std::string& authorization, int64_t id) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kAbort));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kAbort));
   LOCKSTEP_RETURN_IF_ERROR(engine_->Abort(id, who.name));
   hub_->Kick();
   return LoadReleaseView(*store_, *engine_, id);
@@ -132,7 +139,7 @@ StatusOr<v1::PipelineStatus> Operations::Unfreeze(const std::string& authorizati
 StatusOr<ReleaseRecord> Operations::Rollback(const std::string& authorization,
                                              const std::string& pipeline,
                                              const std::string& to_version) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kRollback));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kRollback));
   LOCKSTEP_ASSIGN_OR_RETURN(auto created, engine_->Rollback(pipeline, to_version, who.name));
   hub_->Kick();
   return created;
@@ -142,7 +149,7 @@ StatusOr<CreatedToken> Operations::CreateToken(const std::string& authorization,
                                                const std::string& name, const std::string& role,
                                                const std::string& region,
                                                int64_t lifetime_ms) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kManageTokens));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kManageTokens));
   LOCKSTEP_ASSIGN_OR_RETURN(auto token,
                             auth_->CreateToken(name, role, region, who.name, lifetime_ms));
   return CreatedToken{name, role, std::move(token)};
@@ -150,25 +157,25 @@ StatusOr<CreatedToken> Operations::CreateToken(const std::string& authorization,
 
 lockstep::Status Operations::RevokeToken(const std::string& authorization,
                                          const std::string& name) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kManageTokens));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kManageTokens));
   return auth_->RevokeToken(name, who.name);
 }
 
 lockstep::Status Operations::RemoveAgent(const std::string& authorization,
                                          const std::string& name) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, Action::kManageTokens));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kManageTokens));
   return hub_->RemoveAgent(name, who.name);
 }
 
 StatusOr<std::unique_ptr<Watch>> Operations::WatchRelease(const std::string& authorization,
                                                           int64_t id) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   if (!watchers_) return Unavailable("live views are not served by this lockstepd");
   return watchers_->OpenRelease(id);
 }
 
 StatusOr<std::unique_ptr<Watch>> Operations::WatchStatus(const std::string& authorization) const {
-  LOCKSTEP_RETURN_IF_ERROR(auth_->Check(authorization, Action::kRead).status());
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
   if (!watchers_) return Unavailable("live views are not served by this lockstepd");
   return watchers_->OpenStatus();
 }
@@ -180,7 +187,7 @@ bool Operations::EndsReleaseWatch(const v1::Release& view) {
 StatusOr<v1::PipelineStatus> Operations::Switch(const std::string& authorization, Action action,
                                                 const std::string& pipeline,
                                                 const Change& change) const {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto who, auth_->Check(authorization, action));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, action));
   LOCKSTEP_RETURN_IF_ERROR(change(who.name));
   hub_->Kick();
   return PipelineView(pipeline);

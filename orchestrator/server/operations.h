@@ -101,6 +101,10 @@ class Operations {
   // Wires the live views. REQUIRES: called before any request; `watchers` outlives this.
   // Without it, watches are refused (kUnavailable).
   void set_watchers(Watchers* watchers) { watchers_ = watchers; }
+  // Wires leadership: `refusal` returns "" while this lockstepd leads, else why it does not
+  // serve (Leadership::Refusal), which every call then fails with (kUnavailable) before
+  // authenticating. REQUIRES: called before any request. Unset: always serve.
+  void set_standby(std::function<std::string()> refusal) { standby_ = std::move(refusal); }
   // Opens a watch of release `id` for the caller (steps 1-2, Action::kRead); then each view
   // is read with GetRelease(authorization, id), which authenticates again, so a revoked or
   // expired token ends the watch at its next view (a revocation is published at once). An
@@ -114,6 +118,8 @@ class Operations {
   static bool EndsReleaseWatch(const lockstep::v1::Release& view);
 
  private:
+  // Steps 1-2, after refusing if this lockstepd is a standby.
+  StatusOr<Principal> Admit(const std::string& authorization, Action action) const;
   using Change = std::function<lockstep::Status(const std::string& actor)>;
   // Steps 1-2, 4-6 of a pipeline switch.
   StatusOr<lockstep::v1::PipelineStatus> Switch(const std::string& authorization, Action action,
@@ -125,7 +131,8 @@ class Operations {
   Store* const store_;
   Hub* const hub_;
   const Authenticator* const auth_;
-  Watchers* watchers_ = nullptr;  // set once, before any request
+  Watchers* watchers_ = nullptr;          // set once, before any request
+  std::function<std::string()> standby_;  // set once, before any request
 };
 
 }  // namespace lockstep

@@ -1,23 +1,30 @@
 #include "orchestrator/server/orchestrator.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/service_type.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
+#include "common/random.h"
 #include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
 #include "orchestrator/notify/notifier.h"
 #include "orchestrator/server/http_api.h"
 #include "orchestrator/server/hub.h"
+#include "orchestrator/server/leadership.h"
 #include "orchestrator/server/observers.h"
 #include "orchestrator/server/operations.h"
+#include "orchestrator/server/outbox_relay.h"
 #include "orchestrator/server/services.h"
 #include "orchestrator/server/store_guard.h"
 #include "orchestrator/server/watchers.h"
@@ -28,10 +35,49 @@ namespace lockstep {
 
 namespace {
 constexpr int kMaxGrpcMessageBytes = 1 << 20;
+
+// One SQLite store has one owner: a lock file (DATA_DIR/lockstepd.lock, or PATH.lock for
+// --store sqlite:PATH) is locked (flock) for the life of the process and holds its pid, so a
+// second lockstepd on the same store refuses to start and names the first. The lock goes with
+// the process, however it ends. Returns the fd.
+StatusOr<int> LockStore(const std::string& path, const std::string& what) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Unavailable("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    return FailedPrecondition(what + " is in use by another lockstepd (pid " +
+                              (pid.empty() ? std::string("unknown") : pid) + ", " + path +
+                              "); one SQLite store has one owner: stop that process first, or "
+                              "run several lockstepd on a shared PostgreSQL store (--store)");
+  }
+  const std::string mine = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, mine.data(), mine.size(), 0) != static_cast<ssize_t>(mine.size())) {
+    ::close(fd);
+    return Unavailable("cannot write " + path + ": " + std::strerror(errno));
+  }
+  return fd;
+}
+
+// "0.0.0.0:7400" with bound port 7401 -> "HOSTNAME:7401"; "127.0.0.1:0" -> "127.0.0.1:7401".
+std::string AdvertisedAddress(const std::string& listen, int port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    char name[256] = {};
+    host = ::gethostname(name, sizeof(name) - 1) == 0 ? name : "localhost";
+  }
+  return host + ":" + std::to_string(port);
+}
+
 }  // namespace
 
 struct Orchestrator::Impl {
   OrchestratorOptions options;
+  int data_dir_lock = -1;  // the SQLite data directory's lock, held while the process lives
   std::unique_ptr<StoreGuard> store;
   // The live views (WatchRelease, WatchStatus), and the store the engine writes through,
   // which tells them what each commit changed.
@@ -47,12 +93,16 @@ struct Orchestrator::Impl {
   std::unique_ptr<HttpApi> http;
   // Release events go to the HTTP event streams and to each pipeline's notify webhooks.
   std::unique_ptr<Notifier> notifier;
-  std::unique_ptr<ReleaseNotifications> notifications;
+  std::unique_ptr<OutboxRelay> outbox;  // the leader delivers the notification outbox
   std::unique_ptr<FanOutObserver> observers;
   std::thread engine_thread;
+  std::unique_ptr<Leadership> leadership;
+  std::string token_file;  // where the first admin token is written
+  Status bootstrap;        // how writing it went, if this process made it
+  int exit_code = 0;       // guarded by mu
   int grpc_port = 0;
   int http_port = 0;
-  std::mutex mu;
+  mutable std::mutex mu;
   std::condition_variable cv;
   bool shut_down = false;  // guarded by mu; Shutdown has begun
   bool stopped = false;    // guarded by mu; Shutdown has finished
@@ -60,7 +110,10 @@ struct Orchestrator::Impl {
 
 Orchestrator::Orchestrator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Orchestrator::~Orchestrator() { Shutdown(); }
+Orchestrator::~Orchestrator() {
+  Shutdown();
+  if (impl_->data_dir_lock >= 0) ::close(impl_->data_dir_lock);
+}
 
 StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions options) {
   auto impl = std::make_unique<Impl>();
@@ -76,30 +129,45 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   if (::chmod(o.data_dir.c_str(), 0700) != 0) {
     return Unavailable("cannot make data directory " + o.data_dir + " private (mode 0700)");
   }
-  const std::string db_path = (std::filesystem::path(o.data_dir) / "lockstep.db").string();
-  LOCKSTEP_ASSIGN_OR_RETURN(auto store, OpenSqliteStore(db_path));
-  for (const char* suffix : {"", "-wal", "-shm"}) {
-    std::string f = db_path + suffix;
-    if (::chmod(f.c_str(), 0600) != 0 && errno != ENOENT) {
-      return Unavailable("cannot make " + f + " private (mode 0600)");
+  // --store: empty (SQLite in the data directory), sqlite:PATH, or PostgreSQL.
+  const bool sqlite_path = o.store.rfind("sqlite:", 0) == 0;
+  const bool shared = !o.store.empty() && !sqlite_path;
+  const std::string db_path = sqlite_path
+                                  ? o.store.substr(std::strlen("sqlite:"))
+                                  : (std::filesystem::path(o.data_dir) / "lockstep.db").string();
+  if (sqlite_path && db_path.empty()) return InvalidArgument("--store sqlite:PATH: PATH is empty");
+  std::unique_ptr<Store> store;
+  if (shared) {
+    LOCKSTEP_ASSIGN_OR_RETURN(store, OpenPostgresStore(o.store));
+  } else {
+    LOCKSTEP_ASSIGN_OR_RETURN(
+        impl->data_dir_lock,
+        sqlite_path ? LockStore(db_path + ".lock", "store " + db_path)
+                    : LockStore((std::filesystem::path(o.data_dir) / "lockstepd.lock").string(),
+                                "data directory " + o.data_dir));
+    LOCKSTEP_ASSIGN_OR_RETURN(store, OpenSqliteStore(db_path));
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      std::string f = db_path + suffix;
+      if (::chmod(f.c_str(), 0600) != 0 && errno != ENOENT) {
+        return Unavailable("cannot make " + f + " private (mode 0600)");
+      }
     }
   }
   // Everything reaches the store through the guard, so a disk that refuses writes turns into
   // "unavailable" answers and an unhealthy /healthz rather than anonymous internal errors.
   impl->store = std::make_unique<StoreGuard>(std::move(store));
   impl->auth = std::make_unique<Authenticator>(impl->store.get(), o.clock);
-  std::string token_file = o.bootstrap_token_file.empty()
-                               ? (std::filesystem::path(o.data_dir) / "admin-token").string()
-                               : o.bootstrap_token_file;
-  LOCKSTEP_ASSIGN_OR_RETURN(auto bootstrapped, impl->auth->Bootstrap(token_file));
-  if (bootstrapped) spdlog::info("first start: admin token written to {}", token_file);
+  impl->token_file = o.bootstrap_token_file.empty()
+                         ? (std::filesystem::path(o.data_dir) / "admin-token").string()
+                         : o.bootstrap_token_file;
   HeartbeatPolicy heartbeats;
+  int64_t lost = INT64_MAX;
+  for (const auto& p : o.pipelines) lost = std::min<int64_t>(lost, p.timeouts.agent_lost.count());
+  if (lost == INT64_MAX) lost = 30'000;
+  heartbeats.liveness_timeout_ms = std::max<int64_t>(lost * 2 / 3, 1000);
   if (o.heartbeat_interval_ms > 0) {
     heartbeats.base_ms = heartbeats.ceiling_ms = o.heartbeat_interval_ms;
   } else {
-    int64_t lost = INT64_MAX;
-    for (const auto& p : o.pipelines) lost = std::min<int64_t>(lost, p.timeouts.agent_lost.count());
-    if (lost == INT64_MAX) lost = 30'000;
     heartbeats.base_ms = std::clamp<int64_t>(lost / 3, 1000, 10'000);
     heartbeats.ceiling_ms = std::max<int64_t>(heartbeats.base_ms, lost / 3);
   }
@@ -114,12 +182,21 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   Watchers* watchers = impl->watchers.get();
   impl->auth->OnRevoke([watchers](const std::string& /*token_name*/) { watchers->Touch(); });
 
+  // Leadership is decided after the servers listen (a standby must answer, to point callers
+  // at the leader), but everything that asks it is wired now.
+  Impl* raw = impl.get();
+  auto standby = [raw]() -> std::string {
+    return raw->leadership ? raw->leadership->Refusal() : "lockstepd is starting";
+  };
+  impl->store->set_leading([raw] { return raw->leadership && raw->leadership->leader(); });
   impl->agent_service = MakeAgentService(
-      impl->hub.get(), AgentServiceLimits{o.hello_timeout_ms, o.max_pending_streams_per_peer,
-                                          o.max_pending_streams});
+      impl->hub.get(),
+      AgentServiceLimits{o.hello_timeout_ms, o.max_pending_streams_per_peer, o.max_pending_streams},
+      standby);
   impl->operations = std::make_unique<Operations>(impl->engine.get(), impl->store.get(),
                                                   impl->hub.get(), impl->auth.get());
   impl->operations->set_watchers(impl->watchers.get());
+  impl->operations->set_standby(standby);
   impl->control_service = MakeControlService(impl->operations.get());
 
   LOCKSTEP_ASSIGN_OR_RETURN(auto credentials, ServerCredentialsFrom(o.tls));
@@ -131,11 +208,12 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   builder.RegisterService(impl->control_service.get());
   // Detect agents whose connection died silently (no FIN): ping idle streams. The engine
   // already counts a silent agent as lost after agent_lost; this only frees the stream, so
-  // it can be rare (each ping is a wake-up of lockstepd for every agent).
+  // it can be rare (each ping is a wake-up of lockstepd for every agent). Agents ping more
+  // often (to notice a frozen lockstepd, Welcome.liveness_timeout_ms); any rate is allowed.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   // Agents and the CLI send small messages (the largest is a task result with a bounded
   // output tail); a peer cannot make lockstepd buffer a large one. A connection carries
@@ -157,6 +235,7 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     ho.max_event_streams = o.http_max_event_streams;
     StoreGuard* guard = impl->store.get();
     ho.health = [guard] { return guard->WriteHealth(); };
+    ho.leadership = [raw] { return raw->leadership ? raw->leadership->Current() : LeaderInfo(); };
     auto http = HttpApi::Start(ho, impl->operations.get(), impl->engine.get(), impl->store.get(),
                                impl->hub.get(), impl->auth.get(), o.clock);
     if (!http.ok()) {
@@ -167,18 +246,70 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
     impl->http_port = impl->http->port();
   }
   impl->notifier = std::make_unique<Notifier>(NotifierOptions{}, o.clock);
-  impl->notifications = std::make_unique<ReleaseNotifications>(impl->notifier.get());
+  impl->outbox = std::make_unique<OutboxRelay>(impl->store.get(), impl->notifier.get(), o.clock);
+  impl->engine->set_outbox(NotificationRows);
   impl->observers = std::make_unique<FanOutObserver>(
-      std::vector<EngineObserver*>{impl->notifications.get(), impl->http.get(), watchers});
+      std::vector<EngineObserver*>{impl->outbox.get(), impl->http.get(), watchers});
   impl->engine->set_observer(impl->observers.get());
-  Hub* hub = impl->hub.get();
-  Engine* engine = impl->engine.get();
-  impl->engine_thread = std::thread([hub, engine] { hub->Run(engine); });
-  hub->Kick();  // resume whatever was in flight when the last process stopped
-  spdlog::info("lockstepd serving gRPC on port {}, HTTP on port {}, {} pipeline(s), store {}",
+
+  LeadershipOptions lo;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  lo.holder = std::string(host) + "/" + std::to_string(::getpid()) + "/" + RandomHex(4);
+  lo.grpc_address = o.advertise_grpc.empty() ? AdvertisedAddress(o.grpc_listen, impl->grpc_port)
+                                             : o.advertise_grpc;
+  lo.http_url = !o.advertise_http.empty() ? o.advertise_http
+                : impl->http_port > 0
+                    ? "http://" + AdvertisedAddress(o.http_listen, impl->http_port)
+                    : "";
+  lo.ttl_ms = o.lease_ttl_ms;
+  lo.sole_owner = !shared;
+  StoreGuard* health_of = impl->store.get();
+  lo.store_health = [health_of] { return health_of->WriteHealth(); };
+  Leadership::Callbacks callbacks;
+  callbacks.elected = [raw](int64_t epoch) { StartLeading(*raw, epoch); };
+  callbacks.lost = [raw](const std::string& why) {
+    {
+      std::lock_guard lock(raw->mu);
+      raw->exit_code = kLostLease;
+    }
+    spdlog::critical("stopping: {}", why);
+    // Not on this thread: shutting down joins it.
+    std::thread([raw] { StopImpl(*raw); }).detach();
+  };
+  impl->leadership =
+      std::make_unique<Leadership>(impl->store.get(), o.clock, lo, std::move(callbacks));
+  Status led = impl->leadership->Start();
+  // A lone lockstepd that cannot write its first admin token would lock everyone out.
+  if (led.ok() && !shared) led = impl->bootstrap;
+  if (!led.ok()) {
+    StopImpl(*impl);
+    return led;
+  }
+  spdlog::info("lockstepd serving gRPC on port {}, HTTP on port {}, {} pipeline(s), store {}, {}",
                impl->grpc_port, impl->http_port, o.pipelines.size(),
-               (std::filesystem::path(o.data_dir) / "lockstep.db").string());
+               shared ? std::string("postgresql (shared)") : db_path,
+               impl->leadership->leader() ? "leading" : "standing by");
   return std::unique_ptr<Orchestrator>(new Orchestrator(std::move(impl)));
+}
+
+void Orchestrator::StartLeading(Impl& impl, int64_t epoch) {
+  if (auto bootstrapped = impl.auth->Bootstrap(impl.token_file); !bootstrapped.ok()) {
+    impl.bootstrap = bootstrapped.status();
+    spdlog::error("first admin token: {}", bootstrapped.status().ToString());
+  } else if (*bootstrapped) {
+    spdlog::info("first start: admin token written to {}", impl.token_file);
+  }
+  Leadership* lead = impl.leadership.get();
+  impl.hub->SetLeadership(epoch, [lead] { return lead->HoldsLease(); });
+  if (impl.http) impl.http->StartLeading();
+  Hub* hub = impl.hub.get();
+  Engine* engine = impl.engine.get();
+  std::lock_guard lock(impl.mu);
+  if (impl.shut_down) return;
+  impl.outbox->Start();  // notifications left pending by earlier leaders go out now
+  impl.engine_thread = std::thread([hub, engine] { hub->Run(engine); });
+  hub->Kick();  // resume whatever was in flight when the last leader stopped
 }
 
 int Orchestrator::grpc_port() const { return impl_->grpc_port; }
@@ -190,25 +321,37 @@ void Orchestrator::Wait() {
   impl_->cv.wait(lock, [&] { return impl_->stopped; });
 }
 
-void Orchestrator::Shutdown() {
+void Orchestrator::Shutdown() { StopImpl(*impl_); }
+
+int Orchestrator::exit_code() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->exit_code;
+}
+
+void Orchestrator::StopImpl(Impl& impl) {
   {
-    std::lock_guard lock(impl_->mu);
-    if (impl_->shut_down) return;
-    impl_->shut_down = true;
+    std::lock_guard lock(impl.mu);
+    if (impl.shut_down) return;
+    impl.shut_down = true;
   }
   // Stop taking RPCs first (streams are cancelled), then the engine loop; the store's last
   // committed pass is the state a restart resumes from. Open watches are ended first: their
   // handlers wait on the Watchers, not on gRPC, and the server's shutdown waits for them.
-  impl_->watchers->Shutdown();
-  impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  if (impl_->http) impl_->http->Stop();
-  impl_->hub->Stop();
-  if (impl_->engine_thread.joinable()) impl_->engine_thread.join();
+  // The lease is given up last, once nothing more will be written or sent, so a standby
+  // takes over at once instead of after the lease's ttl.
+  impl.watchers->Shutdown();
+  impl.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (impl.http) impl.http->Stop();
+  impl.hub->Stop();
+  if (impl.engine_thread.joinable()) impl.engine_thread.join();
+  // Notifications not delivered by now stay pending in the outbox for the next leader.
+  impl.outbox->Stop();
+  if (impl.leadership) impl.leadership->Stop(/*give_up=*/true);
   {
-    std::lock_guard lock(impl_->mu);
-    impl_->stopped = true;
+    std::lock_guard lock(impl.mu);
+    impl.stopped = true;
   }
-  impl_->cv.notify_all();
+  impl.cv.notify_all();
 }
 
 Status Orchestrator::ReloadPipelines() {

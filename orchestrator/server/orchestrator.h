@@ -19,6 +19,15 @@ namespace lockstep {
 
 struct OrchestratorOptions {
   std::string data_dir;
+  // Where state lives. Empty: SQLite in data_dir, which this process then locks (one owner).
+  // A PostgreSQL URI or conninfo: a database several lockstepd share, one leading at a time
+  // (leadership.h); the others stand by and point callers at it.
+  std::string store;
+  // Where other processes reach this one, as stored in the lease for standbys to point at.
+  // Empty: the listen address with its bound port (the host name for a wildcard address).
+  std::string advertise_grpc;
+  std::string advertise_http;
+  int64_t lease_ttl_ms = 3000;
   std::vector<Pipeline> pipelines;
   // Where `pipelines` were read from, for ReloadPipelines.
   std::string pipelines_dir;
@@ -61,6 +70,10 @@ class Orchestrator {
   int http_port() const;
   void Wait();
   void Shutdown();
+  // After Wait: 0, or kLostLease if it stopped because another lockstepd took the lease (a
+  // supervisor restarts it, and it comes back as a standby).
+  int exit_code() const;
+  static constexpr int kLostLease = 75;
 
   // Reads the pipelines directory again (SIGHUP) and puts the result in force, as
   // Engine::ReplacePipelines describes. A directory that does not load (a bad file, an
@@ -72,6 +85,9 @@ class Orchestrator {
  private:
   struct Impl;
   explicit Orchestrator(std::unique_ptr<Impl> impl);
+  // On election: the first admin token (if none was ever made), then the engine loop.
+  static void StartLeading(Impl& impl, int64_t epoch);
+  static void StopImpl(Impl& impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
 namespace grpc {
 class Service;
@@ -24,8 +26,11 @@ struct AgentServiceLimits {
   int max_pending_streams = 2048;
 };
 
-// The agent-facing bidirectional stream service.
-std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits);
+// The agent-facing bidirectional stream service. `standby` (if set) returns "" while this
+// lockstepd leads, else why it does not (naming the leader): a stream opened then is ended at
+// once with UNAVAILABLE and that message, which agents follow to the leader.
+std::unique_ptr<grpc::Service> MakeAgentService(Hub* hub, const AgentServiceLimits& limits,
+                                                std::function<std::string()> standby = {});
 // The CLI-facing control service: the gRPC front door of `ops`, which must outlive it.
 std::unique_ptr<grpc::Service> MakeControlService(const Operations* ops);
 

@@ -14,6 +14,7 @@
 // own calls, and the guard's state has its own lock.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,10 @@ class StoreGuard final : public ForwardingStore {
 
   // OK, or the cause of the last failed write (kUnavailable) if no write succeeded since.
   Status WriteHealth() const;
+  // Writes are refused (kUnavailable, nothing written, not counted as a store failure) while
+  // `leading` returns false: a standby lockstepd writes nothing. REQUIRES: called before any
+  // write. Unset: every write goes through.
+  void set_leading(std::function<bool()> leading) { leading_ = std::move(leading); }
 
   // The writes; every read is forwarded unchanged.
   StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord release, AuditRecord audit) override;
@@ -46,7 +51,11 @@ class StoreGuard final : public ForwardingStore {
   // Records the outcome of a write and returns what the caller should see.
   Status Observe(const Status& st);
 
+  // kUnavailable while this lockstepd does not lead.
+  Status Leading() const;
+
   const std::unique_ptr<Store> owned_;
+  std::function<bool()> leading_;  // set before any write
   mutable absl::Mutex mu_;
   Status write_error_ ABSL_GUARDED_BY(mu_);
 };

@@ -163,6 +163,34 @@ ALTER TABLE agents ADD COLUMN agent_version TEXT NOT NULL DEFAULT '';
 CREATE INDEX releases_by_commit ON releases(pipeline, commit_sha);
 CREATE INDEX releases_by_pipeline_state ON releases(pipeline, state, id);
 )sql"},
+      // Exactly once: release request ids, the durable notification outbox, and the leader
+      // lease (one SQLite file has one owner, but the epoch still fences a restarted
+      // process's predecessor and tells agents which lockstepd is newest).
+      {9, R"sql(
+ALTER TABLE releases ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+CREATE UNIQUE INDEX releases_by_request ON releases(pipeline, request_id) WHERE request_id <> '';
+CREATE TABLE outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  created_at INTEGER NOT NULL,
+  pipeline TEXT NOT NULL,
+  event TEXT NOT NULL,
+  url TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL DEFAULT 0,
+  done_at INTEGER NOT NULL DEFAULT 0,
+  outcome TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX outbox_pending ON outbox(done_at, next_attempt_at, id);
+CREATE TABLE leader_lease (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch INTEGER NOT NULL,
+  holder TEXT NOT NULL,
+  grpc_address TEXT NOT NULL,
+  http_url TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+)sql"},
   };
   return kMigrations;
 }

@@ -106,6 +106,11 @@ struct ReleaseRecord {
   // to a concurrent engine pass.
   std::string abort_requested_by;
   UnixMs abort_requested_at = 0;
+  // Makes creation idempotent: a second CreateRelease with the same pipeline and request id
+  // creates nothing (kAlreadyExists naming the first). The CLI sends one per invocation, so a
+  // retry across a failover makes one release; the webhook derives one from the commit, so
+  // the same push delivered to two lockstepd makes one release. Empty: no such guard.
+  std::string request_id;
 };
 
 struct WaveRecord {
@@ -226,6 +231,39 @@ struct AuditRecord {
   std::string outcome = "ok";
 };
 
+// A notification waiting in the durable outbox: written in the same transaction as the
+// change it reports, delivered (at least once) by whichever lockstepd leads, and marked
+// delivered or given up on afterwards.
+struct OutboxRecord {
+  int64_t id = 0;  // assigned when written; ascending in write order
+  UnixMs created_at = 0;
+  std::string pipeline;
+  std::string event;    // release_started, succeeded, ... (for logs and filters)
+  std::string url;      // the notify target
+  std::string payload;  // the JSON body, as it is to be sent
+  int attempts = 0;     // deliveries tried so far
+  UnixMs next_attempt_at = 0;
+  UnixMs done_at = 0;   // delivered or given up on; 0: still pending
+  std::string outcome;  // "delivered", "failed: ..." once done; the last error while pending
+};
+
+// The leader lease: which lockstepd may write. Its epoch goes up by one each time a
+// different process takes it, and every fenced write checks it in its own transaction.
+struct LeaseRecord {
+  int64_t epoch = 0;         // 0: never held
+  std::string holder;        // the holding process's id (unique per start)
+  std::string grpc_address;  // where agents and the CLI reach the holder
+  std::string http_url;      // where HTTP callers reach it
+  int64_t remaining_ms = 0;  // how long it is still held, by the store's clock; <= 0: expired
+};
+
+struct LeaseClaim {
+  std::string holder;
+  std::string grpc_address;
+  std::string http_url;
+  int64_t ttl_ms = 3000;
+};
+
 // Everything one engine pass (or one API call) changes, written in a single transaction.
 struct WriteBatch {
   std::vector<ReleaseRecord> releases;   // upserted by id (id must exist)
@@ -273,10 +311,15 @@ struct WriteBatch {
   };
   std::vector<Expect> expect;
 
+  std::vector<OutboxRecord> outbox;  // appended (ids assigned)
+  // Delivery progress of outbox rows: attempts, next_attempt_at, done_at and outcome are
+  // written; an unknown id is ignored (another leader may have finished it).
+  std::vector<OutboxRecord> outbox_updates;
+
   bool empty() const {
     return releases.empty() && waves.empty() && hosts.empty() && agents.empty() && audit.empty() &&
            gate_results.empty() && holds.empty() && abort_requests.empty() && approvals.empty() &&
-           pipeline_states.empty();
+           pipeline_states.empty() && outbox.empty() && outbox_updates.empty();
   }
 };
 

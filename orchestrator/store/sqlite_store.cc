@@ -28,6 +28,9 @@ const std::vector<std::string>& All() {
 
 namespace {
 
+// SQLite's clock in unix milliseconds, for the lease.
+#define LOCKSTEP_SQLITE_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
 // A prepared statement bound positionally (1-based) and stepped once or row by row.
 class Stmt {
  public:
@@ -96,7 +99,7 @@ std::vector<std::string> SplitVersions(const std::string& s) {
 constexpr const char* kReleaseColumns =
     "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
     "current_wave, previous_version, created_at, started_at, finished_at, kind, "
-    "previous_release_id, abort_requested_by, abort_requested_at, commit_at";
+    "previous_release_id, abort_requested_by, abort_requested_at, commit_at, request_id";
 
 ReleaseRecord ReadRelease(const Stmt& s) {
   ReleaseRecord r;
@@ -119,6 +122,7 @@ ReleaseRecord ReadRelease(const Stmt& s) {
   r.abort_requested_by = s.Text(16);
   r.abort_requested_at = s.Int(17);
   r.commit_at = s.Int(18);
+  r.request_id = s.Text(19);
   return r;
 }
 
@@ -175,19 +179,29 @@ class SqliteStore final : public Store {
 
   StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord r, AuditRecord audit) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     Stmt s(db_,
            "INSERT INTO releases (pipeline, version, artifact_url, sha256, commit_sha, author, "
            "state, reason, current_wave, previous_version, created_at, started_at, "
-           "finished_at, kind, previous_release_id, commit_at) VALUES "
-           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+           "finished_at, kind, previous_release_id, commit_at, request_id) VALUES "
+           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     s.Bind(1, r.pipeline).Bind(2, r.version).Bind(3, r.artifact_url).Bind(4, r.sha256);
     s.Bind(5, r.commit).Bind(6, r.author).Bind(7, r.state).Bind(8, r.reason);
     s.Bind(9, int64_t{r.current_wave}).Bind(10, r.previous_version).Bind(11, r.created_at);
     s.Bind(12, r.started_at).Bind(13, r.finished_at).Bind(14, r.kind);
-    s.Bind(15, r.previous_release_id).Bind(16, r.commit_at);
-    if (s.Step() != SQLITE_DONE) return RollbackLocked("insert release: " + s.Error());
+    s.Bind(15, r.previous_release_id).Bind(16, r.commit_at).Bind(17, r.request_id);
+    if (int rc = s.Step(); rc != SQLITE_DONE) {
+      if (rc == SQLITE_CONSTRAINT && !r.request_id.empty()) {
+        Stmt q(db_, "SELECT id FROM releases WHERE pipeline=? AND request_id=?");
+        q.Bind(1, r.pipeline).Bind(2, r.request_id);
+        if (q.Step() == SQLITE_ROW) {
+          return AbandonLocked(Status(
+              StatusCode::kAlreadyExists,
+              "release " + std::to_string(q.Int(0)) + " already has request id " + r.request_id));
+        }
+      }
+      return RollbackLocked("insert release: " + s.Error());
+    }
     r.id = sqlite3_last_insert_rowid(db_);
     if (audit.target.empty()) audit.target = "release/" + std::to_string(r.id);
     if (Status st = InsertAuditLocked(audit); !st.ok()) return RollbackLocked(st.message());
@@ -198,8 +212,7 @@ class SqliteStore final : public Store {
   Status Write(const WriteBatch& b) override {
     if (b.empty()) return Status::Ok();
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     for (const auto& e : b.expect) {
       if (Status st = CheckLocked(e); !st.ok()) {
         return AbandonLocked(st);
@@ -308,6 +321,28 @@ class SqliteStore final : public Store {
       s.Bind(1, a.by).Bind(2, a.at).Bind(3, a.release_id).Bind(4, int64_t{a.wave});
       if (s.Step() != SQLITE_DONE) return RollbackLocked("approve: " + s.Error());
     }
+    if (!b.outbox.empty()) {
+      Stmt s(db_,
+             "INSERT INTO outbox (created_at, pipeline, event, url, payload, attempts, "
+             "next_attempt_at, done_at, outcome) VALUES (?,?,?,?,?,?,?,?,?)");
+      for (const auto& o : b.outbox) {
+        s.Reset();
+        s.Bind(1, o.created_at).Bind(2, o.pipeline).Bind(3, o.event).Bind(4, o.url);
+        s.Bind(5, o.payload).Bind(6, int64_t{o.attempts}).Bind(7, o.next_attempt_at);
+        s.Bind(8, o.done_at).Bind(9, o.outcome);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("write outbox: " + s.Error());
+      }
+    }
+    if (!b.outbox_updates.empty()) {
+      Stmt s(db_,
+             "UPDATE outbox SET attempts=?, next_attempt_at=?, done_at=?, outcome=? WHERE id=?");
+      for (const auto& o : b.outbox_updates) {
+        s.Reset();
+        s.Bind(1, int64_t{o.attempts}).Bind(2, o.next_attempt_at).Bind(3, o.done_at);
+        s.Bind(4, o.outcome).Bind(5, o.id);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("update outbox: " + s.Error());
+      }
+    }
     for (const auto& p : b.pipeline_states) {
       Stmt s(db_,
              "INSERT INTO pipeline_state (pipeline, paused, paused_by, paused_at, frozen, "
@@ -375,8 +410,7 @@ class SqliteStore final : public Store {
 
   Status CreateToken(const TokenRecord& t, const AuditRecord& audit) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     Stmt s(db_,
            "INSERT INTO tokens (name, role, region, hash, created_at, created_by, expires_at) "
            "VALUES (?,?,?,?,?,?,?)");
@@ -415,8 +449,7 @@ class SqliteStore final : public Store {
   Status RevokeToken(const std::string& name, UnixMs at, const std::string& by,
                      const AuditRecord& audit) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     Stmt q(db_, "SELECT revoked_at FROM tokens WHERE name=?");
     q.Bind(1, name);
     int rc = q.Step();
@@ -436,17 +469,16 @@ class SqliteStore final : public Store {
 
   Status TouchToken(const std::string& name, UnixMs at) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     Stmt s(db_, "UPDATE tokens SET last_used_at=? WHERE name=? AND last_used_at<?");
     s.Bind(1, at).Bind(2, name).Bind(3, at);
-    if (s.Step() != SQLITE_DONE) return Internal("record token use: " + s.Error());
-    return Status::Ok();
+    if (s.Step() != SQLITE_DONE) return RollbackLocked("record token use: " + s.Error());
+    return CommitLocked();
   }
 
   Status IssueHostCredential(const HostCredentialRecord& c, const AuditRecord& audit) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     Stmt s(db_,
            "INSERT INTO host_credentials (name, region, hash, created_at, enrolled_with) "
            "VALUES (?,?,?,?,?)");
@@ -483,8 +515,7 @@ class SqliteStore final : public Store {
 
   Status RemoveAgent(const std::string& name, const AuditRecord& audit) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
-    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    LOCKSTEP_RETURN_IF_ERROR(BeginWriteLocked());
     int removed = 0;
     for (const char* sql :
          {"DELETE FROM host_credentials WHERE name=?", "DELETE FROM agents WHERE name=?"}) {
@@ -530,6 +561,10 @@ class SqliteStore final : public Store {
     if (!q.commit.empty()) {
       sql += " AND commit_sha=?";
       texts.push_back(q.commit);
+    }
+    if (!q.request_id.empty()) {
+      sql += " AND request_id=?";
+      texts.push_back(q.request_id);
     }
     in("state", q.states);
     in("kind", q.kinds);
@@ -656,7 +691,117 @@ class SqliteStore final : public Store {
     return out;
   }
 
+  StatusOr<std::vector<OutboxRecord>> PendingOutbox(UnixMs due_by, int limit) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_,
+           "SELECT id, created_at, pipeline, event, url, payload, attempts, next_attempt_at, "
+           "done_at, outcome FROM outbox WHERE done_at=0 AND next_attempt_at<=? "
+           "ORDER BY id LIMIT ?");
+    s.Bind(1, due_by).Bind(2, int64_t{limit > 0 ? limit : 100});
+    std::vector<OutboxRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      OutboxRecord o;
+      o.id = s.Int(0);
+      o.created_at = s.Int(1);
+      o.pipeline = s.Text(2);
+      o.event = s.Text(3);
+      o.url = s.Text(4);
+      o.payload = s.Text(5);
+      o.attempts = static_cast<int>(s.Int(6));
+      o.next_attempt_at = s.Int(7);
+      o.done_at = s.Int(8);
+      o.outcome = s.Text(9);
+      out.push_back(std::move(o));
+    }
+    if (rc != SQLITE_DONE) return Internal("read outbox: " + s.Error());
+    return out;
+  }
+
+  // The lease on SQLite: the same rules as on a shared database, timed by this machine's
+  // clock (one file has one owner; see DataDirLock).
+  StatusOr<LeaseRecord> ClaimLease(const LeaseClaim& claim) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    Stmt s(db_,
+           "INSERT INTO leader_lease (id, epoch, holder, grpc_address, http_url, expires_at) "
+           "VALUES (1, 1, ?1, ?2, ?3, " LOCKSTEP_SQLITE_NOW_MS
+           " + ?4) ON CONFLICT(id) DO UPDATE SET "
+           "epoch = CASE WHEN holder = excluded.holder THEN epoch ELSE epoch + 1 END, "
+           "holder = excluded.holder, grpc_address = excluded.grpc_address, "
+           "http_url = excluded.http_url, expires_at = excluded.expires_at "
+           "WHERE holder = excluded.holder OR expires_at <= " LOCKSTEP_SQLITE_NOW_MS);
+    s.Bind(1, claim.holder).Bind(2, claim.grpc_address).Bind(3, claim.http_url);
+    s.Bind(4, claim.ttl_ms);
+    if (s.Step() != SQLITE_DONE) {
+      std::string why = s.Error();
+      (void)ExecLocked("ROLLBACK");
+      return Internal("claim lease: " + why);
+    }
+    auto lease = ReadLeaseLocked();
+    if (!lease.ok()) {
+      (void)ExecLocked("ROLLBACK");
+      return lease.status();
+    }
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("COMMIT"));
+    return lease;
+  }
+
+  StatusOr<LeaseRecord> ReadLease() override {
+    std::lock_guard lock(mu_);
+    return ReadLeaseLocked();
+  }
+
+  Status ReleaseLease(const std::string& holder, int64_t epoch) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, "UPDATE leader_lease SET expires_at = " LOCKSTEP_SQLITE_NOW_MS
+                " - 1 WHERE holder=? AND epoch=?");
+    s.Bind(1, holder).Bind(2, epoch);
+    if (s.Step() != SQLITE_DONE) return Internal("release lease: " + s.Error());
+    return Status::Ok();
+  }
+
+  void FenceWrites(int64_t epoch) override {
+    std::lock_guard lock(mu_);
+    fence_epoch_ = epoch;
+  }
+
  private:
+  StatusOr<LeaseRecord> ReadLeaseLocked() {
+    Stmt s(db_, "SELECT epoch, holder, grpc_address, http_url, expires_at - " LOCKSTEP_SQLITE_NOW_MS
+                " FROM leader_lease WHERE id=1");
+    LeaseRecord l;
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) {
+      l.epoch = s.Int(0);
+      l.holder = s.Text(1);
+      l.grpc_address = s.Text(2);
+      l.http_url = s.Text(3);
+      l.remaining_ms = s.Int(4);
+    } else if (rc != SQLITE_DONE) {
+      return Internal("read lease: " + s.Error());
+    }
+    return l;
+  }
+
+  // Opens a write transaction, refusing if the store latched an error, and checks the fence
+  // inside it: a process that lost the lease writes nothing more, ever.
+  Status BeginWriteLocked() {
+    LOCKSTEP_RETURN_IF_ERROR(WritableLocked());
+    LOCKSTEP_RETURN_IF_ERROR(ExecLocked("BEGIN IMMEDIATE"));
+    if (fence_epoch_ == 0) return Status::Ok();
+    auto lease = ReadLeaseLocked();
+    if (!lease.ok()) return AbandonLocked(lease.status());
+    if (lease->epoch == fence_epoch_) return Status::Ok();
+    Status lost = FailedPrecondition(
+        "lost the leader lease: it is at epoch " + std::to_string(lease->epoch) + " (held by " +
+        (lease->holder.empty() ? std::string("nobody") : lease->holder) +
+        "), this process held epoch " + std::to_string(fence_epoch_) + "; refusing writes");
+    Status refused = AbandonLocked(lost);
+    if (sticky_error_.ok()) sticky_error_ = lost;
+    return refused;
+  }
+
   // Why a guarded update touched no row: no such release, or its state forbids it.
   // Whether an expectation of a batch still holds: kNotFound if its release (or wave) does not
   // exist, kFailedPrecondition naming what differs.
@@ -773,8 +918,9 @@ class SqliteStore final : public Store {
   }
 
   std::mutex mu_;
-  sqlite3* db_;          // guarded by mu_
-  Status sticky_error_;  // guarded by mu_
+  sqlite3* db_;              // guarded by mu_
+  Status sticky_error_;      // guarded by mu_
+  int64_t fence_epoch_ = 0;  // guarded by mu_; 0: writes are not fenced
 };
 
 }  // namespace

@@ -30,6 +30,7 @@ struct ReleaseQuery {
   std::vector<std::string> kinds;   // empty: any kind
   std::string version;              // empty: any version
   std::string commit;               // empty: any commit
+  std::string request_id;           // empty: any (ReleaseRecord::request_id)
   int64_t before_id = 0;            // > 0: only releases with a smaller id
   bool oldest_first = false;        // default: newest (highest id) first
   int limit = 50;                   // at most this many; <= 0: no limit
@@ -68,6 +69,8 @@ class StoreReader {
   virtual StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) = 0;
   // Newest first. limit <= 0: 100.
   virtual StatusOr<std::vector<AuditRecord>> Audit(int limit) = 0;
+  // Outbox rows not yet done whose next_attempt_at <= `due_by`, oldest first, at most `limit`.
+  virtual StatusOr<std::vector<OutboxRecord>> PendingOutbox(UnixMs due_by, int limit) = 0;
 };
 
 // What changes releases: the engine's passes and operators' requests. Every change is one
@@ -80,7 +83,9 @@ class StoreWriter {
   virtual ~StoreWriter() = default;
 
   // Inserts a release (its id is assigned) and its audit entry in one transaction; an empty
-  // audit target becomes "release/<id>". Returns the record with its id.
+  // audit target becomes "release/<id>". Returns the record with its id. kAlreadyExists, and
+  // nothing written, if the pipeline has a release with the same non-empty request_id; the
+  // message names that release as "release <id>".
   virtual StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord release, AuditRecord audit) = 0;
   // kFailedPrecondition (naming the first expectation that does not hold) or kNotFound (its
   // release or wave does not exist), and nothing written, if an expectation fails. Upserts
@@ -119,9 +124,32 @@ class CredentialStore {
   virtual Status RemoveAgent(const std::string& name, const AuditRecord& audit) = 0;
 };
 
+// Leadership among lockstepd processes sharing one store. The lease is one row; time is the
+// store's own clock, so processes on different machines agree on expiry without synchronised
+// clocks.
+class LeaseStore {
+ public:
+  virtual ~LeaseStore() = default;
+
+  // Renews the lease if `claim.holder` holds it (same epoch; its addresses and ttl are
+  // rewritten), else takes it if it was never held or has expired, raising the epoch by one.
+  // Returns the lease as it stands after the call: the claimant holds it iff the returned
+  // holder is claim.holder and remaining_ms > 0.
+  virtual StatusOr<LeaseRecord> ClaimLease(const LeaseClaim& claim) = 0;
+  virtual StatusOr<LeaseRecord> ReadLease() = 0;
+  // Expires the lease at once if `holder` holds it at `epoch` (a clean shutdown hands over
+  // without making the others wait out the ttl); otherwise does nothing.
+  virtual Status ReleaseLease(const std::string& holder, int64_t epoch) = 0;
+  // From now on, every write through this store object commits only if the lease's epoch is
+  // still `epoch`, checked inside the write's own transaction. A write that finds another
+  // epoch fails with kFailedPrecondition ("lost the leader lease: ...") and writes nothing,
+  // and the store refuses every later write. 0 (the default): writes are not fenced.
+  virtual void FenceWrites(int64_t epoch) = 0;
+};
+
 // A whole backend. Callers take the narrowest part they use: views a StoreReader, the
 // authenticator a CredentialStore, the engine the Store.
-class Store : public StoreReader, public StoreWriter, public CredentialStore {};
+class Store : public StoreReader, public StoreWriter, public CredentialStore, public LeaseStore {};
 
 // Forwards every call to another store, so a wrapper (StoreGuard, a test's failing store)
 // overrides only what it changes.
@@ -146,6 +174,9 @@ class ForwardingStore : public Store {
     return inner_->GetPipelineState(pipeline);
   }
   StatusOr<std::vector<AuditRecord>> Audit(int limit) override { return inner_->Audit(limit); }
+  StatusOr<std::vector<OutboxRecord>> PendingOutbox(UnixMs due_by, int limit) override {
+    return inner_->PendingOutbox(due_by, limit);
+  }
 
   StatusOr<ReleaseRecord> CreateRelease(ReleaseRecord r, AuditRecord a) override {
     return inner_->CreateRelease(std::move(r), std::move(a));
@@ -178,6 +209,15 @@ class ForwardingStore : public Store {
     return inner_->RemoveAgent(name, a);
   }
 
+  StatusOr<LeaseRecord> ClaimLease(const LeaseClaim& claim) override {
+    return inner_->ClaimLease(claim);
+  }
+  StatusOr<LeaseRecord> ReadLease() override { return inner_->ReadLease(); }
+  Status ReleaseLease(const std::string& holder, int64_t epoch) override {
+    return inner_->ReleaseLease(holder, epoch);
+  }
+  void FenceWrites(int64_t epoch) override { inner_->FenceWrites(epoch); }
+
  protected:
   Store* inner() const { return inner_; }
 
@@ -192,5 +232,11 @@ StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
 // The schema version this build writes; OpenSqliteStore migrates older files up to it and
 // refuses newer ones.
 int SqliteSchemaVersion();
+
+// Connects to PostgreSQL with a libpq connection string or URI ("postgresql://...", or
+// "host=/run/postgresql dbname=lockstep") and applies pending schema migrations (serialised
+// across processes by an advisory lock, so several lockstepd may start at once).
+StatusOr<std::unique_ptr<Store>> OpenPostgresStore(const std::string& conninfo);
+int PostgresSchemaVersion();
 
 }  // namespace lockstep

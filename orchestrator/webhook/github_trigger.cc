@@ -206,7 +206,7 @@ GithubPushTrigger::GithubPushTrigger(Engine* engine, Store* store, const Clock* 
                                      std::function<void()> kick, GithubPushTriggerOptions options)
     : engine_(engine), store_(store), clock_(clock), kick_(std::move(kick)), options_(options) {
   CurlGlobalInitOnce();
-  ResumeWaiting();
+  if (options_.resume_now) ResumeWaiting();
 }
 
 GithubPushTrigger::~GithubPushTrigger() { Stop(); }
@@ -378,6 +378,17 @@ WebhookReply GithubPushTrigger::TriggerRelease(const Pipeline& p, const PushEven
     nr.commit = push.after;
     nr.author = Truncated(push.author, kMaxAuthorBytes);
     nr.commit_at = push.committed_at_ms;
+    // The same push delivered to two lockstepd (or twice to one) makes one release: the
+    // store refuses a second release with this id. A commit retried after its artifact
+    // never came gets a fresh id, named after the failed attempt.
+    nr.request_id = "github-push:" + push.after;
+    ReleaseQuery same_commit;
+    same_commit.pipeline = p.name;
+    same_commit.commit = push.after;
+    same_commit.limit = 1;
+    if (auto earlier = store_->FindReleases(same_commit); earlier.ok() && !earlier->empty()) {
+      nr.request_id += ":after-" + std::to_string(earlier->front().id);
+    }
     created = engine_->CreateReleaseAwaitingArtifact(nr, kActor);
   }
   if (!created.ok()) {

@@ -99,6 +99,10 @@ struct GithubPushTriggerOptions {
   std::chrono::milliseconds transfer_timeout{std::chrono::minutes(10)};
   // Redirects followed per download, all to the artifact URL's own scheme, host and port.
   int max_redirects = 5;
+  // Whether construction resumes the waits of releases left waiting_for_artifact. A standby
+  // lockstepd constructs its trigger without (it writes nothing) and calls ResumeWaiting when
+  // it starts to lead.
+  bool resume_now = true;
   // An unreadable secret is logged at most this often per pipeline.
   std::chrono::milliseconds secret_error_log_interval{std::chrono::minutes(1)};
 };
@@ -114,6 +118,9 @@ class GithubPushTrigger {
   GithubPushTrigger(Engine* engine, Store* store, const Clock* clock, std::function<void()> kick,
                     GithubPushTriggerOptions options = {});
   ~GithubPushTrigger();
+  // StartWaiting for every release of the pipelines left waiting (at construction, unless
+  // options.resume_now is false).
+  void ResumeWaiting();
   GithubPushTrigger(const GithubPushTrigger&) = delete;
   GithubPushTrigger& operator=(const GithubPushTrigger&) = delete;
 
@@ -156,8 +163,6 @@ class GithubPushTrigger {
   // A waiting thread: downloads until the artifact is there or unusable (reported to the
   // engine), the release no longer waits, the deadline passes, or Stop.
   void WaitForArtifact(Waiter& w);
-  // At construction: StartWaiting for every release of the pipelines left waiting.
-  void ResumeWaiting();
 
   Engine* const engine_;
   Store* const store_;

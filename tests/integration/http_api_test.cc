@@ -521,6 +521,33 @@ TEST_F(NotificationsTest, ReleaseStartAndSuccessArePostedWithText) {
   EXPECT_TRUE(both) << "events received: " << json(events).dump();
 }
 
+// A notification is a row of the outbox, written with the transition it reports: one whose
+// receiver was down when lockstepd died is sent by the next lockstepd, not lost with the
+// process's memory.
+TEST_F(NotificationsTest, ANotificationPendingWhenLockstepdDiesIsDeliveredAfterItsRestart) {
+  std::atomic<bool> receiver_up{false};
+  web_.OnPost("/hook", [&](const std::string&) { return receiver_up.load() ? 200 : 503; });
+  Resp created = Post("/api/v1/releases", ReleaseRequest(fleet_.ServeApp("v1")));
+  ASSERT_EQ(created.status, 201) << created.raw;
+  WaitForState(created.body["id"].get<int64_t>(), "succeeded");
+  auto succeeded_posts = [&] {
+    int n = 0;
+    for (const auto& p : web_.Posts("/hook")) {
+      json j = json::parse(p.body, nullptr, false);
+      if (j.is_object() && j.value("event", "") == "succeeded") ++n;
+    }
+    return n;
+  };
+  // The receiver refused it at least once: the notification is waiting for a retry.
+  ASSERT_TRUE(Fleet::WaitFor([&] { return succeeded_posts() >= 1; }, seconds(30)));
+  fleet_.KillOrchestrator();
+  const int refused = succeeded_posts();
+  receiver_up = true;
+  fleet_.StartOrchestrator();
+  EXPECT_TRUE(Fleet::WaitFor([&] { return succeeded_posts() > refused; }, seconds(30)))
+      << "the succeeded notification was not sent again after the restart";
+}
+
 // --- metrics and health ---
 
 class MetricsTest : public ApiFleetTest {};

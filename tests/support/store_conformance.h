@@ -30,7 +30,7 @@
 // What the tests rely on: the written contract, and three behaviours lockstepd relies on that
 // store.h does not state yet, each marked "Not stated in store.h" where it is tested. Ids are
 // compared with each other, never with constants; timestamps are fixed values, never the clock;
-// nothing sleeps. Two tests call the store from several threads at once (the contract says any
+// nothing sleeps. Three tests call the store from several threads at once (the contract says any
 // thread may call any method). Tests of one backend's own mechanics (migrating old files, WAL, a
 // failing disk) do not belong here: they stay with that backend's own tests
 // (tests/unit/store_test.cc for SQLite).
@@ -40,6 +40,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -1555,6 +1556,506 @@ TYPED_TEST_P(StoreConformance, FirstWithArtifactIsTheOldestOfThatVersionThatHasA
   EXPECT_FALSE(first_of("v9").has_value());
 }
 
+// --------------------------------------------------------------------------------- request ids
+
+inline ReleaseRecord Requested(const std::string& pipeline, const std::string& version,
+                               const std::string& request_id) {
+  ReleaseRecord r = NewRelease(pipeline, version);
+  r.request_id = request_id;
+  return r;
+}
+
+// Whether `message` names release `id` as "release <id>" (and not "release <id>7").
+inline bool NamesRelease(const std::string& message, int64_t id) {
+  const std::string named = "release " + std::to_string(id);
+  for (size_t at = message.find(named); at != std::string::npos; at = message.find(named, at + 1)) {
+    const size_t after = at + named.size();
+    if (after == message.size() || !std::isdigit(static_cast<unsigned char>(message[after]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TYPED_TEST_P(StoreConformance, ASecondReleaseWithTheSameRequestIdIsRefusedNamingTheFirst) {
+  auto first =
+      this->store().CreateRelease(Requested("web", "v1", "req-1"), Entry("release.create", 1));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->request_id, "req-1");
+
+  auto again =
+      this->store().CreateRelease(Requested("web", "v2", "req-1"), Entry("release.create", 2));
+  ASSERT_FALSE(again.ok()) << "a second release " << again->id << " with request id req-1";
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists) << again.status().ToString();
+  EXPECT_TRUE(NamesRelease(again.status().message(), first->id))
+      << "the refusal should name release " << first->id << ": " << again.status().ToString();
+
+  ReleaseQuery all;
+  all.limit = 0;
+  EXPECT_THAT(this->Ids(all), ElementsAre(first->id));
+  const ReleaseRecord stored = this->Reread(first->id);
+  EXPECT_EQ(stored.version, "v1");
+  EXPECT_EQ(stored.request_id, "req-1");
+  auto entries = this->AuditLog();
+  ASSERT_EQ(entries.size(), 1u) << "the refused creation wrote an audit entry";
+  EXPECT_EQ(entries[0].at, 1);
+  this->ExpectWritable();
+}
+
+TYPED_TEST_P(StoreConformance, ARequestIdIsPerPipelineAndAnEmptyOneNeverCollides) {
+  const ReleaseRecord web =
+      Must(this->store().CreateRelease(Requested("web", "v1", "req-1"), Entry("release.create", 1)),
+           "CreateRelease web req-1");
+  const ReleaseRecord api =
+      Must(this->store().CreateRelease(Requested("api", "v1", "req-1"), Entry("release.create", 2)),
+           "CreateRelease api req-1");
+  const ReleaseRecord plain =
+      Must(this->store().CreateRelease(NewRelease("web", "v2"), Entry("release.create", 3)),
+           "CreateRelease without a request id");
+  const ReleaseRecord plain_again =
+      Must(this->store().CreateRelease(NewRelease("web", "v2"), Entry("release.create", 4)),
+           "CreateRelease without a request id, again");
+
+  EXPECT_GT(api.id, web.id);
+  EXPECT_GT(plain.id, api.id);
+  EXPECT_GT(plain_again.id, plain.id);
+  EXPECT_EQ(this->Reread(web.id).request_id, "req-1");
+  EXPECT_EQ(this->Reread(api.id).request_id, "req-1");
+  EXPECT_EQ(this->Reread(plain.id).request_id, "");
+  EXPECT_EQ(this->Reread(plain_again.id).request_id, "");
+  ReleaseQuery all;
+  all.limit = 0;
+  EXPECT_THAT(this->Ids(all), ElementsAre(plain_again.id, plain.id, api.id, web.id));
+  EXPECT_EQ(this->AuditLog().size(), 4u);
+}
+
+TYPED_TEST_P(StoreConformance, FindReleasesByRequestId) {
+  const ReleaseRecord web =
+      Must(this->store().CreateRelease(Requested("web", "v1", "req-1"), Entry("release.create", 1)),
+           "CreateRelease web req-1");
+  const ReleaseRecord api =
+      Must(this->store().CreateRelease(Requested("api", "v1", "req-1"), Entry("release.create", 2)),
+           "CreateRelease api req-1");
+  const ReleaseRecord other =
+      Must(this->store().CreateRelease(Requested("web", "v2", "req-2"), Entry("release.create", 3)),
+           "CreateRelease web req-2");
+  const ReleaseRecord without = this->Create("web", "v3");
+  // The engine's upserts carry the record as read; the request id stays.
+  ReleaseRecord moved = web;
+  moved.state = release_state::kSucceeded;
+  WriteBatch b;
+  b.releases.push_back(moved);
+  this->Commit(b);
+
+  ReleaseQuery q;
+  q.request_id = "req-1";
+  auto found = Must(this->store().FindReleases(q), "FindReleases");
+  ASSERT_EQ(found.size(), 2u);
+  ReleaseRecord want_api = Requested("api", "v1", "req-1");
+  want_api.id = api.id;
+  ExpectSameRelease(want_api, found[0]);
+  EXPECT_EQ(found[0].request_id, "req-1");
+  ReleaseRecord want_web = Requested("web", "v1", "req-1");
+  want_web.id = web.id;
+  want_web.state = release_state::kSucceeded;
+  ExpectSameRelease(want_web, found[1]);
+  EXPECT_EQ(found[1].request_id, "req-1");
+  ExpectSameRelease(want_web, this->Reread(web.id));
+  EXPECT_EQ(this->Reread(web.id).request_id, "req-1");
+
+  q.pipeline = "web";
+  EXPECT_THAT(this->Ids(q), ElementsAre(web.id));
+  q.request_id = "req-2";
+  EXPECT_THAT(this->Ids(q), ElementsAre(other.id));
+  q.pipeline = "api";
+  EXPECT_THAT(this->Ids(q), IsEmpty());
+  q.pipeline = "";
+  q.request_id = "req-9";
+  EXPECT_THAT(this->Ids(q), IsEmpty());
+  ReleaseQuery any;  // an empty request id matches every release, with one or without
+  any.limit = 0;
+  EXPECT_THAT(this->Ids(any), ElementsAre(without.id, other.id, api.id, web.id));
+}
+
+// The same push delivered to two lockstepd at once makes one release.
+TYPED_TEST_P(StoreConformance, OfConcurrentCreatesWithOneRequestIdOnlyOneIsMade) {
+  constexpr size_t kCreates = 8;
+  std::vector<int64_t> made(kCreates, 0);
+  std::vector<Status> refusals(kCreates);
+  std::vector<std::thread> threads;
+  Store* shared = &this->store();
+  for (size_t i = 0; i < kCreates; ++i) {
+    threads.emplace_back([shared, &made, &refusals, i] {
+      auto created = shared->CreateRelease(Requested("web", "v" + std::to_string(i), "push-c0ffee"),
+                                           Entry("release.create", 10 + static_cast<UnixMs>(i)));
+      if (created.ok()) {
+        made[i] = created->id;
+      } else {
+        refusals[i] = created.status();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  size_t winners = 0;
+  int64_t winner = 0;
+  for (size_t i = 0; i < kCreates; ++i) {
+    if (made[i] != 0) {
+      ++winners;
+      winner = made[i];
+    }
+  }
+  ASSERT_EQ(winners, 1u);
+  for (size_t i = 0; i < kCreates; ++i) {
+    if (made[i] != 0) continue;
+    EXPECT_EQ(refusals[i].code(), StatusCode::kAlreadyExists) << refusals[i].ToString();
+    EXPECT_TRUE(NamesRelease(refusals[i].message(), winner))
+        << "the refusal should name release " << winner << ": " << refusals[i].ToString();
+  }
+  ReleaseQuery all;
+  all.limit = 0;
+  EXPECT_THAT(this->Ids(all), ElementsAre(winner));
+  EXPECT_EQ(this->AuditLog().size(), 1u);
+  this->ExpectWritable();
+}
+
+// -------------------------------------------------------------------------------------- outbox
+
+inline OutboxRecord NewOutboxRow(const std::string& event, UnixMs next_attempt_at) {
+  OutboxRecord o;
+  o.created_at = 100;
+  o.pipeline = "web";
+  o.event = event;
+  o.url = "https://hooks.example/" + event;
+  o.payload = "{\"event\":\"" + event + "\"}";
+  o.next_attempt_at = next_attempt_at;
+  return o;
+}
+
+// Delivery progress of row `id`: the columns an outbox update writes, nothing else set.
+inline OutboxRecord Progress(int64_t id, int attempts, UnixMs next_attempt_at, UnixMs done_at,
+                             const std::string& outcome) {
+  OutboxRecord o;
+  o.id = id;
+  o.attempts = attempts;
+  o.next_attempt_at = next_attempt_at;
+  o.done_at = done_at;
+  o.outcome = outcome;
+  return o;
+}
+
+// The id is the store's; every other field must come back as written.
+inline void ExpectSameOutboxRow(const OutboxRecord& want, const OutboxRecord& got) {
+  EXPECT_EQ(got.created_at, want.created_at);
+  EXPECT_EQ(got.pipeline, want.pipeline);
+  EXPECT_EQ(got.event, want.event);
+  EXPECT_EQ(got.url, want.url);
+  EXPECT_EQ(got.payload, want.payload);
+  EXPECT_EQ(got.attempts, want.attempts);
+  EXPECT_EQ(got.next_attempt_at, want.next_attempt_at);
+  EXPECT_EQ(got.done_at, want.done_at);
+  EXPECT_EQ(got.outcome, want.outcome);
+}
+
+inline std::vector<int64_t> PendingOutboxIds(StoreReader& reader, UnixMs due_by, int limit) {
+  std::vector<int64_t> ids;
+  for (const auto& o : Must(reader.PendingOutbox(due_by, limit), "PendingOutbox")) {
+    ids.push_back(o.id);
+  }
+  return ids;
+}
+
+TYPED_TEST_P(StoreConformance, OutboxRowsArePendingInWriteOrderWithEveryField) {
+  EXPECT_THAT(Must(this->store().PendingOutbox(1000, 10), "PendingOutbox"), IsEmpty());
+  OutboxRecord started = NewOutboxRow("release_started", 300);
+  started.created_at = 90;
+  OutboxRecord retried = NewOutboxRow("wave_done", 100);
+  retried.pipeline = "api";
+  retried.attempts = 2;
+  retried.outcome = "HTTP 503 from hooks.example";
+  retried.payload = "{\"text\":\"wave \\\"canary\\\" done\\n caf\xc3\xa9 \\u2713\"}";
+  const OutboxRecord succeeded = NewOutboxRow("succeeded", 200);
+  WriteBatch first;
+  first.outbox = {started, retried, succeeded};
+  this->Commit(first);
+  const OutboxRecord failed = NewOutboxRow("release_failed", 50);
+  WriteBatch second;
+  second.outbox.push_back(failed);
+  second.audit.push_back(Entry("release.fail", 5));
+  this->Commit(second);
+
+  // Oldest first: in write order, whatever their next attempt.
+  auto pending = Must(this->store().PendingOutbox(1000, 10), "PendingOutbox");
+  ASSERT_EQ(pending.size(), 4u);
+  ExpectSameOutboxRow(started, pending[0]);
+  ExpectSameOutboxRow(retried, pending[1]);
+  ExpectSameOutboxRow(succeeded, pending[2]);
+  ExpectSameOutboxRow(failed, pending[3]);
+  EXPECT_GT(pending[0].id, 0);
+  EXPECT_GT(pending[1].id, pending[0].id);
+  EXPECT_GT(pending[2].id, pending[1].id);
+  EXPECT_GT(pending[3].id, pending[2].id);
+}
+
+TYPED_TEST_P(StoreConformance, OnlyOutboxRowsDueArePendingAtMostLimit) {
+  WriteBatch b;
+  b.outbox = {NewOutboxRow("release_started", 100), NewOutboxRow("wave_done", 300),
+              NewOutboxRow("succeeded", 200), NewOutboxRow("release_failed", 201)};
+  this->Commit(b);
+  const std::vector<int64_t> ids = PendingOutboxIds(this->store(), 1000, 10);
+  ASSERT_EQ(ids.size(), 4u);
+
+  EXPECT_THAT(PendingOutboxIds(this->store(), 200, 10), ElementsAre(ids[0], ids[2]));
+  EXPECT_THAT(PendingOutboxIds(this->store(), 99, 10), IsEmpty());
+  EXPECT_THAT(PendingOutboxIds(this->store(), 100, 10), ElementsAre(ids[0]));
+  EXPECT_THAT(PendingOutboxIds(this->store(), 300, 10),
+              ElementsAre(ids[0], ids[1], ids[2], ids[3]));
+  EXPECT_THAT(PendingOutboxIds(this->store(), 1000, 2), ElementsAre(ids[0], ids[1]));
+  EXPECT_THAT(PendingOutboxIds(this->store(), 1000, 1), ElementsAre(ids[0]));
+  EXPECT_THAT(PendingOutboxIds(this->store(), 201, 2), ElementsAre(ids[0], ids[2]));
+}
+
+TYPED_TEST_P(StoreConformance, OutboxUpdatesRecordDeliveryProgress) {
+  WriteBatch b;
+  b.outbox = {NewOutboxRow("release_started", 100), NewOutboxRow("wave_done", 100),
+              NewOutboxRow("succeeded", 100)};
+  this->Commit(b);
+  const auto rows = Must(this->store().PendingOutbox(1000, 10), "PendingOutbox");
+  ASSERT_EQ(rows.size(), 3u);
+
+  // The first is delivered, the second failed and waits for its retry, and another leader
+  // already finished a row this store no longer has: that update is ignored.
+  WriteBatch progress;
+  progress.outbox_updates = {Progress(rows[0].id, 1, 100, 500, "delivered"),
+                             Progress(rows[1].id, 1, 600, 0, "HTTP 502 Bad Gateway"),
+                             Progress(rows[2].id + 1000, 3, 0, 500, "delivered")};
+  this->Commit(progress);
+
+  auto pending = Must(this->store().PendingOutbox(1000, 10), "PendingOutbox");
+  ASSERT_EQ(pending.size(), 2u);
+  OutboxRecord retrying = rows[1];
+  retrying.attempts = 1;
+  retrying.next_attempt_at = 600;
+  retrying.outcome = "HTTP 502 Bad Gateway";
+  EXPECT_EQ(pending[0].id, rows[1].id);
+  ExpectSameOutboxRow(retrying, pending[0]);
+  EXPECT_EQ(pending[1].id, rows[2].id);
+  ExpectSameOutboxRow(rows[2], pending[1]);
+  EXPECT_THAT(PendingOutboxIds(this->store(), 599, 10), ElementsAre(rows[2].id));
+
+  // A batch of nothing but an unknown row's progress is accepted too.
+  WriteBatch stray;
+  stray.outbox_updates.push_back(Progress(rows[2].id + 2000, 1, 0, 700, "delivered"));
+  this->Commit(stray);
+  // Given up on: done, with the failure as its outcome.
+  WriteBatch give_up;
+  give_up.outbox_updates.push_back(
+      Progress(rows[1].id, 5, 600, 700, "failed: HTTP 502 Bad Gateway"));
+  this->Commit(give_up);
+  EXPECT_THAT(PendingOutboxIds(this->store(), 1000, 10), ElementsAre(rows[2].id));
+}
+
+TYPED_TEST_P(StoreConformance, ARefusedBatchWritesNoOutboxRowAndNoProgress) {
+  WriteBatch seed;
+  seed.outbox.push_back(NewOutboxRow("release_started", 100));
+  this->Commit(seed);
+  const auto before = Must(this->store().PendingOutbox(1000, 10), "PendingOutbox");
+  ASSERT_EQ(before.size(), 1u);
+
+  const ReleaseRecord r = this->RollingAwaitingApproval();
+  WriteBatch b = EverythingAbout(r);
+  b.outbox.push_back(NewOutboxRow("succeeded", 100));
+  b.outbox_updates.push_back(Progress(before[0].id, 1, 100, 900, "delivered"));
+  ReleaseRecord stale = r;
+  stale.state = release_state::kQueued;
+  b.expect.push_back(Unchanged(stale));
+  this->ExpectRefused(b, StatusCode::kFailedPrecondition, r.id, r.id);
+
+  const auto after = Must(this->store().PendingOutbox(1000, 10), "PendingOutbox");
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].id, before[0].id);
+  ExpectSameOutboxRow(before[0], after[0]);
+}
+
+// --------------------------------------------------------------------------------------- lease
+
+// A claim by `holder` whose ttl outlasts any test: the lease never expires by itself here.
+inline LeaseClaim ClaimBy(const std::string& holder) {
+  LeaseClaim c;
+  c.holder = holder;
+  c.grpc_address = holder + ".internal:9443";
+  c.http_url = "https://" + holder + ".internal:8443";
+  c.ttl_ms = 60000;
+  return c;
+}
+
+// `lease` is held by `claim`'s holder at `epoch`, with `claim`'s addresses, and not expired.
+inline void ExpectHeld(const LeaseRecord& lease, const LeaseClaim& claim, int64_t epoch) {
+  EXPECT_EQ(lease.holder, claim.holder);
+  EXPECT_EQ(lease.epoch, epoch);
+  EXPECT_EQ(lease.grpc_address, claim.grpc_address);
+  EXPECT_EQ(lease.http_url, claim.http_url);
+  EXPECT_GT(lease.remaining_ms, 0);
+  EXPECT_LE(lease.remaining_ms, claim.ttl_ms);
+}
+
+TYPED_TEST_P(StoreConformance, ALeaseNeverClaimedIsAtEpochZeroAndHeldByNobody) {
+  const LeaseRecord lease = Must(this->store().ReadLease(), "ReadLease");
+  EXPECT_EQ(lease.epoch, 0);
+  EXPECT_EQ(lease.holder, "");
+  EXPECT_LE(lease.remaining_ms, 0);
+}
+
+TYPED_TEST_P(StoreConformance, TheFirstClaimTakesTheLeaseAtEpochOneAndRenewingKeepsTheEpoch) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseRecord taken = Must(this->store().ClaimLease(a), "ClaimLease");
+  ExpectHeld(taken, a, 1);
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), a, 1);
+
+  // Renewed from other addresses (the holder's listeners moved): same epoch, new addresses.
+  LeaseClaim moved = a;
+  moved.grpc_address = "10.0.0.7:9443";
+  moved.http_url = "https://10.0.0.7:8443";
+  ExpectHeld(Must(this->store().ClaimLease(moved), "ClaimLease (renewal)"), moved, taken.epoch);
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), moved, taken.epoch);
+  ExpectHeld(Must(this->store().ClaimLease(moved), "ClaimLease (renewal)"), moved, taken.epoch);
+}
+
+TYPED_TEST_P(StoreConformance, AClaimWhileAnotherHoldsTheLeaseReturnsTheHoldersLease) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseClaim other = ClaimBy("lockstepd-b");
+  const LeaseRecord taken = Must(this->store().ClaimLease(a), "ClaimLease a");
+  ExpectHeld(taken, a, 1);
+  ExpectHeld(Must(this->store().ClaimLease(other), "ClaimLease b"), a, taken.epoch);
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), a, taken.epoch);
+  ExpectHeld(Must(this->store().ClaimLease(a), "ClaimLease a (renewal)"), a, taken.epoch);
+}
+
+TYPED_TEST_P(StoreConformance, ReleasingWithAnotherHolderOrEpochDoesNothing) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseClaim other = ClaimBy("lockstepd-b");
+  const LeaseRecord taken = Must(this->store().ClaimLease(a), "ClaimLease a");
+  ExpectHeld(taken, a, 1);
+
+  Status wrong_holder = this->store().ReleaseLease(other.holder, taken.epoch);
+  EXPECT_TRUE(wrong_holder.ok()) << wrong_holder.ToString();
+  Status wrong_epoch = this->store().ReleaseLease(a.holder, taken.epoch + 1);
+  EXPECT_TRUE(wrong_epoch.ok()) << wrong_epoch.ToString();
+  Status old_epoch = this->store().ReleaseLease(a.holder, taken.epoch - 1);
+  EXPECT_TRUE(old_epoch.ok()) << old_epoch.ToString();
+
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), a, taken.epoch);
+  ExpectHeld(Must(this->store().ClaimLease(other), "ClaimLease b"), a, taken.epoch);
+}
+
+TYPED_TEST_P(StoreConformance, AReleasedLeaseIsTakenByAnotherAtTheNextEpoch) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseClaim other = ClaimBy("lockstepd-b");
+  const LeaseRecord taken = Must(this->store().ClaimLease(a), "ClaimLease a");
+  ExpectHeld(taken, a, 1);
+
+  ASSERT_TRUE(this->store().ReleaseLease(a.holder, taken.epoch).ok());
+  const LeaseRecord released = Must(this->store().ReadLease(), "ReadLease");
+  EXPECT_EQ(released.epoch, taken.epoch);
+  EXPECT_LE(released.remaining_ms, 0) << "a released lease is expired at once";
+
+  const LeaseRecord took = Must(this->store().ClaimLease(other), "ClaimLease b");
+  ExpectHeld(took, other, taken.epoch + 1);
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), other, taken.epoch + 1);
+}
+
+// A holder that missed its hand-over (a paused process) keeps renewing: it must learn it lost
+// the lease, and change nothing.
+TYPED_TEST_P(StoreConformance, RenewalsByAFormerHolderReturnTheNewHoldersLeaseUnchanged) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseClaim other = ClaimBy("lockstepd-b");
+  const LeaseRecord taken = Must(this->store().ClaimLease(a), "ClaimLease a");
+  ASSERT_TRUE(this->store().ReleaseLease(a.holder, taken.epoch).ok());
+  const LeaseRecord took = Must(this->store().ClaimLease(other), "ClaimLease b");
+  ExpectHeld(took, other, taken.epoch + 1);
+
+  LeaseClaim late = a;
+  late.grpc_address = "10.0.0.9:9443";
+  ExpectHeld(Must(this->store().ClaimLease(late), "ClaimLease a (late renewal)"), other,
+             took.epoch);
+  ExpectHeld(Must(this->store().ClaimLease(a), "ClaimLease a (late renewal)"), other, took.epoch);
+  // Nor does its late release hand the new holder's lease over.
+  ASSERT_TRUE(this->store().ReleaseLease(a.holder, taken.epoch).ok());
+  ASSERT_TRUE(this->store().ReleaseLease(a.holder, took.epoch).ok());
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), other, took.epoch);
+}
+
+// ------------------------------------------------------------------------------------ fencing
+
+TYPED_TEST_P(StoreConformance, AfterTheLeaseMovedOnAFencedStoreRefusesEveryWrite) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseRecord mine = Must(this->store().ClaimLease(a), "ClaimLease a");
+  ASSERT_EQ(mine.holder, a.holder);
+  this->store().FenceWrites(mine.epoch);
+  WriteBatch leading;
+  leading.audit.push_back(Entry("conformance.while-leading", 10));
+  Status st = this->store().Write(leading);
+  ASSERT_TRUE(st.ok()) << "a fenced write while holding the lease: " << st.ToString();
+  const ReleaseRecord r = this->Create("web", "v1");
+
+  // Another process takes over (here through the same store object, as the lease is the
+  // database's, not the process's).
+  ASSERT_TRUE(this->store().ReleaseLease(a.holder, mine.epoch).ok());
+  const LeaseRecord theirs = Must(this->store().ClaimLease(ClaimBy("lockstepd-b")), "ClaimLease b");
+  ASSERT_EQ(theirs.holder, "lockstepd-b");
+  ASSERT_EQ(theirs.epoch, mine.epoch + 1);
+  const std::vector<AuditRecord> audit_before = this->AuditLog();
+
+  WriteBatch late;
+  late.audit.push_back(Entry("conformance.after-losing-the-lease", 20));
+  st = this->store().Write(late);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_NE(st.message().find("lost the leader lease"), std::string::npos) << st.ToString();
+
+  // Every later write is refused too, though FenceWrites is not called again.
+  auto created = this->store().CreateRelease(NewRelease("web", "v2"), Entry("release.create", 30));
+  EXPECT_FALSE(created.ok()) << "release " << created->id
+                             << " was created by a store that lost the lease";
+  ReleaseRecord moved = r;
+  moved.state = release_state::kRolling;
+  WriteBatch upsert;
+  upsert.releases.push_back(moved);
+  Status upserted = this->store().Write(upsert);
+  EXPECT_FALSE(upserted.ok()) << "a release upsert by a store that lost the lease";
+  Status again = this->store().Write(late);
+  EXPECT_FALSE(again.ok()) << "an audit entry by a store that lost the lease";
+
+  // Reads still work, and show none of it.
+  const std::vector<AuditRecord> audit_after = this->AuditLog();
+  ASSERT_EQ(audit_after.size(), audit_before.size());
+  for (size_t i = 0; i < audit_before.size(); ++i) {
+    ExpectSameAudit(audit_before[i], audit_after[i]);
+  }
+  ReleaseQuery all;
+  all.limit = 0;
+  EXPECT_THAT(this->Ids(all), ElementsAre(r.id));
+  EXPECT_EQ(this->Reread(r.id).state, release_state::kQueued);
+  ExpectHeld(Must(this->store().ReadLease(), "ReadLease"), ClaimBy("lockstepd-b"), theirs.epoch);
+}
+
+TYPED_TEST_P(StoreConformance, WritesAreNotFencedByDefault) {
+  const LeaseClaim a = ClaimBy("lockstepd-a");
+  const LeaseRecord mine = Must(this->store().ClaimLease(a), "ClaimLease a");
+  ASSERT_TRUE(this->store().ReleaseLease(a.holder, mine.epoch).ok());
+  const LeaseRecord theirs = Must(this->store().ClaimLease(ClaimBy("lockstepd-b")), "ClaimLease b");
+  ASSERT_EQ(theirs.epoch, mine.epoch + 1);
+
+  // FenceWrites was never called: the lease moving on does not concern this store's writes.
+  WriteBatch b;
+  b.audit.push_back(Entry("conformance.unfenced", 10));
+  b.outbox.push_back(NewOutboxRow("release_started", 100));
+  this->Commit(b);
+  const ReleaseRecord r = this->Create("web", "v1", release_state::kRolling);
+  EXPECT_EQ(this->Reread(r.id).state, release_state::kRolling);
+  EXPECT_EQ(PendingOutboxIds(this->store(), 1000, 10).size(), 1u);
+  this->ExpectWritable();
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     StoreConformance, AFreshStoreIsEmpty, CreateReleaseAssignsIncreasingIdsAndStoresEveryField,
     CreateReleaseWritesItsAuditEntryTargetingTheReleaseByDefault,
@@ -1588,6 +2089,17 @@ REGISTER_TYPED_TEST_SUITE_P(
     OpenReleasesAreTheNonFinalOnesOldestFirst, TheDesiredReleaseIsTheNewestSucceeded,
     TheDesiredReleaseIsANewerOnCallRollbackEvenIfItFailed,
     SucceededWithVersionIsTheNewestSucceededOfThatVersion,
-    FirstWithArtifactIsTheOldestOfThatVersionThatHasADigest);
+    FirstWithArtifactIsTheOldestOfThatVersionThatHasADigest,
+    ASecondReleaseWithTheSameRequestIdIsRefusedNamingTheFirst,
+    ARequestIdIsPerPipelineAndAnEmptyOneNeverCollides, FindReleasesByRequestId,
+    OfConcurrentCreatesWithOneRequestIdOnlyOneIsMade,
+    OutboxRowsArePendingInWriteOrderWithEveryField, OnlyOutboxRowsDueArePendingAtMostLimit,
+    OutboxUpdatesRecordDeliveryProgress, ARefusedBatchWritesNoOutboxRowAndNoProgress,
+    ALeaseNeverClaimedIsAtEpochZeroAndHeldByNobody,
+    TheFirstClaimTakesTheLeaseAtEpochOneAndRenewingKeepsTheEpoch,
+    AClaimWhileAnotherHoldsTheLeaseReturnsTheHoldersLease,
+    ReleasingWithAnotherHolderOrEpochDoesNothing, AReleasedLeaseIsTakenByAnotherAtTheNextEpoch,
+    RenewalsByAFormerHolderReturnTheNewHoldersLeaseUnchanged,
+    AfterTheLeaseMovedOnAFencedStoreRefusesEveryWrite, WritesAreNotFencedByDefault);
 
 }  // namespace lockstep::store_conformance

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "orchestrator/engine/history.h"
@@ -489,6 +490,42 @@ TEST_F(EngineTest, AVersionNamesOneArtifactForever) {
   EXPECT_TRUE(engine_->CreateRelease(same, "test").ok());
   other.version = "v3";
   EXPECT_TRUE(engine_->CreateRelease(other, "test").ok());
+}
+
+// A request sent again (a retry across a failover, one push delivered to two lockstepd) gets
+// the release the first made, and nothing more is created or audited.
+TEST_F(EngineTest, ARequestIdMakesCreationIdempotent) {
+  MakeEngine(ThreeWavePipeline());
+  NewRelease req{"monolith", "v2", "http://127.0.0.1:1/v2.tar.gz", std::string(64, 'a'), "", ""};
+  req.request_id = "cli-0123456789abcdef";
+  auto first = engine_->CreateRelease(req, "test");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto again = engine_->CreateRelease(req, "test");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->id, first->id);
+  auto all = store_->FindReleases(ReleaseQuery::Newest("monolith", 0));
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1u);
+  auto audit = store_->Audit(100);
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(std::count_if(audit->begin(), audit->end(),
+                          [](const AuditRecord& a) { return a.action == "release.create"; }),
+            1);
+  // The same id for another version is a mistake, said so; a new id is a new release.
+  req.version = "v3";
+  req.artifact_url = "http://127.0.0.1:1/v3.tar.gz";
+  auto mismatch = engine_->CreateRelease(req, "test");
+  EXPECT_EQ(mismatch.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(mismatch.status().message().find("release " + std::to_string(first->id)),
+            std::string::npos)
+      << mismatch.status().message();
+  req.request_id = "cli-fedcba9876543210";
+  EXPECT_TRUE(engine_->CreateRelease(req, "test").ok());
+  // Ids are bounded and printable.
+  req.request_id = std::string(129, 'x');
+  EXPECT_EQ(engine_->CreateRelease(req, "test").status().code(), StatusCode::kInvalidArgument);
+  req.request_id = "has space";
+  EXPECT_EQ(engine_->CreateRelease(req, "test").status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(EngineTest, AResultForAnOldTaskChangesNothing) {
