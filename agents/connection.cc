@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <random>
@@ -53,8 +54,9 @@ int64_t KeepaliveTimeoutFor(int64_t liveness_ms) { return std::max<int64_t>(live
 // How one session ended.
 struct SessionEnd {
   bool welcomed = false;
-  std::string leader;   // a standby named the leader: go there next, at once
-  bool retune = false;  // the welcome asked for a shorter keepalive: reconnect with it
+  std::string leader;    // a standby named the leader: go there next, at once
+  bool standby = false;  // a standby answered: a takeover may be under way
+  bool retune = false;   // the welcome asked for a shorter keepalive: reconnect with it
 };
 
 struct Connection::Impl {
@@ -290,6 +292,7 @@ struct Connection::Impl {
     }
     if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
       end.leader = LeaderNamedIn(st.error_message());
+      end.standby = st.error_message().find("standby") != std::string::npos;
     }
     end.welcomed = got_welcome;
     return end;
@@ -316,10 +319,14 @@ Status Connection::Run() {
   // Redirects followed in a row without a welcome before backing off: two standbys that
   // name each other (a lease in flux) must not make the agent spin.
   constexpr int kMaxRedirects = 3;
+  // Between asks of a standby during a takeover (plus up to as much jitter).
+  constexpr auto kStandbyRetry = std::chrono::milliseconds(200);
+  constexpr auto kConnectTimeout = std::chrono::milliseconds(3000);
   auto backoff = kMin;
   size_t next = 0;
   int redirects = 0;
   std::string redirect;
+  std::string unreachable;  // the last server that could not be reached, until a welcome
   for (;;) {
     impl_->target = !redirect.empty() ? redirect : servers[next % servers.size()];
     const int64_t liveness = impl_->liveness_ms.load();
@@ -331,6 +338,9 @@ Status Connection::Run() {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(KeepaliveTimeFor(liveness)));
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(KeepaliveTimeoutFor(liveness)));
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    // A frozen lockstepd still accepts TCP connections (its kernel does) but never finishes
+    // the HTTP/2 handshake: give up on a connection attempt after this, not gRPC's 20 s.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(kConnectTimeout.count()));
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     // One connection per host: gRPC shares a connection between channels with equal
     // arguments, and lockstepd allows few streams per connection. A real agent is alone in
@@ -344,24 +354,45 @@ Status Connection::Run() {
         impl_->target, credentials.ok() ? *credentials : grpc::InsecureChannelCredentials(), args);
     auto stub = v1::AgentService::NewStub(channel);
     SessionEnd end = impl_->Session(*stub, liveness);
+    const std::string tried = impl_->target;
     const bool was_redirect = !redirect.empty();
     redirect.clear();
     if (end.welcomed || end.retune) {
       backoff = kMin;
       redirects = 0;
+      unreachable.clear();
     }
     if (end.retune) continue;  // at once, to the same server
-    if (!end.leader.empty() && end.leader != impl_->target && redirects < kMaxRedirects) {
+    if (!end.leader.empty() && end.leader != tried && end.leader != unreachable &&
+        redirects < kMaxRedirects) {
       // A standby named the leader: straight there, no backoff.
       ++redirects;
-      spdlog::info("{} is a standby; following it to the leader at {}", impl_->target, end.leader);
+      spdlog::info("{} is a standby; following it to the leader at {}", tried, end.leader);
       redirect = end.leader;
       if (!impl_->Sleep(std::chrono::milliseconds(0))) return Status::Ok();
       continue;
     }
     redirects = 0;
-    // The next server in the list (a leader that went away, or a redirect that failed).
-    if (!was_redirect) ++next;
+    if (end.standby) {
+      // A standby answered, naming no leader or the one this agent just failed to reach: a
+      // takeover is under way, and this standby may lead within the lease's ttl. Ask it again
+      // soon rather than after a backoff grown while the leader was unreachable.
+      std::uniform_int_distribution<int64_t> jitter(0, kStandbyRetry.count());
+      if (!impl_->Sleep(kStandbyRetry + std::chrono::milliseconds(jitter(rng)))) {
+        return Status::Ok();
+      }
+      backoff = kMin;
+      redirect = tried;
+      continue;
+    }
+    unreachable = tried;
+    // The server after the one that failed (a leader that went away, or a redirect that
+    // failed), not the one after where this agent first came in: that may be the same one.
+    if (auto at = std::find(servers.begin(), servers.end(), tried); at != servers.end()) {
+      next = static_cast<size_t>(at - servers.begin()) + 1;
+    } else if (!was_redirect) {
+      ++next;
+    }
     std::uniform_int_distribution<int64_t> jitter(0, backoff.count() / 2);
     auto wait = backoff + std::chrono::milliseconds(jitter(rng));
     if (!impl_->Sleep(wait)) return Status::Ok();

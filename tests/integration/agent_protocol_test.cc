@@ -9,6 +9,8 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "proto/lockstep.grpc.pb.h"
 #include "tests/integration/fleet.h"
@@ -40,7 +42,10 @@ class StandInOrchestrator final : public v1::AgentService::Service {
       std::lock_guard lock(mu_);
       if (in.has_heartbeat()) ++heartbeats_;
       if (in.has_progress()) ++progress_;
-      if (in.has_result()) result_ = in.result();
+      if (in.has_result()) {
+        result_ = in.result();
+        result_ids_.push_back(in.result().task_id());
+      }
       cv_.notify_all();
     }
     return grpc::Status::OK;
@@ -58,6 +63,10 @@ class StandInOrchestrator final : public v1::AgentService::Service {
     std::lock_guard lock(mu_);
     return progress_;
   }
+  std::vector<std::string> result_ids() {
+    std::lock_guard lock(mu_);
+    return result_ids_;
+  }
 
  private:
   const v1::Welcome welcome_;
@@ -67,6 +76,7 @@ class StandInOrchestrator final : public v1::AgentService::Service {
   int heartbeats_ = 0;                    // guarded by mu_
   int progress_ = 0;                      // guarded by mu_
   std::optional<v1::TaskResult> result_;  // guarded by mu_
+  std::vector<std::string> result_ids_;   // guarded by mu_; every result, in order
 };
 
 // Serves `stand_in` on a loopback port and runs a real agent against it until `done`
@@ -148,6 +158,28 @@ TEST(AgentProtocolTest, AnAgentSendsProgressLinesOnlyWhenTheWelcomeAsksAndLogsTh
     EXPECT_NE(log.find("task prepare-1 fetch: http://127.0.0.1:1/app-v1.tar.gz"), std::string::npos)
         << log;
   }
+}
+
+// A task from a lockstepd that lost the lease (an older epoch than the agent has seen) is
+// refused, not run; one of the current epoch is run.
+TEST(AgentProtocolTest, AnAgentRefusesATaskOfAnOlderLeaderEpoch) {
+  v1::Welcome welcome;
+  welcome.set_pipeline("monolith");
+  welcome.set_heartbeat_interval_ms(600'000);
+  welcome.set_epoch(5);
+  v1::ServerMessage stale = FailingPrepare();
+  stale.mutable_task()->set_task_id("stale-1");
+  stale.mutable_task()->set_epoch(4);
+  v1::ServerMessage current = FailingPrepare();
+  current.mutable_task()->set_epoch(5);
+  StandInOrchestrator stand_in(welcome, {stale, current});
+  bool answered = false;
+  std::string log = RunAgentAgainst(
+      stand_in, [&] { return stand_in.WaitResult(); }, &answered);
+  ASSERT_TRUE(answered) << log;
+  EXPECT_EQ(stand_in.result_ids(), std::vector<std::string>{"prepare-1"}) << log;
+  EXPECT_NE(log.find("refused a task of leader epoch 4"), std::string::npos) << log;
+  EXPECT_EQ(log.find("task stale-1"), std::string::npos) << log;
 }
 
 // Every binary says which build it is, and agents tell lockstepd theirs.
