@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "common/random.h"
@@ -97,6 +98,8 @@ struct Orchestrator::Impl {
   std::unique_ptr<FanOutObserver> observers;
   std::thread engine_thread;
   std::unique_ptr<Leadership> leadership;
+  // Pipelines reloaded (SIGHUP) while standing by, put in force on election. Guarded by mu.
+  std::optional<std::vector<Pipeline>> pending_pipelines;
   std::string token_file;  // where the first admin token is written
   Status bootstrap;        // how writing it went, if this process made it
   int exit_code = 0;       // guarded by mu
@@ -307,6 +310,15 @@ void Orchestrator::StartLeading(Impl& impl, int64_t epoch) {
   Engine* engine = impl.engine.get();
   std::lock_guard lock(impl.mu);
   if (impl.shut_down) return;
+  if (impl.pending_pipelines) {
+    // Reloaded while standing by; the engine thread does not run yet, so this is the only
+    // thread touching the engine.
+    if (Status st = engine->ReplacePipelines(std::move(*impl.pending_pipelines), "signal:SIGHUP");
+        !st.ok()) {
+      spdlog::error("putting the reloaded pipelines in force: {}", st.ToString());
+    }
+    impl.pending_pipelines.reset();
+  }
   impl.outbox->Start();  // notifications left pending by earlier leaders go out now
   impl.engine_thread = std::thread([hub, engine] { hub->Run(engine); });
   hub->Kick();  // resume whatever was in flight when the last leader stopped
@@ -378,6 +390,17 @@ Status Orchestrator::ReloadPipelines() {
       spdlog::error("auditing the refused reload: {}", st.ToString());
     }
     return refused;
+  }
+  {
+    // A standby runs no engine to hand them to: it keeps them, and puts them in force when it
+    // starts to lead (StartLeading), before its first pass.
+    std::lock_guard lock(impl.mu);
+    if (!impl.engine_thread.joinable()) {
+      spdlog::info("reloaded {} pipeline(s); they are put in force when this lockstepd leads",
+                   loaded->size());
+      impl.pending_pipelines = std::move(*loaded);
+      return Status::Ok();
+    }
   }
   LOCKSTEP_RETURN_IF_ERROR(impl.hub->ReplacePipelines(std::move(*loaded), "signal:SIGHUP"));
   impl.watchers->Touch();  // open status watches show the new pipelines now

@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <chrono>
@@ -1143,6 +1144,47 @@ TEST_F(HaFailoverTest, ReleaseCreateRetriedAcrossAFailoverMakesOneRelease) {
 // 7. A standby says so on /healthz and /metrics, answers every other HTTP request with a 307 to
 //    the same path at the leader, refuses gRPC calls naming the leader, and the CLI given only
 //    the standby follows it to the leader.
+// A standby reloaded with SIGHUP (systemctl reload on every machine) keeps the new pipelines
+// and puts them in force when it starts to lead, instead of waiting for an engine it does not
+// run.
+TEST_F(HaFailoverTest, AStandbyReloadedBySighupLeadsWithTheNewPipelines) {
+  ClusterSetup setup;
+  setup.agents = false;
+  ASSERT_NO_FATAL_FAILURE(Start(PipelineYaml(PipelineSpec()), setup));
+  const size_t leader = Leader();
+  const int64_t epoch = cluster_->HealthOf(leader).epoch;
+  const size_t reloaded = (leader + 1) % cluster_->size();
+  const size_t other = (leader + 2) % cluster_->size();
+  cluster_->fleet().WritePipeline("second.yaml", R"(pipeline: second
+regions: [us-east-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+)");
+  const auto sent = Clock::now();
+  ASSERT_EQ(::kill(cluster_->pid(reloaded), SIGHUP), 0);
+  ASSERT_TRUE(Fleet::WaitFor(
+      [&] {
+        return cluster_->LockstepdLog(reloaded).find("put in force when this lockstepd leads") !=
+               std::string::npos;
+      },
+      seconds(10)))
+      << cluster_->LockstepdLog(reloaded);
+  EXPECT_LT(Clock::now() - sent, seconds(5)) << "the reload waited for an engine";
+  // Only the reloaded standby is left to lead.
+  EXPECT_EQ(cluster_->Stop(other), 0);
+  EXPECT_EQ(cluster_->Stop(leader), 0);
+  const int successor = cluster_->WaitForLeader(epoch, seconds(20));
+  ASSERT_EQ(successor, static_cast<int>(reloaded));
+  bool listed = Fleet::WaitFor(
+      [&] {
+        CommandResult r = cluster_->Cli({"status", "second"});
+        return r.exit_code == 0;
+      },
+      seconds(10));
+  EXPECT_TRUE(listed) << cluster_->Cli({"status"}).out << cluster_->LockstepdLog(reloaded);
+}
+
 TEST_F(HaFailoverTest, StandbyRedirects) {
   ClusterSetup setup;
   setup.agents = false;
