@@ -430,6 +430,9 @@ struct Options {
   // idle disk would. lockstepd's store stays on the real disk.
   std::string agent_root;
   bool idle_only = false;  // connect, measure idle lockstepd, stop (for 10,000 agents)
+  // lockstepd's --store: empty for SQLite in its data directory, or a PostgreSQL conninfo
+  // (an empty database the caller made; scripts/bench-postgres.sh starts one).
+  std::string store;
   bool keep = false;
   double idle_seconds = 0;        // 0: 20 s with --idle-only, else 5 s
   int agent_lost_s = 300;         // the pipeline's agent_lost; heartbeats follow from it
@@ -460,6 +463,8 @@ Options ParseArgs(int argc, char** argv) {
       kWait = std::chrono::seconds(std::atoi(next().c_str()));
     } else if (a == "--agent-root") {
       o.agent_root = next();
+    } else if (a == "--store") {
+      o.store = next();
     } else if (a == "--idle-only") {
       o.idle_only = true;
     } else if (a == "--keep") {
@@ -484,7 +489,8 @@ Options ParseArgs(int argc, char** argv) {
       std::cout << "usage: lockstep-fleet-bench [--hosts N=100] [--rollbacks R=20] "
                    "[--json FILE] [--bin-dir DIR] [--timeout S=120] "
                    "[--agent-root DIR=/dev/shm] [--agents-per-process P=2500] "
-                   "[--idle-only] [--idle-seconds S] [--agent-lost S=300] [--keep]\n"
+                   "[--idle-only] [--idle-seconds S] [--agent-lost S=300] [--keep] "
+                   "[--store CONNINFO]\n"
                    "       (internal) lockstep-fleet-bench --worker --server ADDR "
                    "--enroll-file F --agent-root DIR --first I --count C\n";
       std::exit(0);
@@ -627,12 +633,24 @@ int RunBench(const Options& opt) {
 
   // The real lockstepd.
   std::string port_file = dir + "/ports.json";
-  auto lockstepd = std::make_unique<Child>(
-      std::vector<std::string>{opt.bin_dir + "/lockstepd", "--data-dir", dir + "/data",
-                               "--pipelines", dir + "/pipelines", "--grpc-listen", "127.0.0.1:0",
-                               "--http-listen", "127.0.0.1:0", "--port-file", port_file,
-                               "--log-level", "warn"},
-      dir + "/lockstepd.log");
+  std::vector<std::string> lockstepd_argv{opt.bin_dir + "/lockstepd",
+                                          "--data-dir",
+                                          dir + "/data",
+                                          "--pipelines",
+                                          dir + "/pipelines",
+                                          "--grpc-listen",
+                                          "127.0.0.1:0",
+                                          "--http-listen",
+                                          "127.0.0.1:0",
+                                          "--port-file",
+                                          port_file,
+                                          "--log-level",
+                                          "warn"};
+  if (!opt.store.empty()) {
+    lockstepd_argv.push_back("--store");
+    lockstepd_argv.push_back(opt.store);
+  }
+  auto lockstepd = std::make_unique<Child>(lockstepd_argv, dir + "/lockstepd.log");
   {
     auto deadline = Clock::now() + std::chrono::seconds(20);
     while (!fs::exists(port_file)) {
