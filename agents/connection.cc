@@ -322,11 +322,16 @@ Status Connection::Run() {
   // Between asks of a standby during a takeover (plus up to as much jitter).
   constexpr auto kStandbyRetry = std::chrono::milliseconds(200);
   constexpr auto kConnectTimeout = std::chrono::milliseconds(3000);
+  constexpr auto kRecheckUnreachable = std::chrono::milliseconds(1000);
   auto backoff = kMin;
   size_t next = 0;
   int redirects = 0;
   std::string redirect;
-  std::string unreachable;  // the last server that could not be reached, until a welcome
+  // The last server that could not be reached, and when. A standby naming it as the leader
+  // within kRecheckUnreachable of that is asked again instead of followed (it has not taken
+  // over yet); later the name is followed again (the leader may be back, at the same address).
+  std::string unreachable;
+  MonoTime unreachable_at{};
   for (;;) {
     impl_->target = !redirect.empty() ? redirect : servers[next % servers.size()];
     const int64_t liveness = impl_->liveness_ms.load();
@@ -363,8 +368,9 @@ Status Connection::Run() {
       unreachable.clear();
     }
     if (end.retune) continue;  // at once, to the same server
-    if (!end.leader.empty() && end.leader != tried && end.leader != unreachable &&
-        redirects < kMaxRedirects) {
+    const bool just_failed = end.leader == unreachable &&
+                             impl_->clock->Monotonic() - unreachable_at < kRecheckUnreachable;
+    if (!end.leader.empty() && end.leader != tried && !just_failed && redirects < kMaxRedirects) {
       // A standby named the leader: straight there, no backoff.
       ++redirects;
       spdlog::info("{} is a standby; following it to the leader at {}", tried, end.leader);
@@ -386,6 +392,7 @@ Status Connection::Run() {
       continue;
     }
     unreachable = tried;
+    unreachable_at = impl_->clock->Monotonic();
     // The server after the one that failed (a leader that went away, or a redirect that
     // failed), not the one after where this agent first came in: that may be the same one.
     if (auto at = std::find(servers.begin(), servers.end(), tried); at != servers.end()) {
