@@ -22,10 +22,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
-#include <sstream>
 #include <utility>
 
 #include "orchestrator/store/migrations.h"
+#include "orchestrator/store/rows.h"
 #include "orchestrator/store/store.h"
 
 namespace lockstep {
@@ -144,91 +144,14 @@ class PgResult {
 // them ("relation already exists, skipping").
 void IgnoreNotice(void*, const char*) {}
 
-std::string JoinVersions(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) {
-    if (!out.empty()) out += ',';
-    out += s;
-  }
-  return out;
-}
-
-std::vector<std::string> SplitVersions(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-constexpr const char* kReleaseColumns =
-    "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
-    "current_wave, previous_version, created_at, started_at, finished_at, kind, "
-    "previous_release_id, abort_requested_by, abort_requested_at, commit_at, request_id";
-
-ReleaseRecord ReadRelease(const PgResult& r, int row) {
-  ReleaseRecord rel;
-  rel.id = r.Int(row, 0);
-  rel.pipeline = r.Text(row, 1);
-  rel.version = r.Text(row, 2);
-  rel.artifact_url = r.Text(row, 3);
-  rel.sha256 = r.Text(row, 4);
-  rel.commit = r.Text(row, 5);
-  rel.author = r.Text(row, 6);
-  rel.state = r.Text(row, 7);
-  rel.reason = r.Text(row, 8);
-  rel.current_wave = static_cast<int>(r.Int(row, 9));
-  rel.previous_version = r.Text(row, 10);
-  rel.created_at = r.Int(row, 11);
-  rel.started_at = r.Int(row, 12);
-  rel.finished_at = r.Int(row, 13);
-  rel.kind = r.Text(row, 14);
-  rel.previous_release_id = r.Int(row, 15);
-  rel.abort_requested_by = r.Text(row, 16);
-  rel.abort_requested_at = r.Int(row, 17);
-  rel.commit_at = r.Int(row, 18);
-  rel.request_id = r.Text(row, 19);
-  return rel;
-}
-
-constexpr const char* kTokenColumns =
-    "name, role, region, hash, created_at, created_by, expires_at, last_used_at, revoked_at, "
-    "revoked_by";
-
-TokenRecord ReadToken(const PgResult& r, int row) {
-  TokenRecord t;
-  t.name = r.Text(row, 0);
-  t.role = r.Text(row, 1);
-  t.region = r.Text(row, 2);
-  t.hash = r.Text(row, 3);
-  t.created_at = r.Int(row, 4);
-  t.created_by = r.Text(row, 5);
-  t.expires_at = r.Int(row, 6);
-  t.last_used_at = r.Int(row, 7);
-  t.revoked_at = r.Int(row, 8);
-  t.revoked_by = r.Text(row, 9);
-  return t;
-}
-
-constexpr const char* kAgentColumns =
-    "name, region, pipeline, current_version, versions_on_disk, connected, first_seen, "
-    "last_seen, agent_version";
-
-AgentRecord ReadAgent(const PgResult& r, int row) {
-  AgentRecord a;
-  a.name = r.Text(row, 0);
-  a.region = r.Text(row, 1);
-  a.pipeline = r.Text(row, 2);
-  a.current_version = r.Text(row, 3);
-  a.versions_on_disk = SplitVersions(r.Text(row, 4));
-  a.connected = r.Int(row, 5) != 0;
-  a.first_seen = r.Int(row, 6);
-  a.last_seen = r.Int(row, 7);
-  a.agent_version = r.Text(row, 8);
-  return a;
-}
+// One row of a result, as rows.h reads it.
+struct PgRow {
+  const PgResult& r;
+  int row;
+  int64_t Int(int col) const { return r.Int(row, col); }
+  std::string Text(int col) const { return r.Text(row, col); }
+  double Double(int col) const { return r.Double(row, col); }
+};
 
 // The lease columns as ClaimLease and ReadLease return them; the remaining time is measured
 // by the database's clock.
@@ -389,7 +312,7 @@ class PostgresStore final : public Store {
               .Add(a.region)
               .Add(a.pipeline)
               .Add(a.current_version)
-              .Add(JoinVersions(a.versions_on_disk))
+              .Add(rows::JoinVersions(a.versions_on_disk))
               .Add(int64_t{a.connected ? 1 : 0})
               .Add(a.first_seen)
               .Add(a.last_seen)
@@ -511,24 +434,13 @@ class PostgresStore final : public Store {
   StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(
-        PgResult r,
-        RunRetryingLocked("read gate results",
-                          "SELECT release_id, wave, gate, region, at, verdict, value, detail, "
-                          "evaluated_at FROM gate_results WHERE release_id=$1 ORDER BY id",
-                          Params().Add(release_id)));
+        PgResult r, RunRetryingLocked("read gate results",
+                                      std::string("SELECT ") + rows::kGateResult +
+                                          " FROM gate_results WHERE release_id=$1 ORDER BY id",
+                                      Params().Add(release_id)));
     std::vector<GateResult> out;
     for (int i = 0; i < r.rows(); ++i) {
-      GateResult g;
-      g.release_id = r.Int(i, 0);
-      g.wave = static_cast<int>(r.Int(i, 1));
-      g.gate = r.Text(i, 2);
-      g.region = r.Text(i, 3);
-      g.at = r.Int(i, 4);
-      g.verdict = r.Text(i, 5);
-      g.value = r.Double(i, 6);
-      g.detail = r.Text(i, 7);
-      g.evaluated_at = r.Int(i, 8);
-      out.push_back(std::move(g));
+      out.push_back(rows::Gate(PgRow{r, i}));
     }
     return out;
   }
@@ -538,24 +450,13 @@ class PostgresStore final : public Store {
     LOCKSTEP_ASSIGN_OR_RETURN(
         PgResult r,
         RunRetryingLocked("read outbox",
-                          "SELECT id, created_at, pipeline, event, url, payload, attempts, "
-                          "next_attempt_at, done_at, outcome FROM outbox "
-                          "WHERE done_at = 0 AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+                          std::string("SELECT ") + rows::kOutbox +
+                              " FROM outbox WHERE done_at = 0 AND next_attempt_at <= $1 "
+                              "ORDER BY id LIMIT $2",
                           Params().Add(due_by).Add(int64_t{limit > 0 ? limit : 100})));
     std::vector<OutboxRecord> out;
     for (int i = 0; i < r.rows(); ++i) {
-      OutboxRecord o;
-      o.id = r.Int(i, 0);
-      o.created_at = r.Int(i, 1);
-      o.pipeline = r.Text(i, 2);
-      o.event = r.Text(i, 3);
-      o.url = r.Text(i, 4);
-      o.payload = r.Text(i, 5);
-      o.attempts = static_cast<int>(r.Int(i, 6));
-      o.next_attempt_at = r.Int(i, 7);
-      o.done_at = r.Int(i, 8);
-      o.outcome = r.Text(i, 9);
-      out.push_back(std::move(o));
+      out.push_back(rows::Outbox(PgRow{r, i}));
     }
     return out;
   }
@@ -588,22 +489,22 @@ class PostgresStore final : public Store {
   StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(PgResult r, RunRetryingLocked("read token",
-                                                            std::string("SELECT ") + kTokenColumns +
+                                                            std::string("SELECT ") + rows::kToken +
                                                                 " FROM tokens WHERE hash=$1",
                                                             Params().Add(hash)));
     if (r.rows() == 0) return std::optional<TokenRecord>();
-    return std::optional<TokenRecord>(ReadToken(r, 0));
+    return std::optional<TokenRecord>(rows::Token(PgRow{r, 0}));
   }
 
   StatusOr<std::vector<TokenRecord>> ListTokens() override {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(PgResult r,
                               RunRetryingLocked("list tokens",
-                                                std::string("SELECT ") + kTokenColumns +
+                                                std::string("SELECT ") + rows::kToken +
                                                     " FROM tokens ORDER BY name COLLATE \"C\"",
                                                 Params()));
     std::vector<TokenRecord> out;
-    for (int i = 0; i < r.rows(); ++i) out.push_back(ReadToken(r, i));
+    for (int i = 0; i < r.rows(); ++i) out.push_back(rows::Token(PgRow{r, i}));
     return out;
   }
 
@@ -698,7 +599,7 @@ class PostgresStore final : public Store {
   }
 
   StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& q) override {
-    std::string sql = std::string("SELECT ") + kReleaseColumns + " FROM releases WHERE 1=1";
+    std::string sql = std::string("SELECT ") + rows::kRelease + " FROM releases WHERE 1=1";
     Params params;
     auto equals = [&sql, &params](const char* column, const std::string& value) {
       if (value.empty()) return;
@@ -729,7 +630,7 @@ class PostgresStore final : public Store {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(PgResult r, RunRetryingLocked("read releases", sql, params));
     std::vector<ReleaseRecord> out;
-    for (int i = 0; i < r.rows(); ++i) out.push_back(ReadRelease(r, i));
+    for (int i = 0; i < r.rows(); ++i) out.push_back(rows::Release(PgRow{r, i}));
     return out;
   }
 
@@ -738,38 +639,22 @@ class PostgresStore final : public Store {
     LOCKSTEP_ASSIGN_OR_RETURN(
         PgResult r,
         RunRetryingLocked("read release",
-                          std::string("SELECT ") + kReleaseColumns + " FROM releases WHERE id=$1",
+                          std::string("SELECT ") + rows::kRelease + " FROM releases WHERE id=$1",
                           Params().Add(id)));
     if (r.rows() == 0) return NotFound("no release with id " + std::to_string(id));
-    return ReadRelease(r, 0);
+    return rows::Release(PgRow{r, 0});
   }
 
   StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(
-        PgResult r,
-        RunRetryingLocked(
-            "read waves",
-            "SELECT release_id, idx, name, state, started_at, bake_started_at, "
-            "finished_at, first_switch_at, last_switch_at, approval_requested_at, "
-            "approved_by, approved_at FROM release_waves WHERE release_id=$1 ORDER BY idx",
-            Params().Add(release_id)));
+        PgResult r, RunRetryingLocked("read waves",
+                                      std::string("SELECT ") + rows::kWave +
+                                          " FROM release_waves WHERE release_id=$1 ORDER BY idx",
+                                      Params().Add(release_id)));
     std::vector<WaveRecord> out;
     for (int i = 0; i < r.rows(); ++i) {
-      WaveRecord w;
-      w.release_id = r.Int(i, 0);
-      w.index = static_cast<int>(r.Int(i, 1));
-      w.name = r.Text(i, 2);
-      w.state = r.Text(i, 3);
-      w.started_at = r.Int(i, 4);
-      w.bake_started_at = r.Int(i, 5);
-      w.finished_at = r.Int(i, 6);
-      w.first_switch_at = r.Int(i, 7);
-      w.last_switch_at = r.Int(i, 8);
-      w.approval_requested_at = r.Int(i, 9);
-      w.approved_by = r.Text(i, 10);
-      w.approved_at = r.Int(i, 11);
-      out.push_back(std::move(w));
+      out.push_back(rows::Wave(PgRow{r, i}));
     }
     return out;
   }
@@ -778,31 +663,14 @@ class PostgresStore final : public Store {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(
         PgResult r,
-        RunRetryingLocked(
-            "read hosts",
-            "SELECT release_id, agent, region, wave, state, task_id, detail, started_at, "
-            "task_sent_at, finished_at, from_version, step, attempt, switch_sent "
-            "FROM release_hosts WHERE release_id=$1 "
-            "ORDER BY wave, region COLLATE \"C\", agent COLLATE \"C\"",
-            Params().Add(release_id)));
+        RunRetryingLocked("read hosts",
+                          std::string("SELECT ") + rows::kHost +
+                              " FROM release_hosts WHERE release_id=$1 "
+                              "ORDER BY wave, region COLLATE \"C\", agent COLLATE \"C\"",
+                          Params().Add(release_id)));
     std::vector<HostRecord> out;
     for (int i = 0; i < r.rows(); ++i) {
-      HostRecord h;
-      h.release_id = r.Int(i, 0);
-      h.agent = r.Text(i, 1);
-      h.region = r.Text(i, 2);
-      h.wave = static_cast<int>(r.Int(i, 3));
-      h.state = r.Text(i, 4);
-      h.task_id = r.Text(i, 5);
-      h.detail = r.Text(i, 6);
-      h.started_at = r.Int(i, 7);
-      h.task_sent_at = r.Int(i, 8);
-      h.finished_at = r.Int(i, 9);
-      h.from_version = r.Text(i, 10);
-      h.step = r.Text(i, 11);
-      h.attempt = static_cast<int>(r.Int(i, 12));
-      h.switch_sent = r.Int(i, 13) != 0;
-      out.push_back(std::move(h));
+      out.push_back(rows::Host(PgRow{r, i}));
     }
     return out;
   }
@@ -811,43 +679,34 @@ class PostgresStore final : public Store {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(PgResult r,
                               RunRetryingLocked("read agents",
-                                                std::string("SELECT ") + kAgentColumns +
+                                                std::string("SELECT ") + rows::kAgent +
                                                     " FROM agents ORDER BY name COLLATE \"C\"",
                                                 Params()));
     std::vector<AgentRecord> out;
-    for (int i = 0; i < r.rows(); ++i) out.push_back(ReadAgent(r, i));
+    for (int i = 0; i < r.rows(); ++i) out.push_back(rows::Agent(PgRow{r, i}));
     return out;
   }
 
   StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override {
     std::lock_guard lock(mu_);
     LOCKSTEP_ASSIGN_OR_RETURN(PgResult r, RunRetryingLocked("read agent",
-                                                            std::string("SELECT ") + kAgentColumns +
+                                                            std::string("SELECT ") + rows::kAgent +
                                                                 " FROM agents WHERE name=$1",
                                                             Params().Add(name)));
     if (r.rows() == 0) return std::optional<AgentRecord>();
-    return std::optional<AgentRecord>(ReadAgent(r, 0));
+    return std::optional<AgentRecord>(rows::Agent(PgRow{r, 0}));
   }
 
   StatusOr<std::vector<AuditRecord>> Audit(int limit) override {
     std::lock_guard lock(mu_);
-    LOCKSTEP_ASSIGN_OR_RETURN(
-        PgResult r,
-        RunRetryingLocked("read audit",
-                          "SELECT id, at, actor, action, target, detail, outcome FROM audit "
-                          "ORDER BY id DESC LIMIT $1",
-                          Params().Add(int64_t{limit > 0 ? limit : 100})));
+    LOCKSTEP_ASSIGN_OR_RETURN(PgResult r,
+                              RunRetryingLocked("read audit",
+                                                std::string("SELECT ") + rows::kAudit +
+                                                    " FROM audit ORDER BY id DESC LIMIT $1",
+                                                Params().Add(int64_t{limit > 0 ? limit : 100})));
     std::vector<AuditRecord> out;
     for (int i = 0; i < r.rows(); ++i) {
-      AuditRecord a;
-      a.id = r.Int(i, 0);
-      a.at = r.Int(i, 1);
-      a.actor = r.Text(i, 2);
-      a.action = r.Text(i, 3);
-      a.target = r.Text(i, 4);
-      a.detail = r.Text(i, 5);
-      a.outcome = r.Text(i, 6);
-      out.push_back(std::move(a));
+      out.push_back(rows::Audit(PgRow{r, i}));
     }
     return out;
   }

@@ -4,9 +4,9 @@
 #include <sqlite3.h>
 
 #include <mutex>
-#include <sstream>
 
 #include "orchestrator/store/migrations.h"
+#include "orchestrator/store/rows.h"
 #include "orchestrator/store/store.h"
 
 namespace lockstep {
@@ -76,92 +76,6 @@ class Stmt {
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
 };
-
-std::string JoinVersions(const std::vector<std::string>& v) {
-  std::string out;
-  for (const auto& s : v) {
-    if (!out.empty()) out += ',';
-    out += s;
-  }
-  return out;
-}
-
-std::vector<std::string> SplitVersions(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-constexpr const char* kReleaseColumns =
-    "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
-    "current_wave, previous_version, created_at, started_at, finished_at, kind, "
-    "previous_release_id, abort_requested_by, abort_requested_at, commit_at, request_id";
-
-ReleaseRecord ReadRelease(const Stmt& s) {
-  ReleaseRecord r;
-  r.id = s.Int(0);
-  r.pipeline = s.Text(1);
-  r.version = s.Text(2);
-  r.artifact_url = s.Text(3);
-  r.sha256 = s.Text(4);
-  r.commit = s.Text(5);
-  r.author = s.Text(6);
-  r.state = s.Text(7);
-  r.reason = s.Text(8);
-  r.current_wave = static_cast<int>(s.Int(9));
-  r.previous_version = s.Text(10);
-  r.created_at = s.Int(11);
-  r.started_at = s.Int(12);
-  r.finished_at = s.Int(13);
-  r.kind = s.Text(14);
-  r.previous_release_id = s.Int(15);
-  r.abort_requested_by = s.Text(16);
-  r.abort_requested_at = s.Int(17);
-  r.commit_at = s.Int(18);
-  r.request_id = s.Text(19);
-  return r;
-}
-
-constexpr const char* kTokenColumns =
-    "name, role, region, hash, created_at, created_by, expires_at, last_used_at, revoked_at, "
-    "revoked_by";
-
-TokenRecord ReadToken(const Stmt& s) {
-  TokenRecord t;
-  t.name = s.Text(0);
-  t.role = s.Text(1);
-  t.region = s.Text(2);
-  t.hash = s.Text(3);
-  t.created_at = s.Int(4);
-  t.created_by = s.Text(5);
-  t.expires_at = s.Int(6);
-  t.last_used_at = s.Int(7);
-  t.revoked_at = s.Int(8);
-  t.revoked_by = s.Text(9);
-  return t;
-}
-
-constexpr const char* kAgentColumns =
-    "name, region, pipeline, current_version, versions_on_disk, connected, first_seen, "
-    "last_seen, agent_version";
-
-AgentRecord ReadAgent(const Stmt& s) {
-  AgentRecord a;
-  a.name = s.Text(0);
-  a.region = s.Text(1);
-  a.pipeline = s.Text(2);
-  a.current_version = s.Text(3);
-  a.versions_on_disk = SplitVersions(s.Text(4));
-  a.connected = s.Int(5) != 0;
-  a.first_seen = s.Int(6);
-  a.last_seen = s.Int(7);
-  a.agent_version = s.Text(8);
-  return a;
-}
 
 class SqliteStore final : public Store {
  public:
@@ -282,7 +196,7 @@ class SqliteStore final : public Store {
       for (const auto& a : b.agents) {
         s.Reset();
         s.Bind(1, a.name).Bind(2, a.region).Bind(3, a.pipeline).Bind(4, a.current_version);
-        s.Bind(5, JoinVersions(a.versions_on_disk)).Bind(6, int64_t{a.connected ? 1 : 0});
+        s.Bind(5, rows::JoinVersions(a.versions_on_disk)).Bind(6, int64_t{a.connected ? 1 : 0});
         s.Bind(7, a.first_seen).Bind(8, a.last_seen).Bind(9, a.agent_version);
         if (s.Step() != SQLITE_DONE) return RollbackLocked("write agent: " + s.Error());
       }
@@ -384,25 +298,14 @@ class SqliteStore final : public Store {
 
   StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_,
-           "SELECT release_id, wave, gate, region, at, verdict, value, detail, evaluated_at "
-           "FROM gate_results "
-           "WHERE release_id=? ORDER BY id");
+    Stmt s(db_, (std::string("SELECT ") + rows::kGateResult +
+                 " FROM gate_results WHERE release_id=? ORDER BY id")
+                    .c_str());
     s.Bind(1, release_id);
     std::vector<GateResult> out;
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      GateResult g;
-      g.release_id = s.Int(0);
-      g.wave = static_cast<int>(s.Int(1));
-      g.gate = s.Text(2);
-      g.region = s.Text(3);
-      g.at = s.Int(4);
-      g.verdict = s.Text(5);
-      g.value = s.Double(6);
-      g.detail = s.Text(7);
-      g.evaluated_at = s.Int(8);
-      out.push_back(std::move(g));
+      out.push_back(rows::Gate(s));
     }
     if (rc != SQLITE_DONE) return Internal("read gate results: " + s.Error());
     return out;
@@ -428,20 +331,20 @@ class SqliteStore final : public Store {
 
   StatusOr<std::optional<TokenRecord>> FindTokenByHash(const std::string& hash) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kTokenColumns + " FROM tokens WHERE hash=?").c_str());
+    Stmt s(db_, (std::string("SELECT ") + rows::kToken + " FROM tokens WHERE hash=?").c_str());
     s.Bind(1, hash);
     int rc = s.Step();
     if (rc == SQLITE_DONE) return std::optional<TokenRecord>();
     if (rc != SQLITE_ROW) return Internal("read token: " + s.Error());
-    return std::optional<TokenRecord>(ReadToken(s));
+    return std::optional<TokenRecord>(rows::Token(s));
   }
 
   StatusOr<std::vector<TokenRecord>> ListTokens() override {
     std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kTokenColumns + " FROM tokens ORDER BY name").c_str());
+    Stmt s(db_, (std::string("SELECT ") + rows::kToken + " FROM tokens ORDER BY name").c_str());
     std::vector<TokenRecord> out;
     int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadToken(s));
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(rows::Token(s));
     if (rc != SQLITE_DONE) return Internal("list tokens: " + s.Error());
     return out;
   }
@@ -539,7 +442,7 @@ class SqliteStore final : public Store {
   }
 
   StatusOr<std::vector<ReleaseRecord>> FindReleases(const ReleaseQuery& q) override {
-    std::string sql = std::string("SELECT ") + kReleaseColumns + " FROM releases WHERE 1=1";
+    std::string sql = std::string("SELECT ") + rows::kRelease + " FROM releases WHERE 1=1";
     std::vector<std::string> texts;  // bound in order, after the integers below
     auto in = [&](const char* column, const std::vector<std::string>& values) {
       if (values.empty()) return;
@@ -579,38 +482,24 @@ class SqliteStore final : public Store {
 
   StatusOr<ReleaseRecord> GetRelease(int64_t id) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kReleaseColumns + " FROM releases WHERE id=?").c_str());
+    Stmt s(db_, (std::string("SELECT ") + rows::kRelease + " FROM releases WHERE id=?").c_str());
     s.Bind(1, id);
     int rc = s.Step();
-    if (rc == SQLITE_ROW) return ReadRelease(s);
+    if (rc == SQLITE_ROW) return rows::Release(s);
     if (rc == SQLITE_DONE) return NotFound("no release with id " + std::to_string(id));
     return Internal("read release: " + s.Error());
   }
 
   StatusOr<std::vector<WaveRecord>> Waves(int64_t release_id) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_,
-           "SELECT release_id, idx, name, state, started_at, bake_started_at, finished_at, "
-           "first_switch_at, last_switch_at, approval_requested_at, approved_by, approved_at "
-           "FROM release_waves WHERE release_id = ? ORDER BY idx");
+    Stmt s(db_, (std::string("SELECT ") + rows::kWave +
+                 " FROM release_waves WHERE release_id = ? ORDER BY idx")
+                    .c_str());
     s.Bind(1, release_id);
     std::vector<WaveRecord> out;
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      WaveRecord w;
-      w.release_id = s.Int(0);
-      w.index = static_cast<int>(s.Int(1));
-      w.name = s.Text(2);
-      w.state = s.Text(3);
-      w.started_at = s.Int(4);
-      w.bake_started_at = s.Int(5);
-      w.finished_at = s.Int(6);
-      w.first_switch_at = s.Int(7);
-      w.last_switch_at = s.Int(8);
-      w.approval_requested_at = s.Int(9);
-      w.approved_by = s.Text(10);
-      w.approved_at = s.Int(11);
-      out.push_back(std::move(w));
+      out.push_back(rows::Wave(s));
     }
     if (rc != SQLITE_DONE) return Internal("read waves: " + s.Error());
     return out;
@@ -618,31 +507,14 @@ class SqliteStore final : public Store {
 
   StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_,
-           "SELECT release_id, agent, region, wave, state, task_id, detail, started_at, "
-           "task_sent_at, finished_at, from_version, step, attempt, switch_sent "
-           "FROM release_hosts WHERE release_id = ? "
-           "ORDER BY wave, region, agent");
+    Stmt s(db_, (std::string("SELECT ") + rows::kHost +
+                 " FROM release_hosts WHERE release_id = ? ORDER BY wave, region, agent")
+                    .c_str());
     s.Bind(1, release_id);
     std::vector<HostRecord> out;
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      HostRecord h;
-      h.release_id = s.Int(0);
-      h.agent = s.Text(1);
-      h.region = s.Text(2);
-      h.wave = static_cast<int>(s.Int(3));
-      h.state = s.Text(4);
-      h.task_id = s.Text(5);
-      h.detail = s.Text(6);
-      h.started_at = s.Int(7);
-      h.task_sent_at = s.Int(8);
-      h.finished_at = s.Int(9);
-      h.from_version = s.Text(10);
-      h.step = s.Text(11);
-      h.attempt = static_cast<int>(s.Int(12));
-      h.switch_sent = s.Int(13) != 0;
-      out.push_back(std::move(h));
+      out.push_back(rows::Host(s));
     }
     if (rc != SQLITE_DONE) return Internal("read hosts: " + s.Error());
     return out;
@@ -650,42 +522,34 @@ class SqliteStore final : public Store {
 
   StatusOr<std::vector<AgentRecord>> Agents() override {
     std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kAgentColumns + " FROM agents ORDER BY name").c_str());
+    Stmt s(db_, (std::string("SELECT ") + rows::kAgent + " FROM agents ORDER BY name").c_str());
     std::vector<AgentRecord> out;
     int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadAgent(s));
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(rows::Agent(s));
     if (rc != SQLITE_DONE) return Internal("read agents: " + s.Error());
     return out;
   }
 
   StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_, (std::string("SELECT ") + kAgentColumns + " FROM agents WHERE name=?").c_str());
+    Stmt s(db_, (std::string("SELECT ") + rows::kAgent + " FROM agents WHERE name=?").c_str());
     s.Bind(1, name);
     int rc = s.Step();
-    if (rc == SQLITE_ROW) return std::optional<AgentRecord>(ReadAgent(s));
+    if (rc == SQLITE_ROW) return std::optional<AgentRecord>(rows::Agent(s));
     if (rc == SQLITE_DONE) return std::optional<AgentRecord>();
     return Internal("read agent: " + s.Error());
   }
 
   StatusOr<std::vector<AuditRecord>> Audit(int limit) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_,
-           "SELECT id, at, actor, action, target, detail, outcome FROM audit "
-           "ORDER BY id DESC LIMIT ?");
+    Stmt s(
+        db_,
+        (std::string("SELECT ") + rows::kAudit + " FROM audit ORDER BY id DESC LIMIT ?").c_str());
     s.Bind(1, int64_t{limit > 0 ? limit : 100});
     std::vector<AuditRecord> out;
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      AuditRecord a;
-      a.id = s.Int(0);
-      a.at = s.Int(1);
-      a.actor = s.Text(2);
-      a.action = s.Text(3);
-      a.target = s.Text(4);
-      a.detail = s.Text(5);
-      a.outcome = s.Text(6);
-      out.push_back(std::move(a));
+      out.push_back(rows::Audit(s));
     }
     if (rc != SQLITE_DONE) return Internal("read audit: " + s.Error());
     return out;
@@ -693,26 +557,14 @@ class SqliteStore final : public Store {
 
   StatusOr<std::vector<OutboxRecord>> PendingOutbox(UnixMs due_by, int limit) override {
     std::lock_guard lock(mu_);
-    Stmt s(db_,
-           "SELECT id, created_at, pipeline, event, url, payload, attempts, next_attempt_at, "
-           "done_at, outcome FROM outbox WHERE done_at=0 AND next_attempt_at<=? "
-           "ORDER BY id LIMIT ?");
+    Stmt s(db_, (std::string("SELECT ") + rows::kOutbox +
+                 " FROM outbox WHERE done_at=0 AND next_attempt_at<=? ORDER BY id LIMIT ?")
+                    .c_str());
     s.Bind(1, due_by).Bind(2, int64_t{limit > 0 ? limit : 100});
     std::vector<OutboxRecord> out;
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      OutboxRecord o;
-      o.id = s.Int(0);
-      o.created_at = s.Int(1);
-      o.pipeline = s.Text(2);
-      o.event = s.Text(3);
-      o.url = s.Text(4);
-      o.payload = s.Text(5);
-      o.attempts = static_cast<int>(s.Int(6));
-      o.next_attempt_at = s.Int(7);
-      o.done_at = s.Int(8);
-      o.outcome = s.Text(9);
-      out.push_back(std::move(o));
+      out.push_back(rows::Outbox(s));
     }
     if (rc != SQLITE_DONE) return Internal("read outbox: " + s.Error());
     return out;
@@ -836,7 +688,7 @@ class SqliteStore final : public Store {
   StatusOr<std::vector<ReleaseRecord>> CollectReleases(Stmt& s) {
     std::vector<ReleaseRecord> out;
     int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadRelease(s));
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(rows::Release(s));
     if (rc != SQLITE_DONE) return Internal("read releases: " + s.Error());
     return out;
   }

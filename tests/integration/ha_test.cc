@@ -45,6 +45,7 @@
 #include "common/sha256.h"
 #include "proto/lockstep.grpc.pb.h"
 #include "tests/integration/ha_cluster.h"
+#include "tests/support/github_signature.h"
 #include "tests/support/http_server.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/tarball.h"
@@ -358,25 +359,6 @@ HttpReply HttpGetUrl(const std::string& url, const httplib::Headers& headers) {
 
 constexpr char kSecret[] = "ha-webhook-s3cret";
 constexpr char kCommit[] = "89abcdef0123456789abcdef0123456789abcdef";
-
-std::string HexToBytes(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
-
-// HMAC-SHA256 (RFC 2104), as GitHub signs deliveries.
-std::string GithubSignature(const std::string& secret, const std::string& body) {
-  std::string key = secret.size() > 64 ? HexToBytes(Sha256Hex(secret)) : secret;
-  key.resize(64, '\0');
-  std::string ipad = key, opad = key;
-  for (auto& c : ipad) c = static_cast<char>(c ^ 0x36);
-  for (auto& c : opad) c = static_cast<char>(c ^ 0x5c);
-  std::string inner = HexToBytes(Sha256Hex(ipad + body));
-  return "sha256=" + Sha256Hex(opad + inner);
-}
 
 std::string PushBody(const std::string& commit) {
   return json{{"ref", "refs/heads/main"},

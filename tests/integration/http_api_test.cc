@@ -14,6 +14,7 @@
 
 #include "common/sha256.h"
 #include "tests/integration/fleet.h"
+#include "tests/support/github_signature.h"
 
 namespace lockstep::testing {
 namespace {
@@ -29,25 +30,6 @@ struct Resp {
   json body;
   std::string raw;
 };
-
-std::string HexToBytes(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
-
-// HMAC-SHA256 (RFC 2104) from the project's SHA-256, as GitHub signs deliveries.
-std::string GithubSignature(const std::string& secret, const std::string& body) {
-  std::string key = secret.size() > 64 ? HexToBytes(Sha256Hex(secret)) : secret;
-  key.resize(64, '\0');
-  std::string ipad = key, opad = key;
-  for (auto& c : ipad) c = static_cast<char>(c ^ 0x36);
-  for (auto& c : opad) c = static_cast<char>(c ^ 0x5c);
-  std::string inner = HexToBytes(Sha256Hex(ipad + body));
-  return "sha256=" + Sha256Hex(opad + inner);
-}
 
 std::string PushBody(const std::string& branch, const std::string& commit) {
   return json{{"ref", "refs/heads/" + branch},
