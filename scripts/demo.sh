@@ -67,7 +67,8 @@ for region in us-east-1 eu-west-1 ap-southeast-2; do
   done
 done
 for _ in $(seq 1 100); do
-  n=$("$BIN/lockstep" agents | grep -c ' connected$' || true)
+  # Each line: NAME REGION PIPELINE VERSION STATE AGENT (the agent's build follows STATE).
+  n=$("$BIN/lockstep" agents | grep -c ' connected ' || true)
   [[ $n -ge 9 ]] && break
   sleep 0.1
 done
