@@ -18,7 +18,7 @@
 namespace {
 
 constexpr const char* kUsage =
-    R"(usage: lockstep [--server ADDR] [--token T] [--output json] COMMAND
+    R"(usage: lockstep [--server ADDR[,ADDR...]] [--token T] [--output json] COMMAND
 
 commands:
   release create --pipeline P --version V --artifact URL --sha256 HEX [--commit SHA]
@@ -44,8 +44,9 @@ commands:
 
 lockstep COMMAND --help shows a command's flags and examples.
 
---server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; --token to $LOCKSTEP_TOKEN (leading
-and trailing whitespace, CR and LF are dropped).
+--server defaults to $LOCKSTEP_SERVER or 127.0.0.1:7400; with several lockstepd (one leads),
+list them all: a standby's answer sends the CLI to the leader. --token defaults to
+$LOCKSTEP_TOKEN (leading and trailing whitespace, CR and LF are dropped).
 lockstep --version prints this build's version and commit.
 TLS: --tls-ca FILE (or $LOCKSTEP_TLS_CA), and --tls-cert/--tls-key for mutual TLS.
 Exit status: 0 done; 1 the release or rollback ended elsewhere than asked; 2 bad usage;

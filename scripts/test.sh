@@ -45,8 +45,10 @@ if [[ "$PARTS" == *" asan "* ]]; then
   export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan"
   # Only the unit and integration tests. Not here: the browser test (it checks the dashboard
   # in Chromium, not our memory safety), the fleet benchmark (a load run, not built in this
-  # tree) and the fault-injection tests (label integration-faults: long randomized kill runs
-  # whose subject is recovery, run in build/); all of them run in build/.
+  # tree), the fault-injection tests (label integration-faults: long randomized kill runs
+  # whose subject is recovery) and the failover tests (label integration-ha: three lockstepd
+  # on a real PostgreSQL, with leases of a second, which the sanitizers' slowdown would
+  # lapse); all of them run in build/.
   status=0
   (cd build-asan && ctest --output-on-failure -j "${TEST_JOBS:-${JOBS:-2}}" --timeout 900 \
     -L '^(unit|integration)$' "$@") || status=$?
