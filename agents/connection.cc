@@ -7,12 +7,12 @@
 #include <atomic>
 #include <mutex>
 #include <random>
-#include <sstream>
 #include <thread>
 #include <vector>
 
 #include "agents/credential.h"
 #include "agents/executor.h"
+#include "common/standby.h"
 #include "common/version.h"
 #include "proto/lockstep.grpc.pb.h"
 
@@ -21,28 +21,6 @@ namespace lockstep::agent {
 using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>;
 
 namespace {
-
-// "a:1, b:2" -> {"a:1", "b:2"}.
-std::vector<std::string> SplitServers(const std::string& list) {
-  std::vector<std::string> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
-// The leader a standby named in its refusal ("... the leader is at ADDR"), or "".
-std::string LeaderNamedIn(const std::string& message) {
-  static constexpr const char kMarker[] = "the leader is at ";
-  auto at = message.find(kMarker);
-  if (at == std::string::npos) return "";
-  std::string rest = message.substr(at + sizeof(kMarker) - 1);
-  return rest.substr(0, rest.find_first_of(" \t;,)"));
-}
 
 // Keepalive for a liveness timeout: a ping every half of it, answered within a quarter, so a
 // lockstepd that stopped answering is given up within three quarters of it.
@@ -309,7 +287,7 @@ Status Connection::Run() {
     LOCKSTEP_ASSIGN_OR_RETURN(auto stored, LoadHostCredential(impl_->options.credential_file));
     impl_->credential = stored;
   }
-  const std::vector<std::string> servers = SplitServers(impl_->options.server);
+  const std::vector<std::string> servers = SplitServerList(impl_->options.server);
   if (servers.empty()) return InvalidArgument("--server: no address given");
   std::mt19937 rng(std::random_device{}());
   // Capped well below any sensible agent_lost, so an orchestrator that comes back finds

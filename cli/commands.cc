@@ -18,6 +18,7 @@
 #include "common/duration.h"
 #include "common/json_views.h"
 #include "common/random.h"
+#include "common/standby.h"
 #include "proto/lockstep.grpc.pb.h"
 
 namespace lockstep::cli {
@@ -88,15 +89,6 @@ bool FailingOver(const grpc::Status& st) {
   return false;
 }
 
-// The leader a standby named in its refusal ("... the leader is at ADDR"), or "".
-std::string LeaderNamedIn(const std::string& message) {
-  static constexpr const char kMarker[] = "the leader is at ";
-  auto at = message.find(kMarker);
-  if (at == std::string::npos) return "";
-  std::string rest = message.substr(at + sizeof(kMarker) - 1);
-  return rest.substr(0, rest.find_first_of(" \t;,)"));
-}
-
 // The lockstepd servers named by --server (or $LOCKSTEP_SERVER): one, or several separated by
 // commas, of which one leads. Calls go to the current one; a standby's refusal names the
 // leader, which becomes the current one at once, and a server that cannot be reached gives
@@ -104,15 +96,7 @@ std::string LeaderNamedIn(const std::string& message) {
 class Client {
  public:
   explicit Client(const Context& ctx) : ctx_(ctx) {
-    std::string rest = ctx.server;
-    while (!rest.empty()) {
-      auto comma = rest.find(',');
-      std::string item = rest.substr(0, comma);
-      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
-      item.erase(0, item.find_first_not_of(" \t"));
-      item.erase(item.find_last_not_of(" \t") + 1);
-      if (!item.empty()) servers_.push_back(item);
-    }
+    servers_ = SplitServerList(ctx.server);
     if (servers_.empty()) servers_.push_back(ctx.server);
     Connect(servers_.front());
   }

@@ -89,6 +89,9 @@ class Leadership {
 
  private:
   int64_t LedEpoch() const;
+  // No longer leading: stop sending, say why, give up the lease at `give_up_epoch` if this
+  // process still holds it there (0: it does not), and call `lost`.
+  void StepDown(const std::string& why, int64_t give_up_epoch);
   // One claim or renewal; returns when to try next.
   MonoTime Claim();
 
