@@ -209,6 +209,37 @@ TEST(AgentProtocolTest, AnUnknownLogLevelIsAUsageError) {
   EXPECT_NE(a.err.find("--log-level must be"), std::string::npos) << a.err;
 }
 
+// The high-availability flags: a lease ttl out of range, or a store spec naming no file, is a
+// usage error that names the flag, and nothing is started or written.
+TEST(AgentProtocolTest, BadLeaseTtlOrStoreIsAUsageError) {
+  char tmpl[] = "/tmp/lockstep-flags-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  fs::create_directories(dir + "/pipelines");
+  std::ofstream(dir + "/pipelines/monolith.yaml") << "pipeline: monolith\n"
+                                                     "regions: [us-east-1]\n"
+                                                     "waves:\n"
+                                                     "  - name: all\n"
+                                                     "    select: {per_region: \"100%\"}\n";
+  const std::vector<std::string> base = {BinPath("lockstepd"), "--pipelines",   dir + "/pipelines",
+                                         "--data-dir",         dir + "/data",   "--grpc-listen",
+                                         "127.0.0.1:0",        "--http-listen", "127.0.0.1:0"};
+  for (const char* ttl : {"5ms", "1h", "soon"}) {
+    std::vector<std::string> argv = base;
+    argv.insert(argv.end(), {"--lease-ttl", ttl});
+    CommandResult r = RunCommand(argv, seconds(20));
+    EXPECT_EQ(r.exit_code, 2) << ttl << ": " << r.err;
+    EXPECT_NE(r.err.find("--lease-ttl"), std::string::npos) << r.err;
+  }
+  std::vector<std::string> argv = base;
+  argv.insert(argv.end(), {"--store", "sqlite:"});
+  CommandResult r = RunCommand(argv, seconds(20));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--store sqlite:PATH: PATH is empty"), std::string::npos) << r.err;
+  std::error_code ec;
+  EXPECT_FALSE(fs::exists(dir + "/data/lockstep.db")) << "a refused start wrote a store";
+  fs::remove_all(dir, ec);
+}
+
 // A token with a control character in it is refused before anything is sent (gRPC would
 // abort on it); one that only ends in CR/LF is taken without them.
 TEST(AgentProtocolTest, ATokenWithAControlCharacterIsAUsageErrorNotACrash) {

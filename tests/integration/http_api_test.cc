@@ -280,6 +280,25 @@ TEST_F(HttpErrorsTest, ApprovingAReleaseThatIsNotWaitingIsAConflict) {
   EXPECT_EQ(abort.status, 409) << abort.raw;
 }
 
+// A request sent again with its request_id (a retry after a lost answer or a failover) gets
+// the release the first made; a bad id is refused naming the field and creates nothing.
+TEST_F(HttpErrorsTest, ARequestIdMakesReleaseCreationIdempotent) {
+  json req = ReleaseRequest(fleet_.ServeApp("v1"));
+  req["request_id"] = "script-7f3a";
+  Resp first = Post("/api/v1/releases", req);
+  ASSERT_EQ(first.status, 201) << first.raw;
+  Resp again = Post("/api/v1/releases", req);
+  ASSERT_EQ(again.status, 201) << again.raw;
+  EXPECT_EQ(again.body["id"], first.body["id"]);
+  req["request_id"] = "has a space";
+  Resp bad = Post("/api/v1/releases", req);
+  EXPECT_EQ(bad.status, 400) << bad.raw;
+  EXPECT_NE(bad.raw.find("request id"), std::string::npos) << bad.raw;
+  req["request_id"] = 42;
+  EXPECT_EQ(Post("/api/v1/releases", req).status, 400);
+  EXPECT_EQ(Get("/api/v1/releases?pipeline=shop").body.size(), 1u);
+}
+
 // --- webhook ---
 
 class WebhookTest : public ApiFleetTest {
