@@ -1244,6 +1244,20 @@ TEST_F(HaFailoverTest, StandbyRedirects) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
   EXPECT_EQ(st.error_message(),
             "this lockstepd is a standby; the leader is at " + cluster_->grpc_address(leader));
+
+  // Without a token a standby gives away where the leader is, nothing more: the redirect (the
+  // leader then refuses the call), and the same refusal over gRPC.
+  HttpReply anonymous = HttpCall(cluster_->http_port(standby), "GET", path, {});
+  EXPECT_EQ(anonymous.status, 307) << anonymous.raw;
+  EXPECT_EQ(anonymous.location, leader_url + path);
+  EXPECT_EQ(HttpGetUrl(anonymous.location, {}).status, 401);
+  grpc::ClientContext no_token;
+  no_token.set_deadline(std::chrono::system_clock::now() + seconds(10));
+  grpc::Status refused = stub->GetStatus(&no_token, req, &resp);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_EQ(refused.error_message(),
+            "this lockstepd is a standby; the leader is at " + cluster_->grpc_address(leader));
+  EXPECT_EQ(resp.pipelines_size(), 0);
 }
 
 // 7b. SIGTERM of the leader gives the lease up: a standby leads within its claim period, long
