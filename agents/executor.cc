@@ -165,7 +165,7 @@ v1::TaskResult Executor::Run(const v1::Task& task) {
   std::vector<std::string> tail;
   switch (task.kind()) {
     case v1::Task::PREPARE:
-      st = Prepare(task);
+      st = Prepare(task, result);
       failed_step = "prepare";
       break;
     case v1::Task::ACTIVATE:
@@ -178,7 +178,7 @@ v1::TaskResult Executor::Run(const v1::Task& task) {
         break;
       }
       failed_step = "prepare";
-      st = Prepare(task);
+      st = Prepare(task, result);
       if (st.ok()) st = Activate(task, failed_step, tail, result);
       break;
     default:
@@ -197,7 +197,7 @@ v1::TaskResult Executor::Run(const v1::Task& task) {
   return result;
 }
 
-Status Executor::Prepare(const v1::Task& task) {
+Status Executor::Prepare(const v1::Task& task, v1::TaskResult& result) {
   if (releases_.HasRelease(task.version(), task.sha256())) {
     Note(task.task_id(), "fetch", "release already on disk");
     return Status::Ok();
@@ -206,10 +206,33 @@ Status Executor::Prepare(const v1::Task& task) {
   FetchOptions fo;
   fo.clock = clock_;
   if (task.fetch_timeout_ms() > 0) fo.timeout = std::chrono::milliseconds(task.fetch_timeout_ms());
-  Note(task.task_id(), "fetch", task.artifact_url());
-  Status st = FetchArtifact(task.artifact_url(), task.sha256(), archive, fo,
-                            [&](const std::string& note) { Note(task.task_id(), "fetch", note); });
-  if (!st.ok()) return st;
+  auto note = [&](const std::string& text) { Note(task.task_id(), "fetch", text); };
+  Status st = Unavailable("not fetched");
+  if (!task.mirror_url().empty()) {
+    // The region's mirror first. It need not be trusted: the digest is verified as for the
+    // origin, and anything wrong (down, an HTTP error, other bytes) falls back to the origin
+    // at once, with no retries spent on the mirror.
+    FetchOptions mirror = fo;
+    mirror.attempts = 1;
+    Note(task.task_id(), "fetch", task.mirror_url() + " (region mirror)");
+    st = FetchArtifact(task.mirror_url(), task.sha256(), archive, mirror, note);
+    if (st.ok()) {
+      result.set_fetched_from("mirror");
+    } else {
+      result.set_mirror_error(st.message().substr(0, 500));
+      spdlog::warn("task {}: mirror {} failed ({}); fetching from the origin", task.task_id(),
+                   task.mirror_url(), result.mirror_error());
+    }
+  }
+  if (result.fetched_from().empty()) {
+    Note(task.task_id(), "fetch", task.artifact_url());
+    st = FetchArtifact(task.artifact_url(), task.sha256(), archive, fo, note);
+    if (!st.ok()) return st;
+    result.set_fetched_from("origin");
+  }
+  std::error_code size_ec;
+  const auto bytes = fs::file_size(archive, size_ec);
+  result.set_fetched_bytes(size_ec ? 0 : static_cast<int64_t>(bytes));
   Note(task.task_id(), "unpack", "sha256 verified; unpacking");
   st = releases_.Install(task.version(), task.sha256(), archive);
   std::error_code ec;
@@ -245,9 +268,17 @@ Status Executor::RunHookIfPresent(const std::string& version, const std::string&
             {"LOCKSTEP_ROOT", options_.root}};
   ho.pass_env = options_.hook_env;
   ho.user = hook_user_;
-  ho.on_line = [&](const std::string& line) { Note(task.task_id(), hook, line); };
+  const bool withhold = options_.withhold_hook_output || task.withhold_hook_output();
+  ho.on_line = [&](const std::string& line) {
+    if (!withhold) {
+      Note(task.task_id(), hook, line);
+      return;
+    }
+    // The region keeps hook output: this host's own log is the only place it goes.
+    spdlog::info("task {} {}: {}", task.task_id(), hook, line);
+  };
   LOCKSTEP_ASSIGN_OR_RETURN(auto result, RunHook(path.string(), ho));
-  tail.insert(tail.end(), result.tail.begin(), result.tail.end());
+  if (!withhold) tail.insert(tail.end(), result.tail.begin(), result.tail.end());
   if (result.timed_out) {
     return DeadlineExceeded("deploy/" + hook + " of " + version + " timed out after " +
                             std::to_string(ho.timeout.count()) + "ms");

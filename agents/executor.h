@@ -48,6 +48,9 @@ struct ExecutorOptions {
   std::vector<std::string> hook_env = {};
   // --hook-user: the user hooks run as; empty runs them as the agent's user.
   std::string hook_user = {};
+  // --hook-output none: hook output never leaves this host, whatever a task asks (it is
+  // logged here only). A task's withhold_hook_output asks the same; the stricter wins.
+  bool withhold_hook_output = false;
 };
 
 class Executor {
@@ -78,7 +81,9 @@ class Executor {
   void Loop();
   void GateLoop();
   lockstep::v1::TaskResult Run(const lockstep::v1::Task& task);
-  Status Prepare(const lockstep::v1::Task& task);
+  // Records in `result` where the artifact came from (fetched_from, fetched_bytes,
+  // mirror_error).
+  Status Prepare(const lockstep::v1::Task& task, lockstep::v1::TaskResult& result);
   Status Activate(const lockstep::v1::Task& task, std::string& failed_step,
                   std::vector<std::string>& tail, lockstep::v1::TaskResult& result);
   Status RunHookIfPresent(const std::string& version, const std::string& hook,

@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
   flags.Value("hook-user", "",
               "user hooks run as, with its primary and supplementary groups (default: the "
               "agent's user; needs root)");
+  flags.Value("hook-output", "tail",
+              "tail: a failed hook's last lines go to lockstepd (unless the region's "
+              "hook_output is none); none: hook output never leaves this host");
   flags.Bool("help", "show this help");
   flags.Bool("version", "print the version and commit, and exit");
   if (auto st = flags.Parse(argc, argv); !st.ok()) {
@@ -72,6 +75,10 @@ int main(int argc, char** argv) {
     std::getline(f, token);
     token = std::string(lockstep::TrimSpace(token));
   }
+  const std::string hook_output = flags.Get("hook-output");
+  if (hook_output != "tail" && hook_output != "none") {
+    return Fail("--hook-output: unknown value \"" + hook_output + "\" (tail or none)");
+  }
   int keep = std::atoi(flags.Get("keep-releases").c_str());
   if (keep < 2) return Fail("--keep-releases must be at least 2 (current and previous)");
 
@@ -91,7 +98,7 @@ int main(int argc, char** argv) {
   if (!hook_env.ok()) return Fail(hook_env.status().message());
   lockstep::agent::Executor executor(
       {flags.Get("root"), flags.Get("name"), flags.Get("region"), static_cast<size_t>(keep),
-       *hook_env, flags.Get("hook-user")},
+       *hook_env, flags.Get("hook-user"), hook_output == "none"},
       [&](const lockstep::v1::TaskProgress& p) {
         if (conn_ptr) conn_ptr->SendProgress(p);
       },

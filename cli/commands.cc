@@ -11,6 +11,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -181,6 +182,16 @@ class Client {
 
 std::string Time(int64_t ms) { return ms > 0 ? FormatUnixMs(ms) : ""; }
 
+// A line a hook printed, as it may be shown on a terminal: control characters (an escape
+// sequence a hostile or careless hook printed) become '?'.
+std::string SanitizeForTerminal(std::string line) {
+  for (char& ch : line) {
+    const auto u = static_cast<unsigned char>(ch);
+    if ((u < 0x20 && ch != '\t') || u == 0x7f) ch = '?';
+  }
+  return line;
+}
+
 // One line summarising where a release stands: its state, current wave and per-region
 // counts. Printed whenever it changes while waiting.
 // `bars`: draw each region's progress as a bar (for a terminal) instead of plain counts.
@@ -236,9 +247,21 @@ void PrintReleaseText(const v1::Release& r) {
                   g.verdict().c_str(), g.detail().c_str(), Time(g.at_ms()).c_str());
     }
   }
+  for (const auto& b : r.bringup()) {
+    std::printf("  bring-up %s  %s  wave %d %s%s%s\n", b.region().c_str(), b.state().c_str(),
+                b.wave() + 1, b.wave_name().c_str(), b.reason().empty() ? "" : "  ",
+                b.reason().c_str());
+  }
   for (const auto& h : r.hosts()) {
     std::printf("    %-16s %-16s wave %d  %-10s %s\n", h.agent().c_str(), h.region().c_str(),
                 h.wave() + 1, h.state().c_str(), h.detail().c_str());
+    if (h.output_tail().empty()) continue;
+    // The failed hook's own words: what a release manager needs to see why it failed.
+    std::printf("        output:\n");
+    std::istringstream lines(h.output_tail());
+    for (std::string line; std::getline(lines, line);) {
+      std::printf("        %s\n", SanitizeForTerminal(line).c_str());
+    }
   }
 }
 

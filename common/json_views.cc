@@ -66,8 +66,20 @@ json ReleaseJson(const lockstep::v1::Release& r) {
                             {"state", h.state()},
                             {"detail", h.detail()},
                             {"from_version", h.from_version()},
+                            {"output_tail", h.output_tail()},
                             {"started_at_ms", h.started_at_ms()},
                             {"finished_at_ms", h.finished_at_ms()}});
+    }
+    j["bringup"] = json::array();
+    for (const auto& b : r.bringup()) {
+      j["bringup"].push_back({{"region", b.region()},
+                              {"state", b.state()},
+                              {"wave", b.wave()},
+                              {"wave_name", b.wave_name()},
+                              {"reason", b.reason()},
+                              {"started_at_ms", b.started_at_ms()},
+                              {"bake_started_at_ms", b.bake_started_at_ms()},
+                              {"finished_at_ms", b.finished_at_ms()}});
     }
     j["gates"] = json::array();
     for (const auto& g : r.gates()) {
@@ -109,7 +121,10 @@ json PipelineStatusJson(const lockstep::v1::PipelineStatus& p) {
              {"regions", json::array()}};
   if (p.has_active()) jp["active"] = ReleaseJson(p.active());
   for (const auto& rs : p.regions()) {
-    json jr = {{"region", rs.region()}, {"hosts", json::array()}};
+    json jr = {{"region", rs.region()},
+               {"stage", rs.stage().empty() ? "serving" : rs.stage()},
+               {"hook_output", rs.hook_output().empty() ? "tail" : rs.hook_output()},
+               {"hosts", json::array()}};
     for (const auto& h : rs.hosts()) {
       json jh = AgentJson(h);
       // A host already on the release in flight is moving, not drifting.

@@ -13,6 +13,8 @@ PACKAGES=(
 )
 if [[ "${LOCKSTEP_TEST_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(prometheus openssl chromium fonts-liberation)  # fonts: chromium only recommends them
+  # Regional artifact mirrors are tested behind a real caching nginx (tests/integration/nginx).
+  PACKAGES+=(nginx-light)
   # The high-availability tests start a PostgreSQL 15 of their own (tests/support/postgres_server).
   PACKAGES+=(postgresql-15)
   # The fuzz targets (tests/fuzz, scripts/fuzz.sh): clang 14 with its libFuzzer and sanitizer

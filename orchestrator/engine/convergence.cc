@@ -23,6 +23,10 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
   releases_seen_[desired.id] = desired;
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   HostMap* hosts = nullptr;
+  // Bring-up regions the desired release has not reached by convergence: one still walking
+  // its track (the track moves its hosts), or one whose track failed and went back (the
+  // release failed there; the region waits for the next release).
+  std::set<std::string> not_converged;
 
   for (const auto& [name, a] : agents_) {
     if (a.pipeline != p.name || !a.connected || a.current_version == desired.version) continue;
@@ -30,7 +34,14 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
       LOCKSTEP_ASSIGN_OR_RETURN(auto loaded, HostsOf(desired.id));
       hosts = loaded;
       pass.live_releases.insert(desired.id);
+      LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store_->BringupTracks(desired.id));
+      for (const auto& t : tracks) {
+        if (t.state != bringup_state::kSucceeded && t.state != bringup_state::kSuperseded) {
+          not_converged.insert(t.region);
+        }
+      }
     }
+    if (not_converged.count(a.region)) continue;
     HostRecord h;
     auto it = hosts->find(a.name);
     if (it != hosts->end()) {

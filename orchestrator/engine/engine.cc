@@ -159,7 +159,14 @@ Status Engine::ReplacePipelines(std::vector<Pipeline> next, const std::string& a
       continue;
     }
     for (const auto& region : p.regions) {
-      if (!before->HasRegion(region)) note(p.name + ": region " + region + " added");
+      if (!before->HasRegion(region)) {
+        note(p.name + ": region " + region + " added" +
+             (p.IsBringup(region) ? " in bring-up" : ""));
+      } else if (before->IsBringup(region) && !p.IsBringup(region)) {
+        note(p.name + ": region " + region + " promoted to serving (from the next release)");
+      } else if (!before->IsBringup(region) && p.IsBringup(region)) {
+        note(p.name + ": region " + region + " now in bring-up (from the next release)");
+      }
     }
     for (const auto& region : before->regions) {
       if (!p.HasRegion(region)) note(p.name + ": region " + region + " removed");
@@ -718,6 +725,8 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
     }
     // What went wrong on the way without stopping it (e.g. the left release's deploy/stop).
     if (!result.warning().empty()) h.detail += " (" + result.warning().substr(0, 500) + ")";
+    // A host that now runs its release is no longer explained by an earlier failure's output.
+    if (h.state == host_state::kDone) h.output_tail.clear();
     if (h.state != host_state::kPrepared) h.finished_at = now;
   } else {
     h.state = before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
@@ -730,12 +739,19 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
                (result.failed_step().empty() ? "" : " at " + result.failed_step()) + ": " +
                result.error();
     h.finished_at = now;
+    // The hook's own words are the evidence, where the region lets them leave. An agent that
+    // sends them anyway (an old one, or one told otherwise) is not believed: they are dropped.
+    const Pipeline* pipeline = FindPipeline(release->pipeline);
+    const bool withheld = pipeline == nullptr || pipeline->WithholdsHookOutput(h.region);
+    h.output_tail = withheld ? "" : result.output_tail();
   }
+  CountFetch(h.region, result);
   dirty_hosts_.emplace(release_id, agent);
   // The mixed-version window of the wave: first to last switch of `current`, merged into
   // the wave's record by the next pass.
+  const Pipeline* of = FindPipeline(release->pipeline);
   if (result.switched_at_ms() > 0 && release_state::IsInFlight(release->state) &&
-      before == host_state::kActivating) {
+      before == host_state::kActivating && !(of && of->IsBringup(h.region))) {
     UnixMs t = result.switched_at_ms();
     auto [slot, fresh] = pending_switches_.try_emplace({release_id, h.wave}, t, t);
     if (!fresh) {
@@ -745,6 +761,35 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
   }
   if (observer_) observer_->OnReleaseChanged(release_id);
   return Status::Ok();
+}
+
+void Engine::CountFetch(const std::string& region, const v1::TaskResult& result) {
+  if (result.fetched_from().empty() && result.mirror_error().empty()) return;
+  if (!result.mirror_error().empty()) {
+    spdlog::warn("region {} mirror failed for task {}: {}", region, LogSafe(result.task_id()),
+                 LogSafe(result.mirror_error(), 300));
+  }
+  std::lock_guard lock(fetch_counts_mu_);
+  FetchCounts& c = fetch_counts_[region];
+  if (!result.mirror_error().empty()) ++c.mirror_failures;
+  if (result.fetched_from() == "mirror") {
+    ++c.mirror_fetches;
+    c.mirror_bytes += std::max<int64_t>(0, result.fetched_bytes());
+  } else if (result.fetched_from() == "origin") {
+    ++c.origin_fetches;
+    c.origin_bytes += std::max<int64_t>(0, result.fetched_bytes());
+  }
+}
+
+bool Engine::WithholdsHookOutputOf(const std::string& agent) const {
+  const AgentRecord* a = FindAgent(agent);
+  const Pipeline* p = a ? FindPipeline(a->pipeline) : nullptr;
+  return p == nullptr || p->WithholdsHookOutput(a->region);
+}
+
+std::map<std::string, Engine::FetchCounts> Engine::ArtifactFetchCounts() const {
+  std::lock_guard lock(fetch_counts_mu_);
+  return fetch_counts_;
 }
 
 Status Engine::GateVerdictReceived(const std::string& agent, const v1::GateVerdict& verdict) {
@@ -1016,6 +1061,7 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
   if (!inflight) {
     // A paused or frozen pipeline moves no host, not even to converge: people are looking.
     if (pstate.paused || pstate.frozen) return Status::Ok();
+    LOCKSTEP_RETURN_IF_ERROR(AdvanceTrailingBringup(p, pstate, now, pass));
     return Converge(p, now, pass);
   }
 
@@ -1050,6 +1096,26 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
     auto prev = ReleaseById(inflight->previous_release_id);
     if (prev.ok()) c.previous = *prev;
   }
+  if (inflight->kind == release_kind::kRollout) {
+    LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store_->BringupTracks(inflight->id));
+    for (auto& t : tracks) {
+      std::string region = t.region;
+      c.bringup.emplace(std::move(region), std::move(t));
+    }
+    // A rollout about to begin its first wave gives each bring-up region its track.
+    if (c.bringup.empty() && inflight->state == release_state::kRolling &&
+        inflight->current_wave == 0 && !c.waves.empty() &&
+        c.waves[0].state == wave_state::kPending) {
+      for (const auto& region : p.BringupRegions()) {
+        BringupRecord t;
+        t.release_id = inflight->id;
+        t.region = region;
+        t.started_at = now;
+        c.bringup.emplace(region, std::move(t));
+        c.MarkTrack(region);
+      }
+    }
+  }
 
   // An abort request turns a rollout into a revert that ends "aborted".
   if (inflight->abort_requested_at > 0 &&
@@ -1082,6 +1148,16 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
       AdvanceRollout(c);
     }
   }
+  // Bring-up regions go on while the serving regions roll, hold (halted) or have finished.
+  if (inflight->kind == release_kind::kRollout &&
+      (inflight->state == release_state::kRolling || inflight->state == release_state::kHalted ||
+       inflight->state == release_state::kSucceeded)) {
+    if (c.gate_results.empty() && !c.p.metric_gates.empty()) {
+      LOCKSTEP_ASSIGN_OR_RETURN(auto gates, store_->GateResults(inflight->id));
+      c.gate_results = std::move(gates);
+    }
+    AdvanceBringup(c);
+  }
   if (inflight->state == release_state::kRollingBack ||
       inflight->state == release_state::kAborting) {
     AdvanceRevert(c);
@@ -1102,6 +1178,12 @@ Status Engine::StartRelease(const Pipeline& p, ReleaseRecord& r, UnixMs now, Pas
     LOCKSTEP_ASSIGN_OR_RETURN(auto last, DesiredRelease(*store_, p.name));
     r.previous_version = last.has_value() ? last->version : "";
   }
+  // Bring-up regions still walking the release before take this one instead.
+  LOCKSTEP_ASSIGN_OR_RETURN(auto before, DesiredRelease(*store_, p.name));
+  if (before.has_value()) {
+    SupersedeTracks(pass, before->id, "release " + std::to_string(r.id) + " took the region over",
+                    now);
+  }
   pass.batch.releases.push_back(r);
   pass.changed_releases.insert(r.id);
   Audit(pass, now, "release.start", r, p.name + " " + r.version);
@@ -1121,6 +1203,8 @@ v1::Task Engine::BuildTask(const Pipeline& p, const ReleaseRecord& target,
   t.set_version(target.version);
   t.set_artifact_url(target.artifact_url);
   t.set_sha256(target.sha256);
+  t.set_mirror_url(p.MirrorUrl(h.region, target.artifact_url));
+  t.set_withhold_hook_output(p.WithholdsHookOutput(h.region));
   t.set_fetch_timeout_ms(p.timeouts.fetch.count());
   t.set_hook_timeout_ms(p.timeouts.hook.count());
   t.set_run_check_hook(p.check_hook);
@@ -1182,6 +1266,7 @@ void Engine::Finish(Pass& pass, const Pipeline& p, ReleaseRecord& r, const char*
   Audit(pass, now, std::string("release.") + state, r, reason);
   pass.events.push_back({&p, r, state, reason});
   pass.changed_releases.insert(r.id);
+  SupersedeTracks(pass, r.id, std::string("the release ended ") + state, now);
 }
 
 Status Engine::SettleWaitingReleases(const Pipeline& p, std::vector<ReleaseRecord>& open,

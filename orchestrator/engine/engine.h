@@ -173,6 +173,19 @@ class Engine {
   // Verdicts dropped since start: unknown check ids and answers from the wrong agent. Any
   // thread.
   uint64_t gate_verdicts_dropped() const { return gate_verdicts_dropped_.load(); }
+  // Artifact fetches agents reported since start, per region: from the region's mirror or
+  // from the origin, and the mirror's failures. Any thread.
+  struct FetchCounts {
+    uint64_t mirror_fetches = 0;
+    uint64_t origin_fetches = 0;
+    uint64_t mirror_bytes = 0;
+    uint64_t origin_bytes = 0;
+    uint64_t mirror_failures = 0;
+  };
+  std::map<std::string, FetchCounts> ArtifactFetchCounts() const;
+  // Whether the agent's region keeps hook output (hook_output: none); true for an agent or
+  // pipeline this process does not know.
+  bool WithholdsHookOutputOf(const std::string& agent) const;
 
   // Observed state (agents, host results, switch times) is applied in memory at once and
   // written with the next pass, in its transaction: a pass per burst of results, not a
@@ -224,7 +237,25 @@ class Engine {
   void BeginRevert(ReleaseCtx& c, const char* state, const std::string& reason);
   // Evaluates the wave's metric gates: sends checks that are due, returns "" while they are
   // passing or pending, or the reason a gate failed. Sets *all_passing.
-  std::string EvaluateGates(ReleaseCtx& c, bool* all_passing);
+  // `wi` is the wave, `regions` where to evaluate, `switched` when its hosts were all seen
+  // switched and healthy.
+  std::string EvaluateGates(ReleaseCtx& c, int wi, const std::vector<std::string>& regions,
+                            UnixMs switched, bool* all_passing);
+  // Adds the `selected` hosts not yet in the release to wave `wi` and moves the wave's hosts
+  // (those `belongs` accepts) on: every host prepares, then, once all have, they switch.
+  // Returns whether every host of the wave is done or failed.
+  bool DeployWave(ReleaseCtx& c, int wi, const std::vector<const AgentRecord*>& selected,
+                  const std::function<bool(const HostRecord&)>& belongs);
+  // Bring-up regions (bringup.cc): each walks the pipeline's per_region waves in a track of
+  // its own; its failure sends only its own hosts back.
+  void AdvanceBringup(ReleaseCtx& c);
+  void FailBringup(ReleaseCtx& c, BringupRecord& t, const std::string& reason);
+  // A release that ended after its serving regions succeeded, whose bring-up tracks go on.
+  Status AdvanceTrailingBringup(const Pipeline& p, const PipelineState& pstate, UnixMs now,
+                                Pass& pass);
+  // Ends the release's unfinished bring-up tracks as superseded (its release ended, or a
+  // newer release takes the regions over).
+  void SupersedeTracks(Pass& pass, int64_t release_id, const std::string& reason, UnixMs now) const;
   Status Converge(const Pipeline& p, UnixMs now, Pass& pass);
   // Sends `h` (a host row of release h.release_id) its next task: `step` of `target`.
   // Records the step, a new attempt and task id, when it was sent, and whether it may
@@ -234,7 +265,8 @@ class Engine {
   // A host whose row says `done` but whose agent reports another version (or none: a host
   // rebuilt empty) is not done: it is sent the release again.
   void ReopenDrifted(ReleaseCtx& c);
-  void FailLostOrLateHosts(ReleaseCtx& c);
+  // Only hosts of `only_regions`, if given.
+  void FailLostOrLateHosts(ReleaseCtx& c, const std::set<std::string>* only_regions = nullptr);
   lockstep::v1::Task BuildTask(const Pipeline& p, const ReleaseRecord& target,
                                const HostRecord& h) const;
   void ResendOutstanding(Pass& pass);
@@ -301,6 +333,9 @@ class Engine {
   std::map<std::string, PendingGateCheck> gate_checks_;
   std::map<std::tuple<int64_t, int, std::string, std::string>, UnixMs> gate_last_sent_;
   std::atomic<uint64_t> gate_verdicts_dropped_{0};
+  void CountFetch(const std::string& region, const lockstep::v1::TaskResult& result);
+  mutable std::mutex fetch_counts_mu_;
+  std::map<std::string, FetchCounts> fetch_counts_;  // guarded by fetch_counts_mu_
 
   // What the webhook found for releases waiting for their artifact (ArtifactChecked), until
   // a pass that committed no longer sees them waiting. `seq` orders reports against passes:

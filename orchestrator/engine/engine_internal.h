@@ -63,9 +63,13 @@ struct Engine::ReleaseCtx {
   UnixMs now;
   Pass& pass;
 
+  // The release's bring-up regions (a track each), by region: read for rollouts.
+  std::map<std::string, BringupRecord> bringup;
+
   bool release_changed = false;
   std::set<int> changed_waves;
   std::set<std::string> changed_hosts;
+  std::set<std::string> changed_tracks;
 
   ReleaseCtx(const Pipeline& pipeline, ReleaseRecord& release, HostMap& host_rows,
              const std::map<std::string, AgentRecord>& all_agents, UnixMs t, Pass& ps)
@@ -76,6 +80,9 @@ struct Engine::ReleaseCtx {
   }
   void MarkWave(int i) { changed_waves.insert(i); }
   void MarkHost(const std::string& name) { changed_hosts.insert(name); }
+  void MarkTrack(const std::string& region) { changed_tracks.insert(region); }
+  // Whether the host belongs to a bring-up region of this release (its own track).
+  bool InBringup(const HostRecord& h) const { return bringup.count(h.region) > 0; }
   void Event(const std::string& event, const std::string& detail) {
     pass.events.push_back({&p, r, event, detail});
   }
@@ -83,7 +90,9 @@ struct Engine::ReleaseCtx {
     if (release_changed) pass.batch.releases.push_back(r);
     for (int i : changed_waves) pass.batch.waves.push_back(waves[static_cast<size_t>(i)]);
     for (const auto& name : changed_hosts) pass.changed_hosts.emplace(r.id, name);
-    if (release_changed || !changed_waves.empty() || !changed_hosts.empty()) {
+    for (const auto& region : changed_tracks) pass.batch.bringup.push_back(bringup.at(region));
+    if (release_changed || !changed_waves.empty() || !changed_hosts.empty() ||
+        !changed_tracks.empty()) {
       pass.changed_releases.insert(r.id);
     }
   }

@@ -34,15 +34,31 @@ void Engine::BeginRevert(ReleaseCtx& c, const char* state, const std::string& re
     r.finished_at = c.now;
     Audit(c.pass, c.now, "release.failed", r, r.reason);
     c.Event("failed", r.reason);
+    for (auto& [region, t] : c.bringup) {
+      if (bringup_state::IsFinal(t.state)) continue;
+      t.state = bringup_state::kFailed;
+      t.reason = "the release failed; no earlier release to roll back to";
+      t.finished_at = c.now;
+      c.MarkTrack(region);
+    }
     return;
   }
   // Every host that may have switched or stopped the previous release: any host sent an
   // activate (its switch may land, or may have landed before it failed or was lost), done
   // or not. Hosts that only prepared never changed `current`. No waves and no concurrency
   // limit: every region goes back at once.
+  // Bring-up regions still taking the release go back with everyone; those already going
+  // back (or back) on their own are left to finish.
+  for (auto& [region, t] : c.bringup) {
+    if (t.state != bringup_state::kRolling && t.state != bringup_state::kSucceeded) continue;
+    t.state = bringup_state::kRollingBack;
+    t.reason = "the release is going back in every region: " + reason;
+    c.MarkTrack(region);
+  }
   int reverting = 0;
   for (auto& [name, h] : c.hosts) {
     if (!h.switch_sent) continue;
+    if (h.state == host_state::kReverting || h.state == host_state::kReverted) continue;
     h.state = host_state::kReverting;
     h.detail = "reverting to " + c.previous->version;
     h.finished_at = 0;
@@ -58,6 +74,12 @@ void Engine::BeginRevert(ReleaseCtx& c, const char* state, const std::string& re
     r.finished_at = c.now;
     Audit(c.pass, c.now, "release.failed", r, r.reason);
     c.Event("failed", r.reason);
+    for (auto& [region, t] : c.bringup) {
+      if (t.state != bringup_state::kRollingBack) continue;
+      t.state = bringup_state::kRolledBack;
+      t.finished_at = c.now;
+      c.MarkTrack(region);
+    }
   }
 }
 
@@ -73,6 +95,16 @@ void Engine::AdvanceRevert(ReleaseCtx& c) {
     }
   }
   if (reverting > 0) return;
+  for (auto& [region, t] : c.bringup) {
+    if (t.state != bringup_state::kRollingBack) continue;
+    bool stuck_here = false;
+    for (const auto& [name, h] : c.hosts) {
+      if (h.region == region && h.state == host_state::kRevertFailed) stuck_here = true;
+    }
+    t.state = stuck_here ? bringup_state::kFailed : bringup_state::kRolledBack;
+    t.finished_at = c.now;
+    c.MarkTrack(region);
+  }
   r.finished_at = c.now;
   c.release_changed = true;
   if (!stuck.empty()) {

@@ -13,8 +13,9 @@
 
 namespace lockstep {
 
-void Engine::FailLostOrLateHosts(ReleaseCtx& c) {
+void Engine::FailLostOrLateHosts(ReleaseCtx& c, const std::set<std::string>* only_regions) {
   for (auto& [name, h] : c.hosts) {
+    if (only_regions && !only_regions->count(h.region)) continue;
     bool in_flight = HostInFlight(h);
     // A host that finished is still watched while its release is not over: losing it
     // during the bake is a failure too.
@@ -63,6 +64,15 @@ void Engine::ReopenDrifted(ReleaseCtx& c) {
     c.MarkHost(name);
     spdlog::warn("release {}: host {} {}", c.r.id, name, h.detail);
     if (c.r.kind != release_kind::kRollout) continue;
+    if (auto t = c.bringup.find(h.region); t != c.bringup.end()) {
+      // A bring-up region's wave is not healthy any more either: its bake starts over.
+      if (t->second.state == bringup_state::kRolling && t->second.wave == h.wave &&
+          t->second.bake_started_at != 0) {
+        t->second.bake_started_at = 0;
+        c.MarkTrack(h.region);
+      }
+      continue;
+    }
     // The wave it belongs to is not healthy any more: its bake and gates start over once
     // the host is back.
     if (h.wave == c.r.current_wave) {
@@ -96,18 +106,14 @@ void Engine::FailRollout(ReleaseCtx& c, const std::string& reason) {
   BeginRevert(c, release_state::kRollingBack, reason);
 }
 
-std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
+std::string Engine::EvaluateGates(ReleaseCtx& c, int wi, const std::vector<std::string>& regions,
+                                  UnixMs switched, bool* all_passing) {
   *all_passing = true;
   if (c.p.metric_gates.empty()) return "";
-  const int wi = c.r.current_wave;
-  const WaveSpec& spec = c.p.waves[static_cast<size_t>(wi)];
-  const WaveRecord& wave = c.waves[static_cast<size_t>(wi)];
-  // The bake starts when lockstepd has seen every host of the wave switched and healthy.
-  const UnixMs switched = wave.bake_started_at;
   for (const auto& g : c.p.metric_gates) {
     // Only evaluations Prometheus made this long after the switch judge the new release.
     const UnixMs counts_from = switched + g.delay.count();
-    for (const auto& region : spec.regions) {
+    for (const auto& region : regions) {
       if (!g.regions.empty() &&
           std::find(g.regions.begin(), g.regions.end(), region) == g.regions.end()) {
         continue;
@@ -214,6 +220,56 @@ std::string Engine::EvaluateGates(ReleaseCtx& c, bool* all_passing) {
   return "";
 }
 
+bool Engine::DeployWave(ReleaseCtx& c, int wi, const std::vector<const AgentRecord*>& selected,
+                        const std::function<bool(const HostRecord&)>& belongs) {
+  const Pipeline& p = c.p;
+  for (const AgentRecord* a : selected) {
+    if (c.hosts.count(a->name)) continue;
+    HostRecord h;
+    h.release_id = c.r.id;
+    h.agent = a->name;
+    h.region = a->region;
+    h.wave = wi;
+    h.from_version = a->current_version;
+    c.hosts.emplace(a->name, std::move(h));
+    c.MarkHost(a->name);
+  }
+
+  // Per-region concurrency counts hosts with a task in flight.
+  std::map<std::string, int> busy;
+  for (const auto& [name, h] : c.hosts) {
+    if (HostInFlight(h)) ++busy[h.region];
+  }
+  auto start_task = [&](HostRecord& h, bool activate) {
+    if (busy[h.region] >= p.concurrency_per_region) return;
+    ++busy[h.region];
+    h.state = activate ? host_state::kActivating : host_state::kPreparing;
+    h.detail = activate ? "activating" : "preparing";
+    SendStep(c.pass, p, c.r, h, activate ? host_step::kActivate : host_step::kPrepare, c.now);
+    c.MarkHost(h.agent);
+  };
+
+  // Phase one: every host of the wave prepares.
+  bool all_prepared = true;
+  bool all_done = true;
+  for (auto& [name, h] : c.hosts) {
+    if (h.wave != wi || !belongs(h)) continue;
+    if (h.state == host_state::kPending) start_task(h, false);
+    if (h.state == host_state::kPending || h.state == host_state::kPreparing) {
+      all_prepared = false;
+    }
+    if (h.state != host_state::kDone && h.state != host_state::kFailed) all_done = false;
+  }
+  // Phase two: only once all are prepared, they switch. This keeps the window in which a
+  // wave runs mixed versions as short as a link switch, not a download.
+  if (all_prepared) {
+    for (auto& [name, h] : c.hosts) {
+      if (h.wave == wi && belongs(h) && h.state == host_state::kPrepared) start_task(h, true);
+    }
+  }
+  return all_done;
+}
+
 void Engine::AdvanceRollout(ReleaseCtx& c) {
   const Pipeline& p = c.p;
   ReleaseRecord& r = c.r;
@@ -234,6 +290,7 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
     std::map<int, std::pair<int, int>> failed_of_wave;  // wave -> (failed, hosts)
     std::map<int, std::string> first_failure;
     for (const auto& [name, h] : c.hosts) {
+      if (c.InBringup(h)) continue;  // judged by its region's own track
       auto& [failed, hosts] = failed_of_wave[h.wave];
       ++hosts;
       if (h.state != host_state::kFailed) continue;
@@ -264,52 +321,15 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
     }
 
     if (wave.state == wave_state::kDeploying) {
+      std::vector<const AgentRecord*> selected;
       for (const AgentRecord* a :
            SelectWaveHosts(p.name, spec, c.agents, c.now, p.timeouts.agent_lost.count())) {
-        if (c.hosts.count(a->name)) continue;
-        HostRecord h;
-        h.release_id = r.id;
-        h.agent = a->name;
-        h.region = a->region;
-        h.wave = wi;
-        h.from_version = a->current_version;
-        c.hosts.emplace(a->name, std::move(h));
-        c.MarkHost(a->name);
+        // A region in bring-up for this release walks the waves in its own track.
+        if (!c.bringup.count(a->region)) selected.push_back(a);
       }
-
-      // Per-region concurrency counts hosts with a task in flight.
-      std::map<std::string, int> busy;
-      for (const auto& [name, h] : c.hosts) {
-        if (HostInFlight(h)) ++busy[h.region];
+      if (!DeployWave(c, wi, selected, [&](const HostRecord& h) { return !c.InBringup(h); })) {
+        return;
       }
-      auto start_task = [&](HostRecord& h, bool activate) {
-        if (busy[h.region] >= p.concurrency_per_region) return;
-        ++busy[h.region];
-        h.state = activate ? host_state::kActivating : host_state::kPreparing;
-        h.detail = activate ? "activating" : "preparing";
-        SendStep(c.pass, p, r, h, activate ? host_step::kActivate : host_step::kPrepare, c.now);
-        c.MarkHost(h.agent);
-      };
-
-      // Phase one: every host of the wave prepares.
-      bool all_prepared = true;
-      bool all_done = true;
-      for (auto& [name, h] : c.hosts) {
-        if (h.wave != wi) continue;
-        if (h.state == host_state::kPending) start_task(h, false);
-        if (h.state == host_state::kPending || h.state == host_state::kPreparing) {
-          all_prepared = false;
-        }
-        if (h.state != host_state::kDone && h.state != host_state::kFailed) all_done = false;
-      }
-      // Phase two: only once all are prepared, they switch. This keeps the window in which
-      // a wave runs mixed versions as short as a link switch, not a download.
-      if (all_prepared) {
-        for (auto& [name, h] : c.hosts) {
-          if (h.wave == wi && h.state == host_state::kPrepared) start_task(h, true);
-        }
-      }
-      if (!all_done) return;
 
       // Every host healthy: the bake starts, and with it the metric gates.
       wave.state = wave_state::kBaking;
@@ -320,7 +340,9 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
 
     if (wave.state == wave_state::kBaking) {
       bool gates_passing = true;
-      std::string gate_failure = EvaluateGates(c, &gates_passing);
+      // The bake starts when lockstepd has seen every host of the wave switched and healthy.
+      std::string gate_failure =
+          EvaluateGates(c, wi, spec.regions, wave.bake_started_at, &gates_passing);
       if (!gate_failure.empty()) {
         FailRollout(c, "wave " + spec.name + ": " + gate_failure);
         return;
@@ -371,7 +393,7 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
         // A host of an earlier wave sent the release again (it reported another version)
         // must be back before the release can say every host runs it.
         for (const auto& [name, h] : c.hosts) {
-          if (HostInFlight(h)) return;
+          if (HostInFlight(h) && !c.InBringup(h)) return;
         }
         r.state = release_state::kSucceeded;
         r.reason.clear();

@@ -60,6 +60,37 @@ bool Pipeline::HasRegion(const std::string& region) const {
   return std::find(regions.begin(), regions.end(), region) != regions.end();
 }
 
+RegionSpec Pipeline::Region(const std::string& region) const {
+  for (const auto& r : region_specs) {
+    if (r.name == region) return r;
+  }
+  RegionSpec plain;
+  plain.name = region;
+  return plain;
+}
+
+std::vector<std::string> Pipeline::BringupRegions() const {
+  std::vector<std::string> out;
+  for (const auto& r : region_specs) {
+    if (r.bringup()) out.push_back(r.name);
+  }
+  return out;
+}
+
+std::string Pipeline::MirrorUrl(const std::string& region, const std::string& artifact_url) const {
+  auto it = mirrors.find(region);
+  if (it == mirrors.end()) return "";
+  const size_t scheme = artifact_url.find("://");
+  if (scheme == std::string::npos) return "";
+  const size_t path = artifact_url.find_first_of("/?#", scheme + 3);
+  std::string base = it->second;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  if (path == std::string::npos) return base + "/";
+  std::string rest = artifact_url.substr(path);
+  if (rest[0] != '/') rest = "/" + rest;
+  return base + rest;
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -70,7 +101,9 @@ using KeyList = std::span<const std::string_view>;
 // reference (docs/reference.md) is tested against.
 constexpr std::string_view kTopKeys[] = {"pipeline", "regions", "waves",    "concurrency",
                                          "health",   "gates",   "timeouts", "rollback",
-                                         "trigger",  "notify",  "window"};
+                                         "trigger",  "notify",  "window",   "artifacts"};
+constexpr std::string_view kRegionKeys[] = {"name", "stage", "hook_output"};
+constexpr std::string_view kArtifactsKeys[] = {"mirrors"};
 constexpr std::string_view kWaveKeys[] = {"name", "select", "bake", "approval",
                                           "tolerate_failed_hosts"};
 constexpr std::string_view kSelectKeys[] = {"per_region", "regions", "hosts"};
@@ -91,9 +124,10 @@ constexpr std::string_view kGithubKeys[] = {"repository",   "branch",     "artif
                                             "secret_file",  "secret_env", "max_artifact_bytes",
                                             "artifact_wait"};
 constexpr std::string_view kNotifyKeys[] = {"url", "events"};
-constexpr std::string_view kNotifyEvents[] = {"release_started", "wave_passed", "succeeded",
-                                              "failed",          "rolled_back", "approval_needed",
-                                              "aborted"};
+constexpr std::string_view kNotifyEvents[] = {
+    "release_started", "wave_passed",    "succeeded",        "failed",
+    "rolled_back",     "approval_needed", "aborted",         "bringup_failed",
+    "bringup_rolled_back", "bringup_succeeded"};
 constexpr std::string_view kWindowKeys[] = {"start", "end", "days"};
 // Index = DeployWindow weekday number (0 = Sunday).
 constexpr std::string_view kWeekdays[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
@@ -290,6 +324,7 @@ class PipelineParser {
     if (const Field* f = top.Find("trigger")) LOCKSTEP_RETURN_IF_ERROR(ParseTrigger(*f));
     if (const Field* f = top.Find("notify")) LOCKSTEP_RETURN_IF_ERROR(ParseNotify(*f));
     if (const Field* f = top.Find("window")) LOCKSTEP_RETURN_IF_ERROR(ParseWindow(*f));
+    if (const Field* f = top.Find("artifacts")) LOCKSTEP_RETURN_IF_ERROR(ParseArtifacts(*f));
     return Status::Ok();
   }
 
@@ -543,12 +578,74 @@ class PipelineParser {
     LOCKSTEP_RETURN_IF_ERROR(ReadList(f, &items));
     if (items.empty()) return Error(f, "empty list; a pipeline needs at least one region");
     for (const Field& item : items) {
-      std::string region;
-      LOCKSTEP_RETURN_IF_ERROR(ReadString(item, &region));
+      RegionSpec spec;
+      Field name = item;
+      if (item.node.IsMap()) {
+        Map m;
+        LOCKSTEP_RETURN_IF_ERROR(ReadMap(item, kRegionKeys, &m));
+        const Field* n = m.Find("name");
+        if (n == nullptr) return Missing(m, "name", "e.g. {name: ap-southeast-2, stage: bringup}");
+        name = *n;
+        if (const Field* stage = m.Find("stage")) {
+          std::string value;
+          LOCKSTEP_RETURN_IF_ERROR(ReadString(*stage, &value));
+          if (value == "bringup") {
+            spec.stage = RegionSpec::Stage::kBringup;
+          } else if (value != "serving") {
+            return Error(*stage, "unknown value " + Quote(value) +
+                                     " (allowed: serving, bringup; a bare name is serving)");
+          }
+        }
+        if (const Field* output = m.Find("hook_output")) {
+          std::string value;
+          LOCKSTEP_RETURN_IF_ERROR(ReadString(*output, &value));
+          if (value == "none") {
+            spec.hook_output = RegionSpec::HookOutput::kNone;
+          } else if (value != "tail") {
+            return Error(*output, "unknown value " + Quote(value) + " (allowed: tail, none)");
+          }
+        }
+      }
+      LOCKSTEP_RETURN_IF_ERROR(ReadString(name, &spec.name));
       // Region names travel into log lines, metric labels, file names and URLs.
-      if (std::string why = CheckName("region", region); !why.empty()) return Error(item, why);
-      if (p_->HasRegion(region)) return Error(item, "duplicate region " + Quote(region));
-      p_->regions.push_back(region);
+      if (std::string why = CheckName("region", spec.name); !why.empty()) {
+        return Error(name, why);
+      }
+      if (p_->HasRegion(spec.name)) return Error(name, "duplicate region " + Quote(spec.name));
+      p_->regions.push_back(spec.name);
+      p_->region_specs.push_back(std::move(spec));
+    }
+    if (p_->BringupRegions().size() == p_->regions.size()) {
+      return Error(f,
+                   "every region is in bring-up; a pipeline needs at least one serving region "
+                   "(a bare name, or stage: serving)");
+    }
+    return Status::Ok();
+  }
+
+  Status ParseArtifacts(const Field& f) {
+    Map m;
+    LOCKSTEP_RETURN_IF_ERROR(ReadMap(f, kArtifactsKeys, &m));
+    const Field* mirrors = m.Find("mirrors");
+    if (mirrors == nullptr) return Status::Ok();
+    if (!mirrors->node.IsMap()) {
+      return Error(*mirrors,
+                   "expected a mapping of region to base URL, got " + Describe(mirrors->node));
+    }
+    for (const auto& kv : mirrors->node) {
+      Field key{kv.first, mirrors->path, LineOf(kv.first, mirrors->line)};
+      std::string region;
+      LOCKSTEP_RETURN_IF_ERROR(ReadRegion(key, &region));
+      Field value{kv.second, ChildPath(mirrors->path, region), LineOf(kv.second, key.line)};
+      std::string base;
+      LOCKSTEP_RETURN_IF_ERROR(ReadArtifactTemplate(value, &base));
+      if (base.find_first_of("?#") != std::string::npos) {
+        return Error(value,
+                     "a mirror is a base URL (scheme, host, port and an optional path), "
+                     "without a query or fragment: " +
+                         Quote(base));
+      }
+      p_->mirrors[region] = base;
     }
     return Status::Ok();
   }
@@ -619,7 +716,10 @@ class PipelineParser {
     }
     if (per_region != nullptr) {
       LOCKSTEP_RETURN_IF_ERROR(ReadHostSelector(*per_region, &out->hosts));
-      out->regions = p_->regions;
+      out->per_region = true;
+      for (const auto& r : p_->region_specs) {
+        if (!r.bringup()) out->regions.push_back(r.name);
+      }
       return Status::Ok();
     }
     if (regions == nullptr) {
@@ -627,6 +727,13 @@ class PipelineParser {
     }
     LOCKSTEP_RETURN_IF_ERROR(
         ReadRegionList(*regions, "a wave must select at least one region", &out->regions));
+    for (const auto& r : out->regions) {
+      if (p_->IsBringup(r)) {
+        return Error(*regions, "region " + Quote(r) +
+                                   " is in bring-up: it takes every release in waves of its own "
+                                   "(list it here once it is promoted with stage: serving)");
+      }
+    }
     out->hosts = HostSelector{HostSelector::Kind::kPercent, 100};
     if (hosts != nullptr) LOCKSTEP_RETURN_IF_ERROR(ReadHostSelector(*hosts, &out->hosts));
     return Status::Ok();
@@ -1123,6 +1230,8 @@ std::vector<std::string> PipelineKeyPaths() {
     for (std::string_view k : keys) out.push_back(prefix + std::string(k));
   };
   add("", kTopKeys);
+  add("regions[].", kRegionKeys);
+  add("artifacts.", kArtifactsKeys);
   add("waves[].", kWaveKeys);
   add("waves[].select.", kSelectKeys);
   add("concurrency.", kConcurrencyKeys);

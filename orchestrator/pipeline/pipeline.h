@@ -46,8 +46,10 @@ struct FailureTolerance {
 
 struct WaveSpec {
   std::string name;
-  // The regions this wave touches; for a per_region wave, every region of the pipeline.
+  // The regions this wave touches; for a per_region wave, every serving region of the
+  // pipeline (bring-up regions walk the per_region waves in a track of their own).
   std::vector<std::string> regions;
+  bool per_region = false;
   HostSelector hosts;
   std::chrono::milliseconds bake{0};
   bool manual_approval = false;
@@ -128,10 +130,32 @@ struct DeployWindow {
   std::vector<int> weekdays;  // 0 = Sunday .. 6 = Saturday; empty = every day
 };
 
+// How a region of a pipeline takes part in releases.
+struct RegionSpec {
+  std::string name;
+  // A serving region is in the waves: its failures fail the release. A bring-up region (one
+  // being built) takes every release at the same time, in waves of its own; its failures
+  // roll back its own hosts only and never fail, hold or roll back the serving regions.
+  enum class Stage { kServing, kBringup };
+  Stage stage = Stage::kServing;
+  // Whether hook output may leave the region: kTail sends a failed hook's last lines to
+  // lockstepd (shown in `release show` and on the dashboard); kNone keeps it on the host.
+  enum class HookOutput { kTail, kNone };
+  HookOutput hook_output = HookOutput::kTail;
+
+  bool bringup() const { return stage == Stage::kBringup; }
+  const char* StageName() const { return bringup() ? "bringup" : "serving"; }
+  const char* HookOutputName() const { return hook_output == HookOutput::kNone ? "none" : "tail"; }
+};
+
 struct Pipeline {
   std::string name;
-  std::string file;  // the file it was loaded from, for messages
-  std::vector<std::string> regions;
+  std::string file;                      // the file it was loaded from, for messages
+  std::vector<std::string> regions;      // every region, serving and bring-up, in file order
+  std::vector<RegionSpec> region_specs;  // the same regions, with their stage and policies
+  // Per region, a base URL ("http://mirror.ap:8080") that replaces the artifact URL's scheme
+  // and host: agents fetch from it first and from the origin if it fails.
+  std::map<std::string, std::string> mirrors;
   std::vector<WaveSpec> waves;
   int concurrency_per_region = 10;
   bool check_hook = true;
@@ -144,6 +168,17 @@ struct Pipeline {
   std::optional<DeployWindow> window;
 
   bool HasRegion(const std::string& region) const;
+  // The region's spec; a region the pipeline does not declare is a serving region that may
+  // send hook output (the defaults).
+  RegionSpec Region(const std::string& region) const;
+  bool IsBringup(const std::string& region) const { return Region(region).bringup(); }
+  bool WithholdsHookOutput(const std::string& region) const {
+    return Region(region).hook_output == RegionSpec::HookOutput::kNone;
+  }
+  std::vector<std::string> BringupRegions() const;
+  // The URL an agent of `region` tries first for `artifact_url`, "" if the region has no
+  // mirror: the mirror's base followed by the artifact URL's path and query.
+  std::string MirrorUrl(const std::string& region, const std::string& artifact_url) const;
 };
 
 // Parses one pipeline document. `file` is used only in messages.

@@ -141,6 +141,41 @@ StatusOr<std::string> HttpMetrics::Render(const ServerCounters& server) {
       "# TYPE lockstep_gate_verdicts_dropped_total counter\n"
       "lockstep_gate_verdicts_dropped_total " +
       std::to_string(engine_->gate_verdicts_dropped()) + "\n";
+  {
+    // Where artifacts came from, per region: a regional mirror saves crossing an ocean once
+    // per host; origin fetches in a region with a mirror mean the mirror is failing.
+    const auto fetches = engine_->ArtifactFetchCounts();
+    out +=
+        "# HELP lockstep_artifact_fetches_total Artifacts agents fetched, by region and source "
+        "(mirror or origin).\n"
+        "# TYPE lockstep_artifact_fetches_total counter\n";
+    for (const auto& [region, c] : fetches) {
+      const std::string r = EscapeLabel(region);
+      out += "lockstep_artifact_fetches_total{region=\"" + r + "\",source=\"mirror\"} " +
+             std::to_string(c.mirror_fetches) + "\n";
+      out += "lockstep_artifact_fetches_total{region=\"" + r + "\",source=\"origin\"} " +
+             std::to_string(c.origin_fetches) + "\n";
+    }
+    out +=
+        "# HELP lockstep_artifact_fetch_bytes_total Artifact bytes agents fetched, by region and "
+        "source.\n"
+        "# TYPE lockstep_artifact_fetch_bytes_total counter\n";
+    for (const auto& [region, c] : fetches) {
+      const std::string r = EscapeLabel(region);
+      out += "lockstep_artifact_fetch_bytes_total{region=\"" + r + "\",source=\"mirror\"} " +
+             std::to_string(c.mirror_bytes) + "\n";
+      out += "lockstep_artifact_fetch_bytes_total{region=\"" + r + "\",source=\"origin\"} " +
+             std::to_string(c.origin_bytes) + "\n";
+    }
+    out +=
+        "# HELP lockstep_artifact_mirror_failures_total Fetches a region's mirror failed (down, "
+        "an HTTP error, wrong bytes); the origin was tried next.\n"
+        "# TYPE lockstep_artifact_mirror_failures_total counter\n";
+    for (const auto& [region, c] : fetches) {
+      out += "lockstep_artifact_mirror_failures_total{region=\"" + EscapeLabel(region) + "\"} " +
+             std::to_string(c.mirror_failures) + "\n";
+    }
+  }
   out += "# HELP lockstep_gate_results_total Metric gate evaluations by verdict.\n";
   out += "# TYPE lockstep_gate_results_total counter\n";
   for (const auto& [v, n] : verdicts) {

@@ -200,8 +200,13 @@ bool Hub::Apply(Event& ev) {
                     name, st.ToString());
     }
   } else if (msg.has_progress()) {
+    // Not even at debug level does a region's hook output reach this log if it must stay in
+    // the region (an agent that sends it anyway is not believed).
     spdlog::debug("{} {} {}: {}", name, LogSafe(msg.progress().task_id()),
-                  LogSafe(msg.progress().step()), LogSafe(msg.progress().output(), 1024));
+                  LogSafe(msg.progress().step()),
+                  engine_->WithholdsHookOutputOf(name) ? std::string("(withheld: the region "
+                                                                     "keeps hook output)")
+                                                       : LogSafe(msg.progress().output(), 1024));
     return false;
   }
   return true;

@@ -93,6 +93,7 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
     hp->set_started_at_ms(h.started_at);
     hp->set_finished_at_ms(h.finished_at);
     hp->set_from_version(h.from_version);
+    hp->set_output_tail(h.output_tail);
   }
   // The latest verdict of each wave, gate and region.
   std::map<std::tuple<int, std::string, std::string>, const GateResult*> latest;
@@ -156,6 +157,21 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine
   LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, store.Hosts(id));
   LOCKSTEP_ASSIGN_OR_RETURN(auto gates, store.GateResults(id));
   auto view = ReleaseView(r, waves, hosts, gates, engine.FindPipeline(r.pipeline));
+  LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store.BringupTracks(id));
+  const Pipeline* pipeline = engine.FindPipeline(r.pipeline);
+  for (const auto& t : tracks) {
+    auto* b = view.add_bringup();
+    b->set_region(t.region);
+    b->set_state(t.state);
+    b->set_wave(t.wave);
+    if (pipeline && t.wave >= 0 && static_cast<size_t>(t.wave) < pipeline->waves.size()) {
+      b->set_wave_name(pipeline->waves[static_cast<size_t>(t.wave)].name);
+    }
+    b->set_reason(t.reason);
+    b->set_started_at_ms(t.started_at);
+    b->set_bake_started_at_ms(t.bake_started_at);
+    b->set_finished_at_ms(t.finished_at);
+  }
   if (release_state::IsInFlight(r.state)) {
     LOCKSTEP_ASSIGN_OR_RETURN(auto pstate, store.GetPipelineState(r.pipeline));
     view.set_paused(pstate.paused);
@@ -218,6 +234,9 @@ StatusOr<lockstep::v1::StatusResponse> LoadStatusView(StoreReader& store, const 
     for (const auto& region : p.regions) {
       auto* rs = ps->add_regions();
       rs->set_region(region);
+      const RegionSpec spec = p.Region(region);
+      rs->set_stage(spec.StageName());
+      rs->set_hook_output(spec.HookOutputName());
       for (const auto& a : agents) {
         if (a.pipeline == p.name && a.region == region) *rs->add_hosts() = AgentView(a);
       }

@@ -158,6 +158,34 @@ struct HostRecord {
   // A task that may stop the previous release or switch `current` to this one was sent: a
   // revert must take this host back, whatever became of the task.
   bool switch_sent = false;
+  // The last lines a failed hook printed, as the agent sent them (bounded), kept as the
+  // evidence of the failure; empty where the region keeps hook output (hook_output: none).
+  std::string output_tail;
+};
+
+// Where a bring-up region stands in a release: it walks the pipeline's per_region waves on
+// its own, and only its own hosts go back if it fails.
+namespace bringup_state {
+inline constexpr const char* kRolling = "rolling";
+inline constexpr const char* kSucceeded = "succeeded";
+inline constexpr const char* kRollingBack = "rolling_back";  // its hosts going back alone
+inline constexpr const char* kRolledBack = "rolled_back";
+inline constexpr const char* kFailed = "failed";  // could not go back everywhere, or nowhere to go
+// The release ended (preempted, replaced) or a newer release took the region over.
+inline constexpr const char* kSuperseded = "superseded";
+inline bool IsFinal(const std::string& s) { return s != kRolling && s != kRollingBack; }
+}  // namespace bringup_state
+
+struct BringupRecord {
+  int64_t release_id = 0;
+  std::string region;
+  std::string state = bringup_state::kRolling;
+  int wave = 0;  // index in the pipeline's waves of the wave the region is in
+  UnixMs started_at = 0;
+  UnixMs wave_started_at = 0;
+  UnixMs bake_started_at = 0;  // when every host of its wave was done; 0 while deploying
+  UnixMs finished_at = 0;
+  std::string reason;
 };
 
 // One evaluation of a metric gate in one region, as reported by an agent of that region.
@@ -272,6 +300,7 @@ struct WriteBatch {
   std::vector<AgentRecord> agents;       // upserted by name
   std::vector<AuditRecord> audit;        // appended
   std::vector<GateResult> gate_results;  // appended
+  std::vector<BringupRecord> bringup;    // upserted by (release_id, region)
   // Pipelines the engine holds (pauses): only the paused columns are written, so an
   // operator's freeze made meanwhile is kept.
   struct Hold {

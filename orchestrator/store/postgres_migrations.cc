@@ -170,6 +170,23 @@ CREATE TABLE leader_lease (
   expires_at TIMESTAMPTZ NOT NULL
 );
 )sql"},
+      // Regions: a failed hook's output tail is kept on its host row (where the region lets
+      // it leave), and bring-up regions walk the waves in tracks of their own.
+      {2, R"sql(
+ALTER TABLE release_hosts ADD COLUMN output_tail TEXT NOT NULL DEFAULT '';
+CREATE TABLE bringup_tracks (
+  release_id BIGINT NOT NULL REFERENCES releases(id),
+  region TEXT NOT NULL,
+  state TEXT NOT NULL,
+  wave INTEGER NOT NULL DEFAULT 0,
+  started_at BIGINT NOT NULL DEFAULT 0,
+  wave_started_at BIGINT NOT NULL DEFAULT 0,
+  bake_started_at BIGINT NOT NULL DEFAULT 0,
+  finished_at BIGINT NOT NULL DEFAULT 0,
+  reason TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (release_id, region)
+);
+)sql"},
   };
   return kMigrations;
 }

@@ -275,13 +275,14 @@ class PostgresStore final : public Store {
       PgResult res = RunLocked(
           "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
           "detail, started_at, task_sent_at, finished_at, from_version, step, attempt, "
-          "switch_sent) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
+          "switch_sent, output_tail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
           "ON CONFLICT (release_id, agent) DO UPDATE SET region=EXCLUDED.region, "
           "wave=EXCLUDED.wave, state=EXCLUDED.state, task_id=EXCLUDED.task_id, "
           "detail=EXCLUDED.detail, started_at=EXCLUDED.started_at, "
           "task_sent_at=EXCLUDED.task_sent_at, finished_at=EXCLUDED.finished_at, "
           "from_version=EXCLUDED.from_version, step=EXCLUDED.step, "
-          "attempt=EXCLUDED.attempt, switch_sent=EXCLUDED.switch_sent",
+          "attempt=EXCLUDED.attempt, switch_sent=EXCLUDED.switch_sent, "
+          "output_tail=EXCLUDED.output_tail",
           Params()
               .Add(h.release_id)
               .Add(h.agent)
@@ -296,8 +297,31 @@ class PostgresStore final : public Store {
               .Add(h.from_version)
               .Add(h.step)
               .Add(int64_t{h.attempt})
-              .Add(int64_t{h.switch_sent ? 1 : 0}));
+              .Add(int64_t{h.switch_sent ? 1 : 0})
+              .Add(h.output_tail));
       if (!res.ok()) return RollbackLocked("write host: " + res.Error(conn_));
+    }
+    for (const auto& t : b.bringup) {
+      PgResult res = RunLocked(
+          "INSERT INTO bringup_tracks (release_id, region, state, wave, started_at, "
+          "wave_started_at, bake_started_at, finished_at, reason) "
+          "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) "
+          "ON CONFLICT (release_id, region) DO UPDATE SET state=EXCLUDED.state, "
+          "wave=EXCLUDED.wave, started_at=EXCLUDED.started_at, "
+          "wave_started_at=EXCLUDED.wave_started_at, "
+          "bake_started_at=EXCLUDED.bake_started_at, finished_at=EXCLUDED.finished_at, "
+          "reason=EXCLUDED.reason",
+          Params()
+              .Add(t.release_id)
+              .Add(t.region)
+              .Add(t.state)
+              .Add(int64_t{t.wave})
+              .Add(t.started_at)
+              .Add(t.wave_started_at)
+              .Add(t.bake_started_at)
+              .Add(t.finished_at)
+              .Add(t.reason));
+      if (!res.ok()) return RollbackLocked("write bring-up track: " + res.Error(conn_));
     }
     for (const auto& a : b.agents) {
       PgResult res = RunLocked(
@@ -429,6 +453,19 @@ class PostgresStore final : public Store {
       p.frozen_at = r.Int(0, 6);
     }
     return p;
+  }
+
+  StatusOr<std::vector<BringupRecord>> BringupTracks(int64_t release_id) override {
+    std::lock_guard lock(mu_);
+    LOCKSTEP_ASSIGN_OR_RETURN(
+        PgResult r,
+        RunRetryingLocked("read bring-up tracks",
+                          std::string("SELECT ") + rows::kBringup +
+                              " FROM bringup_tracks WHERE release_id=$1 ORDER BY region",
+                          Params().Add(release_id)));
+    std::vector<BringupRecord> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(rows::Bringup(PgRow{r, i}));
+    return out;
   }
 
   StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override {

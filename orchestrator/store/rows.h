@@ -127,7 +127,7 @@ WaveRecord Wave(const Row& s) {
 
 inline constexpr const char* kHost =
     "release_id, agent, region, wave, state, task_id, detail, started_at, task_sent_at, "
-    "finished_at, from_version, step, attempt, switch_sent";
+    "finished_at, from_version, step, attempt, switch_sent, output_tail";
 
 template <typename Row>
 HostRecord Host(const Row& s) {
@@ -146,7 +146,27 @@ HostRecord Host(const Row& s) {
   h.step = s.Text(11);
   h.attempt = static_cast<int>(s.Int(12));
   h.switch_sent = s.Int(13) != 0;
+  h.output_tail = s.Text(14);
   return h;
+}
+
+inline constexpr const char* kBringup =
+    "release_id, region, state, wave, started_at, wave_started_at, bake_started_at, "
+    "finished_at, reason";
+
+template <typename Row>
+BringupRecord Bringup(const Row& s) {
+  BringupRecord b;
+  b.release_id = s.Int(0);
+  b.region = s.Text(1);
+  b.state = s.Text(2);
+  b.wave = static_cast<int>(s.Int(3));
+  b.started_at = s.Int(4);
+  b.wave_started_at = s.Int(5);
+  b.bake_started_at = s.Int(6);
+  b.finished_at = s.Int(7);
+  b.reason = s.Text(8);
+  return b;
 }
 
 inline constexpr const char* kGateResult =

@@ -169,20 +169,39 @@ class SqliteStore final : public Store {
       Stmt s(db_,
              "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
              "detail, started_at, task_sent_at, finished_at, from_version, step, attempt, "
-             "switch_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+             "switch_sent, output_tail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
              "ON CONFLICT(release_id, agent) DO UPDATE SET region=excluded.region, "
              "wave=excluded.wave, state=excluded.state, task_id=excluded.task_id, "
              "detail=excluded.detail, started_at=excluded.started_at, "
              "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at, "
              "from_version=excluded.from_version, step=excluded.step, "
-             "attempt=excluded.attempt, switch_sent=excluded.switch_sent");
+             "attempt=excluded.attempt, switch_sent=excluded.switch_sent, "
+             "output_tail=excluded.output_tail");
       for (const auto& h : b.hosts) {
         s.Reset();
         s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
         s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
         s.Bind(9, h.task_sent_at).Bind(10, h.finished_at).Bind(11, h.from_version);
         s.Bind(12, h.step).Bind(13, int64_t{h.attempt}).Bind(14, int64_t{h.switch_sent ? 1 : 0});
+        s.Bind(15, h.output_tail);
         if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
+      }
+    }
+    if (!b.bringup.empty()) {
+      Stmt s(db_,
+             "INSERT INTO bringup_tracks (release_id, region, state, wave, started_at, "
+             "wave_started_at, bake_started_at, finished_at, reason) VALUES (?,?,?,?,?,?,?,?,?) "
+             "ON CONFLICT(release_id, region) DO UPDATE SET state=excluded.state, "
+             "wave=excluded.wave, started_at=excluded.started_at, "
+             "wave_started_at=excluded.wave_started_at, "
+             "bake_started_at=excluded.bake_started_at, finished_at=excluded.finished_at, "
+             "reason=excluded.reason");
+      for (const auto& t : b.bringup) {
+        s.Reset();
+        s.Bind(1, t.release_id).Bind(2, t.region).Bind(3, t.state).Bind(4, int64_t{t.wave});
+        s.Bind(5, t.started_at).Bind(6, t.wave_started_at).Bind(7, t.bake_started_at);
+        s.Bind(8, t.finished_at).Bind(9, t.reason);
+        if (s.Step() != SQLITE_DONE) return RollbackLocked("write bring-up track: " + s.Error());
       }
     }
     if (!b.agents.empty()) {
@@ -294,6 +313,19 @@ class SqliteStore final : public Store {
       return Internal("read pipeline state: " + s.Error());
     }
     return p;
+  }
+
+  StatusOr<std::vector<BringupRecord>> BringupTracks(int64_t release_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + rows::kBringup +
+                 " FROM bringup_tracks WHERE release_id=? ORDER BY region")
+                    .c_str());
+    s.Bind(1, release_id);
+    std::vector<BringupRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(rows::Bringup(s));
+    if (rc != SQLITE_DONE) return Internal("read bring-up tracks: " + s.Error());
+    return out;
   }
 
   StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) override {

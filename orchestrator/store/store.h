@@ -61,6 +61,8 @@ class StoreReader {
   virtual StatusOr<std::vector<HostRecord>> Hosts(int64_t release_id) = 0;
   // In the order received.
   virtual StatusOr<std::vector<GateResult>> GateResults(int64_t release_id) = 0;
+  // The release's bring-up regions, by region name.
+  virtual StatusOr<std::vector<BringupRecord>> BringupTracks(int64_t release_id) = 0;
   // Sorted by name.
   virtual StatusOr<std::vector<AgentRecord>> Agents() = 0;
   virtual StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) = 0;
@@ -165,6 +167,9 @@ class ForwardingStore : public Store {
   StatusOr<std::vector<HostRecord>> Hosts(int64_t id) override { return inner_->Hosts(id); }
   StatusOr<std::vector<GateResult>> GateResults(int64_t id) override {
     return inner_->GateResults(id);
+  }
+  StatusOr<std::vector<BringupRecord>> BringupTracks(int64_t id) override {
+    return inner_->BringupTracks(id);
   }
   StatusOr<std::vector<AgentRecord>> Agents() override { return inner_->Agents(); }
   StatusOr<std::optional<AgentRecord>> GetAgent(const std::string& name) override {

@@ -47,6 +47,9 @@ class Fleet {
   const std::string& dir() const { return dir_; }
   std::string pipelines_dir() const { return dir_ + "/pipelines"; }
   std::string event_log() const { return dir_ + "/events.log"; }
+  // The server ServeApp and ServeEntries publish artifacts on (the origin): its port, and how
+  // many requests each artifact path received (Hits).
+  TestHttpServer& artifact_server() { return *http_; }
 
   void WritePipeline(const std::string& file, const std::string& yaml);
   // Builds the sample app at `version` and serves it; returns its URL and digest.

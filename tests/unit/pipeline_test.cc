@@ -311,7 +311,7 @@ stages: []
 waves: [{name: all, select: {per_region: 1}}]
 )"),
             "p.yaml:3: stages: unknown key (allowed: pipeline, regions, waves, concurrency, "
-            "health, gates, timeouts, rollback, trigger, notify, window)");
+            "health, gates, timeouts, rollback, trigger, notify, window, artifacts)");
 }
 
 TEST(ParsePipelineTest, RepeatedKeyIsAnError) {
@@ -999,7 +999,7 @@ notify:
 )"),
             "p.yaml:6: notify[0].events[1]: unknown event \"exploded\" (allowed: "
             "release_started, wave_passed, succeeded, failed, rolled_back, approval_needed, "
-            "aborted)");
+            "aborted, bringup_failed, bringup_rolled_back, bringup_succeeded)");
 }
 
 TEST(ParsePipelineTest, WindowTimeMustBeHoursAndMinutes) {
@@ -1228,6 +1228,101 @@ TEST_F(PipelineFilesTest, LoadPipelineDirOfMissingDirectoryNamesIt) {
   ASSERT_FALSE(pipelines.ok());
   EXPECT_EQ(pipelines.status().code(), StatusCode::kNotFound);
   EXPECT_EQ(pipelines.status().message(), dir_ + "/absent: no such pipeline directory");
+}
+
+TEST(ParsePipelineTest, RegionsTakeAStageAndAHookOutputPolicy) {
+  Pipeline p = Parsed(R"(pipeline: web
+regions:
+  - us-east-1
+  - {name: eu-west-1, hook_output: none}
+  - {name: ap-southeast-2, stage: bringup}
+  - {name: sa-east-1, stage: serving, hook_output: tail}
+waves:
+  - {name: canary, select: {per_region: 1}}
+  - {name: us, select: {regions: [us-east-1], hosts: "100%"}}
+  - {name: all, select: {per_region: "100%"}}
+artifacts:
+  mirrors:
+    ap-southeast-2: "http://mirror.ap.example:8080/"
+    eu-west-1: "https://mirror.eu.example/cache"
+)");
+  EXPECT_EQ(p.regions,
+            (std::vector<std::string>{"us-east-1", "eu-west-1", "ap-southeast-2", "sa-east-1"}));
+  EXPECT_EQ(p.BringupRegions(), (std::vector<std::string>{"ap-southeast-2"}));
+  EXPECT_TRUE(p.IsBringup("ap-southeast-2"));
+  EXPECT_FALSE(p.IsBringup("sa-east-1"));
+  EXPECT_TRUE(p.WithholdsHookOutput("eu-west-1"));
+  EXPECT_FALSE(p.WithholdsHookOutput("us-east-1"));
+  EXPECT_FALSE(p.WithholdsHookOutput("ap-southeast-2"));
+  // per_region waves cover the serving regions; the bring-up region has a track of its own.
+  EXPECT_EQ(p.waves[0].regions, (std::vector<std::string>{"us-east-1", "eu-west-1", "sa-east-1"}));
+  EXPECT_TRUE(p.waves[0].per_region);
+  EXPECT_FALSE(p.waves[1].per_region);
+  // A mirror replaces the scheme and host, and keeps the path and query.
+  EXPECT_EQ(p.MirrorUrl("ap-southeast-2", "https://ci.example.com/builds/v1.tar.gz?x=1"),
+            "http://mirror.ap.example:8080/builds/v1.tar.gz?x=1");
+  EXPECT_EQ(p.MirrorUrl("eu-west-1", "http://ci:81/a.tgz"),
+            "https://mirror.eu.example/cache/a.tgz");
+  EXPECT_EQ(p.MirrorUrl("us-east-1", "http://ci:81/a.tgz"), "");
+}
+
+TEST(ParsePipelineTest, BadRegionStagesPoliciesAndMirrorsAreErrorsNamingTheField) {
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1, {name: ap, stage: later}]
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:2: regions[1].stage: unknown value \"later\" (allowed: serving, bringup; a "
+            "bare name is serving)");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1, {name: ap, hook_output: all}]
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:2: regions[1].hook_output: unknown value \"all\" (allowed: tail, none)");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1, {stage: bringup}]
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:2: regions[1].name: required key is missing; e.g. {name: ap-southeast-2, "
+            "stage: bringup}");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [{name: ap, stage: bringup}]
+waves: [{name: all, select: {per_region: 1}}]
+)"),
+            "p.yaml:2: regions: every region is in bring-up; a pipeline needs at least one "
+            "serving region (a bare name, or stage: serving)");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1, {name: ap, stage: bringup}]
+waves: [{name: all, select: {regions: [us-east-1, ap]}}]
+)"),
+            "p.yaml:3: waves[0].select.regions: region \"ap\" is in bring-up: it takes every "
+            "release in waves of its own (list it here once it is promoted with stage: serving)");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+artifacts: {mirrors: {eu-west-1: "http://m:80"}}
+)"),
+            "p.yaml:4: artifacts.mirrors: undeclared region \"eu-west-1\" (declared in regions: "
+            "us-east-1)");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+artifacts: {mirrors: {us-east-1: "http://user:pw@m:80"}}
+)"),
+            "p.yaml:4: artifacts.mirrors.us-east-1: must not contain credentials (user:password@ "
+            "before the host); they would be logged, stored and sent to every agent");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+artifacts: {mirrors: {us-east-1: "ftp://m"}}
+)"),
+            "p.yaml:4: artifacts.mirrors.us-east-1: expected an http:// or https:// URL, got "
+            "\"ftp://m\"");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+artifacts: {mirrors: [http://m]}
+)"),
+            "p.yaml:4: artifacts.mirrors: expected a mapping of region to base URL, got a list");
 }
 
 }  // namespace
