@@ -125,8 +125,8 @@ constexpr std::string_view kGithubKeys[] = {"repository",   "branch",     "artif
                                             "artifact_wait"};
 constexpr std::string_view kNotifyKeys[] = {"url", "events"};
 constexpr std::string_view kNotifyEvents[] = {
-    "release_started", "wave_passed",    "succeeded",        "failed",
-    "rolled_back",     "approval_needed", "aborted",         "bringup_failed",
+    "release_started",     "wave_passed",      "succeeded", "failed",
+    "rolled_back",         "approval_needed",  "aborted",   "bringup_failed",
     "bringup_rolled_back", "bringup_succeeded"};
 constexpr std::string_view kWindowKeys[] = {"start", "end", "days"};
 // Index = DeployWindow weekday number (0 = Sunday).
