@@ -1,6 +1,7 @@
 #include "agents/health/metric_gate.h"
 
 #include <curl/curl.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <charconv>
@@ -417,10 +418,10 @@ class Evaluation {
       // its JSON error field; a proxy in front of it may answer with anything.
       std::string why;
       const json error = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+      // Prometheus's own error (about the query) is passed on; any other body (a proxy's
+      // page) is not: it could say anything, and only verdicts cross the region's border.
       if (error.is_object() && error.contains("error") && error["error"].is_string()) {
         why = error["error"].get<std::string>();
-      } else {
-        why = response.body.substr(0, response.body.find('\n'));
       }
       return Inconclusive("prometheus returned HTTP " + std::to_string(response.status) +
                           (why.empty() ? "" : ": " + why));
@@ -454,11 +455,18 @@ class Evaluation {
     // names the series to look at.
     const bool violated = worst != nullptr && Violates(gate_, worst->value);
     if (not_finite != nullptr && !violated) {
-      return Inconclusive("query \"" + gate_.query() + "\" returned " + not_finite->text +
-                          (not_finite->series.empty() ? "" : " for " + not_finite->series));
+      if (!not_finite->series.empty()) {
+        spdlog::info("gate {}: {} for {}", gate_.name(), not_finite->text, not_finite->series);
+      }
+      return Inconclusive("query \"" + gate_.query() + "\" returned " + not_finite->text);
     }
-    std::string detail = worst->series.empty() ? "" : worst->series + " ";
-    detail += FormatNumber(worst->value) + " " + Comparison(gate_, worst->value);
+    // The verdict and its number cross the region's border; the series' labels (hosts,
+    // instances, whatever the metrics carry) stay in this host's log.
+    if (!worst->series.empty()) {
+      spdlog::info("gate {}: worst series {} = {}", gate_.name(), worst->series,
+                   FormatNumber(worst->value));
+    }
+    std::string detail = FormatNumber(worst->value) + " " + Comparison(gate_, worst->value);
     if (samples.size() > 1) {
       detail += " (worst of " + std::to_string(samples.size()) + " series)";
     }

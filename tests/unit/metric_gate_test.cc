@@ -245,8 +245,8 @@ TEST_F(MetricGateTest, OneSeriesOverMaxAmongSeveralFails) {
 
   EXPECT_EQ(v.verdict(), GateVerdict::FAIL) << v.detail();
   EXPECT_DOUBLE_EQ(v.value(), 0.9);
-  EXPECT_THAT(v.detail(), HasSubstr("region=\"us\"}"));
-  EXPECT_THAT(v.detail(), HasSubstr("0.9 > max 0.5 (worst of 3 series)"));
+  // The verdict and its number only: the series' labels stay in the region (the agent's log).
+  EXPECT_EQ(v.detail(), "0.9 > max 0.5 (worst of 3 series)");
 }
 
 TEST_F(MetricGateTest, EverySeriesWithinMaxPassesReportingTheWorst) {
@@ -353,7 +353,7 @@ TEST(MetricGateOfflineTest, AnswerLargerThan4MiBIsInconclusive) {
   EXPECT_THAT(v.detail(), HasSubstr("sent more than 4 MiB"));
 }
 
-TEST(MetricGateOfflineTest, ProxyErrorPageIsInconclusiveWithAValidUtf8Detail) {
+TEST(MetricGateOfflineTest, ProxyErrorPageIsInconclusiveAndItsWordsStayInTheRegion) {
   // A proxy in front of Prometheus answers in its own words and encoding (here Latin-1).
   testing::TestHttpServer proxy;
   proxy.ServeStatus("/api/v1/query", 502,
@@ -368,7 +368,7 @@ TEST(MetricGateOfflineTest, ProxyErrorPageIsInconclusiveWithAValidUtf8Detail) {
   GateVerdict v = EvaluateMetricGate(gate);
 
   EXPECT_EQ(v.verdict(), GateVerdict::INCONCLUSIVE) << v.detail();
-  EXPECT_EQ(v.detail(), "prometheus returned HTTP 502: Passerelle d?faillante");
+  EXPECT_EQ(v.detail(), "prometheus returned HTTP 502");
   // lockstepd drops a message whose string fields are not UTF-8.
   v1::GateVerdict received;
   EXPECT_TRUE(received.ParseFromString(v.SerializeAsString()));
