@@ -660,7 +660,9 @@ std::string RenderStatus(const Context& ctx, const v1::StatusResponse& resp) {
          (p.frozen() ? "  FROZEN: " + p.freeze_reason() : ""));
     if (p.has_active()) line("  in flight: " + ProgressLine(p.active()));
     for (const auto& rs : p.regions()) {
-      line("  " + rs.region() + ": " + std::to_string(rs.hosts_size()) + " host(s)");
+      line("  " + rs.region() + ": " + std::to_string(rs.hosts_size()) + " host(s)" +
+           (rs.stage() == "bringup" ? "  (bring-up: takes releases in waves of its own)" : "") +
+           (rs.hook_output() == "none" ? "  (hook output stays in the region)" : ""));
       for (const auto& h : rs.hosts()) {
         // A host already on the release in flight is where it is meant to be by now.
         const bool on_active =

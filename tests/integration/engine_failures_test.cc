@@ -218,6 +218,75 @@ TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRoll
   EXPECT_NE(shown.out.find(": fail  "), std::string::npos) << shown.out;
 }
 
+// A bring-up region's metric gates judge that region only: its error rate climbing rolls its
+// own hosts back, and the serving regions' release still succeeds.
+TEST_F(GateFleetTest, ABringUpRegionsGateRollsBackOnlyThatRegion) {
+  SetErrorRate(0.001);
+  TestPrometheus prometheus("127.0.0.1:" + std::to_string(exporter_.port()));
+  ASSERT_TRUE(prometheus.WaitReady(std::chrono::seconds(30))) << prometheus.Explain();
+  ASSERT_TRUE(prometheus.WaitForSample("demo_error_rate", std::chrono::seconds(30)))
+      << prometheus.Explain();
+  std::string yaml = ThreeWaves(R"(gates:
+  - metric:
+      name: error-rate
+      prometheus: ")" + prometheus.url() +
+                                R"("
+      query: 'max(demo_error_rate{region="{region}"})'
+      max: 0.01
+      interval: 1s
+      delay: 2s
+      passes: 2
+      inconclusive_deadline: 20s
+)");
+  const std::string serving = "regions: [us-east-1, eu-west-1, ap-southeast-2]";
+  yaml.replace(yaml.find(serving), serving.size(),
+               "regions: [us-east-1, eu-west-1, {name: ap-southeast-2, stage: bringup}]");
+  StartFleet(yaml);
+  auto track_state = [&](int64_t id) {
+    json r = fleet_.CliJson({"release", "show", std::to_string(id)});
+    return r["bringup"].size() == 1 ? r["bringup"][0]["state"].get<std::string>() : "";
+  };
+
+  CommandResult good = Release(fleet_.ServeApp("v1"));
+  ASSERT_EQ(good.exit_code, 0) << good.err;
+  const int64_t v1 = json::parse(good.out)["id"];
+  ASSERT_TRUE(
+      Fleet::WaitFor([&] { return track_state(v1) == "succeeded"; }, std::chrono::seconds(90)))
+      << track_state(v1);
+  ExpectEveryHostOn("v1");
+
+  // v2's start makes the error rate climb in ap-southeast-2 only.
+  std::string climbed = "# TYPE demo_error_rate gauge\n";
+  for (const auto& r : kRegions) {
+    climbed +=
+        "demo_error_rate{region=\"" + r + "\"} " + (r == "ap-southeast-2" ? "0.2" : "0.001") + "\n";
+  }
+  AppBehaviour climbs;
+  climbs.start_prologue = "if [ \"$LOCKSTEP_REGION\" = ap-southeast-2 ]; then printf '%s' '" +
+                          climbed + "' > '" + metrics_file() + "'; fi\n";
+  CommandResult bad = Release(fleet_.ServeApp("v2", climbs));
+  ASSERT_EQ(bad.exit_code, 0) << bad.err << bad.out;
+  json release = json::parse(bad.out);
+  EXPECT_EQ(release["state"], "succeeded");
+  const int64_t v2 = release["id"];
+  ASSERT_TRUE(
+      Fleet::WaitFor([&] { return track_state(v2) == "rolled_back"; }, std::chrono::seconds(90)))
+      << track_state(v2);
+  json shown = fleet_.CliJson({"release", "show", std::to_string(v2)});
+  const std::string reason = shown["bringup"][0]["reason"];
+  EXPECT_NE(reason.find("metric gate error-rate failed in ap-southeast-2"), std::string::npos)
+      << reason;
+  for (const auto& h : HostNames()) {
+    EXPECT_EQ(fleet_.CurrentOf(h), RegionOf(h) == "ap-southeast-2" ? "v1" : "v2") << h;
+  }
+  // The serving regions' gates never saw the bring-up region's numbers.
+  for (const auto& g : shown["gates"]) {
+    if (g["verdict"] == "fail") {
+      EXPECT_EQ(g["region"], "ap-southeast-2") << g.dump();
+    }
+  }
+}
+
 TEST_F(EngineFailuresTest, KillingLockstepdAtRandomMomentsAlwaysEndsInAFinalStateOnOneVersion) {
   StartFleet(ThreeWaves());
   ASSERT_EQ(Release(fleet_.ServeApp("v0")).exit_code, 0);
