@@ -1,12 +1,13 @@
 // The fleet overview: one card per pipeline with its flags, actions, release in flight and
-// every host's version and connection, region by region.
+// every host's version and connection, region by region (each with its stage, and whether
+// it keeps its hooks' output).
 //
 // Owns: #pipelines, and following the newest in-flight release as pipelines report it.
 // Exports: refreshOverview.
 
 import { pipelineActions } from './actions.js';
 import { api } from './api.js';
-import { badge } from './format.js';
+import { badge, bringupFlag, withheldFlag } from './format.js';
 import { select } from './history.js';
 import { renderRelease } from './release.js';
 import { $, clear, h, state } from './state.js';
@@ -83,14 +84,18 @@ function regionBox(p, r) {
   const regionVersion = uniform ? [...versions][0] : '';
   const lost = r.hosts.filter((x) => !x.connected).length;
   const drift = r.hosts.filter((x) => x.drift).length;
+  const bringup = r.stage === 'bringup';
   return h('section', {
-    class: `region${drift ? ' has-drift' : ''}${lost ? ' has-lost' : ''}`,
-    dataset: { region: r.region, version: regionVersion },
+    class: `region${bringup ? ' bringup' : ''}${drift ? ' has-drift' : ''}${lost ? ' has-lost' : ''}`,
+    dataset: { region: r.region, version: regionVersion, stage: bringup ? 'bringup' : 'serving',
+      hookOutput: r.hook_output === 'none' ? 'none' : 'tail' },
   },
   h('h4', {}, r.region, ' ',
+    bringup ? bringupFlag() : '',
     h('span', { class: 'region-version' }, regionVersion || (r.hosts.length ? 'mixed' : 'no hosts')),
     drift ? h('span', { class: 'flag drift' }, `${drift} drift`) : '',
-    lost ? h('span', { class: 'flag lost' }, `${lost} lost`) : ''),
+    lost ? h('span', { class: 'flag lost' }, `${lost} lost`) : '',
+    r.hook_output === 'none' ? withheldFlag() : ''),
   h('ul', { class: 'hosts' }, r.hosts.map((x) => h('li', {
     class: `host${x.connected ? ' connected' : ' lost'}${x.drift ? ' drift' : ''}`,
     dataset: { host: x.name, version: x.current_version || '', connected: String(Boolean(x.connected)), agent: x.agent_version || '' },

@@ -1,7 +1,9 @@
-// How values are shown: durations, times, state names and state badges.
+// How values are shown: durations, times, state names, state badges and region flags.
 //
-// Owns: the fixed set of state class names (never built from server text).
-// Exports: fmtDuration, fmtTime, label, releaseDuration, stateClass, badge.
+// Owns: the fixed set of state class names (never built from server text), and the words
+// that explain a bring-up region and a region that keeps its hook output.
+// Exports: fmtDuration, fmtTime, label, releaseDuration, stateClass, badge, bringupFlag,
+// withheldFlag, WITHHELD_TEXT.
 
 import { h } from './state.js';
 
@@ -43,4 +45,24 @@ export function stateClass(name) {
 export function badge(stateName, extra) {
   return h('span', { class: `state ${stateClass(stateName)}`, dataset: { state: stateName || '' } },
     label(stateName) + (extra ? ` ${extra}` : ''));
+}
+
+const BRINGUP_TITLE = 'Bring-up region: takes every release in waves of its own; '
+  + 'its failures never hold the serving regions';
+
+// The "bring-up" flag of a region or host. `explain`: also say what it means to screen
+// readers (once per region, not on every host row).
+export function bringupFlag(explain = true) {
+  return h('span', { class: 'flag bringup', title: BRINGUP_TITLE },
+    'bring-up', explain ? h('span', { class: 'visually-hidden' }, ` (${BRINGUP_TITLE})`) : '');
+}
+
+// Said where a failed host's hook output is not shown because its region keeps it.
+export const WITHHELD_TEXT = 'output kept in the region (hook_output: none)';
+
+export function withheldFlag() {
+  return h('span', {
+    class: 'withheld',
+    title: 'hook_output: none — a failed hook\'s output stays in the region, in the host\'s own log; only verdicts leave it',
+  }, 'output withheld');
 }

@@ -1,13 +1,15 @@
-// The release view: one release's facts, wave grid, gate results and hosts, and the bake
-// countdown.
+// The release view: one release's facts, wave grid, bring-up tracks, gate results and hosts
+// (with a failed hook's output tail), and the bake countdowns.
 //
-// Owns: #release-view and everything in it. Which release it shows is state.selected (set
-// by history.js's select and by the live updates).
+// Owns: #release-view and everything in it, and which hosts' hook output is expanded. Which
+// release it shows is state.selected (set by history.js's select and by the live updates).
 // Exports: refreshSelected, renderRelease, tick.
 
 import { releaseActions } from './actions.js';
 import { api } from './api.js';
-import { badge, fmtDuration, fmtTime, label, releaseDuration, stateClass } from './format.js';
+import {
+  badge, bringupFlag, fmtDuration, fmtTime, label, releaseDuration, stateClass, WITHHELD_TEXT,
+} from './format.js';
 import { $, clear, h, state } from './state.js';
 
 // Loads the selected release in full (waves, hosts, gates) and shows it.
@@ -66,15 +68,23 @@ export function renderRelease() {
   }
 
   renderGrid(r, waves);
+  renderBringup(r, waves);
   renderGates(r, waves);
   renderHosts(r, waves);
   tick();
 }
 
+// The regions that took release `r` in tracks of their own (bring-up regions).
+function bringupRegions(r) {
+  return new Set((Array.isArray(r.bringup) ? r.bringup : []).map((t) => t.region));
+}
+
+// The grid's columns: the serving regions (a bring-up region has its own table).
 function regionsOf(r, waves) {
   const out = [];
+  const own = bringupRegions(r);
   for (const w of waves) for (const rp of w.regions) if (!out.includes(rp.region)) out.push(rp.region);
-  for (const x of r.hosts || []) if (!out.includes(x.region)) out.push(x.region);
+  for (const x of r.hosts || []) if (!out.includes(x.region) && !own.has(x.region)) out.push(x.region);
   return out;
 }
 
@@ -153,6 +163,26 @@ function gridCell(region, st, rp) {
   return td;
 }
 
+// One row per bring-up region: where its own walk through the waves is, and why it ended so.
+function renderBringup(r, waves) {
+  const tracks = Array.isArray(r.bringup) ? r.bringup : [];
+  $('bringup-section').hidden = !tracks.length;
+  const t = clear($('bringup'));
+  if (!tracks.length) return;
+  t.append(h('thead', {}, h('tr', {}, ['Region', 'State', 'Wave', 'Time', 'Reason'].map((x) => h('th', { scope: 'col' }, x)))));
+  t.append(h('tbody', {}, tracks.map((b) => {
+    const w = waves[b.wave];
+    const baking = b.state === 'rolling' && b.bake_started_at_ms > 0 && w && w.bake_ms > 0;
+    return h('tr', { class: 'bringup-track', dataset: { region: b.region, state: b.state } },
+      h('td', {}, b.region),
+      h('td', {}, badge(b.state)),
+      h('td', { class: 'track-wave' }, b.wave_name || (w ? w.name : ''),
+        baking ? [' baking, ', h('span', { class: 'countdown', dataset: { until: String(b.bake_started_at_ms + w.bake_ms) } })] : ''),
+      h('td', {}, b.started_at_ms ? fmtDuration((b.finished_at_ms || Date.now()) - b.started_at_ms) : ''),
+      h('td', { class: 'detail track-reason' }, b.reason || ''));
+  })));
+}
+
 function renderGates(r, waves) {
   const t = clear($('gates'));
   const gates = r.gates || [];
@@ -179,15 +209,44 @@ function renderHosts(r, waves) {
     return;
   }
   t.append(h('thead', {}, h('tr', {}, ['Host', 'Region', 'Wave', 'Step', 'From', 'Time', 'Detail / hook output'].map((x) => h('th', { scope: 'col' }, x)))));
+  const own = bringupRegions(r);
+  const pipeline = state.pipelines.find((p) => p.pipeline === r.pipeline);
+  const keeps = (region) => Boolean(pipeline && pipeline.regions.some((x) => x.region === region && x.hook_output === 'none'));
   const sorted = [...hosts].sort((a, b) => a.wave - b.wave || a.region.localeCompare(b.region) || a.agent.localeCompare(b.agent));
-  t.append(h('tbody', {}, sorted.map((x) => h('tr', { class: 'host-row', dataset: { host: x.agent, state: x.state } },
-    h('td', {}, x.agent),
-    h('td', {}, x.region),
-    h('td', {}, waves[x.wave] ? waves[x.wave].name : (r.kind === 'rollback' ? '—' : String(x.wave))),
-    h('td', {}, badge(x.state)),
-    h('td', {}, x.from_version || ''),
-    h('td', {}, x.started_at_ms ? fmtDuration((x.finished_at_ms || Date.now()) - x.started_at_ms) : ''),
-    h('td', { class: 'detail' }, h('pre', {}, tail(x.detail, 6)))))));
+  t.append(h('tbody', {}, sorted.map((x) => h('tr', {
+    class: `host-row${own.has(x.region) ? ' bringup' : ''}`,
+    dataset: { host: x.agent, state: x.state, stage: own.has(x.region) ? 'bringup' : 'serving' },
+  },
+  h('td', {}, x.agent),
+  h('td', {}, x.region, own.has(x.region) ? [' ', bringupFlag(false)] : ''),
+  h('td', {}, waves[x.wave] ? waves[x.wave].name : (r.kind === 'rollback' ? '—' : String(x.wave))),
+  h('td', {}, badge(x.state)),
+  h('td', {}, x.from_version || ''),
+  h('td', {}, x.started_at_ms ? fmtDuration((x.finished_at_ms || Date.now()) - x.started_at_ms) : ''),
+  h('td', { class: 'detail' }, h('pre', {}, tail(x.detail, 6)), hookOutput(r, x, keeps(x.region)))))));
+}
+
+// Which hosts' hook output the reader opened ("release/host"), kept across re-renders.
+const openOutputs = new Set();
+
+// A failed hook's last lines, as text only (hook output is whatever the host printed), folded
+// away until asked for. A failed host of a region that keeps its hooks' output says so.
+function hookOutput(r, x, keeps) {
+  if (x.output_tail) {
+    const key = `${r.id}/${x.agent}`;
+    const details = h('details', { class: 'hook-output', open: openOutputs.has(key) },
+      h('summary', {}, 'hook output'),
+      h('pre', { class: 'output-tail', text: x.output_tail }));
+    details.addEventListener('toggle', () => {
+      if (details.open) openOutputs.add(key);
+      else openOutputs.delete(key);
+    });
+    return details;
+  }
+  if (keeps && (x.state === 'failed' || x.state === 'revert_failed')) {
+    return h('p', { class: 'output-kept' }, WITHHELD_TEXT);
+  }
+  return '';
 }
 
 function tail(text, lines) {

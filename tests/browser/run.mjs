@@ -19,8 +19,17 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
 const BIN = path.resolve(ROOT, process.env.LOCKSTEP_BIN_DIR || 'build/bin');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// The serving regions of both pipelines. monolith has one more region, in bring-up (its own
+// hosts, no gated ones); gated's eu-west-1 keeps its hooks' output (hook_output: none).
 const REGIONS = ['us-east-1', 'eu-west-1', 'ap-southeast-2'];
+const BRINGUP = 'sa-east-1';
+const WITHHELD = 'eu-west-1';
+const MONOLITH_HOSTS = 2 * (REGIONS.length + 1);
 const XSS = '<img src=x onerror="window.__xss=1">';
+// What the failing check hooks print: found on the page where the region lets it leave
+// (after the XSS string), nowhere where it does not.
+const BRINGUP_MARKER = 'marker-7d41: check failed in bring-up';
+const WITHHELD_MARKER = 'marker-93c2: check failed, output kept';
 
 const WORK = fs.mkdtempSync(path.join(os.tmpdir(), 'lockstep-browser-'));
 const LOGS = path.join(WORK, 'logs');
@@ -91,21 +100,33 @@ function tail(file, n = 40) {
 
 // ------------------------------------------------------------------ the fleet
 
-function makeArtifact(dir, version) {
+const HEALTHY_CHECK = '#!/bin/sh\necho "healthy: $LOCKSTEP_VERSION"\nexit 0\n';
+
+// A check hook that fails on host `agent` only, printing `lines` first.
+function checkFailingOn(agent, lines) {
+  const print = lines.map((l) => `  printf '%s\\n' '${l}'\n`).join('');
+  return `#!/bin/sh\necho "checking $LOCKSTEP_VERSION on $LOCKSTEP_AGENT"\n`
+    + `if [ "$LOCKSTEP_AGENT" = "${agent}" ]; then\n${print}  exit 1\nfi\nexit 0\n`;
+}
+
+function makeArtifact(dir, version, check = HEALTHY_CHECK) {
   const staging = path.join(WORK, 'staging', version);
   fs.mkdirSync(path.join(staging, 'deploy'), { recursive: true });
   fs.writeFileSync(path.join(staging, 'VERSION'), `${version}\n`);
   fs.writeFileSync(path.join(staging, 'deploy', 'start'),
     '#!/bin/sh\necho "started $LOCKSTEP_VERSION in $LOCKSTEP_REGION on $LOCKSTEP_AGENT"\nsleep 0.3\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(staging, 'deploy', 'check'),
-    '#!/bin/sh\necho "healthy: $LOCKSTEP_VERSION"\nexit 0\n', { mode: 0o755 });
+  fs.writeFileSync(path.join(staging, 'deploy', 'check'), check, { mode: 0o755 });
   const file = path.join(dir, `app-${version}.tar.gz`);
   execFileSync('tar', ['-C', staging, '-czf', file, '.'], { timeout: 20000 });
   return { version, file: path.basename(file), sha256: createHash('sha256').update(fs.readFileSync(file)).digest('hex') };
 }
 
 const MONOLITH = `pipeline: monolith
-regions: [us-east-1, eu-west-1, ap-southeast-2]
+regions:
+  - us-east-1
+  - eu-west-1
+  - ap-southeast-2
+  - {name: ${BRINGUP}, stage: bringup}
 waves:
   - name: canary
     select: {per_region: 1}
@@ -120,8 +141,10 @@ timeouts: {hook: 30s, fetch: 30s, agent_lost: 30s}
 rollback: {automatic: true, tolerate_failed_hosts: 0}
 `;
 
+// A failed wave of gated halts it (on_failure: pause), so that a failed host stays failed
+// until it is aborted.
 const GATED = `pipeline: gated
-regions: [us-east-1, eu-west-1, ap-southeast-2]
+regions: [us-east-1, {name: ${WITHHELD}, hook_output: none}, ap-southeast-2]
 waves:
   - name: canary
     select: {per_region: 1}
@@ -133,7 +156,7 @@ concurrency: {per_region: 10}
 health:
   check_hook: true
 timeouts: {hook: 30s, fetch: 30s, agent_lost: 30s}
-rollback: {automatic: true, tolerate_failed_hosts: 0}
+rollback: {automatic: true, tolerate_failed_hosts: 0, on_failure: pause}
 `;
 
 const fleet = { http: '', grpc: '', admin: '', artifacts: '', tokens: {} };
@@ -168,6 +191,8 @@ async function startFleet() {
   fs.mkdirSync(artifacts);
   const built = {};
   for (const v of ['v1.0.0', 'v1.1.0', 'v1.2.0', 'v1.3.0', 'g1.0.0', 'g1.1.0']) built[v] = makeArtifact(artifacts, v);
+  built['v1.4.0'] = makeArtifact(artifacts, 'v1.4.0', checkFailingOn(`${BRINGUP}-2`, [BRINGUP_MARKER, XSS]));
+  built['g1.2.0'] = makeArtifact(artifacts, 'g1.2.0', checkFailingOn(`${WITHHELD}-g1`, [WITHHELD_MARKER]));
 
   const artPort = path.join(WORK, 'artifacts.port');
   start('artifact-server', path.join(BIN, 'lockstep-artifact-server'), ['--dir', artifacts, '--port-file', artPort]);
@@ -196,9 +221,10 @@ async function startFleet() {
   fleet.tokens.manager = cli('tokens', 'create', '--role', 'release-manager', '--name', 'rita-release-manager').token;
   fleet.tokens.oncall = cli('tokens', 'create', '--role', 'on-call', '--name', 'otto-on-call').token;
   const agents = [];
-  for (const region of REGIONS) {
+  for (const region of [...REGIONS, BRINGUP]) {
     const enroll = cli('tokens', 'create', '--role', 'agent', '--region', region, '--name', `enroll-${region}`).token;
-    const hosts = [['monolith', `${region}-1`], ['monolith', `${region}-2`], ['gated', `${region}-g1`]];
+    const hosts = [['monolith', `${region}-1`], ['monolith', `${region}-2`]];
+    if (region !== BRINGUP) hosts.push(['gated', `${region}-g1`]);
     for (const [pipeline, name] of hosts) {
       start(`agent-${name}`, path.join(BIN, 'lockstep-agent'), [
         '--server', fleet.grpc, '--region', region, '--name', name, '--pipeline', pipeline,
@@ -392,6 +418,32 @@ async function main() {
     await page.screenshot({ path: path.join(SHOTS, 'overview.png'), fullPage: true });
   });
 
+  await test('the fleet view marks the bring-up region, and only it, and the region that keeps its hook output', async () => {
+    const status = await api('GET', '/pipelines/monolith');
+    const stages = Object.fromEntries(status.data.regions.map((r) => [r.region, r.stage]));
+    assert(stages[BRINGUP] === 'bringup' && REGIONS.every((r) => stages[r] === 'serving'), `the server reports stages ${JSON.stringify(stages)}`);
+    const region = `.pipeline[data-pipeline="monolith"] .region[data-region="${BRINGUP}"]`;
+    await page.waitForSelector(`${region}[data-stage="bringup"] .flag.bringup`, { state: 'visible', timeout: 10000 });
+    const flag = await page.$eval(`${region} .flag.bringup`, (e) => ({ text: e.textContent, title: e.title }));
+    assert(flag.text.startsWith('bring-up'), `the bring-up flag says ${JSON.stringify(flag.text)}`);
+    for (const words of ['takes every release in waves of its own', 'its failures never hold the serving regions']) {
+      assert(flag.title.includes(words) && flag.text.includes(words), `the bring-up flag does not explain "${words}": ${JSON.stringify(flag)}`);
+    }
+    const hosts = await page.$$eval(`${region} .host`, (hs) => hs.map((x) => x.dataset.host));
+    assert(hosts.length === 2, `the bring-up region lists hosts ${hosts.join(', ')}`);
+    for (const p of ['monolith', 'gated']) {
+      for (const r of REGIONS) {
+        const box = `.pipeline[data-pipeline="${p}"] .region[data-region="${r}"]`;
+        assert(await page.getAttribute(box, 'data-stage') === 'serving', `${p} ${r} is not shown serving`);
+        assert(!(await page.$(`${box} .flag.bringup`)), `${p} ${r} is flagged bring-up`);
+        const withheld = await page.$(`${box} .withheld`);
+        const keeps = p === 'gated' && r === WITHHELD;
+        assert(Boolean(withheld) === keeps, `${p} ${r} ${keeps ? 'does not say' : 'says'} its hook output is withheld`);
+        if (keeps) assert(await withheld.textContent() === 'output withheld', `the hint says ${await withheld.textContent()}`);
+      }
+    }
+  });
+
   await test('a manual approval is clicked in the page and the wave proceeds', async () => {
     if (!hasWhoami) throw new Error(`GET /api/v1/whoami answers ${whoami.status}, so the page cannot know its role and keeps every action disabled`);
     const rel = await createRelease('gated', built['g1.1.0'], { commit: 'cafe0001', author: 'max@example.com' });
@@ -417,15 +469,16 @@ async function main() {
     const hosts = await page.textContent('#rollback-hosts');
     const regions = await page.textContent('#rollback-regions');
     assert(target === 'v1.0.0', `dialog names version ${target}, expected v1.0.0`);
-    assert(hosts === '6 hosts', `dialog names ${hosts}, expected 6 hosts`);
-    for (const r of REGIONS) assert(regions.includes(r), `dialog does not name region ${r}: ${regions}`);
+    // Every host of the pipeline, the bring-up region's too.
+    assert(hosts === `${MONOLITH_HOSTS} hosts`, `dialog names ${hosts}, expected ${MONOLITH_HOSTS} hosts`);
+    for (const r of [...REGIONS, BRINGUP]) assert(regions.includes(r), `dialog does not name region ${r}: ${regions}`);
     await page.click('#confirm-ok');
     await page.waitForSelector('#confirm-dialog[open]', { state: 'hidden', timeout: 5000 });
-    for (const r of REGIONS) {
+    for (const r of [...REGIONS, BRINGUP]) {
       await page.waitForSelector(`.pipeline[data-pipeline="monolith"] .region[data-region="${r}"][data-version="v1.0.0"]`, { timeout: 60000 });
     }
     const versions = await page.$$eval('.pipeline[data-pipeline="monolith"] .host', (hs) => hs.map((h) => h.dataset.version));
-    assert(versions.length === 6 && versions.every((v) => v === 'v1.0.0'), `hosts show ${versions.join(', ')}`);
+    assert(versions.length === MONOLITH_HOSTS && versions.every((v) => v === 'v1.0.0'), `hosts show ${versions.join(', ')}`);
     const status = await api('GET', '/pipelines/monolith');
     const real = status.data.regions.flatMap((r) => r.hosts.map((h) => h.current_version));
     assert(real.every((v) => v === 'v1.0.0'), `the server reports ${real.join(', ')}`);
@@ -541,6 +594,98 @@ async function main() {
       await p2.waitForSelector('.pipeline[data-pipeline="monolith"] .region[data-region="eu-west-1"][data-version="v1.3.0"]', { timeout: 10000 });
     } finally {
       await context.close();
+    }
+  });
+
+  await test('a failed check on a bring-up host sends only that region back, and the page shows the track and the hook output as text', async () => {
+    const failing = `${BRINGUP}-2`;
+    // From a settled fleet: every monolith host on the pipeline's desired version.
+    await waitFor('every monolith host to run the desired version', 60000, async () => {
+      const s = (await api('GET', '/pipelines/monolith')).data;
+      const hosts = s.regions.flatMap((r) => r.hosts);
+      return hosts.length === MONOLITH_HOSTS && hosts.every((x) => x.current_version === s.desired_version);
+    }, 200);
+    const rel = await createRelease('monolith', built['v1.4.0'], { commit: 'b0a7d1ff', author: 'bo@example.com' });
+    await waitRelease(rel.id, ['succeeded'], 90000);
+    const ended = await waitFor(`the ${BRINGUP} track of release ${rel.id} to end`, 60000, async () => {
+      const r = (await api('GET', `/releases/${rel.id}`)).data;
+      const t = (r.bringup || []).find((x) => x.region === BRINGUP);
+      return t && ['succeeded', 'rolled_back', 'failed', 'superseded'].includes(t.state) ? r : null;
+    }, 200);
+    const track = ended.bringup.find((x) => x.region === BRINGUP);
+    assert(track.state === 'rolled_back', `the ${BRINGUP} track ended ${track.state}: ${track.reason}`);
+    const serving = ended.hosts.filter((x) => REGIONS.includes(x.region));
+    assert(serving.length === 2 * REGIONS.length && serving.every((x) => x.state === 'done'),
+      `serving hosts: ${serving.map((x) => `${x.agent} ${x.state}`).join(', ')}`);
+
+    await page.evaluate((id) => { location.hash = `#release=${id}`; }, rel.id);
+    const view = `#release-view[data-release-id="${rel.id}"]`;
+    await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 15000 });
+    const row = `${view} #bringup tr.bringup-track[data-region="${BRINGUP}"]`;
+    await page.waitForSelector(`${row}[data-state="rolled_back"]`, { state: 'visible', timeout: 15000 });
+    const shown = await page.$eval(row, (tr) => ({
+      state: tr.querySelector('.state').textContent,
+      wave: tr.querySelector('.track-wave').textContent,
+      reason: tr.querySelector('.track-reason').textContent,
+    }));
+    assert(shown.state === 'rolled back', `the track's state reads ${JSON.stringify(shown.state)}`);
+    assert(shown.wave.includes(track.wave_name), `the track's wave reads ${JSON.stringify(shown.wave)}, expected ${track.wave_name}`);
+    assert(shown.reason === track.reason && shown.reason.includes(failing), `the track's reason reads ${JSON.stringify(shown.reason)}, the server says ${JSON.stringify(track.reason)}`);
+    // The wave grid is the serving regions'.
+    const columns = [...new Set((await gridCells(page, rel.id)).map((c) => c.region))];
+    assert(columns.length === REGIONS.length && !columns.includes(BRINGUP), `the grid has columns ${columns.join(', ')}`);
+
+    const host = `${view} #hosts tr.host-row[data-host="${failing}"]`;
+    await page.waitForSelector(`${host}[data-stage="bringup"] details.hook-output`, { timeout: 15000 });
+    assert(await page.textContent(`${host} .flag.bringup`) === 'bring-up', `${failing} is not marked bring-up`);
+    const summary = await page.textContent(`${host} details.hook-output summary`);
+    assert(summary === 'hook output', `the summary says ${JSON.stringify(summary)}`);
+    await page.click(`${host} details.hook-output summary`);
+    const pre = `${host} details.hook-output[open] pre.output-tail`;
+    await page.waitForSelector(pre, { state: 'visible', timeout: 5000 });
+    const out = await page.$eval(pre, (e) => ({ text: e.textContent, elements: e.children.length }));
+    assert(out.text.includes(BRINGUP_MARKER), `the hook output does not show the marker: ${JSON.stringify(out.text)}`);
+    assert(out.text.includes(XSS), `the hook output does not show the markup as text: ${JSON.stringify(out.text)}`);
+    assert(out.elements === 0, `the hook output holds ${out.elements} elements`);
+    for (const x of serving) {
+      const r = `${view} #hosts tr.host-row[data-host="${x.agent}"]`;
+      assert(await page.getAttribute(r, 'data-stage') === 'serving', `${x.agent} is not shown serving`);
+      assert(!(await page.$(`${r} details.hook-output`)), `${x.agent} shows hook output`);
+    }
+    await page.screenshot({ path: path.join(SHOTS, 'bringup-release.png'), fullPage: true });
+    const imgs = await page.$$eval('img', (is) => is.length);
+    assert(imgs === 0, `${imgs} <img> elements in the page`);
+    const xss = await page.evaluate(() => typeof window.__xss);
+    assert(xss === 'undefined', `window.__xss is ${xss}`);
+  });
+
+  await test('a failed host of a hook_output: none region says its output stayed there and shows none', async () => {
+    const failing = `${WITHHELD}-g1`;
+    const rel = await createRelease('gated', built['g1.2.0'], { commit: 'c0ffee02', author: 'nina@example.com' });
+    try {
+      await waitRelease(rel.id, ['halted'], 60000);
+      const r = (await api('GET', `/releases/${rel.id}`)).data;
+      const failed = r.hosts.find((x) => x.agent === failing);
+      assert(failed && failed.state === 'failed' && failed.output_tail === '', `the server shows ${JSON.stringify(failed)}`);
+      await page.evaluate((id) => { location.hash = `#release=${id}`; }, rel.id);
+      const view = `#release-view[data-release-id="${rel.id}"]`;
+      const host = `${view} #hosts tr.host-row[data-host="${failing}"][data-state="failed"]`;
+      await page.waitForSelector(`${host} .output-kept`, { state: 'visible', timeout: 15000 });
+      const kept = await page.textContent(`${host} .output-kept`);
+      assert(kept === 'output kept in the region (hook_output: none)', `the host says ${JSON.stringify(kept)}`);
+      assert(!(await page.$(`${host} details`)), `${failing} shows hook output`);
+      const text = await page.evaluate(() => document.body.textContent);
+      assert(!text.includes(WITHHELD_MARKER), 'the page shows the withheld hook output');
+      // The other regions' hosts passed: nothing to say about their output.
+      const others = await page.$$eval(`${view} #hosts tr.host-row .output-kept`, (es) => es.length);
+      assert(others === 1, `${others} hosts say their output was kept`);
+    } finally {
+      // Held where it failed until someone acts: abort it, which puts every host back.
+      if (!(await api('GET', `/releases/${rel.id}`)).data.final) {
+        const aborted = await api('POST', `/releases/${rel.id}/abort`, undefined, fleet.tokens.manager);
+        if (aborted.status !== 200) log(`aborting release ${rel.id} answered ${aborted.status}`);
+        await waitRelease(rel.id, ['aborted'], 60000);
+      }
     }
   });
 
