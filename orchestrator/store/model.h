@@ -348,7 +348,7 @@ struct WriteBatch {
   bool empty() const {
     return releases.empty() && waves.empty() && hosts.empty() && agents.empty() && audit.empty() &&
            gate_results.empty() && holds.empty() && abort_requests.empty() && approvals.empty() &&
-           pipeline_states.empty() && outbox.empty() && outbox_updates.empty();
+           pipeline_states.empty() && outbox.empty() && outbox_updates.empty() && bringup.empty();
   }
 };
 

@@ -118,6 +118,27 @@ inline HostRecord NewHost(int64_t release_id, const std::string& agent, const st
   return h;
 }
 
+inline BringupRecord NewTrack(int64_t release_id, const std::string& region,
+                              const std::string& state) {
+  BringupRecord t;
+  t.release_id = release_id;
+  t.region = region;
+  t.state = state;
+  return t;
+}
+
+// Exactly `bytes` bytes of valid UTF-8: hook output with accents, CJK, an emoji, quotes,
+// backslashes, tabs and newlines, padded with ASCII.
+inline std::string Utf8Text(size_t bytes) {
+  const std::string line =
+      "d\xc3\xa9marrage \xe2\x9c\x93 \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \"quoted\" "
+      "back\\slash\ttab \xf0\x9f\x99\x82\n";
+  std::string out;
+  while (out.size() + line.size() <= bytes) out += line;
+  out.append(bytes - out.size(), 'x');
+  return out;
+}
+
 inline AgentRecord NewAgent(const std::string& name, const std::string& region) {
   AgentRecord a;
   a.name = name;
@@ -307,6 +328,19 @@ inline void ExpectSameHost(const HostRecord& want, const HostRecord& got) {
   EXPECT_EQ(got.step, want.step);
   EXPECT_EQ(got.attempt, want.attempt);
   EXPECT_EQ(got.switch_sent, want.switch_sent);
+  EXPECT_EQ(got.output_tail, want.output_tail);
+}
+
+inline void ExpectSameTrack(const BringupRecord& want, const BringupRecord& got) {
+  EXPECT_EQ(got.release_id, want.release_id);
+  EXPECT_EQ(got.region, want.region);
+  EXPECT_EQ(got.state, want.state);
+  EXPECT_EQ(got.wave, want.wave);
+  EXPECT_EQ(got.started_at, want.started_at);
+  EXPECT_EQ(got.wave_started_at, want.wave_started_at);
+  EXPECT_EQ(got.bake_started_at, want.bake_started_at);
+  EXPECT_EQ(got.finished_at, want.finished_at);
+  EXPECT_EQ(got.reason, want.reason);
 }
 
 inline void ExpectSameGateResult(const GateResult& want, const GateResult& got) {
@@ -860,6 +894,7 @@ TYPED_TEST_P(StoreConformance, HostsAreUpsertedByReleaseAndAgentWithEveryColumn)
   h.step = host_step::kActivate;
   h.attempt = 2;
   h.switch_sent = true;
+  h.output_tail = "starting web\nport 8080 in use\n";
   WriteBatch again;
   again.hosts.push_back(h);
   this->Commit(again);
@@ -962,6 +997,149 @@ TYPED_TEST_P(StoreConformance, AuditIsNewestFirstAndLimited) {
   EXPECT_EQ(by_default.back().action, "action-20");
   EXPECT_EQ(Must(this->store().Audit(-1), "Audit(-1)").size(), 100u);
   EXPECT_EQ(Must(this->store().Audit(1000), "Audit(1000)").size(), 120u);
+}
+
+// ----------------------------------------------------------- bring-up tracks, hook output
+
+TYPED_TEST_P(StoreConformance, BringupTracksAreUpsertedByReleaseAndRegionAndOrderedByRegion) {
+  const ReleaseRecord r = this->Create("web", "v2");
+  const ReleaseRecord other = this->Create("web", "v3");
+  const ReleaseRecord without = this->Create("web", "v4");
+  BringupRecord ap = NewTrack(r.id, "ap-southeast-2", bringup_state::kRolling);
+  ap.started_at = 6001;
+  ap.wave_started_at = 6002;
+  BringupRecord af = NewTrack(r.id, "af-south-1", bringup_state::kRollingBack);
+  af.wave = 1;
+  af.started_at = 6003;
+  af.wave_started_at = 6004;
+  af.bake_started_at = 6005;
+  af.reason =
+      "wave canary: 1 host(s) failed (web-7: activate failed at start: exit 1; 0 tolerated)";
+  BringupRecord sa = NewTrack(r.id, "sa-east-1", bringup_state::kSucceeded);
+  sa.finished_at = 6006;
+  const BringupRecord elsewhere = NewTrack(other.id, "ap-southeast-2", bringup_state::kSuperseded);
+  // The pass that starts a release gives it its tracks.
+  ReleaseRecord rolling = r;
+  rolling.state = release_state::kRolling;
+  rolling.started_at = 6000;
+  WriteBatch b;
+  b.releases.push_back(rolling);
+  b.bringup = {sa, ap, elsewhere, af};
+  this->Commit(b);
+
+  auto tracks = Must(this->store().BringupTracks(r.id), "BringupTracks");
+  ASSERT_EQ(tracks.size(), 3u);
+  ExpectSameTrack(af, tracks[0]);
+  ExpectSameTrack(ap, tracks[1]);
+  ExpectSameTrack(sa, tracks[2]);
+
+  ap.state = bringup_state::kRolledBack;
+  ap.wave = 1;
+  ap.wave_started_at = 6010;
+  ap.bake_started_at = 6011;
+  ap.finished_at = 6012;
+  ap.reason = "wave all: 1 host(s) failed; every host back on v1";
+  WriteBatch again;
+  again.bringup.push_back(ap);
+  again.audit.push_back(Entry("release.bringup_rolled_back", 6012));
+  this->Commit(again);
+  tracks = Must(this->store().BringupTracks(r.id), "BringupTracks");
+  ASSERT_EQ(tracks.size(), 3u);
+  ExpectSameTrack(af, tracks[0]);
+  ExpectSameTrack(ap, tracks[1]);
+  ExpectSameTrack(sa, tracks[2]);
+
+  auto theirs = Must(this->store().BringupTracks(other.id), "BringupTracks");
+  ASSERT_EQ(theirs.size(), 1u);
+  ExpectSameTrack(elsewhere, theirs[0]);
+  EXPECT_THAT(Must(this->store().BringupTracks(without.id), "BringupTracks"), IsEmpty());
+}
+
+TYPED_TEST_P(StoreConformance, ABatchOfOnlyBringupTracksIsWritten) {
+  // A pass in which only a bring-up region's track moved (its bake began, and its next wave
+  // added no host) writes its tracks and nothing else.
+  const ReleaseRecord r = this->Create("web", "v2");
+  BringupRecord t = NewTrack(r.id, "ap-southeast-2", bringup_state::kRolling);
+  t.wave = 1;
+  t.wave_started_at = 7001;
+  t.bake_started_at = 7001;
+  WriteBatch b;
+  b.bringup.push_back(t);
+  this->Commit(b);
+  auto tracks = Must(this->store().BringupTracks(r.id), "BringupTracks");
+  ASSERT_EQ(tracks.size(), 1u);
+  ExpectSameTrack(t, tracks[0]);
+
+  t.state = bringup_state::kSucceeded;
+  t.finished_at = 7002;
+  WriteBatch again;
+  again.bringup.push_back(t);
+  this->Commit(again);
+  tracks = Must(this->store().BringupTracks(r.id), "BringupTracks");
+  ASSERT_EQ(tracks.size(), 1u);
+  ExpectSameTrack(t, tracks[0]);
+}
+
+TYPED_TEST_P(StoreConformance, ATrackOfAnUnknownReleaseRefusesTheWholeBatch) {
+  const ReleaseRecord r = this->RollingAwaitingApproval();
+  const BringupRecord mine = NewTrack(r.id, "ap-southeast-2", bringup_state::kRolling);
+  WriteBatch setup;
+  setup.bringup.push_back(mine);
+  setup.audit.push_back(Entry("release.start", 8000));
+  this->Commit(setup);
+
+  // Every kind of row about `r`, a change to its track, then a track of a release that does
+  // not exist.
+  WriteBatch b = EverythingAbout(r);
+  BringupRecord moved = mine;
+  moved.state = bringup_state::kRolledBack;
+  moved.finished_at = 8001;
+  const BringupRecord ghost = NewTrack(r.id + 1000, "ap-southeast-2", bringup_state::kRolling);
+  b.bringup = {moved, ghost};
+  const auto before = this->Take(r.id);
+  Status st = this->store().Write(b);
+  EXPECT_EQ(st.code(), StatusCode::kInternal) << st.ToString();
+  this->ExpectSameSnapshot(before, this->Take(r.id));
+  auto tracks = Must(this->store().BringupTracks(r.id), "BringupTracks");
+  ASSERT_EQ(tracks.size(), 1u);
+  ExpectSameTrack(mine, tracks[0]);
+  EXPECT_THAT(Must(this->store().BringupTracks(ghost.release_id), "BringupTracks"), IsEmpty());
+  this->ExpectWritable();
+}
+
+TYPED_TEST_P(StoreConformance, AHostsOutputTailRoundTripsWhateverItsSizeAndCharacters) {
+  const ReleaseRecord r = this->Create("web", "v2");
+  HostRecord h = NewHost(r.id, "web-1", "eu-west-1", 0);
+  h.state = host_state::kFailed;
+  h.detail = "activate failed at start: deploy/start exited with status 1";
+  h.output_tail = "starting web\nport 8080 in use\n";
+  WriteBatch b;
+  b.hosts.push_back(h);
+  this->Commit(b);
+  auto hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 1u);
+  ExpectSameHost(h, hosts[0]);
+
+  h.output_tail = Utf8Text(16 * 1024);
+  ASSERT_EQ(h.output_tail.size(), 16384u);
+  WriteBatch big;
+  big.hosts.push_back(h);
+  this->Commit(big);
+  hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 1u);
+  EXPECT_EQ(hosts[0].output_tail.size(), 16384u);
+  EXPECT_TRUE(hosts[0].output_tail == h.output_tail) << "the 16 KiB tail came back changed";
+
+  // The host ran its release after all: its tail is cleared.
+  h.state = host_state::kDone;
+  h.detail = "running v2";
+  h.output_tail.clear();
+  WriteBatch cleared;
+  cleared.hosts.push_back(h);
+  this->Commit(cleared);
+  hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 1u);
+  ExpectSameHost(h, hosts[0]);
 }
 
 // ------------------------------------------------------------------- all or nothing, expectations
@@ -2100,6 +2278,9 @@ REGISTER_TYPED_TEST_SUITE_P(
     AClaimWhileAnotherHoldsTheLeaseReturnsTheHoldersLease,
     ReleasingWithAnotherHolderOrEpochDoesNothing, AReleasedLeaseIsTakenByAnotherAtTheNextEpoch,
     RenewalsByAFormerHolderReturnTheNewHoldersLeaseUnchanged,
-    AfterTheLeaseMovedOnAFencedStoreRefusesEveryWrite, WritesAreNotFencedByDefault);
+    AfterTheLeaseMovedOnAFencedStoreRefusesEveryWrite, WritesAreNotFencedByDefault,
+    BringupTracksAreUpsertedByReleaseAndRegionAndOrderedByRegion,
+    ABatchOfOnlyBringupTracksIsWritten, ATrackOfAnUnknownReleaseRefusesTheWholeBatch,
+    AHostsOutputTailRoundTripsWhateverItsSizeAndCharacters);
 
 }  // namespace lockstep::store_conformance
