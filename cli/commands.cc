@@ -749,13 +749,14 @@ int ReleaseWatch(const Context& ctx, const std::vector<std::string>& args,
 }
 
 int ReleaseAction(const Context& ctx, const std::string& action,
-                  const std::vector<std::string>& args) {
+                  const std::vector<std::string>& args, const std::string& comment) {
   if (args.size() != 1) return Error(kUsage, "usage: lockstep " + action + " ID");
   auto id = ParseId(args[0]);
   if (!id.ok()) return Error(kUsage, id.status().message());
   Client client(ctx);
   v1::ReleaseRef req;
   req.set_id(*id);
+  req.set_comment(comment);
   v1::Release r;
   grpc::Status st = action == "approve" ? client.Call(&v1::ControlService::Stub::Approve, req, &r)
                                         : client.Call(&v1::ControlService::Stub::Abort, req, &r);

@@ -32,9 +32,9 @@ int Status(const Context& ctx, const std::vector<std::string>& args, bool watch)
 int Agents(const Context& ctx, const std::string& region);
 int ReleaseWatch(const Context& ctx, const std::vector<std::string>& args,
                  std::chrono::milliseconds timeout);
-// approve ID | abort ID
+// approve ID [--comment TEXT] | abort ID
 int ReleaseAction(const Context& ctx, const std::string& action,
-                  const std::vector<std::string>& args);
+                  const std::vector<std::string>& args, const std::string& comment = "");
 // pause | resume | freeze | unfreeze PIPELINE
 int PipelineAction(const Context& ctx, const std::string& action,
                    const std::vector<std::string>& args, const std::string& reason);

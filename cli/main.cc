@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
   flags.Bool("accept-offline",
              "rollback: exit 0 although offline hosts are not on the target (they are named)");
   flags.Value("reason", "", "freeze: why");
+  flags.Value("comment", "", "approve: a line for the audit log");
   flags.Value("role", "", "tokens create: the token's role");
   flags.Value("name", "", "tokens create: the token's name");
   flags.Value("region", "", "tokens create: an agent token's region; agents: only this region");
@@ -188,7 +189,9 @@ int main(int argc, char** argv) {
     if (!rest.empty()) return Usage("unexpected argument " + rest[0]);
     return lockstep::cli::Agents(ctx, flags.Get("region"));
   }
-  if (cmd == "approve" || cmd == "abort") return lockstep::cli::ReleaseAction(ctx, cmd, rest);
+  if (cmd == "approve" || cmd == "abort") {
+    return lockstep::cli::ReleaseAction(ctx, cmd, rest, flags.Get("comment"));
+  }
   if (cmd == "pause" || cmd == "resume" || cmd == "freeze" || cmd == "unfreeze") {
     // A missing flag is a usage error; a given reason, blank or not, is the server's to judge,
     // so both front doors refuse it with the same words.

@@ -32,7 +32,11 @@ json ReleaseJson(const lockstep::v1::Release& r) {
             {"finished_at", Time(r.finished_at_ms())},
             {"created_at_ms", r.created_at_ms()},
             {"started_at_ms", r.started_at_ms()},
-            {"finished_at_ms", r.finished_at_ms()}};
+            {"finished_at_ms", r.finished_at_ms()},
+            {"created_by", r.created_by()},
+            {"commit_url", r.commit_url()},
+            {"compare_url", r.compare_url()},
+            {"previous_commit", r.previous_commit()}};
   if (r.waves_size() > 0 || r.hosts_size() > 0) {
     j["waves"] = json::array();
     for (const auto& w : r.waves()) {
@@ -42,6 +46,9 @@ json ReleaseJson(const lockstep::v1::Release& r) {
                  {"bake_ms", w.bake_ms()},
                  {"manual_approval", w.manual_approval()},
                  {"approved_by", w.approved_by()},
+                 {"approved_at_ms", w.approved_at_ms()},
+                 {"approval_requested_at_ms", w.approval_requested_at_ms()},
+                 {"approval_deadline_ms", w.approval_deadline_ms()},
                  {"started_at_ms", w.started_at_ms()},
                  {"bake_started_at_ms", w.bake_started_at_ms()},
                  {"finished_at_ms", w.finished_at_ms()},
@@ -67,6 +74,7 @@ json ReleaseJson(const lockstep::v1::Release& r) {
                             {"detail", h.detail()},
                             {"from_version", h.from_version()},
                             {"output_tail", h.output_tail()},
+                            {"failure", h.failure()},
                             {"started_at_ms", h.started_at_ms()},
                             {"finished_at_ms", h.finished_at_ms()}});
     }
@@ -83,13 +91,21 @@ json ReleaseJson(const lockstep::v1::Release& r) {
     }
     j["gates"] = json::array();
     for (const auto& g : r.gates()) {
+      json history = json::array();
+      for (const auto& s : g.history()) {
+        history.push_back({{"at_ms", s.at_ms()}, {"verdict", s.verdict()}, {"value", s.value()}});
+      }
       j["gates"].push_back({{"wave", g.wave()},
                             {"gate", g.gate()},
                             {"region", g.region()},
                             {"verdict", g.verdict()},
                             {"value", g.value()},
                             {"detail", g.detail()},
-                            {"at_ms", g.at_ms()}});
+                            {"at_ms", g.at_ms()},
+                            {"query", g.query()},
+                            {"max", g.has_max() ? json(g.max()) : json(nullptr)},
+                            {"min", g.has_min() ? json(g.min()) : json(nullptr)},
+                            {"history", std::move(history)}});
     }
   }
   return j;
@@ -117,6 +133,7 @@ json PipelineStatusJson(const lockstep::v1::PipelineStatus& p) {
              {"frozen", p.frozen()},
              {"frozen_by", p.frozen_by()},
              {"freeze_reason", p.freeze_reason()},
+             {"links", {{"commit", p.commit_link()}, {"compare", p.compare_link()}}},
              {"active", nullptr},
              {"regions", json::array()}};
   if (p.has_active()) jp["active"] = ReleaseJson(p.active());

@@ -54,6 +54,7 @@ Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
         }
         h.state = host_state::kFailed;
         h.detail = "convergence timed out";
+        RecordFailure(h);
       }
       if (h.state == host_state::kFailed && now < h.finished_at + kConvergeRetryMs) {
         pass.WakeAt(h.finished_at + kConvergeRetryMs);

@@ -312,6 +312,7 @@ StatusOr<ReleaseRecord> Engine::CreateRelease(const NewRelease& req,
   const UnixMs now = clock_->Now();
   ReleaseRecord r = NewReleaseRecord(req, release_state::kQueued, now);
   r.sha256 = sha;
+  r.created_by = actor;
   return InsertRelease(req, std::move(r),
                        MakeAudit(now, actor, "release.create", "", CreationDetail(req)));
 }
@@ -324,7 +325,12 @@ namespace {
 constexpr int kRequestAttempts = 3;
 }  // namespace
 
-Status Engine::Approve(int64_t release_id, const std::string& actor) const {
+Status Engine::Approve(int64_t release_id, const std::string& actor,
+                       const std::string& comment) const {
+  if (comment.size() > 500) return InvalidArgument("comment: longer than 500 characters");
+  for (unsigned char ch : comment) {
+    if (ch < 0x20 || ch == 0x7f) return InvalidArgument("comment: must be one line of text");
+  }
   const std::string target = "release/" + std::to_string(release_id);
   Status last;
   for (int attempt = 0; attempt < kRequestAttempts; ++attempt) {
@@ -349,7 +355,8 @@ Status Engine::Approve(int64_t release_id, const std::string& actor) const {
     b.expect.push_back(unchanged);
     const UnixMs now = clock_->Now();
     b.approvals.push_back({r.id, awaiting->index, actor, now});
-    b.audit.push_back(MakeAudit(now, actor, "release.approve", target, awaiting->name));
+    b.audit.push_back(MakeAudit(now, actor, "release.approve", target,
+                                awaiting->name + (comment.empty() ? "" : "; comment: " + comment)));
     last = store_->Write(b);
     if (last.code() != StatusCode::kFailedPrecondition) return last;
   }
@@ -460,6 +467,7 @@ StatusOr<ReleaseRecord> Engine::Rollback(const std::string& pipeline, const std:
   r.sha256 = t.sha256;
   r.commit = t.commit;
   r.author = t.author;
+  r.created_by = actor;  // who rolled back, not who wrote the commit
   r.commit_at = t.commit_at;
   r.kind = release_kind::kRollback;
   r.state = release_state::kQueued;
@@ -726,7 +734,10 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
     // What went wrong on the way without stopping it (e.g. the left release's deploy/stop).
     if (!result.warning().empty()) h.detail += " (" + result.warning().substr(0, 500) + ")";
     // A host that now runs its release is no longer explained by an earlier failure's output.
-    if (h.state == host_state::kDone) h.output_tail.clear();
+    if (h.state == host_state::kDone) {
+      h.output_tail.clear();
+      h.failure.clear();
+    }
     if (h.state != host_state::kPrepared) h.finished_at = now;
   } else {
     h.state = before == host_state::kReverting ? host_state::kRevertFailed : host_state::kFailed;
@@ -744,6 +755,7 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
     const Pipeline* pipeline = FindPipeline(release->pipeline);
     const bool withheld = pipeline == nullptr || pipeline->WithholdsHookOutput(h.region);
     h.output_tail = withheld ? "" : result.output_tail();
+    RecordFailure(h);
   }
   CountFetch(h.region, result);
   dirty_hosts_.emplace(release_id, agent);
@@ -1241,6 +1253,7 @@ StatusOr<ReleaseRecord> Engine::CreateReleaseAwaitingArtifact(const NewRelease& 
   if (p == nullptr) return NotFound("pipeline: unknown pipeline \"" + req.pipeline + "\"");
   const UnixMs now = clock_->Now();
   ReleaseRecord r = NewReleaseRecord(req, release_state::kWaitingForArtifact, now);
+  r.created_by = actor;
   r.reason = "waiting for its artifact " + req.artifact_url + " (at most " +
              FormatDuration(ArtifactWait(*p)) + ", trigger.github.artifact_wait)";
   return InsertRelease(req, std::move(r),

@@ -118,7 +118,9 @@ class Engine {
   // URL, 64-hex sha256. The error names the field.
   Status ValidateRelease(const NewRelease& req) const;
   StatusOr<ReleaseRecord> CreateRelease(const NewRelease& req, const std::string& actor) const;
-  Status Approve(int64_t release_id, const std::string& actor) const;
+  // `comment` (optional, one line, at most 500 characters) goes into the audit entry.
+  Status Approve(int64_t release_id, const std::string& actor,
+                 const std::string& comment = "") const;
   Status Abort(int64_t release_id, const std::string& actor) const;
   Status Pause(const std::string& pipeline, const std::string& actor) const;
   Status Resume(const std::string& pipeline, const std::string& actor) const;

@@ -15,6 +15,13 @@ namespace lockstep {
 // A host with a task outstanding.
 bool HostInFlight(const HostRecord& h);
 
+// Keeps what a host just failed with (state failed or revert_failed, detail set) as its
+// failure, which later steps (a revert, a retry) do not overwrite. A failed revert does not
+// hide the failure that caused it.
+inline void RecordFailure(HostRecord& h) {
+  if (h.state == host_state::kFailed || h.failure.empty()) h.failure = h.detail;
+}
+
 // The kind of task a step is: a prepare, a rollout's activate, or a DEPLOY (reverts,
 // on-call rollbacks, convergence, a host sent its release again).
 lockstep::v1::Task::Kind TaskKindOf(const std::string& step);

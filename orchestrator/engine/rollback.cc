@@ -176,6 +176,7 @@ void Engine::AdvanceRollbackRelease(ReleaseCtx& c) {
       h.state = host_state::kFailed;
       h.detail = c.now >= deadline ? "rollback timed out" : "agent lost during rollback";
       h.finished_at = c.now;
+      RecordFailure(h);
       c.MarkHost(name);
     } else {
       c.pass.WakeAt(std::min(deadline, lost_at));

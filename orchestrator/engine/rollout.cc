@@ -30,6 +30,7 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c, const std::set<std::string>* onl
         h.detail = h.step + " timed out after " +
                    FormatDuration(std::chrono::milliseconds(c.now - h.task_sent_at));
         h.finished_at = c.now;
+        RecordFailure(h);
         c.MarkHost(name);
         continue;
       }
@@ -44,6 +45,7 @@ void Engine::FailLostOrLateHosts(ReleaseCtx& c, const std::set<std::string>* onl
       h.detail = "agent lost: no contact for " +
                  FormatDuration(std::chrono::milliseconds(c.now - LastContact(a)));
       h.finished_at = c.now;
+      RecordFailure(h);
       c.MarkHost(name);
     } else {
       c.pass.WakeAt(lost_at);

@@ -13,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -60,6 +61,45 @@ bool Pipeline::HasRegion(const std::string& region) const {
   return std::find(regions.begin(), regions.end(), region) != regions.end();
 }
 
+namespace {
+
+std::string PercentEncode(const std::string& v) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : v) {
+    if (std::isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+  }
+  return out;
+}
+
+std::string Fill(std::string t, const std::vector<std::pair<std::string, std::string>>& values) {
+  for (const auto& [key, value] : values) {
+    const std::string encoded = PercentEncode(value);
+    for (size_t pos = 0; (pos = t.find(key, pos)) != std::string::npos; pos += encoded.size()) {
+      t.replace(pos, key.size(), encoded);
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
+std::string Pipeline::CommitUrl(const std::string& sha) const {
+  if (links.commit.empty() || sha.empty()) return "";
+  return Fill(links.commit, {{"{sha}", sha}});
+}
+
+std::string Pipeline::CompareUrl(const std::string& from, const std::string& to) const {
+  if (links.compare.empty() || from.empty() || to.empty()) return "";
+  return Fill(links.compare, {{"{from}", from}, {"{to}", to}});
+}
+
 RegionSpec Pipeline::Region(const std::string& region) const {
   for (const auto& r : region_specs) {
     if (r.name == region) return r;
@@ -99,9 +139,10 @@ using KeyList = std::span<const std::string_view>;
 
 // The keys each map accepts. Every list here is also in PipelineKeyPaths(), which the
 // reference (docs/reference.md) is tested against.
-constexpr std::string_view kTopKeys[] = {"pipeline", "regions", "waves",    "concurrency",
-                                         "health",   "gates",   "timeouts", "rollback",
-                                         "trigger",  "notify",  "window",   "artifacts"};
+constexpr std::string_view kTopKeys[] = {
+    "pipeline", "regions", "waves",  "concurrency", "health",    "gates", "timeouts",
+    "rollback", "trigger", "notify", "window",      "artifacts", "links"};
+constexpr std::string_view kLinksKeys[] = {"commit", "compare"};
 constexpr std::string_view kRegionKeys[] = {"name", "stage", "hook_output"};
 constexpr std::string_view kArtifactsKeys[] = {"mirrors"};
 constexpr std::string_view kWaveKeys[] = {"name", "select", "bake", "approval",
@@ -325,6 +366,7 @@ class PipelineParser {
     if (const Field* f = top.Find("notify")) LOCKSTEP_RETURN_IF_ERROR(ParseNotify(*f));
     if (const Field* f = top.Find("window")) LOCKSTEP_RETURN_IF_ERROR(ParseWindow(*f));
     if (const Field* f = top.Find("artifacts")) LOCKSTEP_RETURN_IF_ERROR(ParseArtifacts(*f));
+    if (const Field* f = top.Find("links")) LOCKSTEP_RETURN_IF_ERROR(ParseLinks(*f));
     return Status::Ok();
   }
 
@@ -619,6 +661,29 @@ class PipelineParser {
       return Error(f,
                    "every region is in bring-up; a pipeline needs at least one serving region "
                    "(a bare name, or stage: serving)");
+    }
+    return Status::Ok();
+  }
+
+  Status ParseLinks(const Field& f) {
+    Map m;
+    LOCKSTEP_RETURN_IF_ERROR(ReadMap(f, kLinksKeys, &m));
+    if (const Field* commit = m.Find("commit")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadArtifactTemplate(*commit, &p_->links.commit));
+      if (p_->links.commit.find("{sha}") == std::string::npos) {
+        return Error(*commit, "must contain \"{sha}\" (replaced by the release's commit), got " +
+                                  Quote(p_->links.commit));
+      }
+    }
+    if (const Field* compare = m.Find("compare")) {
+      LOCKSTEP_RETURN_IF_ERROR(ReadArtifactTemplate(*compare, &p_->links.compare));
+      if (p_->links.compare.find("{from}") == std::string::npos ||
+          p_->links.compare.find("{to}") == std::string::npos) {
+        return Error(*compare,
+                     "must contain \"{from}\" and \"{to}\" (the previous release's commit and "
+                     "this one's), got " +
+                         Quote(p_->links.compare));
+      }
     }
     return Status::Ok();
   }
@@ -1232,6 +1297,7 @@ std::vector<std::string> PipelineKeyPaths() {
   add("", kTopKeys);
   add("regions[].", kRegionKeys);
   add("artifacts.", kArtifactsKeys);
+  add("links.", kLinksKeys);
   add("waves[].", kWaveKeys);
   add("waves[].select.", kSelectKeys);
   add("concurrency.", kConcurrencyKeys);

@@ -156,6 +156,13 @@ struct Pipeline {
   // Per region, a base URL ("http://mirror.ap:8080") that replaces the artifact URL's scheme
   // and host: agents fetch from it first and from the origin if it fails.
   std::map<std::string, std::string> mirrors;
+  // URL templates for people: a release's commit ("{sha}") and the change since the release
+  // before ("{from}", "{to}": commits), e.g. a code host's commit and compare pages.
+  struct Links {
+    std::string commit;
+    std::string compare;
+  };
+  Links links;
   std::vector<WaveSpec> waves;
   int concurrency_per_region = 10;
   bool check_hook = true;
@@ -179,6 +186,10 @@ struct Pipeline {
   // The URL an agent of `region` tries first for `artifact_url`, "" if the region has no
   // mirror: the mirror's base followed by the artifact URL's path and query.
   std::string MirrorUrl(const std::string& region, const std::string& artifact_url) const;
+  // links.commit for `sha`, links.compare from `from` to `to`; "" without a template or a
+  // commit. Substituted values are percent-encoded.
+  std::string CommitUrl(const std::string& sha) const;
+  std::string CompareUrl(const std::string& from, const std::string& to) const;
 };
 
 // Parses one pipeline document. `file` is used only in messages.

@@ -117,7 +117,7 @@ class ControlServiceImpl final : public v1::ControlService::Service {
 
   grpc::Status Approve(grpc::ServerContext* ctx, const v1::ReleaseRef* req,
                        v1::Release* out) override {
-    return Respond(ops_->Approve(AuthorizationOf(ctx), req->id()), out);
+    return Respond(ops_->Approve(AuthorizationOf(ctx), req->id(), req->comment()), out);
   }
 
   grpc::Status Abort(grpc::ServerContext* ctx, const v1::ReleaseRef* req,

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -329,6 +330,10 @@ class HttpApiImpl final : public HttpApi {
     return ParseObject(req.body, keys);
   }
 
+  // Bounds of time and id query parameters (year 9999 in unix ms; SQLite's integer ids).
+  static constexpr int64_t kMaxMs = 253402300799999;
+  static constexpr int64_t kMaxId = std::numeric_limits<int64_t>::max();
+
   void RegisterApi() {
     server_.Get("/api/v1/pipelines",
                 Api([this](const httplib::Request&, const std::string& a) -> StatusOr<Reply> {
@@ -349,10 +354,17 @@ class HttpApiImpl final : public HttpApi {
     server_.Get("/api/v1/releases",
                 Api([this](const httplib::Request& req, const std::string& a) -> StatusOr<Reply> {
                   LOCKSTEP_ASSIGN_OR_RETURN(auto limit, LimitParam(req));
+                  ReleaseFilter filter;
+                  filter.version = req.get_param_value("version");
+                  filter.actor = req.get_param_value("actor");
+                  LOCKSTEP_ASSIGN_OR_RETURN(filter.since, IntParam(req, "since_ms", 0, kMaxMs));
+                  LOCKSTEP_ASSIGN_OR_RETURN(filter.until, IntParam(req, "until_ms", 0, kMaxMs));
+                  LOCKSTEP_ASSIGN_OR_RETURN(filter.before_id,
+                                            IntParam(req, "before_id", 0, kMaxId));
                   LOCKSTEP_ASSIGN_OR_RETURN(
                       auto list, ops_->ListReleases(a, req.get_param_value("pipeline"), limit,
                                                     req.get_param_value("state"),
-                                                    req.get_param_value("kind")));
+                                                    req.get_param_value("kind"), filter));
                   json out = json::array();
                   for (const auto& r : list) out.push_back(ReleaseJson(ReleaseSummary(r)));
                   return Reply{200, out};
@@ -386,7 +398,10 @@ class HttpApiImpl final : public HttpApi {
         }));
     server_.Post(R"(/api/v1/releases/(\d{1,18})/approve)",
                  Api([this](const httplib::Request& req, const std::string& a) -> StatusOr<Reply> {
-                   LOCKSTEP_ASSIGN_OR_RETURN(auto view, ops_->Approve(a, IdOf(req)));
+                   LOCKSTEP_ASSIGN_OR_RETURN(auto body,
+                                             Body(req, a, Action::kApprove, {"comment"}));
+                   LOCKSTEP_ASSIGN_OR_RETURN(auto comment, StringField(body, "comment"));
+                   LOCKSTEP_ASSIGN_OR_RETURN(auto view, ops_->Approve(a, IdOf(req), comment));
                    return Reply{200, ReleaseJson(view)};
                  }));
     server_.Post(R"(/api/v1/releases/(\d{1,18})/abort)",
@@ -439,8 +454,17 @@ class HttpApiImpl final : public HttpApi {
                 }));
     server_.Get("/api/v1/audit",
                 Api([this](const httplib::Request& req, const std::string& a) -> StatusOr<Reply> {
-                  LOCKSTEP_ASSIGN_OR_RETURN(auto limit, LimitParam(req));
-                  LOCKSTEP_ASSIGN_OR_RETURN(auto entries, ops_->ListAudit(a, limit));
+                  AuditQuery q;
+                  LOCKSTEP_ASSIGN_OR_RETURN(q.limit, LimitParam(req));
+                  q.pipeline = req.get_param_value("pipeline");
+                  q.actor = req.get_param_value("actor");
+                  q.action_prefix = req.get_param_value("action");
+                  q.text = req.get_param_value("q");
+                  LOCKSTEP_ASSIGN_OR_RETURN(q.since, IntParam(req, "since_ms", 0, kMaxMs));
+                  LOCKSTEP_ASSIGN_OR_RETURN(q.until, IntParam(req, "until_ms", 0, kMaxMs));
+                  LOCKSTEP_ASSIGN_OR_RETURN(q.before_id, IntParam(req, "before_id", 0, kMaxId));
+                  if (q.text.size() > 200) return InvalidArgument("q: longer than 200 characters");
+                  LOCKSTEP_ASSIGN_OR_RETURN(auto entries, ops_->FindAudit(a, q));
                   json out = json::array();
                   for (const auto& e : entries) out.push_back(AuditJson(AuditView(e)));
                   return Reply{200, out};

@@ -1,6 +1,9 @@
 #include "orchestrator/server/http_json.h"
 
+#include <charconv>
 #include <cstdlib>
+
+#include "common/untrusted.h"
 
 namespace lockstep {
 
@@ -50,6 +53,19 @@ StatusOr<int> LimitParam(const httplib::Request& req) {
     return InvalidArgument("limit must be an integer in 0..100000, got \"" + v + "\"");
   }
   return static_cast<int>(n);
+}
+
+StatusOr<int64_t> IntParam(const httplib::Request& req, const std::string& name, int64_t min,
+                           int64_t max) {
+  if (!req.has_param(name)) return int64_t{0};
+  const std::string v = req.get_param_value(name);
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || n < min || n > max) {
+    return InvalidArgument(name + " must be a whole number in " + std::to_string(min) + ".." +
+                           std::to_string(max) + ", got \"" + LogSafe(v, 40) + "\"");
+  }
+  return n;
 }
 
 }  // namespace lockstep

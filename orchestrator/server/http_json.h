@@ -38,5 +38,9 @@ StatusOr<std::string> StringField(const nlohmann::json& j, const std::string& ke
 
 // ?limit=n in 0..100000; 0 (the store's default) if absent.
 StatusOr<int> LimitParam(const httplib::Request& req);
+// The query parameter `name` as a whole number in [min, max]; 0 when absent. A bad value is
+// kInvalidArgument naming the parameter.
+StatusOr<int64_t> IntParam(const httplib::Request& req, const std::string& name, int64_t min,
+                           int64_t max);
 
 }  // namespace lockstep

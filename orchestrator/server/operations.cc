@@ -47,9 +47,10 @@ StatusOr<v1::StatusResponse> Operations::Status(const std::string& authorization
 StatusOr<std::vector<ReleaseRecord>> Operations::ListReleases(const std::string& authorization,
                                                               const std::string& pipeline,
                                                               int limit, const std::string& state,
-                                                              const std::string& kind) const {
+                                                              const std::string& kind,
+                                                              const ReleaseFilter& filter) const {
   LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
-  return ListReleasesView(*store_, *engine_, pipeline, limit, state, kind);
+  return ListReleasesView(*store_, *engine_, pipeline, limit, state, kind, filter);
 }
 
 StatusOr<v1::Release> Operations::GetRelease(const std::string& authorization, int64_t id) const {
@@ -84,6 +85,15 @@ StatusOr<std::vector<AuditRecord>> Operations::ListAudit(const std::string& auth
   return store_->Audit(limit);
 }
 
+StatusOr<std::vector<AuditRecord>> Operations::FindAudit(const std::string& authorization,
+                                                         const AuditQuery& query) const {
+  LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kRead).status());
+  if (!query.pipeline.empty() && !engine_->FindPipeline(query.pipeline)) {
+    return NotFound("pipeline: unknown pipeline \"" + LogSafe(query.pipeline, 64) + "\"");
+  }
+  return store_->FindAudit(query);
+}
+
 StatusOr<std::vector<TokenRecord>> Operations::ListTokens(const std::string& authorization) const {
   LOCKSTEP_RETURN_IF_ERROR(Admit(authorization, Action::kManageTokens).status());
   return store_->ListTokens();
@@ -97,9 +107,10 @@ StatusOr<ReleaseRecord> Operations::CreateRelease(const std::string& authorizati
   return created;
 }
 
-StatusOr<v1::Release> Operations::Approve(const std::string& authorization, int64_t id) const {
+StatusOr<v1::Release> Operations::Approve(const std::string& authorization, int64_t id,
+                                          const std::string& comment) const {
   LOCKSTEP_ASSIGN_OR_RETURN(auto who, Admit(authorization, Action::kApprove));
-  LOCKSTEP_RETURN_IF_ERROR(engine_->Approve(id, who.name));
+  LOCKSTEP_RETURN_IF_ERROR(engine_->Approve(id, who.name, comment));
   hub_->Kick();
   return LoadReleaseView(*store_, *engine_, id);
 }

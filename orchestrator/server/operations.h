@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "orchestrator/auth/authenticator.h"
 #include "orchestrator/engine/engine.h"
+#include "orchestrator/server/views.h"
 #include "orchestrator/server/watchers.h"
 #include "orchestrator/store/model.h"
 #include "proto/lockstep.pb.h"
@@ -58,12 +59,15 @@ class Operations {
   StatusOr<std::vector<ReleaseRecord>> ListReleases(const std::string& authorization,
                                                     const std::string& pipeline, int limit,
                                                     const std::string& state,
-                                                    const std::string& kind) const;
+                                                    const std::string& kind,
+                                                    const ReleaseFilter& filter = {}) const;
   StatusOr<lockstep::v1::Release> GetRelease(const std::string& authorization, int64_t id) const;
   // Every agent, or those of `region` (kNotFound if no pipeline lists it). Sorted by name.
   StatusOr<std::vector<AgentRecord>> ListAgents(const std::string& authorization,
                                                 const std::string& region) const;
   StatusOr<std::vector<AuditRecord>> ListAudit(const std::string& authorization, int limit) const;
+  StatusOr<std::vector<AuditRecord>> FindAudit(const std::string& authorization,
+                                               const AuditQuery& query) const;
   // Action::kManageTokens.
   StatusOr<std::vector<TokenRecord>> ListTokens(const std::string& authorization) const;
 
@@ -74,7 +78,8 @@ class Operations {
   // --- actions ---
   StatusOr<ReleaseRecord> CreateRelease(const std::string& authorization,
                                         const NewRelease& release) const;
-  StatusOr<lockstep::v1::Release> Approve(const std::string& authorization, int64_t id) const;
+  StatusOr<lockstep::v1::Release> Approve(const std::string& authorization, int64_t id,
+                                          const std::string& comment = "") const;
   StatusOr<lockstep::v1::Release> Abort(const std::string& authorization, int64_t id) const;
   StatusOr<lockstep::v1::PipelineStatus> Pause(const std::string& authorization,
                                                const std::string& pipeline) const;

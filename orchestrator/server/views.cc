@@ -28,6 +28,7 @@ lockstep::v1::Release ReleaseSummary(const ReleaseRecord& r) {
   out.set_started_at_ms(r.started_at);
   out.set_finished_at_ms(r.finished_at);
   out.set_kind(r.kind);
+  out.set_created_by(r.created_by);
   out.set_final(release_state::IsFinal(r.state));
   out.set_in_flight(release_state::IsInFlight(r.state));
   return out;
@@ -64,6 +65,13 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
       w->set_first_switch_at_ms(rec.first_switch_at);
       w->set_last_switch_at_ms(rec.last_switch_at);
       w->set_approved_by(rec.approved_by);
+      w->set_approved_at_ms(rec.approved_at);
+      w->set_approval_requested_at_ms(rec.approval_requested_at);
+      if (pipeline && rec.state == wave_state::kAwaitingApproval && rec.approved_at == 0 &&
+          rec.approval_requested_at > 0) {
+        w->set_approval_deadline_ms(rec.approval_requested_at +
+                                    pipeline->timeouts.approval.count());
+      }
     }
     // Per-region counts for this wave: hosts selected by it (cumulatively, a wave covers
     // the hosts of earlier waves too, and they count as done).
@@ -94,11 +102,14 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
     hp->set_finished_at_ms(h.finished_at);
     hp->set_from_version(h.from_version);
     hp->set_output_tail(h.output_tail);
+    hp->set_failure(h.failure);
   }
-  // The latest verdict of each wave, gate and region.
-  std::map<std::tuple<int, std::string, std::string>, const GateResult*> latest;
-  for (const auto& g : gates) latest[{g.wave, g.gate, g.region}] = &g;
-  for (const auto& [key, g] : latest) {
+  // The latest verdict of each wave, gate and region, with the recent ones before it.
+  constexpr size_t kGateHistory = 20;
+  std::map<std::tuple<int, std::string, std::string>, std::vector<const GateResult*>> by_key;
+  for (const auto& g : gates) by_key[{g.wave, g.gate, g.region}].push_back(&g);
+  for (const auto& [key, list] : by_key) {
+    const GateResult* g = list.back();
     auto* gv = out.add_gates();
     gv->set_wave(g->wave);
     gv->set_gate(g->gate);
@@ -107,6 +118,31 @@ lockstep::v1::Release ReleaseView(const ReleaseRecord& r, const std::vector<Wave
     gv->set_verdict(g->verdict);
     gv->set_value(g->value);
     gv->set_detail(g->detail);
+    for (size_t i = list.size() > kGateHistory ? list.size() - kGateHistory : 0; i < list.size();
+         ++i) {
+      auto* sample = gv->add_history();
+      sample->set_at_ms(list[i]->at);
+      sample->set_verdict(list[i]->verdict);
+      sample->set_value(list[i]->value);
+    }
+    const Pipeline* spec_of = pipeline;
+    if (!spec_of) continue;
+    for (const auto& spec : spec_of->metric_gates) {
+      if (spec.name != g->gate) continue;
+      std::string query = spec.query;
+      for (size_t pos; (pos = query.find("{region}")) != std::string::npos;) {
+        query.replace(pos, 8, g->region);
+      }
+      gv->set_query(query);
+      if (spec.max) {
+        gv->set_has_max(true);
+        gv->set_max(*spec.max);
+      }
+      if (spec.min) {
+        gv->set_has_min(true);
+        gv->set_min(*spec.min);
+      }
+    }
   }
   return out;
 }
@@ -159,6 +195,14 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine
   auto view = ReleaseView(r, waves, hosts, gates, engine.FindPipeline(r.pipeline));
   LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store.BringupTracks(id));
   const Pipeline* pipeline = engine.FindPipeline(r.pipeline);
+  if (r.previous_release_id > 0) {
+    auto previous = store.GetRelease(r.previous_release_id);
+    if (previous.ok()) view.set_previous_commit(previous->commit);
+  }
+  if (pipeline) {
+    view.set_commit_url(pipeline->CommitUrl(r.commit));
+    view.set_compare_url(pipeline->CompareUrl(view.previous_commit(), r.commit));
+  }
   for (const auto& t : tracks) {
     auto* b = view.add_bringup();
     b->set_region(t.region);
@@ -183,7 +227,8 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine
 StatusOr<std::vector<ReleaseRecord>> ListReleasesView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline, int limit,
                                                       const std::string& state,
-                                                      const std::string& kind) {
+                                                      const std::string& kind,
+                                                      const ReleaseFilter& filter) {
   if (!pipeline.empty() && !engine.FindPipeline(pipeline)) {
     return NotFound("unknown pipeline \"" + LogSafe(pipeline, 64) + "\"");
   }
@@ -203,6 +248,11 @@ StatusOr<std::vector<ReleaseRecord>> ListReleasesView(StoreReader& store, const 
   if (!state.empty()) q.states = {state};
   if (!kind.empty()) q.kinds = {kind};
   q.limit = limit > 0 ? limit : 50;
+  q.version = filter.version;
+  q.actor = filter.actor;
+  q.created_from = filter.since;
+  q.created_to = filter.until;
+  q.before_id = filter.before_id;
   return store.FindReleases(q);
 }
 
@@ -225,6 +275,8 @@ StatusOr<lockstep::v1::StatusResponse> LoadStatusView(StoreReader& store, const 
     ps->set_frozen(pstate.frozen);
     ps->set_frozen_by(pstate.frozen_by);
     ps->set_freeze_reason(pstate.freeze_reason);
+    ps->set_commit_link(p.links.commit);
+    ps->set_compare_link(p.links.compare);
     LOCKSTEP_ASSIGN_OR_RETURN(auto open, OpenReleases(store, p.name));
     for (const auto& r : open) {
       if (!release_state::IsInFlight(r.state)) continue;

@@ -31,10 +31,20 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine
 // The newest releases, for both front doors (gRPC and HTTP): of `pipeline` ("" for all),
 // at most `limit` (<= 0: 50), only in `state` and of `kind` when those are given. Unknown
 // pipeline: kNotFound; unknown state or kind: kInvalidArgument naming the allowed ones.
+// Narrower lists for the dashboard's history: every field narrows; the defaults match all.
+struct ReleaseFilter {
+  std::string version;
+  std::string actor;      // the author or created_by, exactly
+  UnixMs since = 0;       // created at or after
+  UnixMs until = 0;       // created at or before
+  int64_t before_id = 0;  // the next page: releases older than this id
+};
+
 StatusOr<std::vector<ReleaseRecord>> ListReleasesView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline, int limit,
                                                       const std::string& state,
-                                                      const std::string& kind);
+                                                      const std::string& kind,
+                                                      const ReleaseFilter& filter = {});
 // The status of every pipeline (or one), as `lockstep status` shows it.
 StatusOr<lockstep::v1::StatusResponse> LoadStatusView(StoreReader& store, const Engine& engine,
                                                       const std::string& pipeline);

@@ -195,6 +195,8 @@ CREATE TABLE leader_lease (
       // it leave), and bring-up regions walk the waves in tracks of their own.
       {10, R"sql(
 ALTER TABLE release_hosts ADD COLUMN output_tail TEXT NOT NULL DEFAULT '';
+ALTER TABLE release_hosts ADD COLUMN failure TEXT NOT NULL DEFAULT '';
+ALTER TABLE releases ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
 CREATE TABLE bringup_tracks (
   release_id INTEGER NOT NULL REFERENCES releases(id),
   region TEXT NOT NULL,

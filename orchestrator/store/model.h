@@ -111,6 +111,9 @@ struct ReleaseRecord {
   // retry across a failover makes one release; the webhook derives one from the commit, so
   // the same push delivered to two lockstepd makes one release. Empty: no such guard.
   std::string request_id;
+  // Who made it: the token of the API call or the CLI, "github" for a push. For an on-call
+  // rollback this is the person on call, while `author` stays the commit's author.
+  std::string created_by;
 };
 
 struct WaveRecord {
@@ -161,6 +164,9 @@ struct HostRecord {
   // The last lines a failed hook printed, as the agent sent them (bounded), kept as the
   // evidence of the failure; empty where the region keeps hook output (hook_output: none).
   std::string output_tail;
+  // What the host failed with in this release, kept when it is reverted or retried, so the
+  // host that caused a rollback stays known; empty if it never failed.
+  std::string failure;
 };
 
 // Where a bring-up region stands in a release: it walks the pipeline's per_region waves on

@@ -174,6 +174,8 @@ CREATE TABLE leader_lease (
       // it leave), and bring-up regions walk the waves in tracks of their own.
       {2, R"sql(
 ALTER TABLE release_hosts ADD COLUMN output_tail TEXT NOT NULL DEFAULT '';
+ALTER TABLE release_hosts ADD COLUMN failure TEXT NOT NULL DEFAULT '';
+ALTER TABLE releases ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
 CREATE TABLE bringup_tracks (
   release_id BIGINT NOT NULL REFERENCES releases(id),
   region TEXT NOT NULL,

@@ -187,8 +187,8 @@ class PostgresStore final : public Store {
     PgResult ins = RunLocked(
         "INSERT INTO releases (pipeline, version, artifact_url, sha256, commit_sha, author, "
         "state, reason, current_wave, previous_version, created_at, started_at, finished_at, "
-        "kind, previous_release_id, commit_at, request_id) VALUES "
-        "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) RETURNING id",
+        "kind, previous_release_id, commit_at, request_id, created_by) VALUES "
+        "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) RETURNING id",
         Params()
             .Add(r.pipeline)
             .Add(r.version)
@@ -206,7 +206,8 @@ class PostgresStore final : public Store {
             .Add(r.kind)
             .Add(r.previous_release_id)
             .Add(r.commit_at)
-            .Add(r.request_id));
+            .Add(r.request_id)
+            .Add(r.created_by));
     if (!ins.ok()) {
       if (ins.SqlState() == kUniqueViolation && !r.request_id.empty()) {
         return DuplicateRequestLocked(r.pipeline, r.request_id);
@@ -275,14 +276,15 @@ class PostgresStore final : public Store {
       PgResult res = RunLocked(
           "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
           "detail, started_at, task_sent_at, finished_at, from_version, step, attempt, "
-          "switch_sent, output_tail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
+          "switch_sent, output_tail, failure) "
+          "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) "
           "ON CONFLICT (release_id, agent) DO UPDATE SET region=EXCLUDED.region, "
           "wave=EXCLUDED.wave, state=EXCLUDED.state, task_id=EXCLUDED.task_id, "
           "detail=EXCLUDED.detail, started_at=EXCLUDED.started_at, "
           "task_sent_at=EXCLUDED.task_sent_at, finished_at=EXCLUDED.finished_at, "
           "from_version=EXCLUDED.from_version, step=EXCLUDED.step, "
           "attempt=EXCLUDED.attempt, switch_sent=EXCLUDED.switch_sent, "
-          "output_tail=EXCLUDED.output_tail",
+          "output_tail=EXCLUDED.output_tail, failure=EXCLUDED.failure",
           Params()
               .Add(h.release_id)
               .Add(h.agent)
@@ -298,7 +300,8 @@ class PostgresStore final : public Store {
               .Add(h.step)
               .Add(int64_t{h.attempt})
               .Add(int64_t{h.switch_sent ? 1 : 0})
-              .Add(h.output_tail));
+              .Add(h.output_tail)
+              .Add(h.failure));
       if (!res.ok()) return RollbackLocked("write host: " + res.Error(conn_));
     }
     for (const auto& t : b.bringup) {
@@ -658,6 +661,18 @@ class PostgresStore final : public Store {
     equals("request_id", q.request_id);
     in("state", q.states);
     in("kind", q.kinds);
+    if (!q.actor.empty()) {
+      params.Add(q.actor);
+      sql += " AND (author=" + params.Last() + " OR created_by=" + params.Last() + ")";
+    }
+    if (q.created_from > 0) {
+      params.Add(q.created_from);
+      sql += " AND created_at>=" + params.Last();
+    }
+    if (q.created_to > 0) {
+      params.Add(q.created_to);
+      sql += " AND created_at<=" + params.Last();
+    }
     if (q.before_id > 0) {
       params.Add(q.before_id);
       sql += " AND id<" + params.Last();
@@ -745,6 +760,49 @@ class PostgresStore final : public Store {
     for (int i = 0; i < r.rows(); ++i) {
       out.push_back(rows::Audit(PgRow{r, i}));
     }
+    return out;
+  }
+
+  StatusOr<std::vector<AuditRecord>> FindAudit(const AuditQuery& q) override {
+    std::string sql = std::string("SELECT ") + rows::kAudit + " FROM audit WHERE 1=1";
+    Params params;
+    if (!q.pipeline.empty()) {
+      params.Add(q.pipeline);
+      sql += " AND (target=" + params.Last() +
+             " OR target IN (SELECT 'release/' || id::text FROM releases WHERE pipeline=" +
+             params.Last() + "))";
+    }
+    if (!q.actor.empty()) {
+      params.Add(q.actor);
+      sql += " AND actor=" + params.Last();
+    }
+    if (!q.action_prefix.empty()) {
+      params.Add(q.action_prefix);
+      sql += " AND starts_with(action, " + params.Last() + ")";
+    }
+    if (!q.text.empty()) {
+      params.Add(q.text);
+      const std::string t = "lower(" + params.Last() + "::text)";
+      sql += " AND (strpos(lower(actor), " + t + ")>0 OR strpos(lower(action), " + t +
+             ")>0 OR strpos(lower(target), " + t + ")>0 OR strpos(lower(detail), " + t + ")>0)";
+    }
+    if (q.since > 0) {
+      params.Add(q.since);
+      sql += " AND at>=" + params.Last();
+    }
+    if (q.until > 0) {
+      params.Add(q.until);
+      sql += " AND at<=" + params.Last();
+    }
+    if (q.before_id > 0) {
+      params.Add(q.before_id);
+      sql += " AND id<" + params.Last();
+    }
+    sql += " ORDER BY id DESC LIMIT " + std::to_string(q.limit > 0 ? q.limit : 100);
+    std::lock_guard lock(mu_);
+    LOCKSTEP_ASSIGN_OR_RETURN(PgResult r, RunRetryingLocked("read audit", sql, params));
+    std::vector<AuditRecord> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(rows::Audit(PgRow{r, i}));
     return out;
   }
 

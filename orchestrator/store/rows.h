@@ -36,7 +36,8 @@ inline std::vector<std::string> SplitVersions(const std::string& s) {
 inline constexpr const char* kRelease =
     "id, pipeline, version, artifact_url, sha256, commit_sha, author, state, reason, "
     "current_wave, previous_version, created_at, started_at, finished_at, kind, "
-    "previous_release_id, abort_requested_by, abort_requested_at, commit_at, request_id";
+    "previous_release_id, abort_requested_by, abort_requested_at, commit_at, request_id, "
+    "created_by";
 
 template <typename Row>
 ReleaseRecord Release(const Row& s) {
@@ -61,6 +62,7 @@ ReleaseRecord Release(const Row& s) {
   r.abort_requested_at = s.Int(17);
   r.commit_at = s.Int(18);
   r.request_id = s.Text(19);
+  r.created_by = s.Text(20);
   return r;
 }
 
@@ -127,7 +129,7 @@ WaveRecord Wave(const Row& s) {
 
 inline constexpr const char* kHost =
     "release_id, agent, region, wave, state, task_id, detail, started_at, task_sent_at, "
-    "finished_at, from_version, step, attempt, switch_sent, output_tail";
+    "finished_at, from_version, step, attempt, switch_sent, output_tail, failure";
 
 template <typename Row>
 HostRecord Host(const Row& s) {
@@ -147,6 +149,7 @@ HostRecord Host(const Row& s) {
   h.attempt = static_cast<int>(s.Int(12));
   h.switch_sent = s.Int(13) != 0;
   h.output_tail = s.Text(14);
+  h.failure = s.Text(15);
   return h;
 }
 

@@ -97,13 +97,14 @@ class SqliteStore final : public Store {
     Stmt s(db_,
            "INSERT INTO releases (pipeline, version, artifact_url, sha256, commit_sha, author, "
            "state, reason, current_wave, previous_version, created_at, started_at, "
-           "finished_at, kind, previous_release_id, commit_at, request_id) VALUES "
-           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+           "finished_at, kind, previous_release_id, commit_at, request_id, created_by) VALUES "
+           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     s.Bind(1, r.pipeline).Bind(2, r.version).Bind(3, r.artifact_url).Bind(4, r.sha256);
     s.Bind(5, r.commit).Bind(6, r.author).Bind(7, r.state).Bind(8, r.reason);
     s.Bind(9, int64_t{r.current_wave}).Bind(10, r.previous_version).Bind(11, r.created_at);
     s.Bind(12, r.started_at).Bind(13, r.finished_at).Bind(14, r.kind);
     s.Bind(15, r.previous_release_id).Bind(16, r.commit_at).Bind(17, r.request_id);
+    s.Bind(18, r.created_by);
     if (int rc = s.Step(); rc != SQLITE_DONE) {
       if (rc == SQLITE_CONSTRAINT && !r.request_id.empty()) {
         Stmt q(db_, "SELECT id FROM releases WHERE pipeline=? AND request_id=?");
@@ -169,21 +170,21 @@ class SqliteStore final : public Store {
       Stmt s(db_,
              "INSERT INTO release_hosts (release_id, agent, region, wave, state, task_id, "
              "detail, started_at, task_sent_at, finished_at, from_version, step, attempt, "
-             "switch_sent, output_tail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+             "switch_sent, output_tail, failure) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
              "ON CONFLICT(release_id, agent) DO UPDATE SET region=excluded.region, "
              "wave=excluded.wave, state=excluded.state, task_id=excluded.task_id, "
              "detail=excluded.detail, started_at=excluded.started_at, "
              "task_sent_at=excluded.task_sent_at, finished_at=excluded.finished_at, "
              "from_version=excluded.from_version, step=excluded.step, "
              "attempt=excluded.attempt, switch_sent=excluded.switch_sent, "
-             "output_tail=excluded.output_tail");
+             "output_tail=excluded.output_tail, failure=excluded.failure");
       for (const auto& h : b.hosts) {
         s.Reset();
         s.Bind(1, h.release_id).Bind(2, h.agent).Bind(3, h.region).Bind(4, int64_t{h.wave});
         s.Bind(5, h.state).Bind(6, h.task_id).Bind(7, h.detail).Bind(8, h.started_at);
         s.Bind(9, h.task_sent_at).Bind(10, h.finished_at).Bind(11, h.from_version);
         s.Bind(12, h.step).Bind(13, int64_t{h.attempt}).Bind(14, int64_t{h.switch_sent ? 1 : 0});
-        s.Bind(15, h.output_tail);
+        s.Bind(15, h.output_tail).Bind(16, h.failure);
         if (s.Step() != SQLITE_DONE) return RollbackLocked("write host: " + s.Error());
       }
     }
@@ -503,6 +504,13 @@ class SqliteStore final : public Store {
     }
     in("state", q.states);
     in("kind", q.kinds);
+    if (!q.actor.empty()) {
+      sql += " AND (author=? OR created_by=?)";
+      texts.push_back(q.actor);
+      texts.push_back(q.actor);
+    }
+    if (q.created_from > 0) sql += " AND created_at>=" + std::to_string(q.created_from);
+    if (q.created_to > 0) sql += " AND created_at<=" + std::to_string(q.created_to);
     if (q.before_id > 0) sql += " AND id<" + std::to_string(q.before_id);
     sql += q.oldest_first ? " ORDER BY id" : " ORDER BY id DESC";
     if (q.limit > 0) sql += " LIMIT " + std::to_string(q.limit);
@@ -583,6 +591,44 @@ class SqliteStore final : public Store {
     while ((rc = s.Step()) == SQLITE_ROW) {
       out.push_back(rows::Audit(s));
     }
+    if (rc != SQLITE_DONE) return Internal("read audit: " + s.Error());
+    return out;
+  }
+
+  StatusOr<std::vector<AuditRecord>> FindAudit(const AuditQuery& q) override {
+    std::string sql = std::string("SELECT ") + rows::kAudit + " FROM audit WHERE 1=1";
+    std::vector<std::string> texts;  // bound in order
+    if (!q.pipeline.empty()) {
+      sql +=
+          " AND (target=? OR target IN (SELECT 'release/' || id FROM releases WHERE pipeline=?))";
+      texts.push_back(q.pipeline);
+      texts.push_back(q.pipeline);
+    }
+    if (!q.actor.empty()) {
+      sql += " AND actor=?";
+      texts.push_back(q.actor);
+    }
+    if (!q.action_prefix.empty()) {
+      sql += " AND substr(action, 1, length(?))=?";
+      texts.push_back(q.action_prefix);
+      texts.push_back(q.action_prefix);
+    }
+    if (!q.text.empty()) {
+      sql +=
+          " AND (instr(lower(actor), lower(?))>0 OR instr(lower(action), lower(?))>0 OR "
+          "instr(lower(target), lower(?))>0 OR instr(lower(detail), lower(?))>0)";
+      for (int i = 0; i < 4; ++i) texts.push_back(q.text);
+    }
+    if (q.since > 0) sql += " AND at>=" + std::to_string(q.since);
+    if (q.until > 0) sql += " AND at<=" + std::to_string(q.until);
+    if (q.before_id > 0) sql += " AND id<" + std::to_string(q.before_id);
+    sql += " ORDER BY id DESC LIMIT " + std::to_string(q.limit > 0 ? q.limit : 100);
+    std::lock_guard lock(mu_);
+    Stmt s(db_, sql.c_str());
+    for (size_t i = 0; i < texts.size(); ++i) s.Bind(static_cast<int>(i + 1), texts[i]);
+    std::vector<AuditRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(rows::Audit(s));
     if (rc != SQLITE_DONE) return Internal("read audit: " + s.Error());
     return out;
   }

@@ -31,6 +31,9 @@ struct ReleaseQuery {
   std::string version;              // empty: any version
   std::string commit;               // empty: any commit
   std::string request_id;           // empty: any (ReleaseRecord::request_id)
+  std::string actor;                // empty: any; else the author or created_by, exactly
+  UnixMs created_from = 0;          // > 0: created at or after
+  UnixMs created_to = 0;            // > 0: created at or before
   int64_t before_id = 0;            // > 0: only releases with a smaller id
   bool oldest_first = false;        // default: newest (highest id) first
   int limit = 50;                   // at most this many; <= 0: no limit
@@ -42,6 +45,18 @@ struct ReleaseQuery {
     q.limit = limit;
     return q;
   }
+};
+
+// Which audit entries to read, newest first. Every field narrows the answer.
+struct AuditQuery {
+  std::string pipeline;       // entries whose target is the pipeline or one of its releases
+  std::string actor;          // exactly
+  std::string action_prefix;  // "release." matches every release action
+  std::string text;           // a case-insensitive substring of actor, action, target or detail
+  UnixMs since = 0;           // > 0: at or after
+  UnixMs until = 0;           // > 0: at or before
+  int64_t before_id = 0;      // > 0: only entries with a smaller id (the next page)
+  int limit = 100;            // <= 0: 100
 };
 
 // What every part of lockstepd reads: releases and their waves, hosts and gate verdicts,
@@ -71,6 +86,7 @@ class StoreReader {
   virtual StatusOr<PipelineState> GetPipelineState(const std::string& pipeline) = 0;
   // Newest first. limit <= 0: 100.
   virtual StatusOr<std::vector<AuditRecord>> Audit(int limit) = 0;
+  virtual StatusOr<std::vector<AuditRecord>> FindAudit(const AuditQuery& query) = 0;
   // Outbox rows not yet done whose next_attempt_at <= `due_by`, oldest first, at most `limit`.
   virtual StatusOr<std::vector<OutboxRecord>> PendingOutbox(UnixMs due_by, int limit) = 0;
 };
@@ -179,6 +195,9 @@ class ForwardingStore : public Store {
     return inner_->GetPipelineState(pipeline);
   }
   StatusOr<std::vector<AuditRecord>> Audit(int limit) override { return inner_->Audit(limit); }
+  StatusOr<std::vector<AuditRecord>> FindAudit(const AuditQuery& q) override {
+    return inner_->FindAudit(q);
+  }
   StatusOr<std::vector<OutboxRecord>> PendingOutbox(UnixMs due_by, int limit) override {
     return inner_->PendingOutbox(due_by, limit);
   }

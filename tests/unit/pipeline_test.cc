@@ -311,7 +311,7 @@ stages: []
 waves: [{name: all, select: {per_region: 1}}]
 )"),
             "p.yaml:3: stages: unknown key (allowed: pipeline, regions, waves, concurrency, "
-            "health, gates, timeouts, rollback, trigger, notify, window, artifacts)");
+            "health, gates, timeouts, rollback, trigger, notify, window, artifacts, links)");
 }
 
 TEST(ParsePipelineTest, RepeatedKeyIsAnError) {
@@ -1323,6 +1323,59 @@ waves: [{name: all, select: {per_region: 1}}]
 artifacts: {mirrors: [http://m]}
 )"),
             "p.yaml:4: artifacts.mirrors: expected a mapping of region to base URL, got a list");
+}
+
+TEST(ParsePipelineTest, LinksAreUrlTemplatesFilledWithEncodedCommits) {
+  Pipeline p = Parsed(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+links:
+  commit: "https://github.com/org/repo/commit/{sha}"
+  compare: "https://github.com/org/repo/compare/{from}...{to}"
+)");
+  EXPECT_EQ(p.CommitUrl("abc123"), "https://github.com/org/repo/commit/abc123");
+  EXPECT_EQ(p.CompareUrl("0ff1ce", "abc123"),
+            "https://github.com/org/repo/compare/0ff1ce...abc123");
+  // A commit is whatever the caller said: it cannot add a path, a query or a script.
+  EXPECT_EQ(p.CommitUrl("a/../b?x=<y>"),
+            "https://github.com/org/repo/commit/a%2F..%2Fb%3Fx%3D%3Cy%3E");
+  EXPECT_EQ(p.CommitUrl(""), "");
+  EXPECT_EQ(p.CompareUrl("", "abc"), "");
+  Pipeline none = Parsed(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+)");
+  EXPECT_EQ(none.CommitUrl("abc"), "");
+}
+
+TEST(ParsePipelineTest, LinksNeedTheirPlaceholdersAndAnHttpUrl) {
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+links: {commit: "https://code.example/c/"}
+)"),
+            "p.yaml:4: links.commit: must contain \"{sha}\" (replaced by the release's commit), "
+            "got \"https://code.example/c/\"");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+links: {compare: "https://code.example/compare/{to}"}
+)"),
+            "p.yaml:4: links.compare: must contain \"{from}\" and \"{to}\" (the previous "
+            "release's commit and this one's), got \"https://code.example/compare/{to}\"");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+links: {commit: "javascript:alert(1)//{sha}"}
+)"),
+            "p.yaml:4: links.commit: expected an http:// or https:// URL, got "
+            "\"javascript:alert(1)//{sha}\"");
+  EXPECT_EQ(ErrorOf(R"(pipeline: web
+regions: [us-east-1]
+waves: [{name: all, select: {per_region: 1}}]
+links: {tree: "https://x/{sha}"}
+)"),
+            "p.yaml:4: links.tree: unknown key (allowed: commit, compare)");
 }
 
 }  // namespace
