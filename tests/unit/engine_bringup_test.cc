@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "orchestrator/engine/engine.h"
+#include "tests/unit/engine_fixture.h"
 
 namespace lockstep {
 namespace {
@@ -21,30 +22,10 @@ namespace {
 namespace v1 = lockstep::v1;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-using Sent = std::pair<std::string, v1::Task>;
+using testing::EngineFixture;
+using testing::Sent;
 
 constexpr char kBringup[] = "ap-southeast-2";
-
-// Records every task the engine hands out, as an agent would receive it.
-class RecordingSink final : public TaskSink {
- public:
-  bool Send(const std::string& agent, const v1::Task& task) override {
-    sent.emplace_back(agent, task);
-    return connected.count(agent) > 0;
-  }
-  bool SendGateCheck(const std::string& agent, const v1::GateCheck& check) override {
-    checks.emplace_back(agent, check);
-    return connected.count(agent) > 0;
-  }
-  std::vector<Sent> Take() {
-    auto out = std::move(sent);
-    sent.clear();
-    return out;
-  }
-  std::vector<Sent> sent;
-  std::vector<std::pair<std::string, v1::GateCheck>> checks;
-  std::set<std::string> connected;
-};
 
 // Two serving regions (eu-west-1 keeps hook output on its hosts) and ap-southeast-2 in
 // bring-up, with a mirror. Waves: one host per region baking 10 s, then every host, baking
@@ -81,17 +62,11 @@ bool Contains(const std::vector<std::string>& list, const std::string& item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
 
-class EngineBringupTest : public ::testing::Test {
+class EngineBringupTest : public EngineFixture {
  protected:
   // Changes a result before it is reported (where the artifact came from, ...).
   using Customize =
       std::function<void(const std::string& agent, const v1::Task& task, v1::TaskResult* result)>;
-
-  void SetUp() override {
-    auto s = OpenSqliteStore(":memory:");
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    store_ = std::move(*s);
-  }
 
   void MakeEngine(const std::string& yaml = PipelineYaml()) {
     auto p = ParsePipeline(yaml, "monolith.yaml");
@@ -109,18 +84,6 @@ class EngineBringupTest : public ::testing::Test {
     }
   }
 
-  void Connect(const std::string& name, const std::string& region,
-               const std::string& current = "") {
-    v1::AgentHello hello;
-    hello.set_name(name);
-    hello.set_region(region);
-    hello.set_current_version(current);
-    auto pipeline = engine_->AgentConnected(hello);
-    ASSERT_TRUE(pipeline.ok()) << pipeline.status().ToString();
-    sink_.connected.insert(name);
-    running_[name] = current;
-  }
-
   int64_t Create(const std::string& version) {
     NewRelease nr;
     nr.pipeline = "monolith";
@@ -130,12 +93,6 @@ class EngineBringupTest : public ::testing::Test {
     auto r = engine_->CreateRelease(nr, "test");
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? r->id : 0;
-  }
-
-  UnixMs Pass() {
-    auto next = engine_->Reconcile();
-    EXPECT_TRUE(next.ok()) << next.status().ToString();
-    return next.ok() ? *next : -1;
   }
 
   // What an agent answers: a switching task leaves the host on its version, a prepare (or a
@@ -207,20 +164,6 @@ class EngineBringupTest : public ::testing::Test {
     ADD_FAILURE() << "release " << id << " never settled: " << Release(id).state;
   }
 
-  // Moves time forward the way it passes for live agents: each connected agent heartbeats
-  // every second.
-  void Advance(milliseconds d) {
-    while (d.count() > 0) {
-      milliseconds step = std::min(d, milliseconds(1000));
-      clock_.Advance(step);
-      d -= step;
-      for (const auto& name : sink_.connected) {
-        ASSERT_TRUE(engine_->AgentHeartbeat(name, running_[name]).ok());
-      }
-    }
-  }
-  void AdvanceTo(UnixMs t) { Advance(milliseconds(t - clock_.Now())); }
-
   // A release just created: the serving canary hosts prepare and switch at once; the
   // bring-up canary's prepare is answered `late` after the serving canary's bake began (the
   // time returned), and this returns once that host switched and the track's bake began.
@@ -233,12 +176,6 @@ class EngineBringupTest : public ::testing::Test {
     for (const auto& t : held) Answer(t);
     Quiet();
     return serving_bake;
-  }
-
-  ReleaseRecord Release(int64_t id) {
-    auto r = store_->GetRelease(id);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    return r.ok() ? *r : ReleaseRecord();
   }
 
   // The release's track of ap-southeast-2, as stored; state "(no track)" if there is none.
@@ -262,15 +199,6 @@ class EngineBringupTest : public ::testing::Test {
                        [](const BringupRecord& t) { return bringup_state::IsFinal(t.state); });
   }
 
-  std::map<std::string, HostRecord> Hosts(int64_t id) {
-    std::map<std::string, HostRecord> out;
-    auto stored = store_->Hosts(id);
-    EXPECT_TRUE(stored.ok()) << stored.status().ToString();
-    if (!stored.ok()) return out;
-    for (const auto& h : *stored) out[h.agent] = h;
-    return out;
-  }
-
   // The audit actions about release `id`, oldest first.
   std::vector<std::string> AuditActions(int64_t id) {
     std::vector<std::string> out;
@@ -283,12 +211,6 @@ class EngineBringupTest : public ::testing::Test {
     return out;
   }
 
-  ManualClock clock_;
-  RecordingSink sink_;
-  std::unique_ptr<Store> store_;
-  std::unique_ptr<Engine> engine_;
-  // What each simulated agent reports running in its heartbeats: its last result's version.
-  std::map<std::string, std::string> running_;
   // Every task answered, in order.
   std::vector<Sent> answered_;
 };

@@ -11,6 +11,7 @@
 
 #include "orchestrator/engine/history.h"
 #include "tests/support/recording_observer.h"
+#include "tests/unit/engine_fixture.h"
 
 namespace lockstep {
 namespace {
@@ -18,29 +19,10 @@ namespace {
 namespace v1 = lockstep::v1;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::EngineFixture;
+using testing::RecordingSink;
 
 const std::vector<std::string> kRegions = {"us-east-1", "eu-west-1", "ap-southeast-2"};
-
-// Records every task the engine hands out, as an agent would receive it.
-class RecordingSink final : public TaskSink {
- public:
-  bool Send(const std::string& agent, const v1::Task& task) override {
-    sent.emplace_back(agent, task);
-    return connected.count(agent) > 0;
-  }
-  bool SendGateCheck(const std::string& agent, const v1::GateCheck& check) override {
-    checks.emplace_back(agent, check);
-    return connected.count(agent) > 0;
-  }
-  std::vector<std::pair<std::string, v1::Task>> Take() {
-    auto out = std::move(sent);
-    sent.clear();
-    return out;
-  }
-  std::vector<std::pair<std::string, v1::Task>> sent;
-  std::vector<std::pair<std::string, v1::GateCheck>> checks;
-  std::set<std::string> connected;
-};
 
 WaveSpec Wave(std::string name, HostSelector::Kind kind, int value, milliseconds bake = {}) {
   WaveSpec w;
@@ -67,14 +49,8 @@ Pipeline ThreeWavePipeline(milliseconds bake = {}) {
   return p;
 }
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public EngineFixture {
  protected:
-  void SetUp() override {
-    auto s = OpenSqliteStore(":memory:");
-    ASSERT_TRUE(s.ok());
-    store_ = std::move(*s);
-  }
-
   void MakeEngine(Pipeline p) {
     pipeline_ = p;
     engine_ = std::make_unique<Engine>(std::vector<Pipeline>{p}, store_.get(), &clock_, &sink_);
@@ -87,30 +63,12 @@ class EngineTest : public ::testing::Test {
     }
   }
 
-  void Connect(const std::string& name, const std::string& region,
-               const std::string& current = "") {
-    v1::AgentHello hello;
-    hello.set_name(name);
-    hello.set_region(region);
-    hello.set_current_version(current);
-    auto pipeline = engine_->AgentConnected(hello);
-    ASSERT_TRUE(pipeline.ok()) << pipeline.status().ToString();
-    sink_.connected.insert(name);
-    running_[name] = current;
-  }
-
   int64_t Create(const std::string& version) {
     NewRelease nr{"monolith",           version, "http://127.0.0.1:1/" + version + ".tar.gz",
                   std::string(64, 'b'), "",      ""};
     auto r = engine_->CreateRelease(nr, "test");
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? r->id : 0;
-  }
-
-  UnixMs Pass() {
-    auto next = engine_->Reconcile();
-    EXPECT_TRUE(next.ok()) << next.status().ToString();
-    return next.ok() ? *next : -1;
   }
 
   void Finish(const std::pair<std::string, v1::Task>& sent, bool ok = true,
@@ -166,36 +124,7 @@ class EngineTest : public ::testing::Test {
     }
   }
 
-  // Moves time forward the way it passes for live agents: each connected agent heartbeats
-  // every second. Use clock_ directly to let agents fall silent.
-  void Advance(milliseconds d) {
-    while (d.count() > 0) {
-      milliseconds step = std::min(d, milliseconds(1000));
-      clock_.Advance(step);
-      d -= step;
-      for (const auto& name : sink_.connected) {
-        ASSERT_TRUE(engine_->AgentHeartbeat(name, running_[name]).ok());
-      }
-    }
-  }
-  void AdvanceTo(UnixMs t) { Advance(milliseconds(t - clock_.Now())); }
-
-  ReleaseRecord Release(int64_t id) { return *store_->GetRelease(id); }
-
-  std::map<std::string, HostRecord> Hosts(int64_t id) {
-    std::map<std::string, HostRecord> out;
-    auto hosts = store_->Hosts(id);
-    for (auto& h : *hosts) out[h.agent] = h;
-    return out;
-  }
-
-  ManualClock clock_;
-  RecordingSink sink_;
-  std::unique_ptr<Store> store_;
   Pipeline pipeline_;
-  std::unique_ptr<Engine> engine_;
-  // What each simulated agent reports running in its heartbeats: its last result's version.
-  std::map<std::string, std::string> running_;
 };
 
 std::set<std::string> Agents(const std::vector<std::pair<std::string, v1::Task>>& tasks) {
