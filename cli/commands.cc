@@ -753,6 +753,12 @@ int ReleaseAction(const Context& ctx, const std::string& action,
   if (args.size() != 1) return Error(kUsage, "usage: lockstep " + action + " ID");
   auto id = ParseId(args[0]);
   if (!id.ok()) return Error(kUsage, id.status().message());
+  size_t characters = 0;
+  for (unsigned char ch : comment) {
+    if (ch < 0x20 || ch == 0x7f) return Error(kUsage, "--comment: must be one line of text");
+    characters += (ch & 0xC0) != 0x80;
+  }
+  if (characters > 500) return Error(kUsage, "--comment: longer than 500 characters");
   Client client(ctx);
   v1::ReleaseRef req;
   req.set_id(*id);

@@ -327,7 +327,9 @@ constexpr int kRequestAttempts = 3;
 
 Status Engine::Approve(int64_t release_id, const std::string& actor,
                        const std::string& comment) const {
-  if (comment.size() > 500) return InvalidArgument("comment: longer than 500 characters");
+  size_t characters = 0;
+  for (unsigned char ch : comment) characters += (ch & 0xC0) != 0x80;  // UTF-8 lead bytes
+  if (characters > 500) return InvalidArgument("comment: longer than 500 characters");
   for (unsigned char ch : comment) {
     if (ch < 0x20 || ch == 0x7f) return InvalidArgument("comment: must be one line of text");
   }

@@ -201,7 +201,10 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine
   }
   if (pipeline) {
     view.set_commit_url(pipeline->CommitUrl(r.commit));
-    view.set_compare_url(pipeline->CompareUrl(view.previous_commit(), r.commit));
+    // A rollback goes back to its target: there is no change to compare.
+    if (r.kind == release_kind::kRollout) {
+      view.set_compare_url(pipeline->CompareUrl(view.previous_commit(), r.commit));
+    }
   }
   for (const auto& t : tracks) {
     auto* b = view.add_bringup();

@@ -164,8 +164,9 @@ struct HostRecord {
   // The last lines a failed hook printed, as the agent sent them (bounded), kept as the
   // evidence of the failure; empty where the region keeps hook output (hook_output: none).
   std::string output_tail;
-  // What the host failed with in this release, kept when it is reverted or retried, so the
-  // host that caused a rollback stays known; empty if it never failed.
+  // What the host failed with in this release, kept when it is reverted, so the host that
+  // caused a rollback stays known; empty if it never failed, or once it finished the release
+  // after all (a retry, a convergence).
   std::string failure;
 };
 

@@ -5,12 +5,17 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/sha256.h"
 #include "tests/integration/fleet.h"
@@ -38,6 +43,12 @@ std::string PushBody(const std::string& branch, const std::string& commit) {
               {"head_commit", {{"message", "fix the thing"}, {"author", {{"name", "Ada"}}}}},
               {"pusher", {{"name", "ada"}}}}
       .dump();
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
 }
 
 class ApiFleetTest : public ::testing::Test {
@@ -117,9 +128,52 @@ notify:
     return r;
   }
 
+  // Release `id` once it is over, as GET shows it.
+  Resp WaitForFinal(int64_t id) {
+    Resp r;
+    Fleet::WaitFor(
+        [&] {
+          r = Get("/api/v1/releases/" + std::to_string(id));
+          return r.status == 200 && r.body.value("final", false);
+        },
+        seconds(90));
+    return r;
+  }
+
+  // Creates a release of `a` in shop, with a commit and an author if given, as `token` (the
+  // admin if empty); returns its id, 0 if refused.
+  int64_t CreateRelease(const Artifact& a, const std::string& commit = "",
+                        const std::string& author = "", const std::string& token = "") {
+    json req = ReleaseRequest(a);
+    if (!commit.empty()) req["commit"] = commit;
+    if (!author.empty()) req["author"] = author;
+    Resp created = Post("/api/v1/releases", req, token);
+    EXPECT_EQ(created.status, 201) << created.raw;
+    return created.status == 201 ? created.body.value("id", int64_t{0}) : 0;
+  }
+
+  // The ids of the list GET `path` answers, in its order (a failure unless it answers 200).
+  std::vector<int64_t> ListIds(const std::string& path) {
+    Resp r = Get(path);
+    EXPECT_EQ(r.status, 200) << path << ": " << r.raw;
+    std::vector<int64_t> ids;
+    if (!r.body.is_array()) return ids;
+    for (const auto& e : r.body) ids.push_back(e.value("id", int64_t{0}));
+    return ids;
+  }
+
+  // A 400 whose error names `param`.
+  void ExpectRefusedNaming(const std::string& path, const std::string& param) {
+    Resp r = Get(path);
+    EXPECT_EQ(r.status, 400) << path << ": " << r.raw;
+    EXPECT_NE(r.body.value("error", "").find(param), std::string::npos) << path << ": " << r.raw;
+  }
+
   TestHttpServer web_;  // artifacts for the webhook, and the notification receiver
   Fleet fleet_;         // declared last: its lockstepd stops before web_ goes away
 };
+
+using Ids = std::vector<int64_t>;
 
 // --- roles ---
 
@@ -338,6 +392,7 @@ TEST_F(WebhookTest, ASignedPushCreatesOneReleaseOfTheServedArtifact) {
   EXPECT_EQ(release["author"], "Ada");
   EXPECT_EQ(release["version"], std::string(kCommit).substr(0, 12));
   EXPECT_EQ(release["artifact"], web_.Url("/a/" + std::string(kCommit) + ".tar.gz"));
+  EXPECT_EQ(release["created_by"], "webhook:github");
 
   // GitHub redelivers on timeouts: the same delivery creates nothing more.
   Resp again = Deliver(body, GithubSignature(kSecret, body));
@@ -571,6 +626,451 @@ TEST_F(MetricsTest, MetricsAndHealthNeedNoTokenAndCountAgentsAndReleases) {
   EXPECT_NE(m->body.find("lockstep_rollout_duration_seconds_count 1"), std::string::npos)
       << m->body;
   EXPECT_NE(m->body.find("lockstep_http_requests_total{code=\"201\"}"), std::string::npos);
+}
+
+// --- release history ---
+
+class ReleaseHistoryTest : public ApiFleetTest {};
+
+TEST_F(ReleaseHistoryTest, TheListFiltersByVersionActorAndCreationTimeAndPagesBeforeAnId) {
+  const std::string dora = fleet_.CreateToken("deployer", "dora");
+  const int64_t id1 = CreateRelease(fleet_.ServeApp("v1"), "", "ada");
+  Resp v1 = WaitForState(id1, "succeeded");
+  const int64_t id2 = CreateRelease(fleet_.ServeApp("v2"), "", "bob", dora);
+  Resp v2 = WaitForState(id2, "succeeded");
+  const int64_t id3 = CreateRelease(fleet_.ServeApp("v3"), "", "dora");
+  Resp v3 = WaitForState(id3, "succeeded");
+  ASSERT_TRUE(id1 > 0 && id2 > id1 && id3 > id2) << id1 << " " << id2 << " " << id3;
+  EXPECT_EQ(v1.body["created_by"], "bootstrap-admin") << v1.raw;
+  EXPECT_EQ(v2.body["created_by"], "dora") << v2.raw;
+  EXPECT_EQ(v2.body["author"], "bob") << v2.raw;
+  // Without links in the pipeline there are no URLs; without commits no previous commit.
+  EXPECT_EQ(v3.body["commit_url"], "") << v3.raw;
+  EXPECT_EQ(v3.body["compare_url"], "") << v3.raw;
+  EXPECT_EQ(v3.body["previous_commit"], "") << v3.raw;
+  Resp pipeline = Get("/api/v1/pipelines/shop");
+  EXPECT_EQ(pipeline.body["links"], (json{{"commit", ""}, {"compare", ""}})) << pipeline.raw;
+
+  EXPECT_EQ(ListIds("/api/v1/releases?pipeline=shop"), (Ids{id3, id2, id1}));
+  Resp list = Get("/api/v1/releases?pipeline=shop");
+  ASSERT_EQ(list.body.size(), 3u) << list.raw;
+  EXPECT_EQ(list.body[0]["created_by"], "bootstrap-admin");
+  EXPECT_EQ(list.body[1]["created_by"], "dora");
+
+  EXPECT_EQ(ListIds("/api/v1/releases?version=v2"), (Ids{id2}));
+  EXPECT_EQ(ListIds("/api/v1/releases?version=v9"), Ids{});
+  EXPECT_EQ(ListIds("/api/v1/releases?state=succeeded&version=v1"), (Ids{id1}));
+
+  // The author or whoever created it, exactly.
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=dora"), (Ids{id3, id2}));
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=ada"), (Ids{id1}));
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=bootstrap-admin"), (Ids{id3, id1}));
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=dor"), Ids{});
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=DORA"), Ids{});
+
+  // Both bounds of the creation time count.
+  const int64_t t1 = v1.body.value("created_at_ms", int64_t{0});
+  const int64_t t2 = v2.body.value("created_at_ms", int64_t{0});
+  const int64_t t3 = v3.body.value("created_at_ms", int64_t{0});
+  ASSERT_TRUE(t1 > 0 && t1 < t2 && t2 < t3) << t1 << " " << t2 << " " << t3;
+  const std::string s2 = std::to_string(t2);
+  EXPECT_EQ(ListIds("/api/v1/releases?since_ms=" + s2), (Ids{id3, id2}));
+  EXPECT_EQ(ListIds("/api/v1/releases?until_ms=" + s2), (Ids{id2, id1}));
+  EXPECT_EQ(ListIds("/api/v1/releases?since_ms=" + s2 + "&until_ms=" + s2), (Ids{id2}));
+  EXPECT_EQ(ListIds("/api/v1/releases?since_ms=" + std::to_string(t3 + 1)), Ids{});
+  EXPECT_EQ(ListIds("/api/v1/releases?until_ms=" + std::to_string(t1 - 1)), Ids{});
+
+  // The next page starts below the smallest id of the page before.
+  EXPECT_EQ(ListIds("/api/v1/releases?limit=1"), (Ids{id3}));
+  EXPECT_EQ(ListIds("/api/v1/releases?limit=1&before_id=" + std::to_string(id3)), (Ids{id2}));
+  EXPECT_EQ(ListIds("/api/v1/releases?limit=1&before_id=" + std::to_string(id2)), (Ids{id1}));
+  EXPECT_EQ(ListIds("/api/v1/releases?limit=1&before_id=" + std::to_string(id1)), Ids{});
+  const std::string filtered =
+      "/api/v1/releases?pipeline=shop&actor=dora&since_ms=" + std::to_string(t1) + "&limit=1";
+  EXPECT_EQ(ListIds(filtered), (Ids{id3}));
+  EXPECT_EQ(ListIds(filtered + "&before_id=" + std::to_string(id3)), (Ids{id2}));
+  EXPECT_EQ(ListIds(filtered + "&before_id=" + std::to_string(id2)), Ids{});
+
+  for (const char* bad : {"since_ms=abc", "since_ms=", "until_ms=1.5", "until_ms=-1",
+                          "before_id=-1", "before_id=7x"}) {
+    const std::string query = bad;
+    ExpectRefusedNaming("/api/v1/releases?" + query, query.substr(0, query.find('=')));
+  }
+}
+
+TEST_F(ReleaseHistoryTest, AnOnCallRollbackIsMadeByThePersonOnCallAndKeepsTheCommitsAuthor) {
+  const int64_t id1 = CreateRelease(fleet_.ServeApp("v1"), "0ff1ce", "Ada");
+  WaitForState(id1, "succeeded");
+  const int64_t id2 = CreateRelease(fleet_.ServeApp("v2"), "abc123", "Bea");
+  WaitForState(id2, "succeeded");
+  const std::string oncall = fleet_.CreateToken("on-call", "otto-on-call");
+  CommandResult rb = fleet_.Cli({"--token", oncall, "rollback", "shop"});
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+
+  const Ids rollbacks = ListIds("/api/v1/releases?kind=rollback");
+  ASSERT_EQ(rollbacks.size(), 1u);
+  Resp r = WaitForFinal(rollbacks[0]);
+  EXPECT_EQ(r.body["kind"], "rollback") << r.raw;
+  EXPECT_EQ(r.body["version"], "v1") << r.raw;
+  EXPECT_EQ(r.body["created_by"], "otto-on-call") << r.raw;
+  EXPECT_EQ(r.body["author"], "Ada") << r.raw;
+  EXPECT_EQ(r.body["commit"], "0ff1ce") << r.raw;
+  Resp listed = Get("/api/v1/releases?kind=rollback");
+  ASSERT_EQ(listed.body.size(), 1u) << listed.raw;
+  EXPECT_EQ(listed.body[0]["created_by"], "otto-on-call") << listed.raw;
+  EXPECT_EQ(listed.body[0]["author"], "Ada") << listed.raw;
+
+  // Found by who made it and by the commit's author.
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=otto-on-call"), (Ids{rollbacks[0]}));
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=Ada"), (Ids{rollbacks[0], id1}));
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=Bea"), (Ids{id2}));
+  EXPECT_EQ(ListIds("/api/v1/releases?actor=bootstrap-admin"), (Ids{id2, id1}));
+
+  Resp audit = Get("/api/v1/audit?action=pipeline.rollback");
+  ASSERT_EQ(audit.body.size(), 1u) << audit.raw;
+  EXPECT_EQ(audit.body[0]["actor"], "otto-on-call");
+  EXPECT_EQ(audit.body[0]["target"], "release/" + std::to_string(rollbacks[0]));
+  EXPECT_EQ(ListIds("/api/v1/audit?actor=otto-on-call&action=pipeline.rollback"),
+            (Ids{audit.body[0].value("id", int64_t{0})}));
+}
+
+// --- the dashboard's pipelines: each test writes shop with what it needs ---
+
+constexpr char kOneWave[] = "  - name: all\n    select: {per_region: \"100%\"}\n";
+constexpr char kApprovedWave[] =
+    "  - name: all\n    select: {per_region: \"100%\"}\n    approval: manual\n";
+constexpr char kTimeouts[] = "timeouts: {hook: 10s, fetch: 10s, agent_lost: 10s, approval: 1h}\n";
+
+class DashboardApiTest : public ApiFleetTest {
+ protected:
+  void SetUp() override {}  // each test starts the fleet with its own pipeline
+
+  // Writes shop (region us-east-1) with `waves` and the top-level keys in `more`, starts
+  // lockstepd and an agent of us-east-1 per name in `agents`.
+  void Start(const std::string& waves, const std::string& more,
+             const std::vector<std::string>& agents) {
+    fleet_.WritePipeline("shop.yaml", "pipeline: shop\nregions: [us-east-1]\nwaves:\n" + waves +
+                                          "health:\n  check_hook: true\n" + more);
+    fleet_.StartOrchestrator();
+    for (const auto& name : agents) fleet_.StartAgent(name, "us-east-1");
+    fleet_.WaitForAgents(agents.size());
+  }
+
+  // The wave of `release` awaiting approval (null if none).
+  static json AwaitingWave(const json& release) {
+    if (!release.contains("waves") || !release["waves"].is_array()) return json();
+    for (const auto& w : release["waves"]) {
+      if (w.value("state", "") == "awaiting_approval") return w;
+    }
+    return json();
+  }
+
+  // Release `id` once one of its waves awaits approval.
+  Resp WaitForApproval(int64_t id) {
+    Resp r;
+    Fleet::WaitFor(
+        [&] {
+          r = Get("/api/v1/releases/" + std::to_string(id));
+          return r.status == 200 && AwaitingWave(r.body).is_object();
+        },
+        seconds(60));
+    return r;
+  }
+
+  // The release.approve entries of release `id`, newest first.
+  json Approvals(int64_t id) {
+    Resp audit = Get("/api/v1/audit?action=release.approve");
+    EXPECT_EQ(audit.status, 200) << audit.raw;
+    json out = json::array();
+    if (!audit.body.is_array()) return out;
+    for (const auto& e : audit.body) {
+      if (e.value("target", "") == "release/" + std::to_string(id)) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+TEST_F(DashboardApiTest, AnApprovalTakesAOneLineCommentIntoTheAuditLog) {
+  Start(kApprovedWave, kTimeouts, {"use1-a"});
+  const int64_t id1 = CreateRelease(fleet_.ServeApp("v1"));
+  ASSERT_GT(id1, 0);
+  Resp waiting = WaitForApproval(id1);
+  json wave = AwaitingWave(waiting.body);
+  ASSERT_TRUE(wave.is_object()) << waiting.raw;
+  EXPECT_EQ(wave["name"], "all");
+  const int64_t requested = wave.value("approval_requested_at_ms", int64_t{0});
+  EXPECT_GT(requested, 0) << waiting.raw;
+  EXPECT_EQ(wave.value("approval_deadline_ms", int64_t{0}), requested + 3600 * 1000) << waiting.raw;
+  EXPECT_EQ(wave.value("approved_at_ms", int64_t{-1}), 0) << waiting.raw;
+  EXPECT_EQ(wave["approved_by"], "") << waiting.raw;
+
+  // Refused comments and bodies approve nothing.
+  const std::string path = "/api/v1/releases/" + std::to_string(id1) + "/approve";
+  const std::vector<std::pair<json, std::string>> refused = {
+      {json{{"comment", "canary\nlooks clean"}}, "comment"},
+      {json{{"comment", "canary looks clean\r"}}, "comment"},
+      {json{{"comment", std::string(501, 'x')}}, "comment"},
+      {json{{"comment", 42}}, "comment"},
+      {json{{"comment", "canary looks clean"}, {"colour", "blue"}}, "colour"},
+  };
+  for (const auto& [body, named] : refused) {
+    Resp r = Post(path, body);
+    EXPECT_EQ(r.status, 400) << body.dump() << ": " << r.raw;
+    EXPECT_NE(r.body.value("error", "").find(named), std::string::npos)
+        << body.dump() << ": " << r.raw;
+  }
+  Resp still = Get("/api/v1/releases/" + std::to_string(id1));
+  json unapproved = AwaitingWave(still.body);
+  ASSERT_TRUE(unapproved.is_object()) << still.raw;
+  EXPECT_EQ(unapproved["approved_by"], "") << still.raw;
+  EXPECT_EQ(unapproved.value("approved_at_ms", int64_t{-1}), 0) << still.raw;
+  EXPECT_TRUE(Approvals(id1).empty());
+
+  Resp approved = Post(path, json{{"comment", "canary looks clean"}});
+  ASSERT_EQ(approved.status, 200) << approved.raw;
+  json entries = Approvals(id1);
+  ASSERT_EQ(entries.size(), 1u) << entries.dump();
+  EXPECT_EQ(entries[0]["detail"], "all; comment: canary looks clean");
+  EXPECT_EQ(entries[0]["actor"], "bootstrap-admin");
+  Resp done = WaitForState(id1, "succeeded");
+  ASSERT_TRUE(done.body["waves"].is_array() && done.body["waves"].size() == 1) << done.raw;
+  json passed = done.body["waves"][0];
+  EXPECT_EQ(passed["approved_by"], "bootstrap-admin") << done.raw;
+  EXPECT_GE(passed.value("approved_at_ms", int64_t{0}), requested) << done.raw;
+  EXPECT_EQ(passed.value("approval_requested_at_ms", int64_t{0}), requested) << done.raw;
+  EXPECT_EQ(passed.value("approval_deadline_ms", int64_t{-1}), 0) << done.raw;
+
+  // The CLI: the same refusal, and a comment of the longest length allowed.
+  const int64_t id2 = CreateRelease(fleet_.ServeApp("v2"));
+  ASSERT_GT(id2, 0);
+  ASSERT_TRUE(AwaitingWave(WaitForApproval(id2).body).is_object());
+  CommandResult two_lines =
+      fleet_.Cli({"approve", std::to_string(id2), "--comment", "canary\nlooks clean"});
+  EXPECT_EQ(two_lines.exit_code, 2) << two_lines.err;  // a usage error, as documented
+  EXPECT_NE(two_lines.err.find("comment"), std::string::npos) << two_lines.err;
+  EXPECT_TRUE(Approvals(id2).empty());
+  std::string longest;
+  while (longest.size() < 499) longest += "dashboards green, error rate flat; ";
+  longest.resize(499);
+  longest += ".";
+  CommandResult cli = fleet_.Cli({"approve", std::to_string(id2), "--comment", longest});
+  EXPECT_EQ(cli.exit_code, 0) << cli.err;
+  entries = Approvals(id2);
+  ASSERT_EQ(entries.size(), 1u) << entries.dump();
+  EXPECT_EQ(entries[0]["detail"], "all; comment: " + longest);
+  WaitForState(id2, "succeeded");
+
+  // Without a body, the entry names the wave alone.
+  const int64_t id3 = CreateRelease(fleet_.ServeApp("v3"));
+  ASSERT_GT(id3, 0);
+  ASSERT_TRUE(AwaitingWave(WaitForApproval(id3).body).is_object());
+  Resp bare = Post("/api/v1/releases/" + std::to_string(id3) + "/approve", json());
+  ASSERT_EQ(bare.status, 200) << bare.raw;
+  entries = Approvals(id3);
+  ASSERT_EQ(entries.size(), 1u) << entries.dump();
+  EXPECT_EQ(entries[0]["detail"], "all");
+  WaitForState(id3, "succeeded");
+}
+
+TEST_F(DashboardApiTest, CommitAndCompareUrlsComeFromThePipelinesLinkTemplates) {
+  Start(kOneWave,
+        std::string(kTimeouts) +
+            "links: {commit: \"https://code.example/c/{sha}\", compare: "
+            "\"https://code.example/compare/{from}...{to}\"}\n",
+        {"use1-a"});
+  Resp pipeline = Get("/api/v1/pipelines/shop");
+  ASSERT_EQ(pipeline.status, 200) << pipeline.raw;
+  EXPECT_EQ(pipeline.body["links"]["commit"], "https://code.example/c/{sha}") << pipeline.raw;
+  EXPECT_EQ(pipeline.body["links"]["compare"], "https://code.example/compare/{from}...{to}")
+      << pipeline.raw;
+  Resp pipelines = Get("/api/v1/pipelines");
+  ASSERT_EQ(pipelines.body.size(), 1u) << pipelines.raw;
+  EXPECT_EQ(pipelines.body[0]["links"], pipeline.body["links"]);
+
+  const int64_t id1 = CreateRelease(fleet_.ServeApp("v1"), "0ff1ce", "ada");
+  Resp v1 = WaitForState(id1, "succeeded");
+  EXPECT_EQ(v1.body["commit_url"], "https://code.example/c/0ff1ce") << v1.raw;
+  EXPECT_EQ(v1.body["compare_url"], "") << v1.raw;  // nothing before it
+  EXPECT_EQ(v1.body["previous_commit"], "") << v1.raw;
+
+  const int64_t id2 = CreateRelease(fleet_.ServeApp("v2"), "abc123", "ada");
+  Resp v2 = WaitForState(id2, "succeeded");
+  EXPECT_EQ(v2.body["commit_url"], "https://code.example/c/abc123") << v2.raw;
+  EXPECT_EQ(v2.body["compare_url"], "https://code.example/compare/0ff1ce...abc123") << v2.raw;
+  EXPECT_EQ(v2.body["previous_commit"], "0ff1ce") << v2.raw;
+
+  // A release without a commit has neither URL, though the one before it has a commit.
+  const int64_t id3 = CreateRelease(fleet_.ServeApp("v3"));
+  Resp v3 = WaitForState(id3, "succeeded");
+  EXPECT_EQ(v3.body["commit_url"], "") << v3.raw;
+  EXPECT_EQ(v3.body["compare_url"], "") << v3.raw;
+  EXPECT_EQ(v3.body["previous_commit"], "abc123") << v3.raw;
+}
+
+TEST_F(DashboardApiTest, AHostWhoseCheckFailedKeepsItsFailureOnceReverted) {
+  Start(kOneWave,
+        std::string(kTimeouts) + "rollback: {automatic: true, tolerate_failed_hosts: 0}\n",
+        {"use1-a", "use1-b"});
+  const int64_t id1 = CreateRelease(fleet_.ServeApp("v1"));
+  Resp v1 = WaitForState(id1, "succeeded");
+  ASSERT_EQ(v1.body["hosts"].size(), 2u) << v1.raw;
+  for (const auto& h : v1.body["hosts"]) EXPECT_EQ(h.value("failure", "?"), "") << v1.raw;
+
+  AppBehaviour bad;
+  bad.check_fail_on_agent = "use1-b";
+  const int64_t id2 = CreateRelease(fleet_.ServeApp("v2", bad));
+  Resp v2 = WaitForState(id2, "rolled_back");
+  ASSERT_EQ(v2.body["state"], "rolled_back") << v2.raw;
+  ASSERT_TRUE(v2.body["hosts"].is_array()) << v2.raw;
+  int reverted = 0;
+  bool failed_host_seen = false;
+  for (const auto& h : v2.body["hosts"]) {
+    EXPECT_EQ(h.value("state", ""), "reverted") << h.dump();
+    if (h.value("state", "") == "reverted") ++reverted;
+    if (h.value("agent", "") == "use1-b") {
+      failed_host_seen = true;
+      EXPECT_NE(h.value("failure", "").find("failed at check"), std::string::npos) << h.dump();
+      EXPECT_NE(h.value("failure", "").find("deploy/check of v2 exited with status 1"),
+                std::string::npos)
+          << h.dump();
+    } else {
+      EXPECT_EQ(h.value("failure", "?"), "") << h.dump();
+    }
+  }
+  EXPECT_TRUE(failed_host_seen) << v2.raw;
+  EXPECT_EQ(reverted, 2) << v2.raw;
+}
+
+TEST_F(DashboardApiTest, TheAuditLogFiltersByPipelineActorActionTextAndTimeAndPagesBeforeAnId) {
+  fleet_.WritePipeline("cart.yaml",
+                       "pipeline: cart\nregions: [eu-west-1]\nwaves:\n" + std::string(kOneWave));
+  Start(kOneWave, kTimeouts, {"use1-a"});
+  const std::string opal = fleet_.CreateToken("release-manager", "opal");
+  const int64_t id = CreateRelease(fleet_.ServeApp("v1"));
+  WaitForState(id, "succeeded");
+  ASSERT_EQ(Post("/api/v1/pipelines/shop/pause", json()).status, 200);
+  ASSERT_EQ(Post("/api/v1/pipelines/shop/resume", json()).status, 200);
+  ASSERT_EQ(Post("/api/v1/pipelines/cart/pause", json(), opal).status, 200);
+  Resp frozen = Post("/api/v1/pipelines/cart/freeze",
+                     json{{"reason", "INC-7: 50% of checkouts fail in a_b"}}, opal);
+  ASSERT_EQ(frozen.status, 200) << frozen.raw;
+
+  // The whole log so far. Every query below is bounded by it (before_id), so whatever is
+  // written meanwhile does not count, and its answer is compared with this log filtered here.
+  Resp everything = Get("/api/v1/audit?limit=500");
+  ASSERT_EQ(everything.status, 200) << everything.raw;
+  ASSERT_TRUE(everything.body.is_array() && !everything.body.empty()) << everything.raw;
+  const json trail = everything.body;
+  const int64_t above = trail[0].value("id", int64_t{0}) + 1;
+  const std::string bound = "&limit=500&before_id=" + std::to_string(above);
+  auto found = [&](const std::string& query) { return ListIds("/api/v1/audit?" + query + bound); };
+  auto expected = [&](const std::function<bool(const json&)>& keep) {
+    Ids ids;
+    for (const auto& e : trail) {
+      if (keep(e)) ids.push_back(e.value("id", int64_t{0}));
+    }
+    return ids;
+  };
+  auto text = [](const json& e, const char* key) { return e.value(key, std::string()); };
+  auto with_prefix = [&](const std::string& prefix) {
+    return expected([&](const json& e) { return text(e, "action").rfind(prefix, 0) == 0; });
+  };
+  auto containing = [&](const std::string& needle) {
+    return expected([&](const json& e) {
+      for (const char* key : {"actor", "action", "target", "detail"}) {
+        if (Lower(text(e, key)).find(Lower(needle)) != std::string::npos) return true;
+      }
+      return false;
+    });
+  };
+  for (size_t i = 1; i < trail.size(); ++i) {
+    EXPECT_LT(trail[i].value("id", int64_t{0}), trail[i - 1].value("id", int64_t{0}))
+        << "newest first";
+  }
+
+  // A pipeline: the entries targeting it or one of its releases.
+  const std::string of_release = "release/" + std::to_string(id);
+  const Ids of_shop = expected([&](const json& e) {
+    return text(e, "target") == "shop" || text(e, "target") == of_release;
+  });
+  EXPECT_GE(of_shop.size(), 3u);  // created, paused, resumed, and the engine's entries
+  EXPECT_EQ(found("pipeline=shop"), of_shop);
+  const Ids of_cart = expected([&](const json& e) { return text(e, "target") == "cart"; });
+  EXPECT_EQ(of_cart.size(), 2u);
+  EXPECT_EQ(found("pipeline=cart"), of_cart);
+  Resp unknown = Get("/api/v1/audit?pipeline=nope");
+  EXPECT_EQ(unknown.status, 404) << unknown.raw;
+
+  // An actor, exactly.
+  EXPECT_EQ(found("actor=opal"), of_cart);
+  EXPECT_EQ(found("actor=opa"), Ids{});
+
+  // An action prefix.
+  EXPECT_EQ(with_prefix("pipeline.").size(), 4u);
+  EXPECT_EQ(found("action=pipeline."), with_prefix("pipeline."));
+  EXPECT_EQ(with_prefix("pipeline.pause").size(), 2u);
+  EXPECT_EQ(found("action=pipeline.pause"), with_prefix("pipeline.pause"));
+  EXPECT_FALSE(with_prefix("release.").empty());
+  EXPECT_EQ(found("action=release."), with_prefix("release."));
+  EXPECT_EQ(found("action=release.create"), with_prefix("release.create"));
+
+  // Text: case-insensitive, '%' and '_' are plain characters.
+  EXPECT_EQ(containing("inc-7").size(), 1u);
+  EXPECT_EQ(found("q=inc-7"), containing("inc-7"));
+  EXPECT_EQ(found("q=OPAL"), containing("opal"));
+  EXPECT_EQ(found("q=Checkouts%20FAIL"), containing("checkouts fail"));
+  for (const std::string needle : {"%", "_", "a_b", "50%"}) {
+    const Ids want = containing(needle);
+    EXPECT_FALSE(want.empty()) << needle;
+    EXPECT_LT(want.size(), trail.size()) << needle;
+    std::string encoded;
+    for (char c : needle) encoded += c == '%' ? std::string("%25") : std::string(1, c);
+    EXPECT_EQ(found("q=" + encoded), want) << needle;
+  }
+
+  // Time, both bounds included.
+  int64_t paused_at = 0;
+  for (const auto& e : trail) {
+    if (text(e, "action") == "pipeline.pause" && text(e, "target") == "cart") {
+      paused_at = e.value("at_ms", int64_t{0});
+    }
+  }
+  ASSERT_GT(paused_at, 0);
+  auto at_ms = [](const json& e) { return e.value("at_ms", int64_t{0}); };
+  const std::string t = std::to_string(paused_at);
+  EXPECT_EQ(found("since_ms=" + t), expected([&](const json& e) { return at_ms(e) >= paused_at; }));
+  EXPECT_EQ(found("until_ms=" + t), expected([&](const json& e) { return at_ms(e) <= paused_at; }));
+  EXPECT_EQ(found("since_ms=" + t + "&until_ms=" + t),
+            expected([&](const json& e) { return at_ms(e) == paused_at; }));
+
+  // Every filter at once.
+  EXPECT_EQ(found("pipeline=cart&actor=opal&action=pipeline.&q=inc-7&since_ms=" + t),
+            expected([&](const json& e) { return text(e, "action") == "pipeline.freeze"; }));
+
+  // Pages, each below the smallest id of the page before, make up the whole log.
+  auto paged = [&](const std::string& query, size_t size) {
+    Ids all;
+    int64_t before = above;
+    for (size_t page = 0; page <= trail.size(); ++page) {
+      Ids ids = ListIds("/api/v1/audit?limit=" + std::to_string(size) +
+                        "&before_id=" + std::to_string(before) + query);
+      if (ids.empty()) break;
+      EXPECT_LE(ids.size(), size);
+      all.insert(all.end(), ids.begin(), ids.end());
+      before = *std::min_element(ids.begin(), ids.end());
+    }
+    return all;
+  };
+  EXPECT_EQ(paged("", 2), expected([](const json&) { return true; }));
+  EXPECT_EQ(paged("&action=pipeline.", 1), with_prefix("pipeline."));
+
+  for (const char* bad : {"since_ms=abc", "until_ms=-5", "before_id=-1", "before_id=1e3"}) {
+    const std::string query = bad;
+    ExpectRefusedNaming("/api/v1/audit?" + query, query.substr(0, query.find('=')));
+  }
+  Resp long_text = Get("/api/v1/audit?q=" + std::string(201, 'x'));
+  EXPECT_EQ(long_text.status, 400) << long_text.raw;
+  EXPECT_EQ(long_text.body.value("error", "").rfind("q", 0), 0u) << long_text.raw;
 }
 
 }  // namespace

@@ -77,6 +77,18 @@ inline AuditRecord Entry(const std::string& action, UnixMs at) {
   return a;
 }
 
+// An audit entry with every searched field chosen; the tests give each its own detail.
+inline AuditRecord Logged(const std::string& actor, const std::string& action,
+                          const std::string& target, const std::string& detail, UnixMs at) {
+  AuditRecord a;
+  a.at = at;
+  a.actor = actor;
+  a.action = action;
+  a.target = target;
+  a.detail = detail;
+  return a;
+}
+
 inline ReleaseRecord NewRelease(const std::string& pipeline, const std::string& version) {
   ReleaseRecord r;
   r.pipeline = pipeline;
@@ -296,6 +308,7 @@ inline void ExpectSameRelease(const ReleaseRecord& want, const ReleaseRecord& go
   EXPECT_EQ(got.previous_release_id, want.previous_release_id);
   EXPECT_EQ(got.abort_requested_by, want.abort_requested_by);
   EXPECT_EQ(got.abort_requested_at, want.abort_requested_at);
+  EXPECT_EQ(got.created_by, want.created_by);
 }
 
 inline void ExpectSameWave(const WaveRecord& want, const WaveRecord& got) {
@@ -329,6 +342,7 @@ inline void ExpectSameHost(const HostRecord& want, const HostRecord& got) {
   EXPECT_EQ(got.attempt, want.attempt);
   EXPECT_EQ(got.switch_sent, want.switch_sent);
   EXPECT_EQ(got.output_tail, want.output_tail);
+  EXPECT_EQ(got.failure, want.failure);
 }
 
 inline void ExpectSameTrack(const BringupRecord& want, const BringupRecord& got) {
@@ -457,9 +471,15 @@ class StoreConformance : public ::testing::Test {
     ReleaseRecord wanted = NewRelease(pipeline, version);
     wanted.kind = kind;
     wanted.commit = commit;
-    auto created = store_->CreateRelease(wanted, Entry("release.create", 1));
+    return CreateAs(wanted, state);
+  }
+
+  // The same for a release whose every field the caller chose (`audit` is its entry).
+  ReleaseRecord CreateAs(const ReleaseRecord& wanted, const std::string& state,
+                         const AuditRecord& audit = Entry("release.create", 1)) {
+    auto created = store_->CreateRelease(wanted, audit);
     if (!created.ok()) {
-      ADD_FAILURE() << "CreateRelease " << pipeline << " " << version << ": "
+      ADD_FAILURE() << "CreateRelease " << wanted.pipeline << " " << wanted.version << ": "
                     << created.status().ToString();
       return wanted;
     }
@@ -514,6 +534,33 @@ class StoreConformance : public ::testing::Test {
   }
 
   std::vector<AuditRecord> AuditLog() { return Must(store_->Audit(1000), "Audit(1000)"); }
+
+  std::vector<AuditRecord> FindAudit(const AuditQuery& q) {
+    return Must(store_->FindAudit(q), "FindAudit");
+  }
+
+  // The details of the entries `q` finds, in the order found.
+  std::vector<std::string> Found(const AuditQuery& q) {
+    std::vector<std::string> details;
+    for (const auto& e : FindAudit(q)) details.push_back(e.detail);
+    return details;
+  }
+
+  // Appends `entries` in one batch.
+  void Append(const std::vector<AuditRecord>& entries) {
+    WriteBatch b;
+    b.audit = entries;
+    Commit(b);
+  }
+
+  // The id the store gave the entry with `detail` (0 and a failure if there is none).
+  int64_t AuditIdOf(const std::string& detail) {
+    for (const auto& e : AuditLog()) {
+      if (e.detail == detail) return e.id;
+    }
+    ADD_FAILURE() << "no audit entry with detail " << detail;
+    return 0;
+  }
 
   Snapshot Take(int64_t release_id) {
     Snapshot s;
@@ -2234,6 +2281,452 @@ TYPED_TEST_P(StoreConformance, WritesAreNotFencedByDefault) {
   this->ExpectWritable();
 }
 
+// ------------------------------------------------ creators, host failures, filtered history
+
+TYPED_TEST_P(StoreConformance, TheCreatorRoundTripsAndAnUpsertKeepsIt) {
+  ReleaseRecord wanted = NewRelease("web", "v1");
+  wanted.commit = "c1";
+  wanted.author = "ada";
+  wanted.created_by = "otto-on-call";
+  wanted.kind = release_kind::kRollback;
+  auto created = this->store().CreateRelease(wanted, Entry("pipeline.rollback", 1));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  wanted.id = created->id;
+  ExpectSameRelease(wanted, *created);
+  ExpectSameRelease(wanted, this->Reread(created->id));
+  ReleaseQuery by_commit;
+  by_commit.commit = "c1";
+  auto found = Must(this->store().FindReleases(by_commit), "FindReleases");
+  ASSERT_EQ(found.size(), 1u);
+  ExpectSameRelease(wanted, found[0]);
+
+  // Any text, and none at all (a release made before its creator was kept).
+  ReleaseRecord unusual = NewRelease("web", "v2");
+  unusual.created_by = "d\xc3\xa9ploy \"bot\" 100%_done";
+  const ReleaseRecord stored = this->CreateAs(unusual, release_state::kQueued);
+  EXPECT_EQ(this->Reread(stored.id).created_by, unusual.created_by);
+  const ReleaseRecord nobody = this->Create("web", "v3");
+  EXPECT_EQ(this->Reread(nobody.id).created_by, "");
+
+  // Who made it is identity: the engine's upsert never writes it.
+  ReleaseRecord moved = *created;
+  moved.state = release_state::kSucceeded;
+  moved.finished_at = 3000;
+  moved.created_by = "someone-else";
+  WriteBatch b;
+  b.releases.push_back(moved);
+  this->Commit(b);
+  moved.created_by = "otto-on-call";
+  ExpectSameRelease(moved, this->Reread(created->id));
+}
+
+TYPED_TEST_P(StoreConformance, AHostsFailureRoundTripsThroughItsRevertAndIsClearedOnlyWhenWritten) {
+  const ReleaseRecord r = this->Create("web", "v2");
+  HostRecord failed = NewHost(r.id, "web-1", "eu-west-1", 0);
+  failed.state = host_state::kFailed;
+  failed.detail = "activate failed at check: deploy/check of v2 exited with status 1";
+  failed.failure = failed.detail;
+  failed.step = host_step::kActivate;
+  failed.switch_sent = true;
+  HostRecord healthy = NewHost(r.id, "web-2", "eu-west-1", 0);
+  healthy.state = host_state::kDone;
+  healthy.detail = "running v2";
+  WriteBatch b;
+  b.hosts = {failed, healthy};
+  this->Commit(b);
+  auto hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 2u);
+  ExpectSameHost(failed, hosts[0]);
+  ExpectSameHost(healthy, hosts[1]);
+
+  // Reverted, the host tells what it does now and still what it failed with.
+  failed.state = host_state::kReverted;
+  failed.detail = "reverted to v1";
+  failed.step = host_step::kRevert;
+  healthy.state = host_state::kReverted;
+  healthy.detail = "reverted to v1";
+  WriteBatch reverted;
+  reverted.hosts = {failed, healthy};
+  this->Commit(reverted);
+  hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 2u);
+  ExpectSameHost(failed, hosts[0]);
+  ExpectSameHost(healthy, hosts[1]);
+  EXPECT_EQ(hosts[0].failure, "activate failed at check: deploy/check of v2 exited with status 1");
+  EXPECT_EQ(hosts[1].failure, "");
+
+  // Any text, of any length the engine writes.
+  failed.failure = Utf8Text(4096);
+  WriteBatch big;
+  big.hosts.push_back(failed);
+  this->Commit(big);
+  hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 2u);
+  EXPECT_TRUE(hosts[0].failure == failed.failure) << "the 4 KiB failure came back changed";
+
+  failed.state = host_state::kDone;
+  failed.detail = "running v2";
+  failed.failure.clear();
+  WriteBatch cleared;
+  cleared.hosts.push_back(failed);
+  this->Commit(cleared);
+  hosts = Must(this->store().Hosts(r.id), "Hosts");
+  ASSERT_EQ(hosts.size(), 2u);
+  ExpectSameHost(failed, hosts[0]);
+}
+
+TYPED_TEST_P(StoreConformance, FindReleasesByActorMatchesTheAuthorOrTheCreatorExactly) {
+  auto make = [this](const std::string& author, const std::string& created_by) {
+    ReleaseRecord r = NewRelease("web", "v-" + author + "-" + created_by);
+    r.author = author;
+    r.created_by = created_by;
+    return this->CreateAs(r, release_state::kSucceeded).id;
+  };
+  const int64_t pushed = make("ada", "github");
+  const int64_t for_bob = make("bob", "ada");
+  const int64_t both = make("ada", "ada");
+  const int64_t capital = make("Ada", "");
+  const int64_t longer = make("ada-l", "adam");
+  const int64_t only_creator = make("", "carol");
+  const int64_t neither = make("", "");
+
+  ReleaseQuery q;
+  q.limit = 0;
+  q.actor = "ada";
+  EXPECT_THAT(this->Ids(q), ElementsAre(both, for_bob, pushed));
+  q.actor = "github";
+  EXPECT_THAT(this->Ids(q), ElementsAre(pushed));
+  q.actor = "Ada";
+  EXPECT_THAT(this->Ids(q), ElementsAre(capital));
+  q.actor = "carol";
+  EXPECT_THAT(this->Ids(q), ElementsAre(only_creator));
+  q.actor = "adam";
+  EXPECT_THAT(this->Ids(q), ElementsAre(longer));
+  for (const char* none : {"ad", "a%", "ad_", "ADA", "nobody"}) {
+    q.actor = none;
+    EXPECT_THAT(this->Ids(q), IsEmpty()) << "actor " << none;
+  }
+  q.actor = "";
+  EXPECT_THAT(this->Ids(q),
+              ElementsAre(neither, only_creator, longer, capital, both, for_bob, pushed));
+}
+
+TYPED_TEST_P(StoreConformance, FindReleasesByCreationTimeIncludesBothBounds) {
+  auto at = [this](UnixMs created_at) {
+    ReleaseRecord r = NewRelease("web", "v" + std::to_string(created_at));
+    r.created_at = created_at;
+    return this->CreateAs(r, release_state::kSucceeded).id;
+  };
+  const int64_t t1000 = at(1000);
+  const int64_t t2000 = at(2000);
+  const int64_t t2000b = at(2000);
+  const int64_t t3000 = at(3000);
+  const int64_t t4000 = at(4000);
+  const int64_t t1500 = at(1500);  // a later id with an earlier time: still ordered by id
+
+  ReleaseQuery q;
+  q.limit = 0;
+  q.created_from = 2000;
+  EXPECT_THAT(this->Ids(q), ElementsAre(t4000, t3000, t2000b, t2000));
+  q.created_from = 0;
+  q.created_to = 2000;
+  EXPECT_THAT(this->Ids(q), ElementsAre(t1500, t2000b, t2000, t1000));
+  q.created_from = 1500;
+  q.created_to = 3000;
+  EXPECT_THAT(this->Ids(q), ElementsAre(t1500, t3000, t2000b, t2000));
+  q.created_from = 3000;
+  q.created_to = 3000;
+  EXPECT_THAT(this->Ids(q), ElementsAre(t3000));
+  q.created_from = 2001;
+  q.created_to = 2999;
+  EXPECT_THAT(this->Ids(q), IsEmpty());
+  q.created_from = 4001;
+  q.created_to = 0;
+  EXPECT_THAT(this->Ids(q), IsEmpty());
+  q.created_from = 0;
+  q.created_to = 999;
+  EXPECT_THAT(this->Ids(q), IsEmpty());
+}
+
+TYPED_TEST_P(StoreConformance, FindReleasesCombinesActorAndCreationTimeWithEveryOtherFilter) {
+  // Each release but the matching ones differs from them in exactly one filtered field.
+  auto make = [this](const std::string& pipeline, const std::string& state,
+                     const std::string& author, const std::string& created_by, UnixMs created_at) {
+    ReleaseRecord r = NewRelease(pipeline, "v2");
+    r.author = author;
+    r.created_by = created_by;
+    r.created_at = created_at;
+    return this->CreateAs(r, state).id;
+  };
+  const std::string failed = release_state::kFailed;
+  const int64_t match1 = make("web", failed, "ada", "github", 2000);
+  make("api", failed, "ada", "github", 2500);                     // pipeline
+  make("web", release_state::kSucceeded, "ada", "github", 2500);  // state
+  make("web", failed, "bob", "carol", 2500);                      // actor
+  make("web", failed, "ada", "github", 1999);                     // created too early
+  make("web", failed, "ada", "github", 3001);                     // created too late
+  const int64_t match2 = make("web", release_state::kRolledBack, "bob", "ada", 3000);
+  const int64_t match3 = make("web", failed, "", "ada", 2500);
+  const int64_t too_new = make("web", failed, "ada", "github", 2500);  // before_id
+
+  ReleaseQuery q;
+  q.pipeline = "web";
+  q.states = {release_state::kFailed, release_state::kRolledBack};
+  q.version = "v2";
+  q.actor = "ada";
+  q.created_from = 2000;
+  q.created_to = 3000;
+  q.before_id = too_new;
+  q.limit = 0;
+  EXPECT_THAT(this->Ids(q), ElementsAre(match3, match2, match1));
+  // Paging: the next page starts below the smallest id of this one.
+  q.limit = 2;
+  EXPECT_THAT(this->Ids(q), ElementsAre(match3, match2));
+  q.before_id = match2;
+  EXPECT_THAT(this->Ids(q), ElementsAre(match1));
+  q.before_id = match1;
+  EXPECT_THAT(this->Ids(q), IsEmpty());
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditWithoutFiltersIsEveryEntryNewestFirstAtMostLimit) {
+  EXPECT_THAT(this->FindAudit(AuditQuery()), IsEmpty());
+  std::vector<AuditRecord> entries;
+  for (int i = 0; i < 120; ++i) {
+    AuditRecord e = Logged("actor-" + std::to_string(i), "action-" + std::to_string(i),
+                           "release/" + std::to_string(i), "e" + std::to_string(i), 10 + i);
+    e.outcome = i % 2 ? "ok" : "denied";
+    entries.push_back(e);
+  }
+  this->Append(entries);
+
+  auto by_default = this->FindAudit(AuditQuery());
+  ASSERT_EQ(by_default.size(), 100u);
+  for (size_t i = 0; i < by_default.size(); ++i) {
+    ExpectSameAudit(entries[119 - i], by_default[i]);
+    if (i > 0) {
+      EXPECT_LT(by_default[i].id, by_default[i - 1].id);
+    }
+  }
+  AuditQuery q;
+  q.limit = 5;
+  EXPECT_THAT(this->Found(q), ElementsAre("e119", "e118", "e117", "e116", "e115"));
+  q.limit = 0;
+  EXPECT_EQ(this->FindAudit(q).size(), 100u);
+  q.limit = -1;
+  EXPECT_EQ(this->FindAudit(q).size(), 100u);
+  q.limit = 1000;
+  EXPECT_EQ(this->FindAudit(q).size(), 120u);
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditByPipelineIsItsEntriesAndThoseOfItsReleases) {
+  const ReleaseRecord web1 = this->CreateAs(NewRelease("web", "v1"), release_state::kSucceeded,
+                                            Logged("ada", "release.create", "", "web1 made", 10));
+  const ReleaseRecord api1 = this->CreateAs(NewRelease("api", "v1"), release_state::kSucceeded,
+                                            Logged("ada", "release.create", "", "api1 made", 11));
+  const ReleaseRecord web2 = this->CreateAs(NewRelease("web", "v2"), release_state::kRolling,
+                                            Logged("ada", "release.create", "", "web2 made", 12));
+  const std::string of_web1 = "release/" + std::to_string(web1.id);
+  const std::string of_web2 = "release/" + std::to_string(web2.id);
+  const std::string of_api1 = "release/" + std::to_string(api1.id);
+  this->Append({
+      Logged("ada", "pipeline.pause", "web", "web paused", 20),
+      Logged("ada", "pipeline.pause", "api", "api paused", 21),
+      Logged("engine", "release.start", of_web2, "web2 started", 22),
+      Logged("engine", "release.start", of_api1, "api1 started", 23),
+      Logged("ada", "pipeline.pause", "webshop", "webshop paused", 24),
+      Logged("ada", "pipeline.pause", "WEB", "WEB paused", 25),
+      Logged("ada", "agents.remove", "agent/web-1", "agent removed", 26),
+      Logged("ada", "pipelines.reload", "pipelines", "reloaded", 27),
+      Logged("ada", "release.note", of_web1 + "0", "a longer id", 28),
+      Logged("ada", "release.note", "release/" + std::to_string(web2.id + 1000), "no release", 29),
+      Logged("ada", "release.note", "web/" + of_web1, "not a target of web", 30),
+  });
+
+  AuditQuery q;
+  q.pipeline = "web";
+  EXPECT_THAT(this->Found(q), ElementsAre("web2 started", "web paused", "web2 made", "web1 made"));
+  q.pipeline = "api";
+  EXPECT_THAT(this->Found(q), ElementsAre("api1 started", "api paused", "api1 made"));
+  for (const char* none : {"we", "web%", "web_", "nope"}) {
+    q.pipeline = none;
+    EXPECT_THAT(this->Found(q), IsEmpty()) << "pipeline " << none;
+  }
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditByActorIsExact) {
+  this->Append({Logged("ada", "release.create", "", "by ada", 10),
+                Logged("Ada", "release.create", "", "by Ada", 11),
+                Logged("adam", "release.create", "", "by adam", 12),
+                Logged("ad", "release.create", "", "by ad", 13),
+                Logged("a_a", "release.create", "", "by a_a", 14),
+                Logged("ada", "pipeline.pause", "web", "by ada again", 15)});
+  AuditQuery q;
+  q.actor = "ada";
+  EXPECT_THAT(this->Found(q), ElementsAre("by ada again", "by ada"));
+  q.actor = "a_a";
+  EXPECT_THAT(this->Found(q), ElementsAre("by a_a"));
+  for (const char* none : {"a", "a%", "ad_", "ADA", "nobody"}) {
+    q.actor = none;
+    EXPECT_THAT(this->Found(q), IsEmpty()) << "actor " << none;
+  }
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditByActionIsAPrefixMatchedLiterally) {
+  this->Append({Logged("ada", "release.create", "", "release.create", 10),
+                Logged("ada", "release.approve", "", "release.approve", 11),
+                Logged("ada", "pipeline.pause", "", "pipeline.pause", 12),
+                Logged("ada", "release", "", "release", 13),
+                Logged("ada", "releases.sync", "", "releases.sync", 14),
+                Logged("ada", "a_b.x", "", "a_b.x", 15), Logged("ada", "axb.x", "", "axb.x", 16),
+                Logged("ada", "a%b.x", "", "a%b.x", 17), Logged("ada", "abcb.x", "", "abcb.x", 18),
+                Logged("ada", "xa_b.x", "", "xa_b.x", 19)});
+  AuditQuery q;
+  q.action_prefix = "release.";
+  EXPECT_THAT(this->Found(q), ElementsAre("release.approve", "release.create"));
+  q.action_prefix = "release";
+  EXPECT_THAT(this->Found(q),
+              ElementsAre("releases.sync", "release", "release.approve", "release.create"));
+  q.action_prefix = "release.create";
+  EXPECT_THAT(this->Found(q), ElementsAre("release.create"));
+  q.action_prefix = "pipeline.";
+  EXPECT_THAT(this->Found(q), ElementsAre("pipeline.pause"));
+  // '_' and '%' are characters like any other, not patterns.
+  q.action_prefix = "a_b";
+  EXPECT_THAT(this->Found(q), ElementsAre("a_b.x"));
+  q.action_prefix = "a%";
+  EXPECT_THAT(this->Found(q), ElementsAre("a%b.x"));
+  q.action_prefix = "a%b.";
+  EXPECT_THAT(this->Found(q), ElementsAre("a%b.x"));
+  for (const char* none : {"_", "%", "%.x", "release.created", "elease.", "x.", "b.x"}) {
+    q.action_prefix = none;
+    EXPECT_THAT(this->Found(q), IsEmpty()) << "action prefix " << none;
+  }
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditByTextIsACaseInsensitiveSubstringOfFourFields) {
+  this->Append(
+      {Logged("Canary-Bot", "x.a", "t1", "in the actor", 10),
+       Logged("ada", "CANARY.check", "t2", "in the action", 11),
+       Logged("ada", "x.b", "release/canary", "in the target", 12),
+       Logged("ada", "x.c", "t3", "the Canary looks clean", 13),
+       Logged("ada", "x.d", "t4", "nowhere", 14), Logged("ada", "x.e", "t5", "50% done", 15),
+       Logged("ada", "x.f", "t6", "50 done", 16), Logged("ada", "x.g", "t7", "a_b ready", 17),
+       Logged("ada", "x.h", "t8", "axb ready", 18)});
+  AuditQuery q;
+  for (const char* needle : {"canary", "CANARY", "cAnArY", "anar"}) {
+    q.text = needle;
+    EXPECT_THAT(this->Found(q), ElementsAre("the Canary looks clean", "in the target",
+                                            "in the action", "in the actor"))
+        << "text " << needle;
+  }
+  q.text = "canary looks";
+  EXPECT_THAT(this->Found(q), ElementsAre("the Canary looks clean"));
+  // '%' and '_' are characters like any other, not patterns.
+  q.text = "50%";
+  EXPECT_THAT(this->Found(q), ElementsAre("50% done"));
+  q.text = "%";
+  EXPECT_THAT(this->Found(q), ElementsAre("50% done"));
+  q.text = "a_b";
+  EXPECT_THAT(this->Found(q), ElementsAre("a_b ready"));
+  q.text = "_";
+  EXPECT_THAT(this->Found(q), ElementsAre("a_b ready"));
+  for (const char* none : {"canary!", "50%d", "a%b", "%done", "nothing"}) {
+    q.text = none;
+    EXPECT_THAT(this->Found(q), IsEmpty()) << "text " << none;
+  }
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditBetweenTimesIncludesBothBounds) {
+  this->Append({Logged("ada", "x.a", "", "at 100", 100), Logged("ada", "x.a", "", "at 200", 200),
+                Logged("ada", "x.a", "", "at 200 again", 200),
+                Logged("ada", "x.a", "", "at 300", 300), Logged("ada", "x.a", "", "at 400", 400),
+                Logged("ada", "x.a", "", "at 150", 150)});
+  AuditQuery q;
+  q.since = 200;
+  EXPECT_THAT(this->Found(q), ElementsAre("at 400", "at 300", "at 200 again", "at 200"));
+  q.since = 0;
+  q.until = 200;
+  EXPECT_THAT(this->Found(q), ElementsAre("at 150", "at 200 again", "at 200", "at 100"));
+  q.since = 150;
+  q.until = 300;
+  EXPECT_THAT(this->Found(q), ElementsAre("at 150", "at 300", "at 200 again", "at 200"));
+  q.since = 300;
+  q.until = 300;
+  EXPECT_THAT(this->Found(q), ElementsAre("at 300"));
+  q.since = 201;
+  q.until = 299;
+  EXPECT_THAT(this->Found(q), IsEmpty());
+  q.since = 401;
+  q.until = 0;
+  EXPECT_THAT(this->Found(q), IsEmpty());
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditBeforeAnIdPagesNewestFirst) {
+  std::vector<AuditRecord> entries;
+  for (int i = 0; i < 7; ++i) {
+    entries.push_back(
+        Logged("ada", i % 2 ? "release.x" : "pipeline.x", "", "e" + std::to_string(i), 100 + i));
+  }
+  this->Append(entries);
+  AuditQuery q;
+  q.limit = 3;
+  auto page = this->FindAudit(q);
+  ASSERT_EQ(page.size(), 3u);
+  EXPECT_EQ(page[0].detail, "e6");
+  EXPECT_EQ(page[2].detail, "e4");
+  q.before_id = page[2].id;
+  EXPECT_THAT(this->Found(q), ElementsAre("e3", "e2", "e1"));
+  q.before_id = this->AuditIdOf("e1");
+  EXPECT_THAT(this->Found(q), ElementsAre("e0"));
+  q.before_id = this->AuditIdOf("e0");
+  EXPECT_THAT(this->Found(q), IsEmpty());
+  q.before_id = this->AuditIdOf("e6") + 1;
+  q.limit = 0;
+  EXPECT_THAT(this->Found(q), ElementsAre("e6", "e5", "e4", "e3", "e2", "e1", "e0"));
+
+  // With a filter, a page is of the matching entries only.
+  AuditQuery releases;
+  releases.action_prefix = "release.";
+  releases.limit = 2;
+  EXPECT_THAT(this->Found(releases), ElementsAre("e5", "e3"));
+  releases.before_id = this->AuditIdOf("e3");
+  EXPECT_THAT(this->Found(releases), ElementsAre("e1"));
+}
+
+TYPED_TEST_P(StoreConformance, FindAuditCombinesEveryFilter) {
+  const ReleaseRecord web = this->Create("web", "v1");
+  const ReleaseRecord api = this->Create("api", "v1");
+  const std::string of_web = "release/" + std::to_string(web.id);
+  const std::string of_api = "release/" + std::to_string(api.id);
+  // Each entry but the matching ones differs from them in exactly one filtered field.
+  this->Append({
+      Logged("ada", "release.approve", of_web, "match1: canary clean", 2000),
+      Logged("ada", "release.approve", of_api, "pipeline: canary clean", 2500),
+      Logged("bob", "release.approve", of_web, "actor: canary clean", 2500),
+      Logged("ada", "pipeline.pause", "web", "action: canary clean", 2500),
+      Logged("ada", "release.approve", of_web, "text: dashboards green", 2500),
+      Logged("ada", "release.approve", of_web, "since: canary clean", 1999),
+      Logged("ada", "release.approve", of_web, "until: canary clean", 3001),
+      Logged("ada", "release.abort", "web", "match2: CANARY", 3000),
+      Logged("ada", "release.approve", of_web, "match3: canary clean", 2500),
+      Logged("ada", "release.approve", of_web, "before: canary clean", 2500),
+  });
+  AuditQuery q;
+  q.pipeline = "web";
+  q.actor = "ada";
+  q.action_prefix = "release.";
+  q.text = "canary";
+  q.since = 2000;
+  q.until = 3000;
+  q.before_id = this->AuditIdOf("before: canary clean");
+  EXPECT_THAT(this->Found(q),
+              ElementsAre("match3: canary clean", "match2: CANARY", "match1: canary clean"));
+  q.limit = 2;
+  EXPECT_THAT(this->Found(q), ElementsAre("match3: canary clean", "match2: CANARY"));
+  q.before_id = this->AuditIdOf("match2: CANARY");
+  EXPECT_THAT(this->Found(q), ElementsAre("match1: canary clean"));
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     StoreConformance, AFreshStoreIsEmpty, CreateReleaseAssignsIncreasingIdsAndStoresEveryField,
     CreateReleaseWritesItsAuditEntryTargetingTheReleaseByDefault,
@@ -2281,6 +2774,15 @@ REGISTER_TYPED_TEST_SUITE_P(
     AfterTheLeaseMovedOnAFencedStoreRefusesEveryWrite, WritesAreNotFencedByDefault,
     BringupTracksAreUpsertedByReleaseAndRegionAndOrderedByRegion,
     ABatchOfOnlyBringupTracksIsWritten, ATrackOfAnUnknownReleaseRefusesTheWholeBatch,
-    AHostsOutputTailRoundTripsWhateverItsSizeAndCharacters);
+    AHostsOutputTailRoundTripsWhateverItsSizeAndCharacters, TheCreatorRoundTripsAndAnUpsertKeepsIt,
+    AHostsFailureRoundTripsThroughItsRevertAndIsClearedOnlyWhenWritten,
+    FindReleasesByActorMatchesTheAuthorOrTheCreatorExactly,
+    FindReleasesByCreationTimeIncludesBothBounds,
+    FindReleasesCombinesActorAndCreationTimeWithEveryOtherFilter,
+    FindAuditWithoutFiltersIsEveryEntryNewestFirstAtMostLimit,
+    FindAuditByPipelineIsItsEntriesAndThoseOfItsReleases, FindAuditByActorIsExact,
+    FindAuditByActionIsAPrefixMatchedLiterally,
+    FindAuditByTextIsACaseInsensitiveSubstringOfFourFields, FindAuditBetweenTimesIncludesBothBounds,
+    FindAuditBeforeAnIdPagesNewestFirst, FindAuditCombinesEveryFilter);
 
 }  // namespace lockstep::store_conformance
