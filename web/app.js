@@ -10,18 +10,23 @@
 //   fleet.js    the pipeline cards (#pipelines)
 //   history.js  the releases table and chart, which release is selected
 //   audit.js    the audit log
+//   needs.js    "Needs you": what waits for a human, and the tab title
 //   release.js  the release view
 //   actions.js  action buttons, confirmations, gating by whoami's `allowed`
 //   api.js      HTTP API client and event stream
-//   format.js   durations, times, state badges
-//   state.js    the shared state and the DOM helpers (no innerHTML anywhere)
+//   format.js   durations, times (UTC or local, always with the zone), state badges
+//   state.js    the shared state, the DOM helpers (no innerHTML anywhere), patching the
+//               page by key, and the one aria-live region
 // Calls that go the other way (a 401 signs out, an action reloads) are hooks set here.
 
 import { afterEachAction } from './actions.js';
 import { api, onReachability, onUnauthorized } from './api.js';
+import { wireAudit } from './audit.js';
 import { refreshOverview } from './fleet.js';
-import { readHash } from './history.js';
-import { refreshAll, setMode, setReachable, startEvents, stopEvents } from './live.js';
+import { fmtClock, setZone, zoneName } from './format.js';
+import { readHash, wireHistory } from './history.js';
+import { refreshAll, renderAll, setMode, setReachable, startEvents, stopEvents } from './live.js';
+import { renderNeeds } from './needs.js';
 import { refreshSelected, tick } from './release.js';
 import { $, clear, h, showBanner, state } from './state.js';
 
@@ -80,7 +85,9 @@ function signOut(message) {
     token: null, me: null, pipelines: [], releases: [], audit: [], selected: null,
     follow: true, disconnectedSince: null,
   });
+  state.history.rows = null;
   state.details.clear();
+  renderNeeds();
   $('app').hidden = true;
   $('signout').hidden = true;
   $('whoami').hidden = true;
@@ -90,7 +97,24 @@ function signOut(message) {
   setMode('off');
 }
 
+// The UTC / local switch in the top bar; the choice is kept in localStorage (format.js).
+function renderZoneToggle() {
+  const b = $('tz-toggle');
+  const zone = zoneName();
+  b.dataset.zone = zone;
+  b.textContent = zone === 'utc' ? 'Times: UTC' : `Times: local (${fmtClock(Date.now()).split(' ')[1]})`;
+}
+
 function main() {
+  renderZoneToggle();
+  $('tz-toggle').addEventListener('click', () => {
+    setZone(zoneName() === 'utc' ? 'local' : 'utc');
+    renderZoneToggle();
+    // Every view draws its times from format.js: draw them all again, at once.
+    renderAll();
+  });
+  wireHistory(() => refreshAll().catch(() => {}));
+  wireAudit();
   onUnauthorized((msg) => signOut(`Signed out: ${msg}`));
   onReachability(setReachable);
   afterEachAction(refreshAll);

@@ -3,14 +3,15 @@
 // it keeps its hooks' output).
 //
 // Owns: #pipelines, and following the newest in-flight release as pipelines report it.
-// Exports: refreshOverview.
+// Exports: refreshOverview, renderOverview.
 
 import { pipelineActions } from './actions.js';
 import { api } from './api.js';
 import { badge, bringupFlag, withheldFlag } from './format.js';
 import { select } from './history.js';
+import { renderNeeds } from './needs.js';
 import { renderRelease } from './release.js';
-import { $, clear, h, state } from './state.js';
+import { $, h, patch, state } from './state.js';
 
 export async function refreshOverview() {
   if (!state.token) return;
@@ -25,16 +26,17 @@ export async function refreshOverview() {
     }
   }
   renderOverview();
+  renderNeeds();
   renderRelease();
 }
 
-function renderOverview() {
-  const root = clear($('pipelines'));
+export function renderOverview() {
+  const root = $('pipelines');
   if (!state.pipelines.length) {
-    root.append(h('p', { class: 'empty' }, 'No pipelines.'));
+    patch(root, h('p', { class: 'empty', key: 'empty' }, 'No pipelines.'));
     return;
   }
-  for (const p of state.pipelines) root.append(pipelineCard(p));
+  patch(root, ...state.pipelines.map(pipelineCard));
 }
 
 function pipelineCard(p) {
@@ -46,21 +48,24 @@ function pipelineCard(p) {
   }
   const actions = pipelineActions(p);
 
-  let active = h('p', { class: 'active none' }, 'No release in flight.');
+  let active = h('p', { class: 'active none', key: 'active' }, 'No release in flight.');
   if (p.active) {
-    const a = p.active;
+    const a = { ...p.active, ...state.details.get(p.active.id) };
     const waves = a.waves || [];
     const w = waves[a.current_wave];
-    const link = h('a', { href: `#release=${a.id}`, class: 'active-link' }, `#${a.id} ${a.version}`);
-    link.addEventListener('click', (ev) => { ev.preventDefault(); select(a.id, true); });
-    active = h('p', { class: 'active', dataset: { release: String(a.id) } },
+    const link = h('a', {
+      href: `#release=${a.id}`, class: 'active-link',
+      onclick: (ev) => { ev.preventDefault(); select(a.id, true); },
+    }, `#${a.id} ${a.version}`);
+    active = h('p', { class: 'active', key: 'active', dataset: { release: String(a.id) } },
       'In flight: ', link, ' ', badge(a.state),
-      w ? [' wave ', h('span', { class: 'active-wave' }, `${a.current_wave + 1}/${waves.length} ${w.name}`), ' ', badge(w.state)] : '');
+      w ? [' wave ', h('span', { class: 'active-wave' }, `${a.current_wave + 1}/${waves.length} ${w.name}`), ' ', badge(w.state)] : '',
+      a.created_by ? h('span', { class: 'active-by' }, ` ${a.kind === 'rollback' ? 'rolled back' : 'created'} by ${a.created_by}`) : '');
   }
 
-  const regions = h('div', { class: 'regions' }, p.regions.map((r) => regionBox(p, r)));
-  return h('article', { class: 'card pipeline', dataset: { pipeline: p.pipeline } },
-    h('div', { class: 'pipeline-head' },
+  const regions = h('div', { class: 'regions', key: 'regions' }, p.regions.map((r) => regionBox(p, r)));
+  return h('article', { class: 'card pipeline', key: p.pipeline, dataset: { pipeline: p.pipeline } },
+    h('div', { class: 'pipeline-head', key: 'head' },
       h('h3', {}, p.pipeline),
       h('span', { class: 'desired' }, 'desired ', h('strong', { class: 'desired-version' }, p.desired_version || '—')),
       flags,
@@ -86,6 +91,7 @@ function regionBox(p, r) {
   const drift = r.hosts.filter((x) => x.drift).length;
   const bringup = r.stage === 'bringup';
   return h('section', {
+    key: r.region,
     class: `region${bringup ? ' bringup' : ''}${drift ? ' has-drift' : ''}${lost ? ' has-lost' : ''}`,
     dataset: { region: r.region, version: regionVersion, stage: bringup ? 'bringup' : 'serving',
       hookOutput: r.hook_output === 'none' ? 'none' : 'tail' },
@@ -97,6 +103,7 @@ function regionBox(p, r) {
     lost ? h('span', { class: 'flag lost' }, `${lost} lost`) : '',
     r.hook_output === 'none' ? withheldFlag() : ''),
   h('ul', { class: 'hosts' }, r.hosts.map((x) => h('li', {
+    key: x.name,
     class: `host${x.connected ? ' connected' : ' lost'}${x.drift ? ' drift' : ''}`,
     dataset: { host: x.name, version: x.current_version || '', connected: String(Boolean(x.connected)), agent: x.agent_version || '' },
     title: (x.drift ? `drift: runs ${x.current_version || 'nothing'}, should run ${p.desired_version}`

@@ -4,16 +4,21 @@
 // (it is the last the page heard, not news that hosts were lost) until a request gets
 // through again.
 //
+// Changes of state (a release's, the selected release's waves', the connection's) are
+// announced through the page's live region.
+//
 // Owns: #live (the mode indicator), state.mode, state.disconnectedSince, state.events, the
 // `stale` class of #pipelines and #hosts, and the poll, reconnect and re-read timers.
-// Exports: refreshAll, startEvents, stopEvents, setMode, setReachable.
+// Exports: refreshAll, renderAll, startEvents, stopEvents, setMode, setReachable.
 
 import { openEventStream } from './api.js';
-import { refreshAudit } from './audit.js';
-import { refreshOverview } from './fleet.js';
+import { refreshAudit, renderAudit } from './audit.js';
+import { fmtClock } from './format.js';
+import { refreshOverview, renderOverview } from './fleet.js';
 import { refreshReleases, renderHistory } from './history.js';
-import { refreshSelected, renderRelease } from './release.js';
-import { $, clearBanner, state } from './state.js';
+import { renderNeeds } from './needs.js';
+import { announceChange, refreshSelected, renderRelease } from './release.js';
+import { $, announce, clearBanner, state } from './state.js';
 
 const POLL_MS = 2000;            // polling interval when the event stream is down
 const RECONNECT_MS = 10000;      // retry the event stream this long after it failed
@@ -27,6 +32,17 @@ export async function refreshAll() {
   await refreshSelected();
 }
 
+// Shows everything again from what the page knows, e.g. after the time zone changed.
+export function renderAll() {
+  renderLive();
+  if (!state.token) return;
+  renderOverview();
+  renderHistory();
+  renderAudit();
+  renderNeeds();
+  renderRelease();
+}
+
 export function setMode(mode) {
   state.mode = mode;
   renderLive();
@@ -35,17 +51,13 @@ export function setMode(mode) {
 function renderLive() {
   const el = $('live');
   const mode = state.mode;
-  el.dataset.mode = mode;
+  if (el.dataset.mode !== mode) el.dataset.mode = mode;
   const down = state.disconnectedSince !== null && mode !== 'off';
   el.classList.toggle('disconnected', down);
-  el.textContent = down ? `Disconnected since ${clock(state.disconnectedSince)} — data may be stale`
+  const text = down ? `Disconnected since ${fmtClock(state.disconnectedSince)} — data may be stale`
     : mode === 'live' ? 'live' : mode === 'polling' ? 'polling every 2 s' : 'offline';
+  if (el.textContent !== text) el.textContent = text;
   for (const id of ['pipelines', 'hosts']) $(id).classList.toggle('stale', down);
-}
-
-function clock(ms) {
-  const d = new Date(ms);
-  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
 
 // Told by api.js whether the last request reached lockstepd. Coming back reloads
@@ -55,12 +67,14 @@ export function setReachable(ok) {
     if (state.disconnectedSince === null && state.token) {
       state.disconnectedSince = Date.now();
       renderLive();
+      announce(`Disconnected from lockstepd since ${fmtClock(state.disconnectedSince)}; what the page shows may be stale.`);
     }
     return;
   }
   if (state.disconnectedSince === null) return;
   state.disconnectedSince = null;
   renderLive();
+  announce('Connected to lockstepd again.');
   clearBanner('action');
   if (state.token) refreshAll().catch(() => {});
 }
@@ -110,6 +124,8 @@ function stopPolling() {
 
 function onRelease(r) {
   if (!r || typeof r.id !== 'number') return;
+  const before = state.details.get(r.id) || state.releases.find((x) => x.id === r.id);
+  announceChange(before, r);
   // Keep what the last full read knew (hosts, gates) until the re-read below replaces it.
   state.details.set(r.id, { ...state.details.get(r.id), ...r });
   const i = state.releases.findIndex((x) => x.id === r.id);

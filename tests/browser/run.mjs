@@ -7,9 +7,15 @@
 // Environment: LOCKSTEP_BIN_DIR (default build/bin), CHROMIUM (default /usr/bin/chromium),
 // LOCKSTEP_KEEP_WORK=1 keeps the temp directory (logs, screenshots). Prints
 // "N passed, M failed" last and exits non-zero if any test failed.
+//
+// The gated pipeline's metric gate asks a small stand-in for Prometheus started here (it
+// answers the two calls an agent makes, /api/v1/query and /api/v1/targets, as Prometheus
+// does), so that gate verdicts and values are real ones reported by a real agent.
+// axe-core (pinned in package.json) checks the page's accessibility in light and dark mode.
 
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +32,10 @@ const BRINGUP = 'sa-east-1';
 const WITHHELD = 'eu-west-1';
 const MONOLITH_HOSTS = 2 * (REGIONS.length + 1);
 const XSS = '<img src=x onerror="window.__xss=1">';
+const AXE = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+// The commit and compare links of monolith's releases.
+const COMMIT_LINK = 'https://git.example.com/shop/monolith/commit/{sha}';
+const COMPARE_LINK = 'https://git.example.com/shop/monolith/compare/{from}...{to}';
 // What the failing check hooks print: found on the page where the region lets it leave
 // (after the XSS string), nowhere where it does not.
 const BRINGUP_MARKER = 'marker-7d41: check failed in bring-up';
@@ -139,11 +149,14 @@ health:
   check_hook: true
 timeouts: {hook: 30s, fetch: 30s, agent_lost: 30s}
 rollback: {automatic: true, tolerate_failed_hosts: 0}
+links:
+  commit: "${COMMIT_LINK}"
+  compare: "${COMPARE_LINK}"
 `;
 
 // A failed wave of gated halts it (on_failure: pause), so that a failed host stays failed
-// until it is aborted.
-const GATED = `pipeline: gated
+// until it is aborted. Its metric gate is judged in us-east-1, from `prometheus`.
+const GATED = (prometheus) => `pipeline: gated
 regions: [us-east-1, {name: ${WITHHELD}, hook_output: none}, ap-southeast-2]
 waves:
   - name: canary
@@ -155,11 +168,55 @@ waves:
 concurrency: {per_region: 10}
 health:
   check_hook: true
-timeouts: {hook: 30s, fetch: 30s, agent_lost: 30s}
+gates:
+  - metric:
+      name: error-rate
+      prometheus: "${prometheus}"
+      query: 'sum(rate(http_errors_total{region="{region}"}[{window}]))'
+      max: 0.05
+      regions: [us-east-1]
+      interval: 400ms
+      delay: 0s
+      passes: 3
+timeouts: {hook: 30s, fetch: 30s, agent_lost: 30s, approval: 30m}
 rollback: {automatic: true, tolerate_failed_hosts: 0, on_failure: pause}
 `;
 
-const fleet = { http: '', grpc: '', admin: '', artifacts: '', tokens: {} };
+// A pipeline without hosts whose deploy window is shut all day today: its releases queue.
+const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+const NIGHTLY = `pipeline: nightly
+regions: [us-east-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+window: {start: "00:00", end: "24:00", days: [${DAYS[(new Date().getUTCDay() + 2) % 7]}]}
+`;
+
+// The stand-in for Prometheus: every query answers one series whose value wanders below
+// the gate's max, and every target was scraped just now.
+function startPrometheus() {
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    const reply = (body) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (url.pathname === '/api/v1/query') {
+      n += 1;
+      const value = (0.012 + 0.008 * Math.sin(n)).toFixed(4);
+      reply({ status: 'success', data: { resultType: 'vector', result: [{ metric: {}, value: [Date.now() / 1000, value] }] } });
+    } else if (url.pathname === '/api/v1/targets') {
+      reply({ status: 'success', data: { activeTargets: [{ health: 'up', lastScrape: new Date().toISOString() }] } });
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+const fleet = { http: '', grpc: '', admin: '', artifacts: '', prometheus: null, tokens: {} };
 
 async function api(method, p, body, token = fleet.admin) {
   const res = await fetch(`${fleet.http}/api/v1${p}`, {
@@ -199,10 +256,13 @@ async function startFleet() {
   await waitFor('the artifact server port file', 10000, () => fs.existsSync(artPort) && fs.readFileSync(artPort, 'utf8').trim());
   fleet.artifacts = `http://127.0.0.1:${fs.readFileSync(artPort, 'utf8').trim()}`;
 
+  fleet.prometheus = await startPrometheus();
+  const prometheus = `http://127.0.0.1:${fleet.prometheus.address().port}`;
   const pipelines = path.join(WORK, 'pipelines');
   fs.mkdirSync(pipelines);
   fs.writeFileSync(path.join(pipelines, 'monolith.yaml'), MONOLITH);
-  fs.writeFileSync(path.join(pipelines, 'gated.yaml'), GATED);
+  fs.writeFileSync(path.join(pipelines, 'gated.yaml'), GATED(prometheus));
+  fs.writeFileSync(path.join(pipelines, 'nightly.yaml'), NIGHTLY);
   const data = path.join(WORK, 'data');
   const ports = path.join(WORK, 'ports.json');
   const d = start('lockstepd', path.join(BIN, 'lockstepd'), [
@@ -338,6 +398,66 @@ async function waitEndStates(page, id) {
   assert(!bad.length, `final release ${id} shows deploying cells: ${JSON.stringify(bad)}`);
 }
 
+// Runs axe-core in `page` and throws naming every serious or critical violation. axe is
+// evaluated through the DevTools protocol, which the page's CSP does not govern.
+async function axeCheck(page, what) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(AXE);
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({
+      id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.slice(0, 4).map((n) => `${n.target.join(' ')}: ${String(n.failureSummary).replace(/\s+/g, ' ')}`),
+    }));
+  });
+  const bad = found.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const minor = found.filter((v) => !bad.includes(v));
+  if (minor.length) log(`axe (${what}), not serious: ${minor.map((v) => `${v.id} (${v.impact})`).join(', ')}`);
+  assert(!bad.length, `axe (${what}): ${bad.map((v) => `${v.id} [${v.impact}] ${v.help}: ${v.nodes.join(' | ')}`).join('; ')}`);
+}
+
+// Collects what the page's live region says, in window.__said.
+async function recordAnnouncements(page) {
+  await page.evaluate(() => {
+    if (window.__said) return;
+    window.__said = [];
+    const el = document.getElementById('announcer');
+    const seen = new WeakSet();
+    new MutationObserver(() => {
+      for (const p of el.querySelectorAll('p')) {
+        if (!seen.has(p)) {
+          seen.add(p);
+          window.__said.push(p.textContent);
+        }
+      }
+    }).observe(el, { childList: true, subtree: true });
+  });
+}
+
+// Counts, in window.__patches[name], the batches of changes made to the element `sel`.
+async function countPatches(page, name, sel) {
+  await page.evaluate(([n, s]) => {
+    window.__patches = window.__patches || {};
+    window.__patches[n] = 0;
+    new MutationObserver(() => { window.__patches[n] += 1; })
+      .observe(document.querySelector(s), { subtree: true, childList: true, characterData: true, attributes: true });
+  }, [name, sel]);
+}
+const patches = (page, name) => page.evaluate((n) => window.__patches[n], name);
+
+// The requests `page` sends whose method and path match, counted from now on.
+function countRequests(page, method, pathRe) {
+  const c = { n: 0, bodies: [] };
+  page.on('request', (req) => {
+    if (req.method() === method && pathRe.test(new URL(req.url()).pathname)) {
+      c.n += 1;
+      c.bodies.push(req.postData() || '');
+    }
+  });
+  return c;
+}
+
+const FINAL_HOST_STEPS = ['done', 'failed', 'reverted', 'revert_failed'];
+
 // ------------------------------------------------------------------ tests
 
 const results = [];
@@ -374,8 +494,9 @@ async function main() {
   const page = await signedInPage(fleet.tokens.manager);
   await page.evaluate(() => { window.__sameDocument = true; });
 
-  await test('the grid follows a real rollout live to success', async () => {
+  await test('the grid and the timeline follow a real rollout live to success, and its changes are announced', async () => {
     await page.waitForSelector('#live[data-mode="live"]', { timeout: 10000 });
+    await recordAnnouncements(page);
     const rel = await createRelease('monolith', built['v1.1.0'], { commit: 'feedbeef', author: 'ana@example.com' });
     const view = `#release-view[data-release-id="${rel.id}"]`;
     await page.waitForSelector(view, { timeout: 15000 });
@@ -393,6 +514,18 @@ async function main() {
         assert(c.state === 'pending' && !c.count && !c.bar && c.text.trim() === 'pending',
           `unstarted wave 1 in ${c.region} shows ${JSON.stringify(c)}`);
       }
+      // The timeline: the first wave's deploy and bake as bars, the second one empty.
+      const line = await page.$$eval(`${view} #wave-times li.wave-time`, (ls) => ls.map((l) => ({
+        wave: l.dataset.wave,
+        segs: [...l.querySelectorAll('.seg')].map((x) => `${x.classList[1]}:${x.getBoundingClientRect().width > 0}`),
+        empty: l.querySelector('.track').classList.contains('empty'),
+        text: l.querySelector('.wave-time-text').textContent,
+      })));
+      assert(line.length === 2, `the timeline has ${line.length} rows`);
+      for (const seg of ['seg-deploy:true', 'seg-bake:true']) {
+        assert(line[0].segs.includes(seg), `the first wave's bars are ${line[0].segs.join(', ')}, lacking ${seg}`);
+      }
+      assert(line[1].empty && !line[1].segs.length && line[1].text === 'not started', `the second wave's row: ${JSON.stringify(line[1])}`);
       await page.screenshot({ path: path.join(SHOTS, 'release-view.png'), fullPage: true });
       for (const w of [0, 1]) {
         await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="${w}"][data-state="done"]`, { timeout: 60000 });
@@ -410,12 +543,19 @@ async function main() {
       clearInterval(watch);
     }
     assert(seen.has('rolling'), `the page never showed the release rolling (saw ${[...seen].join(', ')})`);
+    // One live region says what changed: the release's end and its waves' steps.
+    const said = await waitFor('the release\'s success to be announced', 10000, async () => {
+      const all = await page.evaluate(() => window.__said);
+      return all.some((t) => t.startsWith(`Release #${rel.id}, monolith v1.1.0: succeeded`)) ? all : null;
+    });
+    assert(said.some((t) => t === `Release #${rel.id}, monolith v1.1.0, wave canary: baking`), `announced: ${JSON.stringify(said)}`);
+    const live = await page.$$eval('[aria-live], [role="status"], [role="alert"], [role="log"]', (es) => es.map((e) => e.id));
+    assert(live.join() === 'announcer,signin-error,confirm-error', `live regions: ${live.join(', ')}`);
     assert(await page.evaluate(() => window.__sameDocument === true), 'the page was reloaded');
     await page.waitForFunction(() => [...document.querySelectorAll('.pipeline[data-pipeline="monolith"] .host')]
       .every((h) => h.dataset.version === 'v1.1.0'), null, { timeout: 15000 });
     const mixed = await page.textContent('#mixed-window');
     assert(/canary/.test(mixed), `mixed-version window not shown: ${mixed}`);
-    await page.screenshot({ path: path.join(SHOTS, 'overview.png'), fullPage: true });
   });
 
   await test('the fleet view marks the bring-up region, and only it, and the region that keeps its hook output', async () => {
@@ -444,36 +584,215 @@ async function main() {
     }
   });
 
-  await test('a manual approval is clicked in the page and the wave proceeds', async () => {
-    if (!hasWhoami) throw new Error(`GET /api/v1/whoami answers ${whoami.status}, so the page cannot know its role and keeps every action disabled`);
-    const rel = await createRelease('gated', built['g1.1.0'], { commit: 'cafe0001', author: 'max@example.com' });
+  await test('the release view shows the commit and compare links, the artifact and its sha256, who created it, and each wave\'s stages on a timeline', async () => {
+    const newest = (await api('GET', '/releases?pipeline=monolith&limit=1')).data[0];
+    assert(newest && newest.version === 'v1.1.0', `newest monolith release is ${newest && newest.version}`);
+    const rel = (await api('GET', `/releases/${newest.id}`)).data;
+    // What the server renders from the pipeline's links, and who it says created it.
+    const commitUrl = COMMIT_LINK.replace('{sha}', 'feedbeef');
+    const compareUrl = COMPARE_LINK.replace('{from}', 'a1b2c3d').replace('{to}', 'feedbeef');
+    assert(rel.commit_url === commitUrl, `the server's commit_url is ${JSON.stringify(rel.commit_url)}, expected ${commitUrl}`);
+    assert(rel.compare_url === compareUrl, `the server's compare_url is ${JSON.stringify(rel.compare_url)}, expected ${compareUrl}`);
+    assert(rel.created_by === 'rita-release-manager', `the server's created_by is ${JSON.stringify(rel.created_by)}`);
     const view = `#release-view[data-release-id="${rel.id}"]`;
-    await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="1"][data-state="awaiting_approval"]`, { timeout: 60000 });
-    const state = await page.getAttribute(view, 'data-state');
-    assert(state === 'rolling', `release is ${state} before approval`);
-    const button = `${view} #release-actions button[data-action="approve"]`;
-    await page.waitForSelector(`${button}:not([disabled])`, { timeout: 5000 });
-    await page.click(button);
-    await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="1"][data-state="done"]`, { timeout: 60000 });
-    await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 60000 });
-    await waitEndStates(page, rel.id);
-    const approvedBy = await page.textContent(`${view} #wave-grid tr.wave[data-wave="1"] .approved`);
-    assert(approvedBy.includes('rita-release-manager'), `approval not attributed: ${approvedBy}`);
+    await page.waitForSelector(view, { timeout: 10000 });
+    const artifact = await page.textContent(`${view} #release-artifact`);
+    assert(artifact === `${fleet.artifacts}/${built['v1.1.0'].file}`, `artifact shown as ${artifact}`);
+    const sha = built['v1.1.0'].sha256;
+    const shown = await page.textContent(`${view} #release-sha256 .sha256`);
+    const title = await page.getAttribute(`${view} #release-sha256 .sha256`, 'title');
+    assert(shown === `${sha.slice(0, 12)}…`, `sha256 shown as ${shown}`);
+    assert(title === sha, `sha256 title is ${title}`);
+    const author = await page.textContent(`${view} #release-author`);
+    assert(author === 'ana@example.com', `author shown as ${author}`);
+    const by = await page.textContent(`${view} #release-created-by`);
+    assert(by === 'rita-release-manager', `created by shown as ${by}`);
+    const commit = await page.$eval(`${view} #release-commit a.commit`, (a) => ({ href: a.href, text: a.textContent }));
+    assert(commit.href === commitUrl && commit.text === 'feedbeef', `the commit link is ${JSON.stringify(commit)}`);
+    const compare = await page.$eval(`${view} #release-compare a.compare`, (a) => ({ href: a.href, text: a.textContent }));
+    assert(compare.href === compareUrl && compare.text === 'compare a1b2c3d…feedbeef', `the compare link is ${JSON.stringify(compare)}`);
+    const row = `#releases tr.release-row[data-release="${rel.id}"]`;
+    assert(await page.textContent(`${row} td.created-by`) === 'rita-release-manager', 'the history table does not say who created it');
+    assert(await page.getAttribute(`${row} td.commit a`, 'href') === commitUrl, 'the history table does not link the commit');
+    // Each wave's bars lie on one axis, in order: deploy starts where the wave starts, the
+    // bake follows the deploy, and the second wave starts after the first.
+    const bars = await page.$$eval(`${view} #wave-times li.wave-time`, (ls) => ls.map((l) => Object.fromEntries(
+      [...l.querySelectorAll('.seg')].map((x) => [x.classList[1], { left: parseFloat(x.style.left), width: parseFloat(x.style.width) }]))));
+    assert(bars.length === 2 && bars.every((b) => b['seg-deploy'] && b['seg-bake'] && b['seg-switch']), `the timeline's bars: ${JSON.stringify(bars)}`);
+    assert(bars[0]['seg-deploy'].left < 5, `the first wave starts at ${bars[0]['seg-deploy'].left}%`);
+    for (const b of bars) {
+      assert(b['seg-bake'].left >= b['seg-deploy'].left + b['seg-deploy'].width - 0.01, `a bake starts before its deploy ends: ${JSON.stringify(b)}`);
+    }
+    assert(bars[1]['seg-deploy'].left >= bars[0]['seg-bake'].left + bars[0]['seg-bake'].width - 0.01, `the second wave starts before the first ends: ${JSON.stringify(bars)}`);
+    const axis = await page.textContent(`${view} #timeline-axis`);
+    assert(/^\d\d:\d\d:\d\d UTCtook [\d.]+s\d\d:\d\d:\d\d UTC$/.test(axis), `the timeline's axis reads ${JSON.stringify(axis)}`);
+    const lines = await page.$$eval(`${view} #wave-times li.wave-time`, (ls) => ls.map((l) => ({ wave: l.dataset.wave, text: l.textContent })));
+    assert(lines.length === 2, `${lines.length} wave time lines: ${JSON.stringify(lines)}`);
+    const clock = '\\d\\d:\\d\\d:\\d\\d UTC';
+    for (const l of lines) {
+      for (const part of [`started ${clock}`, `switched ${clock}`, `bake ${clock}( – ${clock})? \\(`, `ended ${clock}, took `]) {
+        assert(new RegExp(part).test(l.text), `wave ${l.wave} line lacks /${part}/: ${l.text}`);
+      }
+    }
   });
 
-  await test('a rollback confirmed in the dialog puts every region back on the previous version', async () => {
+  await test('the UTC/local switch changes every time\'s zone and is remembered', async () => {
+    const created = '#release-view #release-created';
+    const before = await page.textContent(created);
+    assert(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/.test(before), `created shown as ${JSON.stringify(before)}`);
+    assert(await page.getAttribute('#tz-toggle', 'data-zone') === 'utc', 'the default zone is not UTC');
+    await page.click('#tz-toggle');
+    await page.waitForFunction((sel) => /UTC[+-]\d\d:\d\d$/.test(document.querySelector(sel).textContent), created, { timeout: 10000 });
+    const audit = await page.$$eval('#audit tr.audit-row td:first-child', (tds) => tds.map((td) => td.textContent));
+    assert(audit.length && audit.every((t) => /UTC[+-]\d\d:\d\d$/.test(t)), `audit times after the switch: ${audit.slice(0, 3).join(', ')}`);
+    assert(await page.evaluate(() => localStorage.getItem('lockstep.zone')) === 'local', 'the choice is not kept in localStorage');
+    await page.click('#tz-toggle');
+    await page.waitForFunction((sel) => / UTC$/.test(document.querySelector(sel).textContent), created, { timeout: 10000 });
+    assert(await page.evaluate(() => localStorage.getItem('lockstep.zone')) === 'utc', 'switching back is not kept');
+  });
+
+  await test('axe-core finds no serious or critical violation at rest, in light and dark mode', async () => {
+    await page.waitForSelector('#needs-you[hidden]', { state: 'attached', timeout: 10000 });
+    await axeCheck(page, 'light, at rest');
+    const dark = await signedInPage(fleet.tokens.manager, { colorScheme: 'dark' });
+    try {
+      await dark.waitForSelector('#release-view:not([hidden])', { timeout: 10000 });
+      await axeCheck(dark, 'dark, at rest');
+    } finally {
+      await dark.context().close();
+    }
+  });
+
+  await test('a wave awaiting approval tops "Needs you" with its deadline, its gates\' recent verdicts, and is approved there from the keyboard with a comment', async () => {
     if (!hasWhoami) throw new Error(`GET /api/v1/whoami answers ${whoami.status}, so the page cannot know its role and keeps every action disabled`);
-    await page.click('.pipeline[data-pipeline="monolith"] button[data-action="rollback"]:not([disabled])', { timeout: 5000 });
-    await page.waitForSelector('#confirm-dialog[open]', { timeout: 5000 });
-    const target = await page.textContent('#rollback-target');
-    const hosts = await page.textContent('#rollback-hosts');
-    const regions = await page.textContent('#rollback-regions');
-    assert(target === 'v1.0.0', `dialog names version ${target}, expected v1.0.0`);
-    // Every host of the pipeline, the bring-up region's too.
-    assert(hosts === `${MONOLITH_HOSTS} hosts`, `dialog names ${hosts}, expected ${MONOLITH_HOSTS} hosts`);
-    for (const r of [...REGIONS, BRINGUP]) assert(regions.includes(r), `dialog does not name region ${r}: ${regions}`);
-    await page.click('#confirm-ok');
-    await page.waitForSelector('#confirm-dialog[open]', { state: 'hidden', timeout: 5000 });
+    const approves = countRequests(page, 'POST', /^\/api\/v1\/releases\/\d+\/approve$/);
+    const rel = await createRelease('gated', built['g1.1.0'], { commit: 'cafe0001', author: 'max@example.com' });
+    try {
+      const view = `#release-view[data-release-id="${rel.id}"]`;
+      await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="1"][data-state="awaiting_approval"]`, { timeout: 60000 });
+      const state = await page.getAttribute(view, 'data-state');
+      assert(state === 'rolling', `release is ${state} before approval`);
+      const server = (await api('GET', `/releases/${rel.id}`)).data;
+      const wave = server.waves[1];
+      assert(wave.approval_requested_at_ms > 0 && wave.approval_deadline_ms > Date.now(),
+        `the server's approval times: ${JSON.stringify({ asked: wave.approval_requested_at_ms, deadline: wave.approval_deadline_ms })}`);
+      // "Needs you" lists it: a primary Approve, the deadline counting down, a comment field.
+      const need = `#needs-you:not([hidden]) li.need[data-need="approval"][data-release="${rel.id}"]`;
+      await page.waitForSelector(need, { timeout: 10000 });
+      const needText = await page.textContent(`${need} .need-text`);
+      assert(/gated g1\.1\.0: wave all awaits approval/.test(needText), `needs-you says ${JSON.stringify(needText)}`);
+      assert(await page.textContent(`${need} .need-by`) === 'created by rita-release-manager', 'needs-you does not say who created it');
+      await page.waitForSelector(`${need} button[data-action="approve"].primary:not([disabled])`, { timeout: 5000 });
+      const actions = await page.$$eval(`${need} button[data-action]`, (bs) => bs.map((b) => b.dataset.action));
+      assert(actions.join() === 'approve,abort', `needs-you offers ${actions.join(', ')}`);
+      const deadline = `${need} .need-deadline .countdown`;
+      const first = await page.textContent(deadline);
+      const until = new Date(wave.approval_deadline_ms).toISOString().slice(11, 19);
+      assert(new RegExp(`^(29m|30m)( \\d+s)? left to approve \\(until ${until} UTC\\)$`).test(first), `the deadline reads ${JSON.stringify(first)}`);
+      await page.waitForFunction(([sel, was]) => document.querySelector(sel).textContent !== was, [deadline, first], { timeout: 5000 });
+      assert(/left to approve/.test(await page.textContent(`${view} #approval-countdown`)), 'the release view shows no deadline');
+      const title = await page.title();
+      assert(/^\(\d+\) /.test(title), `the tab title is ${JSON.stringify(title)}`);
+      // The timeline shows the wait for approval after the bake, and says until when.
+      const last = `${view} #wave-times li.wave-time[data-wave="1"]`;
+      await page.waitForSelector(`${last} .seg-approval`, { timeout: 5000 });
+      const lastText = await page.textContent(`${last} .wave-time-text`);
+      assert(/ · awaiting approval since \d\d:\d\d:\d\d UTC, times out \d\d:\d\d:\d\d UTC · running for /.test(lastText), `the last wave reads ${JSON.stringify(lastText)}`);
+      // The gate's recent verdicts and values, with its query and bound.
+      const gate = `${view} #gates tr.gate[data-gate="error-rate"][data-region="us-east-1"]`;
+      await page.waitForSelector(`${gate} svg.spark circle.spark-point`, { timeout: 10000 });
+      const g = await page.$eval(gate, (tr) => ({
+        points: tr.querySelectorAll('svg.spark circle.spark-point.v-pass').length,
+        line: Boolean(tr.querySelector('svg.spark polyline.spark-line')),
+        bound: Boolean(tr.querySelector('svg.spark line.spark-bound')),
+        label: tr.querySelector('svg.spark').getAttribute('aria-label'),
+        query: tr.querySelector('code.gate-query') ? tr.querySelector('code.gate-query').textContent : '',
+        value: tr.querySelector('td.num').textContent,
+      }));
+      const serverGate = server.gates.find((x) => x.gate === 'error-rate' && x.region === 'us-east-1');
+      assert(g.points >= 2 && g.line && g.bound, `the sparkline: ${JSON.stringify(g)}`);
+      assert(/^\d+ recent verdicts, oldest first: \d+ pass; values [\d.]+ to [\d.]+; passes ≤ 0\.05$/.test(g.label), `the sparkline says ${JSON.stringify(g.label)}`);
+      assert(g.query === 'sum(rate(http_errors_total{region="us-east-1"}[{window}]))', `the query reads ${JSON.stringify(g.query)} (server: ${JSON.stringify(serverGate && serverGate.query)})`);
+      assert(/^0\.0\d+ \(≤ 0\.05\)$/.test(g.value), `the value reads ${JSON.stringify(g.value)}`);
+      // Mid-rollout, with something that needs a human: accessible in light and dark mode.
+      await axeCheck(page, 'light, mid-rollout');
+      const dark = await signedInPage(fleet.tokens.manager, { colorScheme: 'dark' });
+      try {
+        await dark.waitForSelector(need, { timeout: 10000 });
+        await dark.waitForSelector(`${view} #gates svg.spark`, { timeout: 10000 });
+        await axeCheck(dark, 'dark, mid-rollout');
+      } finally {
+        await dark.context().close();
+      }
+      // The README's picture: what needs you, the fleet, and this release's timeline.
+      await page.evaluate(() => window.scrollTo(0, 0));
+      const bottom = await page.$eval('#release-view .timeline-legend', (e) => Math.ceil(e.getBoundingClientRect().bottom + window.scrollY + 16));
+      await page.screenshot({ path: path.join(SHOTS, 'overview.png'), fullPage: true, clip: { x: 0, y: 0, width: 1280, height: bottom } });
+      // Approved from the keyboard: a comment, then Enter.
+      const comment = 'canary clean: error rate flat';
+      await page.focus(`${need} input.approve-comment`);
+      await page.keyboard.type(comment);
+      await page.keyboard.press('Enter');
+      await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="1"][data-state="done"]`, { timeout: 60000 });
+      await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 60000 });
+      await waitEndStates(page, rel.id);
+      assert(approves.n === 1, `the page sent ${approves.n} approvals`);
+      assert(JSON.parse(approves.bodies[0]).comment === comment, `the approval's body was ${approves.bodies[0]}`);
+      const approvedBy = await page.textContent(`${view} #wave-grid tr.wave[data-wave="1"] .approved`);
+      assert(approvedBy.includes('rita-release-manager'), `approval not attributed: ${approvedBy}`);
+      const facts = await page.textContent(`${view} #release-approved-by`);
+      assert(/^rita-release-manager \(all, \d\d:\d\d:\d\d UTC\)$/.test(facts), `approved by reads ${JSON.stringify(facts)}`);
+      const approvedLine = await page.textContent(`${last} .wave-time-text`);
+      assert(/ · approved \d\d:\d\d:\d\d UTC by rita-release-manager after /.test(approvedLine), `the last wave reads ${JSON.stringify(approvedLine)}`);
+      // The comment went to the audit log.
+      const entry = `#audit tr.audit-row[data-action="release.approve"]`;
+      await page.waitForFunction(([sel, want]) => [...document.querySelectorAll(sel)].some((tr) => tr.textContent.includes(want)),
+        [entry, `all; comment: ${comment}`], { timeout: 10000 }).catch(async () => {
+        throw new Error(`no audit entry with the comment: ${JSON.stringify(await page.$$eval(entry, (trs) => trs.map((t) => t.textContent)))}`);
+      });
+      // Nothing waits for anyone now: the section hides and the title loses its count.
+      await page.waitForSelector('#needs-you[hidden]', { state: 'attached', timeout: 10000 });
+      await page.waitForFunction(() => !document.title.startsWith('('), null, { timeout: 5000 });
+    } finally {
+      // Never leave it waiting: later releases of gated would queue behind it.
+      if (!(await api('GET', `/releases/${rel.id}`)).data.final) {
+        await api('POST', `/releases/${rel.id}/approve`, undefined, fleet.tokens.manager);
+        await waitRelease(rel.id, ['succeeded'], 60000).catch((e) => log(`release ${rel.id}: ${e.message}`));
+      }
+    }
+  });
+
+  await test('an on-call rollback confirmed in the dialog puts every region back, offers no Approve or Abort while it runs, and names who rolled back', async () => {
+    if (!hasWhoami) throw new Error(`GET /api/v1/whoami answers ${whoami.status}, so the page cannot know its role and keeps every action disabled`);
+    // The release manager's page watches which actions the release view offers, state by
+    // state, while the rollback runs.
+    await page.evaluate(() => {
+      window.__offered = [];
+      const view = document.getElementById('release-view');
+      const note = () => {
+        if (!/\(rollback\)$/.test(document.getElementById('release-title').textContent)) return;
+        window.__offered.push({ state: view.dataset.state,
+          actions: [...view.querySelectorAll('#release-actions button')].map((b) => b.dataset.action) });
+      };
+      new MutationObserver(note).observe(view, { subtree: true, childList: true, characterData: true, attributes: true });
+    });
+    const oncall = await signedInPage(fleet.tokens.oncall);
+    try {
+      await oncall.click('.pipeline[data-pipeline="monolith"] button[data-action="rollback"]:not([disabled])', { timeout: 5000 });
+      await oncall.waitForSelector('#confirm-dialog[open]', { timeout: 5000 });
+      const target = await oncall.textContent('#rollback-target');
+      const hosts = await oncall.textContent('#rollback-hosts');
+      const regions = await oncall.textContent('#rollback-regions');
+      assert(target === 'v1.0.0', `dialog names version ${target}, expected v1.0.0`);
+      // Every host of the pipeline, the bring-up region's too.
+      assert(hosts === `${MONOLITH_HOSTS} hosts`, `dialog names ${hosts}, expected ${MONOLITH_HOSTS} hosts`);
+      for (const r of [...REGIONS, BRINGUP]) assert(regions.includes(r), `dialog does not name region ${r}: ${regions}`);
+      await oncall.focus('#confirm-ok');
+      await oncall.keyboard.press('Enter');
+      await oncall.waitForSelector('#confirm-dialog[open]', { state: 'hidden', timeout: 5000 });
+    } finally {
+      await oncall.context().close();
+    }
     for (const r of [...REGIONS, BRINGUP]) {
       await page.waitForSelector(`.pipeline[data-pipeline="monolith"] .region[data-region="${r}"][data-version="v1.0.0"]`, { timeout: 60000 });
     }
@@ -482,12 +801,179 @@ async function main() {
     const status = await api('GET', '/pipelines/monolith');
     const real = status.data.regions.flatMap((r) => r.hosts.map((h) => h.current_version));
     assert(real.every((v) => v === 'v1.0.0'), `the server reports ${real.join(', ')}`);
+    // Who rolled back is the on-call person, everywhere; the version's author stays.
+    const back = (await api('GET', '/releases?pipeline=monolith&kind=rollback&limit=1')).data[0];
+    assert(back && back.created_by === 'otto-on-call', `the server says the rollback was created by ${JSON.stringify(back && back.created_by)}`);
+    await page.evaluate((id) => { location.hash = `#release=${id}`; }, back.id);
+    const view = `#release-view[data-release-id="${back.id}"]`;
+    await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 15000 });
+    const facts = await page.$$eval(`${view} #release-facts > div`, (ds) => Object.fromEntries(ds.map((d) => [d.querySelector('dt').textContent, d.querySelector('dd').textContent])));
+    assert(facts['Rolled back by'] === 'otto-on-call', `the release view says ${JSON.stringify(facts)}`);
+    assert(facts['Author of this version'] === 'dev@example.com', `the release view says ${JSON.stringify(facts)}`);
+    await page.waitForSelector(`#releases tr.release-row[data-release="${back.id}"] td.created-by`, { timeout: 10000 });
+    assert(await page.textContent(`#releases tr.release-row[data-release="${back.id}"] td.created-by`) === 'otto-on-call', 'the history table does not name the on-call person');
+    const offered = await page.evaluate(() => window.__offered);
+    const running = offered.filter((o) => !['succeeded', 'failed', 'rolled_back', 'aborted', 'superseded'].includes(o.state));
+    assert(running.length > 0, `the page never showed the rollback running: ${JSON.stringify(offered.slice(0, 5))}`);
+    const wrong = offered.filter((o) => o.actions.length);
+    assert(!wrong.length, `during the rollback the page offered ${JSON.stringify(wrong.slice(0, 3))}`);
     // lockstepd holds the pipeline after an on-call rollback, until someone resumes it.
     await waitFor('the pipeline to be held', 15000, async () => (await api('GET', '/pipelines/monolith')).data.paused === true);
     const held = await api('GET', '/pipelines/monolith');
     assert(String(held.data.paused_by).startsWith('on-call rollback'), `paused by ${held.data.paused_by}`);
     const resumed = await api('POST', '/pipelines/monolith/resume');
     assert(resumed.status === 200, `resume answered ${resumed.status}`);
+    await page.evaluate(() => { location.hash = ''; });
+  });
+
+  await test('updates patch the page in place: focus and a text selection survive ten updates', async () => {
+    const sha = 'c0ffee5e1ec7ed0123456789abcdef0123456789';
+    const rel = await createRelease('monolith', built['v1.2.0'], { commit: sha, author: 'pia@example.com' });
+    await page.evaluate((id) => { location.hash = `#release=${id}`; }, rel.id);
+    const view = `#release-view[data-release-id="${rel.id}"]`;
+    await page.waitForSelector(`${view}[data-state="rolling"] #release-actions button[data-action="abort"]`, { timeout: 15000 });
+    let reads = 0;
+    const onResponse = (res) => {
+      if (res.request().method() === 'GET' && new URL(res.url()).pathname === `/api/v1/releases/${rel.id}`) reads += 1;
+    };
+    page.on('response', onResponse);
+    try {
+      // The commit selected as a reader would to copy it, and the Abort button focused.
+      await page.evaluate(() => {
+        const a = document.querySelector('#release-commit .commit');
+        const range = document.createRange();
+        range.selectNodeContents(a);
+        getSelection().removeAllRanges();
+        getSelection().addRange(range);
+        const b = document.querySelector('#release-actions button[data-action="abort"]');
+        b.focus();
+        window.__kept = { button: b, text: a.firstChild };
+      });
+      await countPatches(page, 'view', '#release-view');
+      const start = reads;
+      await waitFor('ten updates of the release view, three of them after reading the release again', 30000, async () => {
+        const n = await patches(page, 'view');
+        if (n < 10 && await page.getAttribute('#release-view', 'data-state') !== 'rolling') {
+          throw Object.assign(new Error(`the release ended after ${n} updates`), { fatal: true });
+        }
+        return n >= 10 && reads - start >= 3 ? n : null;
+      }).then((n) => log(`${n} updates, ${reads - start} of them re-reads`));
+      const kept = await page.evaluate(() => ({
+        focus: document.activeElement === window.__kept.button,
+        connected: window.__kept.button.isConnected && window.__kept.text.isConnected,
+        selection: getSelection().toString(),
+        active: document.activeElement.outerHTML.slice(0, 80),
+      }));
+      assert(kept.connected, 'the focused button or the selected text was replaced');
+      assert(kept.focus, `focus moved to ${kept.active}`);
+      assert(kept.selection === sha, `the selection is ${JSON.stringify(kept.selection)}`);
+    } finally {
+      page.off('response', onResponse);
+    }
+    await waitRelease(rel.id, ['succeeded'], 60000);
+    await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 15000 });
+    await page.evaluate(() => { getSelection().removeAllRanges(); location.hash = ''; });
+  });
+
+  await test('a release queued behind a freeze is listed under "Needs you" with the reason', async () => {
+    const frozen = await api('POST', '/pipelines/monolith/freeze', { reason: 'incident 42' }, fleet.tokens.manager);
+    assert(frozen.status === 200, `freeze answered ${frozen.status}`);
+    let rel = null;
+    try {
+      rel = await createRelease('monolith', built['v1.1.0'], { commit: 'frozen01', author: 'fay@example.com' });
+      const need = `#needs-you:not([hidden]) li.need[data-need="queued"][data-release="${rel.id}"]`;
+      // The page learns of switches by reading the pipelines (they are not release events).
+      const expected = 'v1.1.0 waits: monolith frozen by rita-release-manager: incident 42';
+      await page.waitForFunction(([sel, want]) => {
+        const el = document.querySelector(`${sel} .need-text`);
+        return el && el.textContent === want;
+      }, [need, expected], { timeout: 15000 }).catch(async () => {
+        throw new Error(`needs-you says ${JSON.stringify(await page.textContent('#needs-you').catch(() => ''))}`);
+      });
+      // What helps here is unfreezing; approving or aborting is not offered.
+      const actions = await page.$$eval(`${need} button[data-action]`, (bs) => bs.map((b) => b.dataset.action));
+      assert(actions.join() === 'unfreeze', `needs-you offers ${actions.join(', ')}`);
+      assert(/^\(\d+\) /.test(await page.title()), `the tab title is ${JSON.stringify(await page.title())}`);
+    } finally {
+      if (rel) await api('POST', `/releases/${rel.id}/abort`, undefined, fleet.tokens.manager);
+      const thawed = await api('POST', '/pipelines/monolith/unfreeze', undefined, fleet.tokens.manager);
+      assert(thawed.status === 200, `unfreeze answered ${thawed.status}`);
+    }
+    await waitRelease(rel.id, ['aborted'], 15000);
+    await page.waitForSelector(`li.need[data-release="${rel.id}"]`, { state: 'detached', timeout: 10000 });
+  });
+
+  await test('a release queued outside its pipeline\'s deploy window is listed under "Needs you" with the server\'s reason and only Abort', async () => {
+    const rel = await createRelease('nightly', built['v1.0.0'], { commit: 'night001', author: 'nick@example.com' });
+    try {
+      const r = await waitFor('the release to wait for the window', 15000, async () => {
+        const x = (await api('GET', `/releases/${rel.id}`)).data;
+        return x.state === 'queued' && x.reason ? x : null;
+      }, 100);
+      const need = `#needs-you:not([hidden]) li.need[data-need="queued"][data-release="${rel.id}"]`;
+      await page.waitForSelector(need, { timeout: 15000 });
+      const text = await page.textContent(`${need} .need-text`);
+      assert(text === `v1.0.0 is queued: ${r.reason}` && /deploy window/.test(r.reason), `needs-you says ${JSON.stringify(text)}`);
+      const actions = await page.$$eval(`${need} button[data-action]`, (bs) => bs.map((b) => b.dataset.action));
+      assert(actions.join() === 'abort', `needs-you offers ${actions.join(', ')}`);
+    } finally {
+      await api('POST', `/releases/${rel.id}/abort`, undefined, fleet.tokens.manager);
+    }
+    await waitRelease(rel.id, ['aborted'], 15000);
+    await page.waitForSelector(`li.need[data-release="${rel.id}"]`, { state: 'detached', timeout: 10000 });
+  });
+
+  await test('a Pause clicked between updates acts once; the held bake reads "paused", is listed under "Needs you" and resumed from there', async () => {
+    const rel = await createRelease('monolith', built['v1.3.0'], { commit: 'held0001', author: 'hal@example.com' });
+    await page.evaluate((id) => { location.hash = `#release=${id}`; }, rel.id);
+    const view = `#release-view[data-release-id="${rel.id}"]`;
+    const pauses = countRequests(page, 'POST', /^\/api\/v1\/pipelines\/monolith\/pause$/);
+    let resumed = false;
+    try {
+      await page.waitForSelector(`${view} #wave-grid tr.wave[data-wave="0"][data-state="baking"]`, { timeout: 30000 });
+      // The button pressed, the page updated under it, then released: one click, one pause.
+      const button = '.pipeline[data-pipeline="monolith"] button[data-action="pause"]:not([disabled])';
+      const box = await (await page.waitForSelector(button, { timeout: 5000 })).boundingBox();
+      // Which element each click lands on (the capture phase sees it first).
+      await page.evaluate((sel) => {
+        window.__pressed = document.querySelector(sel);
+        window.__clicks = [];
+        document.addEventListener('click', (ev) => {
+          window.__clicks.push(window.__pressed.contains(ev.target) && window.__pressed.isConnected);
+        }, true);
+      }, button);
+      await countPatches(page, 'app', '#app');
+      await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+      await page.mouse.down();
+      await waitFor('the page to update while the button is held down', 10000, async () => await patches(page, 'app') >= 2);
+      await page.mouse.up();
+      await waitFor('monolith to be paused', 10000, async () => (await api('GET', '/pipelines/monolith')).data.paused === true);
+      const clicks = await page.evaluate(() => window.__clicks);
+      assert(clicks.length === 1 && clicks[0], `clicks landed ${JSON.stringify(clicks)} (true: on the button pressed, still on the page)`);
+      await page.waitForSelector(`.pipeline[data-pipeline="monolith"] button[data-action="resume"]`, { timeout: 10000 });
+      assert(pauses.n === 1, `the page sent ${pauses.n} pause requests`);
+      // The paused bake says so, in the release view and under "Needs you".
+      await page.waitForFunction((sel) => /^paused/.test((document.querySelector(sel) || {}).textContent || ''), `${view} #bake-countdown`, { timeout: 10000 })
+        .catch(async () => { throw new Error(`the bake reads ${JSON.stringify(await page.textContent(`${view} #bake-countdown`).catch(() => null))}`); });
+      const current = await page.textContent(`${view} #release-current-wave`);
+      assert(current === '1/2 canary (baking, paused)', `the current wave reads ${JSON.stringify(current)}`);
+      const need = `#needs-you:not([hidden]) li.need[data-need="paused"][data-release="${rel.id}"]`;
+      await page.waitForSelector(need, { timeout: 15000 });
+      const text = await page.textContent(`${need} .need-text`);
+      assert(text === 'monolith v1.3.0 is held in wave canary (bake paused): monolith paused by rita-release-manager',
+        `needs-you says ${JSON.stringify(text)}`);
+      const actions = await page.$$eval(`${need} button[data-action]`, (bs) => bs.map((b) => `${b.dataset.action}${b.disabled ? ' disabled' : ''}`));
+      assert(actions.join() === 'resume', `needs-you offers ${actions.join(', ')}`);
+      await page.click(`${need} button[data-action="resume"]`);
+      await waitFor('monolith to be resumed', 10000, async () => (await api('GET', '/pipelines/monolith')).data.paused === false);
+      resumed = true;
+    } finally {
+      if (!resumed) await api('POST', '/pipelines/monolith/resume', undefined, fleet.tokens.manager);
+    }
+    await waitRelease(rel.id, ['succeeded'], 60000);
+    await page.waitForSelector(`li.need[data-release="${rel.id}"]`, { state: 'detached', timeout: 10000 });
+    await page.waitForSelector(`${view}[data-state="succeeded"]`, { timeout: 15000 });
+    await waitEndStates(page, rel.id);
   });
 
   await test('a viewer token sees every action disabled', async () => {
@@ -640,8 +1126,23 @@ async function main() {
     assert(await page.textContent(`${host} .flag.bringup`) === 'bring-up', `${failing} is not marked bring-up`);
     const summary = await page.textContent(`${host} details.hook-output summary`);
     assert(summary === 'hook output', `the summary says ${JSON.stringify(summary)}`);
-    await page.click(`${host} details.hook-output summary`);
+    // The failure stays on the host after its region went back.
+    const server = ended.hosts.find((x) => x.agent === failing);
+    assert(/failed at check/.test(server.failure), `the server's failure of ${failing} is ${JSON.stringify(server.failure)}`);
+    const step = await page.textContent(`${host} .host-step`);
+    const want = server.state === 'failed' ? 'failed at check' : `failed at check → ${server.state.replaceAll('_', ' ')}`;
+    assert(step === want, `the step of ${failing} (${server.state}) reads ${JSON.stringify(step)}, expected ${JSON.stringify(want)}`);
+    // From the keyboard: the reason's host name leads to the host, its output open.
+    await page.focus(`${row} .track-reason a.host-link[data-host="${failing}"]`);
+    await page.keyboard.press('Enter');
+    await page.waitForFunction((id) => document.activeElement && document.activeElement.id === id, `host-${failing}`, { timeout: 5000 });
     const pre = `${host} details.hook-output[open] pre.output-tail`;
+    await page.waitForSelector(pre, { state: 'visible', timeout: 5000 });
+    // Its summary folds and unfolds it with Enter.
+    await page.focus(`${host} details.hook-output summary`);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(`${host} details.hook-output:not([open])`, { timeout: 5000 });
+    await page.keyboard.press('Enter');
     await page.waitForSelector(pre, { state: 'visible', timeout: 5000 });
     const out = await page.$eval(pre, (e) => ({ text: e.textContent, elements: e.children.length }));
     assert(out.text.includes(BRINGUP_MARKER), `the hook output does not show the marker: ${JSON.stringify(out.text)}`);
@@ -659,7 +1160,7 @@ async function main() {
     assert(xss === 'undefined', `window.__xss is ${xss}`);
   });
 
-  await test('a failed host of a hook_output: none region says its output stayed there and shows none', async () => {
+  await test('a halted release is listed under "Needs you" with only Abort; its failed host of a hook_output: none region shows no output, and stays marked failed after the abort reverts it', async () => {
     const failing = `${WITHHELD}-g1`;
     const rel = await createRelease('gated', built['g1.2.0'], { commit: 'c0ffee02', author: 'nina@example.com' });
     try {
@@ -667,6 +1168,7 @@ async function main() {
       const r = (await api('GET', `/releases/${rel.id}`)).data;
       const failed = r.hosts.find((x) => x.agent === failing);
       assert(failed && failed.state === 'failed' && failed.output_tail === '', `the server shows ${JSON.stringify(failed)}`);
+      assert(/failed at check/.test(failed.failure), `the server's failure of ${failing} is ${JSON.stringify(failed.failure)}`);
       await page.evaluate((id) => { location.hash = `#release=${id}`; }, rel.id);
       const view = `#release-view[data-release-id="${rel.id}"]`;
       const host = `${view} #hosts tr.host-row[data-host="${failing}"][data-state="failed"]`;
@@ -674,11 +1176,44 @@ async function main() {
       const kept = await page.textContent(`${host} .output-kept`);
       assert(kept === 'output kept in the region (hook_output: none)', `the host says ${JSON.stringify(kept)}`);
       assert(!(await page.$(`${host} details`)), `${failing} shows hook output`);
+      assert(await page.textContent(`${host} .host-step`) === 'failed at check', `the step reads ${await page.textContent(`${host} .host-step`)}`);
       const text = await page.evaluate(() => document.body.textContent);
       assert(!text.includes(WITHHELD_MARKER), 'the page shows the withheld hook output');
       // The other regions' hosts passed: nothing to say about their output.
       const others = await page.$$eval(`${view} #hosts tr.host-row .output-kept`, (es) => es.length);
       assert(others === 1, `${others} hosts say their output was kept`);
+      // The reason names the host: its name leads to its row.
+      await page.click(`${view} #release-reason a.host-link[data-host="${failing}"]`);
+      await page.waitForFunction((id) => document.activeElement && document.activeElement.id === id, `host-${failing}`, { timeout: 5000 });
+      // Halted: "Needs you" says why and offers only Abort, which is done from there.
+      const need = `#needs-you:not([hidden]) li.need[data-need="halted"][data-release="${rel.id}"]`;
+      await page.waitForSelector(need, { timeout: 10000 });
+      assert((await page.textContent(`${need} .need-text`)).startsWith('gated g1.2.0 is halted: '), 'needs-you does not say the release is halted');
+      const actions = await page.$$eval(`${need} button[data-action]`, (bs) => bs.map((b) => b.dataset.action));
+      assert(actions.join() === 'abort', `needs-you offers ${actions.join(', ')}`);
+      await page.click(`${need} button[data-action="abort"]`);
+      await page.waitForSelector('#confirm-dialog[open]', { timeout: 5000 });
+      await page.click('#confirm-ok');
+      await waitRelease(rel.id, ['aborted'], 60000);
+      // Final: every host in an end state, and the failed one still marked, after its revert.
+      await page.waitForSelector(`${view}[data-state="aborted"]`, { timeout: 15000 });
+      await page.waitForFunction(([sel, ends]) => {
+        const rows = [...document.querySelectorAll(`${sel} #hosts tr.host-row`)];
+        return rows.length > 0 && rows.every((tr) => ends.includes(tr.dataset.state));
+      }, [view, FINAL_HOST_STEPS], { timeout: 15000 }).catch(async () => {
+        throw new Error(`hosts still moving after the release ended: ${JSON.stringify(await page.$$eval(`${view} #hosts tr.host-row`, (trs) => trs.map((t) => `${t.dataset.host} ${t.dataset.state}`)))}`);
+      });
+      const after = (await api('GET', `/releases/${rel.id}`)).data.hosts.find((x) => x.agent === failing);
+      assert(after.state === 'reverted' && /failed at check/.test(after.failure), `the server shows ${JSON.stringify(after)}`);
+      const row = `${view} #hosts tr.host-row[data-host="${failing}"]`;
+      await page.waitForSelector(`${row}[data-state="reverted"][data-failed="true"]`, { timeout: 10000 });
+      const step = await page.textContent(`${row} .host-step`);
+      assert(step === 'failed at check → reverted', `the step reads ${JSON.stringify(step)}`);
+      assert((await page.textContent(`${row} p.failure`)) === after.failure, 'the failure is not shown');
+      await waitEndStates(page, rel.id);
+      const cell = await page.textContent(`${view} #wave-grid tr.wave[data-wave="0"] td.cell[data-region="${WITHHELD}"]`);
+      assert(/ 1 failed$/.test(cell), `the failed region's cell reads ${JSON.stringify(cell)}`);
+      await page.waitForSelector(`li.need[data-release="${rel.id}"]`, { state: 'detached', timeout: 10000 });
     } finally {
       // Held where it failed until someone acts: abort it, which puts every host back.
       if (!(await api('GET', `/releases/${rel.id}`)).data.final) {
@@ -698,7 +1233,7 @@ async function main() {
       await p3.route('**/api/v1/**', (route) => route.abort('connectionrefused'));
       await p3.waitForSelector('#live.disconnected', { timeout: 15000 });
       const text = await p3.textContent('#live');
-      assert(/^Disconnected since \d\d:\d\d:\d\d — data may be stale$/.test(text), `live indicator says ${JSON.stringify(text)}`);
+      assert(/^Disconnected since \d\d:\d\d:\d\d UTC — data may be stale$/.test(text), `live indicator says ${JSON.stringify(text)}`);
       assert(await p3.$eval('#pipelines', (e) => e.classList.contains('stale')), '#pipelines is not marked stale');
       assert(await p3.$eval('#hosts', (e) => e.classList.contains('stale')), '#hosts is not marked stale');
       const lost = await p3.$$eval('.pipeline .host.lost', (hs) => hs.length);
@@ -744,6 +1279,97 @@ async function main() {
     }
   });
 
+  await test('history and the audit log filter by pipeline, version, state, actor and time, a page at a time, from the keyboard too', async () => {
+    await page.evaluate(() => { location.hash = ''; });
+    const all = (await api('GET', '/releases?limit=500')).data.sort((a, b) => b.id - a.id);
+    assert(all.length >= 12, `only ${all.length} releases`);
+    const shown = () => page.$$eval('#releases tr.release-row', (trs) => trs.map((t) => Number(t.dataset.release)));
+    const expect = async (what, ids) => {
+      await waitFor(`the history to show ${what}: ${ids.join(', ') || 'nothing'}`, 10000, async () => (await shown()).join() === ids.join());
+    };
+    const apply = async (fields) => {
+      await page.click('#hf-clear');
+      for (const [sel, v] of Object.entries(fields)) {
+        if (sel.startsWith('select')) await page.selectOption(sel.slice(6), v);
+        else await page.fill(sel, v);
+      }
+      await page.click('#hf-apply');
+    };
+    await apply({ 'select#hf-pipeline': 'gated', 'select#hf-state': 'succeeded' });
+    await expect('gated releases that succeeded', all.filter((r) => r.pipeline === 'gated' && r.state === 'succeeded').map((r) => r.id));
+    await apply({ 'select#hf-pipeline': 'monolith', '#hf-version': 'v1.1.0' });
+    await expect('monolith v1.1.0', all.filter((r) => r.pipeline === 'monolith' && r.version === 'v1.1.0').map((r) => r.id));
+    await apply({ '#hf-actor': 'otto-on-call' });
+    await expect('what otto-on-call created', all.filter((r) => r.created_by === 'otto-on-call' || r.author === 'otto-on-call').map((r) => r.id));
+    await apply({ '#hf-actor': 'ana@example.com' });
+    await expect('what ana@example.com wrote', all.filter((r) => r.created_by === 'ana@example.com' || r.author === 'ana@example.com').map((r) => r.id));
+    // Times are read in the zone the page shows (UTC here), to the minute.
+    const minute = (ms) => new Date(ms).toISOString().slice(0, 16);
+    await apply({ '#hf-since': minute(Date.now() + 120000) });
+    await expect('nothing created in the future', []);
+    assert(await page.textContent('#releases caption') === 'No release matches the filter.', 'an empty result says nothing');
+    const cut = all[Math.floor(all.length / 2)].created_at_ms;
+    await apply({ '#hf-until': minute(cut - 60000) });
+    await expect('what was created before the cut', all.filter((r) => r.created_at_ms <= Math.floor((cut - 60000) / 60000) * 60000 + 59999).map((r) => r.id).slice(0, 25));
+    // Paging: ten a page, the next page older, and back.
+    await apply({ 'select#hf-limit': '10' });
+    await expect('the newest ten', all.slice(0, 10).map((r) => r.id));
+    assert(await page.isEnabled('#releases-older') && !(await page.isEnabled('#releases-newer')), 'page 1 cannot go older, or can go newer');
+    await page.focus('#releases-older');
+    await page.keyboard.press('Enter');
+    await expect('the next ten', all.slice(10, 20).map((r) => r.id));
+    assert(await page.textContent('#releases-page') === 'Page 2', `the pager says ${await page.textContent('#releases-page')}`);
+    await page.click('#releases-newer');
+    await expect('the newest ten again', all.slice(0, 10).map((r) => r.id));
+    // A release is chosen from the table with the keyboard; the chart's bars are pictures of
+    // the same rows, not tab stops.
+    const pick = all[3].id;
+    await page.focus(`#releases tr.release-row[data-release="${pick}"] a`);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(`#release-view[data-release-id="${pick}"]`, { timeout: 10000 });
+    assert(await page.$$eval('#chart rect', (rs) => rs.length) > 0, 'the chart has no bars');
+    assert(await page.$$eval('#chart [tabindex], [tabindex]:not([tabindex="-1"]):not([tabindex="0"])', (es) => es.length) === 0, 'the chart has tab stops, or something has a positive tabindex');
+    await page.click('#hf-clear');
+
+    // The audit log: by action and text, by actor, by pipeline, and a page at a time.
+    const audit = async () => page.$$eval('#audit tr.audit-row', (trs) => trs.map((t) => ({
+      id: Number(t.dataset.key), action: t.dataset.action, actor: t.querySelector('td.actor').textContent, text: t.textContent,
+      target: t.children[3].textContent,
+    })));
+    const applyAudit = async (fields) => {
+      await page.click('#af-clear');
+      for (const [sel, v] of Object.entries(fields)) {
+        if (sel.startsWith('select')) await page.selectOption(sel.slice(6), v);
+        else await page.fill(sel, v);
+      }
+      await page.click('#af-apply');
+    };
+    await applyAudit({ '#af-action': 'release.appr', '#af-q': 'CANARY CLEAN' });
+    await waitFor('the approval with its comment, alone', 10000, async () => {
+      const rows = await audit();
+      return rows.length === 1 && rows[0].action === 'release.approve' && rows[0].text.includes('comment: canary clean');
+    });
+    await applyAudit({ '#af-actor': 'otto-on-call' });
+    await waitFor('only what otto-on-call did', 10000, async () => {
+      const rows = await audit();
+      return rows.length > 0 && rows.every((r) => r.actor === 'otto-on-call');
+    });
+    const gatedIds = new Set(all.filter((r) => r.pipeline === 'gated').map((r) => `release/${r.id}`));
+    await applyAudit({ 'select#af-pipeline': 'gated', 'select#af-limit': '100' });
+    await waitFor('only entries about gated', 10000, async () => {
+      const rows = await audit();
+      return rows.length > 0 && rows.every((r) => r.target === 'gated' || r.target === 'pipeline/gated' || gatedIds.has(r.target));
+    });
+    await applyAudit({ 'select#af-limit': '10' });
+    const first = await waitFor('ten audit entries', 10000, async () => { const r = await audit(); return r.length === 10 ? r : null; });
+    await page.click('#audit-older');
+    await waitFor('the next ten, all older', 10000, async () => {
+      const r = await audit();
+      return r.length > 0 && r.every((e) => e.id < Math.min(...first.map((x) => x.id)));
+    });
+    await page.click('#af-clear');
+  });
+
   await test('the page works at phone width, in dark mode', async () => {
     const phone = await signedInPage(fleet.tokens.manager, { viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
     try {
@@ -786,6 +1412,10 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   await stopAll();
+  if (fleet.prometheus) {
+    fleet.prometheus.closeAllConnections();
+    fleet.prometheus.close();
+  }
   clearTimeout(hardStop);
 }
 const failed = results.filter((r) => !r.ok).length + (fatal ? 1 : 0);
