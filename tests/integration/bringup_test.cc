@@ -34,7 +34,8 @@ const std::vector<std::pair<std::string, std::string>> kServingHosts = {{"use1-a
 const std::vector<std::string> kNewHosts = {"apse2-a", "apse2-b"};
 
 // The pipeline, with `regions` the items of its `regions:` list and `hook` its hook timeout.
-std::string Pipeline(const std::vector<std::string>& regions, const std::string& hook = "10s") {
+std::string Pipeline(const std::vector<std::string>& regions, const std::string& hook = "10s",
+                     const std::string& extra = "") {
   std::string yaml = "pipeline: monolith\nregions:\n";
   for (const auto& r : regions) yaml += "  - " + r + "\n";
   yaml += R"(waves:
@@ -48,7 +49,7 @@ health:
 timeouts: {hook: )" +
           hook + R"(, fetch: 10s, agent_lost: 10s}
 rollback: {automatic: true, tolerate_failed_hosts: 0}
-)";
+)" + extra;
   return yaml;
 }
 
@@ -99,8 +100,13 @@ class BringUpTest : public ::testing::Test {
     fault_dir_ = fleet_.dir() + "/faults";
     fs::create_directories(fault_dir_);
     fleet_.agent_env["FAULT_DIR"] = fault_dir_;
-    fleet_.WritePipeline("monolith.yaml",
-                         Pipeline({"us-east-1", "eu-west-1", kBringUpEntry}, hook_timeout));
+    // Bring-up events reach a receiver that asked for them by name.
+    receiver_.OnPost("/notify", [](const std::string&) { return 200; });
+    fleet_.WritePipeline(
+        "monolith.yaml",
+        Pipeline({"us-east-1", "eu-west-1", kBringUpEntry}, hook_timeout,
+                 "notify:\n  - url: \"" + receiver_.Url("/notify") +
+                     "\"\n    events: [bringup_failed, bringup_rolled_back, bringup_succeeded]\n"));
     fleet_.StartOrchestrator();
     for (const auto& [name, region] : kServingHosts) fleet_.StartAgent(name, region);
     for (const auto& name : kNewHosts) fleet_.StartAgent(name, kNewRegion);
@@ -108,6 +114,18 @@ class BringUpTest : public ::testing::Test {
   }
 
   void Go() { std::ofstream(fault_dir_ + "/go") << "go\n"; }
+
+  // Whether a notification of `event` about `region` was received.
+  bool Notified(const std::string& event, const std::string& region) const {
+    for (const auto& p : receiver_.Posts("/notify")) {
+      json body = json::parse(p.body, nullptr, false);
+      if (!body.is_object()) continue;
+      if (body.value("event", "") == event && body.dump().find(region) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }
 
   std::vector<std::string> CreateArgs(const Artifact& a) const {
     return {"--output",  "json",    "release",    "create", "--pipeline", "monolith",
@@ -222,6 +240,7 @@ class BringUpTest : public ::testing::Test {
     return n;
   }
 
+  TestHttpServer receiver_;  // notifications; outlives the fleet that sends them
   Fleet fleet_;
   std::string fault_dir_;
   std::vector<std::string> extra_serving_;  // serving hosts a test added
@@ -435,6 +454,9 @@ TEST_F(BringUpTest, ABringUpFailureNeverHoldsTheServingRegions) {
   EXPECT_GT(track.is_object() ? track.value("finished_at_ms", int64_t{0}) : 0, 0) << track.dump();
   EXPECT_TRUE(AuditedWith("release.bringup_failed", kNewRegion));
   EXPECT_TRUE(AuditedWith("release.bringup_rolled_back", kNewRegion));
+  EXPECT_TRUE(Fleet::WaitFor([&] { return Notified("bringup_failed", kNewRegion); }, kLimit));
+  EXPECT_TRUE(Fleet::WaitFor([&] { return Notified("bringup_rolled_back", kNewRegion); }, kLimit));
+  EXPECT_TRUE(Notified("bringup_succeeded", kNewRegion));  // v1 reached it first
   text = ShowText(id);
   EXPECT_NE(text.find("bring-up " + kNewRegion), std::string::npos) << text;
   EXPECT_NE(text.find("rolled_back"), std::string::npos) << text;
