@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -163,35 +164,44 @@ class GateFleetTest : public EngineFailuresTest {
     return body;
   }
   std::string metrics_file() const { return fleet_.dir() + "/exporter-metrics.txt"; }
-  void SetErrorRate(double v) {
-    std::ofstream(metrics_file()) << Exposition(v);
-    exporter_.ServeFile("/metrics", metrics_file());
+  // A real Prometheus scraping the exporter, with a first sample in.
+  void StartPrometheus() {
+    SetErrorRate(0.001);
+    prometheus_ = std::make_unique<TestPrometheus>("127.0.0.1:" + std::to_string(exporter_.port()));
+    ASSERT_TRUE(prometheus_->WaitReady(std::chrono::seconds(30))) << prometheus_->Explain();
+    ASSERT_TRUE(prometheus_->WaitForSample("demo_error_rate", std::chrono::seconds(30)))
+        << prometheus_->Explain();
   }
-
-  TestHttpServer exporter_;
-};
-
-// The error rate turns bad only when v3's own deploy/start runs, after the switch: what the
-// gate must catch is the new release, from samples scraped after it went out. A good
-// release before it passes on the same gate.
-TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRollsBackABadOne) {
-  SetErrorRate(0.001);
-  TestPrometheus prometheus("127.0.0.1:" + std::to_string(exporter_.port()));
-  ASSERT_TRUE(prometheus.WaitReady(std::chrono::seconds(30))) << prometheus.Explain();
-  ASSERT_TRUE(prometheus.WaitForSample("demo_error_rate", std::chrono::seconds(30)))
-      << prometheus.Explain();
-  StartFleet(ThreeWaves(R"(gates:
+  // The error-rate gate against it: two passing evaluations, 2 s after the switch.
+  std::string GateYaml() const {
+    return R"(gates:
   - metric:
       name: error-rate
-      prometheus: ")" + prometheus.url() +
-                        R"("
+      prometheus: ")" +
+           prometheus_->url() + R"("
       query: 'max(demo_error_rate{region="{region}"})'
       max: 0.01
       interval: 1s
       delay: 2s
       passes: 2
       inconclusive_deadline: 20s
-)"));
+)";
+  }
+  void SetErrorRate(double v) {
+    std::ofstream(metrics_file()) << Exposition(v);
+    exporter_.ServeFile("/metrics", metrics_file());
+  }
+
+  TestHttpServer exporter_;
+  std::unique_ptr<TestPrometheus> prometheus_;
+};
+
+// The error rate turns bad only when v3's own deploy/start runs, after the switch: what the
+// gate must catch is the new release, from samples scraped after it went out. A good
+// release before it passes on the same gate.
+TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRollsBackABadOne) {
+  ASSERT_NO_FATAL_FAILURE(StartPrometheus());
+  StartFleet(ThreeWaves(GateYaml()));
 
   CommandResult good = Release(fleet_.ServeApp("v1"));
   ASSERT_EQ(good.exit_code, 0) << good.err;
@@ -221,23 +231,8 @@ TEST_F(GateFleetTest, AMetricGateAgainstARealPrometheusPassesAGoodReleaseAndRoll
 // A bring-up region's metric gates judge that region only: its error rate climbing rolls its
 // own hosts back, and the serving regions' release still succeeds.
 TEST_F(GateFleetTest, ABringUpRegionsGateRollsBackOnlyThatRegion) {
-  SetErrorRate(0.001);
-  TestPrometheus prometheus("127.0.0.1:" + std::to_string(exporter_.port()));
-  ASSERT_TRUE(prometheus.WaitReady(std::chrono::seconds(30))) << prometheus.Explain();
-  ASSERT_TRUE(prometheus.WaitForSample("demo_error_rate", std::chrono::seconds(30)))
-      << prometheus.Explain();
-  std::string yaml = ThreeWaves(R"(gates:
-  - metric:
-      name: error-rate
-      prometheus: ")" + prometheus.url() +
-                                R"("
-      query: 'max(demo_error_rate{region="{region}"})'
-      max: 0.01
-      interval: 1s
-      delay: 2s
-      passes: 2
-      inconclusive_deadline: 20s
-)");
+  ASSERT_NO_FATAL_FAILURE(StartPrometheus());
+  std::string yaml = ThreeWaves(GateYaml());
   const std::string serving = "regions: [us-east-1, eu-west-1, ap-southeast-2]";
   yaml.replace(yaml.find(serving), serving.size(),
                "regions: [us-east-1, eu-west-1, {name: ap-southeast-2, stage: bringup}]");
