@@ -8,14 +8,15 @@
 // LOCKSTEP_KEEP_WORK=1 keeps the temp directory (logs, screenshots). Prints
 // "N passed, M failed" last and exits non-zero if any test failed.
 //
-// The gated pipeline's metric gate asks a small stand-in for Prometheus started here (it
-// answers the two calls an agent makes, /api/v1/query and /api/v1/targets, as Prometheus
-// does), so that gate verdicts and values are real ones reported by a real agent.
+// The gated pipeline's metric gate asks a real Prometheus (/usr/bin/prometheus, Debian
+// package `prometheus`) started here, which scrapes a tiny exporter served by this script
+// every second, so that gate verdicts and values are real ones reported by a real agent.
 // axe-core (pinned in package.json) checks the page's accessibility in light and dark mode.
 
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -175,9 +176,10 @@ gates:
       query: 'sum(rate(http_errors_total{region="{region}"}[{window}]))'
       max: 0.05
       regions: [us-east-1]
-      interval: 400ms
-      delay: 0s
+      interval: 1s
+      delay: 3s
       passes: 3
+      inconclusive_deadline: 60s
 timeouts: {hook: 30s, fetch: 30s, agent_lost: 30s, approval: 30m}
 rollback: {automatic: true, tolerate_failed_hosts: 0, on_failure: pause}
 `;
@@ -192,31 +194,92 @@ waves:
 window: {start: "00:00", end: "24:00", days: [${DAYS[(new Date().getUTCDay() + 2) % 7]}]}
 `;
 
-// The stand-in for Prometheus: every query answers one series whose value wanders below
-// the gate's max, and every target was scraped just now.
-function startPrometheus() {
-  let n = 0;
+// The exporter Prometheus scrapes: an error counter of us-east-1 growing 0.012 a second, so
+// that the gate's rate() stays below its max.
+function startExporter() {
+  const t0 = Date.now();
   const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://localhost');
-    const reply = (body) => {
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    if (url.pathname === '/api/v1/query') {
-      n += 1;
-      const value = (0.012 + 0.008 * Math.sin(n)).toFixed(4);
-      reply({ status: 'success', data: { resultType: 'vector', result: [{ metric: {}, value: [Date.now() / 1000, value] }] } });
-    } else if (url.pathname === '/api/v1/targets') {
-      reply({ status: 'success', data: { activeTargets: [{ health: 'up', lastScrape: new Date().toISOString() }] } });
-    } else {
+    if (new URL(req.url, 'http://localhost').pathname !== '/metrics') {
       res.writeHead(404);
       res.end();
+      return;
     }
+    const errors = (0.012 * (Date.now() - t0)) / 1000;
+    res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' });
+    res.end('# TYPE http_errors_total counter\n'
+      + `http_errors_total{region="us-east-1"} ${errors.toFixed(6)}\n`);
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-const fleet = { http: '', grpc: '', admin: '', artifacts: '', prometheus: null, tokens: {} };
+// A port nobody listens on right now (another process may still take it first).
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.on('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+const PROMETHEUS = '/usr/bin/prometheus';
+
+// A real Prometheus scraping `target` ("127.0.0.1:PORT") every second, its config and data in
+// WORK; stopped by PID with the other children. Returns its URL once /-/ready answers 200.
+// A start that lost its port to another process is tried again on a new one.
+async function startPrometheus(target) {
+  if (!fs.existsSync(PROMETHEUS)) {
+    throw new Error(`${PROMETHEUS} not found: this test needs the real Prometheus server (apt-get install prometheus)`);
+  }
+  const dir = path.join(WORK, 'prometheus');
+  fs.mkdirSync(dir);
+  const config = path.join(dir, 'prometheus.yml');
+  // Prometheus refuses a scrape_timeout longer than the interval, hence both at 1s.
+  fs.writeFileSync(config, `global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: exporter
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["${target}"]
+`);
+  for (let attempt = 1; ; attempt += 1) {
+    const port = await freePort();
+    const name = `prometheus-${attempt}`;
+    const proc = start(name, PROMETHEUS, [
+      `--config.file=${config}`, `--storage.tsdb.path=${path.join(dir, `data-${attempt}`)}`,
+      `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn']);
+    const url = `http://127.0.0.1:${port}`;
+    const exited = () => proc.exitCode !== null || proc.signalCode !== null;
+    try {
+      await waitFor(`${name} to be ready at ${url}`, 20000, async () => {
+        if (exited()) throw Object.assign(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}):\n${tail(path.join(LOGS, `${name}.log`), 10)}`), { fatal: true });
+        const res = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1000) });
+        return res.status === 200;
+      }, 100);
+      return url;
+    } catch (e) {
+      const lostPort = exited() && /address already in use/.test(tail(path.join(LOGS, `${name}.log`)));
+      if (!lostPort || attempt === 3) throw e;
+      log(`${name}: port ${port} was taken; starting again on another`);
+      children.splice(children.findIndex((c) => c.proc === proc), 1);
+    }
+  }
+}
+
+// Waits until `query` returns at least one series from Prometheus at `url`.
+async function waitForSample(url, query, ms) {
+  await waitFor(`prometheus to return a sample for ${query}`, ms, async () => {
+    const res = await fetch(`${url}/api/v1/query?query=${encodeURIComponent(query)}`, { signal: AbortSignal.timeout(2000) });
+    const body = await res.json();
+    return body.status === 'success' && Array.isArray(body.data.result) && body.data.result.length > 0;
+  }, 100);
+}
+
+const fleet = { http: '', grpc: '', admin: '', artifacts: '', exporter: null, prometheus: '', tokens: {} };
 
 async function api(method, p, body, token = fleet.admin) {
   const res = await fetch(`${fleet.http}/api/v1${p}`, {
@@ -256,8 +319,9 @@ async function startFleet() {
   await waitFor('the artifact server port file', 10000, () => fs.existsSync(artPort) && fs.readFileSync(artPort, 'utf8').trim());
   fleet.artifacts = `http://127.0.0.1:${fs.readFileSync(artPort, 'utf8').trim()}`;
 
-  fleet.prometheus = await startPrometheus();
-  const prometheus = `http://127.0.0.1:${fleet.prometheus.address().port}`;
+  fleet.exporter = await startExporter();
+  fleet.prometheus = await startPrometheus(`127.0.0.1:${fleet.exporter.address().port}`);
+  const prometheus = fleet.prometheus;
   const pipelines = path.join(WORK, 'pipelines');
   fs.mkdirSync(pipelines);
   fs.writeFileSync(path.join(pipelines, 'monolith.yaml'), MONOLITH);
@@ -298,7 +362,10 @@ async function startFleet() {
     const r = await api('GET', '/agents');
     return r.status === 200 && r.data.filter((a) => a.connected).length >= agents.length;
   }, 200);
-  log(`fleet up: ${fleet.http} (http), ${fleet.grpc} (grpc), ${agents.length} agents, artifacts at ${fleet.artifacts}`);
+  // Prometheus hands static targets to its scrapers only on a 5-second tick: the gate's
+  // query answers once two scrapes are in.
+  await waitForSample(prometheus, 'sum(rate(http_errors_total{region="us-east-1"}[5s]))', 30000);
+  log(`fleet up: ${fleet.http} (http), ${fleet.grpc} (grpc), ${agents.length} agents, artifacts at ${fleet.artifacts}, prometheus at ${prometheus}`);
   return built;
 }
 
@@ -1412,9 +1479,9 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   await stopAll();
-  if (fleet.prometheus) {
-    fleet.prometheus.closeAllConnections();
-    fleet.prometheus.close();
+  if (fleet.exporter) {
+    fleet.exporter.closeAllConnections();
+    fleet.exporter.close();
   }
   clearTimeout(hardStop);
 }
