@@ -118,32 +118,15 @@ void Engine::AdvanceBringup(ReleaseCtx& c) {
     if (t.state != bringup_state::kRolling) continue;
 
     // Failures first, as for the serving waves: each wave judges the hosts it added.
-    std::map<int, std::pair<int, int>> failed_of_wave;  // wave -> (failed, hosts)
-    std::map<int, std::string> first_failure;
-    for (const auto& [name, h] : c.hosts) {
-      if (h.region != region) continue;
-      auto& [failed, hosts] = failed_of_wave[h.wave];
-      ++hosts;
-      if (h.state != host_state::kFailed) continue;
-      ++failed;
-      if (!first_failure.count(h.wave)) first_failure[h.wave] = name + ": " + h.detail;
+    // (A structured binding is not captured: clang before 16 refuses it.)
+    const std::string& of_region = region;
+    const std::string failure = WaveBeyondTolerance(
+        p, c.hosts, [&of_region](const HostRecord& h) { return h.region == of_region; });
+    if (!failure.empty()) {
+      FailBringup(c, t, failure);
+      continue;
     }
-    bool failed_now = false;
-    for (const auto& [w, counts] : failed_of_wave) {
-      if (w < 0 || static_cast<size_t>(w) >= p.waves.size()) continue;
-      const WaveSpec& of = p.waves[static_cast<size_t>(w)];
-      const FailureTolerance& tolerance =
-          of.tolerate_failed_hosts ? *of.tolerate_failed_hosts : p.rollback.tolerate_failed_hosts;
-      if (counts.first > tolerance.Allowed(counts.second) ||
-          (counts.first > 0 && counts.first == counts.second)) {
-        FailBringup(c, t,
-                    "wave " + of.name + ": " + std::to_string(counts.first) + " host(s) failed (" +
-                        first_failure[w] + "; " + tolerance.ToString() + " tolerated)");
-        failed_now = true;
-        break;
-      }
-    }
-    if (failed_now || c.pstate.paused) continue;
+    if (c.pstate.paused) continue;
 
     // At most one step per wave of the track in one pass.
     for (size_t guard = 0; guard <= track_waves.size() && t.state == bringup_state::kRolling;

@@ -2,6 +2,7 @@
 // convergence.cc). Not part of the engine's interface.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -14,6 +15,15 @@ namespace lockstep {
 
 // A host with a task outstanding.
 bool HostInFlight(const HostRecord& h);
+
+// Judges failed hosts wave by wave: each wave's hosts (those `counts` accepts) against its
+// own tolerance, else the pipeline's; a percentage is of the hosts that wave added. A host
+// of an earlier wave that fails later (lost during a bake) counts against its own wave. No
+// tolerance lets a wave pass in which every host failed: nothing showed the release healthy.
+// Returns why the first wave beyond its tolerance failed ("wave W: N host(s) failed (...)"),
+// or "" if none is.
+std::string WaveBeyondTolerance(const Pipeline& p, const std::map<std::string, HostRecord>& hosts,
+                                const std::function<bool(const HostRecord&)>& counts);
 
 // Keeps what a host just failed with (state failed or revert_failed, detail set) as its
 // failure, which later steps (a revert, a retry) do not overwrite. A failed revert does not

@@ -13,6 +13,31 @@
 
 namespace lockstep {
 
+std::string WaveBeyondTolerance(const Pipeline& p, const std::map<std::string, HostRecord>& hosts,
+                                const std::function<bool(const HostRecord&)>& counts) {
+  std::map<int, std::pair<int, int>> failed_of_wave;  // wave -> (failed, hosts)
+  std::map<int, std::string> first_failure;
+  for (const auto& [name, h] : hosts) {
+    if (!counts(h)) continue;
+    auto& [failed, total] = failed_of_wave[h.wave];
+    ++total;
+    if (h.state != host_state::kFailed) continue;
+    ++failed;
+    if (!first_failure.count(h.wave)) first_failure[h.wave] = name + ": " + h.detail;
+  }
+  for (const auto& [w, n] : failed_of_wave) {
+    if (w < 0 || static_cast<size_t>(w) >= p.waves.size()) continue;
+    const WaveSpec& of = p.waves[static_cast<size_t>(w)];
+    const FailureTolerance& tolerance =
+        of.tolerate_failed_hosts ? *of.tolerate_failed_hosts : p.rollback.tolerate_failed_hosts;
+    if (n.first > tolerance.Allowed(n.second) || (n.first > 0 && n.first == n.second)) {
+      return "wave " + of.name + ": " + std::to_string(n.first) + " host(s) failed (" +
+             first_failure[w] + "; " + tolerance.ToString() + " tolerated)";
+    }
+  }
+  return "";
+}
+
 void Engine::FailLostOrLateHosts(ReleaseCtx& c, const std::set<std::string>* only_regions) {
   for (auto& [name, h] : c.hosts) {
     if (only_regions && !only_regions->count(h.region)) continue;
@@ -286,33 +311,13 @@ void Engine::AdvanceRollout(ReleaseCtx& c) {
     WaveRecord& wave = c.waves[static_cast<size_t>(wi)];
 
     FailLostOrLateHosts(c);
-    // Each wave judges the hosts it added against its own tolerance (else the pipeline's);
-    // a percentage is of those hosts. A host of an earlier wave that fails now (lost during
-    // this bake) counts against the wave it belongs to.
-    std::map<int, std::pair<int, int>> failed_of_wave;  // wave -> (failed, hosts)
-    std::map<int, std::string> first_failure;
-    for (const auto& [name, h] : c.hosts) {
-      if (c.InBringup(h)) continue;  // judged by its region's own track
-      auto& [failed, hosts] = failed_of_wave[h.wave];
-      ++hosts;
-      if (h.state != host_state::kFailed) continue;
-      ++failed;
-      if (!first_failure.count(h.wave)) first_failure[h.wave] = name + ": " + h.detail;
-    }
-    for (const auto& [w, counts] : failed_of_wave) {
-      if (w < 0 || static_cast<size_t>(w) >= p.waves.size()) continue;
-      const WaveSpec& of = p.waves[static_cast<size_t>(w)];
-      const FailureTolerance& tolerance =
-          of.tolerate_failed_hosts ? *of.tolerate_failed_hosts : p.rollback.tolerate_failed_hosts;
-      // No tolerance lets a wave pass in which every host failed: nothing showed the
-      // release healthy.
-      if (counts.first > tolerance.Allowed(counts.second) ||
-          (counts.first > 0 && counts.first == counts.second)) {
-        FailRollout(c, "wave " + of.name + ": " + std::to_string(counts.first) +
-                           " host(s) failed (" + first_failure[w] + "; " + tolerance.ToString() +
-                           " tolerated)");
-        return;
-      }
+    // Each wave judges the hosts it added (WaveBeyondTolerance); a bring-up region's hosts
+    // are judged by its own track.
+    const std::string failure =
+        WaveBeyondTolerance(p, c.hosts, [&c](const HostRecord& h) { return !c.InBringup(h); });
+    if (!failure.empty()) {
+      FailRollout(c, failure);
+      return;
     }
     if (paused) return;  // results and failures are still recorded; nothing new starts
 
