@@ -191,20 +191,19 @@ void Engine::AdvanceBringup(ReleaseCtx& c) {
   }
 }
 
-Status Engine::AdvanceTrailingBringup(const Pipeline& p, const PipelineState& pstate, UnixMs now,
-                                      Pass& pass) {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto desired, DesiredRelease(*store_, p.name));
-  if (!desired.has_value() || desired->kind != release_kind::kRollout) return Status::Ok();
-  LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store_->BringupTracks(desired->id));
+Status Engine::AdvanceTrailingBringup(const Pipeline& p, const ReleaseRecord& desired,
+                                      const PipelineState& pstate, UnixMs now, Pass& pass) {
+  if (desired.kind != release_kind::kRollout) return Status::Ok();
+  LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store_->BringupTracks(desired.id));
   if (std::all_of(tracks.begin(), tracks.end(),
                   [](const BringupRecord& t) { return bringup_state::IsFinal(t.state); })) {
     return Status::Ok();
   }
-  releases_seen_[desired->id] = *desired;
+  releases_seen_[desired.id] = desired;
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
-  LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, HostsOf(desired->id));
-  pass.live_releases.insert(desired->id);
-  ReleaseRecord r = *desired;
+  LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, HostsOf(desired.id));
+  pass.live_releases.insert(desired.id);
+  ReleaseRecord r = desired;
   ReleaseCtx c(p, r, *hosts, agents_, now, pass);
   c.pstate = pstate;
   for (auto& t : tracks) {

@@ -16,10 +16,7 @@ namespace {
 constexpr int64_t kConvergeRetryMs = 30'000;
 }  // namespace
 
-Status Engine::Converge(const Pipeline& p, UnixMs now, Pass& pass) {
-  LOCKSTEP_ASSIGN_OR_RETURN(auto last, DesiredRelease(*store_, p.name));
-  if (!last.has_value()) return Status::Ok();
-  const ReleaseRecord& desired = *last;
+Status Engine::Converge(const Pipeline& p, const ReleaseRecord& desired, UnixMs now, Pass& pass) {
   releases_seen_[desired.id] = desired;
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
   HostMap* hosts = nullptr;

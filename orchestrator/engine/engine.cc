@@ -722,6 +722,7 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
   HostRecord& h = it->second;
   if (h.task_id != id || !HostInFlight(h)) return Status::Ok();
   const std::string before = h.state;
+  const Pipeline* pipeline = FindPipeline(release->pipeline);
   if (result.ok()) {
     if (before == host_state::kPreparing) {
       h.state = host_state::kPrepared;
@@ -754,7 +755,6 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
     h.finished_at = now;
     // The hook's own words are the evidence, where the region lets them leave. An agent that
     // sends them anyway (an old one, or one told otherwise) is not believed: they are dropped.
-    const Pipeline* pipeline = FindPipeline(release->pipeline);
     const bool withheld = pipeline == nullptr || pipeline->WithholdsHookOutput(h.region);
     h.output_tail = withheld ? "" : result.output_tail();
     RecordFailure(h);
@@ -763,9 +763,8 @@ Status Engine::TaskFinished(const std::string& agent, const v1::TaskResult& resu
   dirty_hosts_.emplace(release_id, agent);
   // The mixed-version window of the wave: first to last switch of `current`, merged into
   // the wave's record by the next pass.
-  const Pipeline* of = FindPipeline(release->pipeline);
   if (result.switched_at_ms() > 0 && release_state::IsInFlight(release->state) &&
-      before == host_state::kActivating && !(of && of->IsBringup(h.region))) {
+      before == host_state::kActivating && !(pipeline && pipeline->IsBringup(h.region))) {
     UnixMs t = result.switched_at_ms();
     auto [slot, fresh] = pending_switches_.try_emplace({release_id, h.wave}, t, t);
     if (!fresh) {
@@ -1075,8 +1074,11 @@ Status Engine::ReconcilePipeline(const Pipeline& p, UnixMs now, Pass& pass) {
   if (!inflight) {
     // A paused or frozen pipeline moves no host, not even to converge: people are looking.
     if (pstate.paused || pstate.frozen) return Status::Ok();
-    LOCKSTEP_RETURN_IF_ERROR(AdvanceTrailingBringup(p, pstate, now, pass));
-    return Converge(p, now, pass);
+    // Both act on the release every host should run at rest: read it once.
+    LOCKSTEP_ASSIGN_OR_RETURN(auto desired, DesiredRelease(*store_, p.name));
+    if (!desired.has_value()) return Status::Ok();
+    LOCKSTEP_RETURN_IF_ERROR(AdvanceTrailingBringup(p, *desired, pstate, now, pass));
+    return Converge(p, *desired, now, pass);
   }
 
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());

@@ -253,12 +253,13 @@ class Engine {
   void AdvanceBringup(ReleaseCtx& c);
   void FailBringup(ReleaseCtx& c, BringupRecord& t, const std::string& reason);
   // A release that ended after its serving regions succeeded, whose bring-up tracks go on.
-  Status AdvanceTrailingBringup(const Pipeline& p, const PipelineState& pstate, UnixMs now,
-                                Pass& pass);
+  Status AdvanceTrailingBringup(const Pipeline& p, const ReleaseRecord& desired,
+                                const PipelineState& pstate, UnixMs now, Pass& pass);
   // Ends the release's unfinished bring-up tracks as superseded (its release ended, or a
   // newer release takes the regions over).
   void SupersedeTracks(Pass& pass, int64_t release_id, const std::string& reason, UnixMs now) const;
-  Status Converge(const Pipeline& p, UnixMs now, Pass& pass);
+  // `desired` is the pipeline's DesiredRelease.
+  Status Converge(const Pipeline& p, const ReleaseRecord& desired, UnixMs now, Pass& pass);
   // Sends `h` (a host row of release h.release_id) its next task: `step` of `target`.
   // Records the step, a new attempt and task id, when it was sent, and whether it may
   // switch the host.

@@ -200,6 +200,7 @@ bool Hub::Apply(Event& ev) {
                     name, st.ToString());
     }
   } else if (msg.has_progress()) {
+    if (!spdlog::should_log(spdlog::level::debug)) return false;  // a line per hook line
     // Not even at debug level does a region's hook output reach this log if it must stay in
     // the region (an agent that sends it anyway is not believed).
     spdlog::debug("{} {} {}: {}", name, LogSafe(msg.progress().task_id()),

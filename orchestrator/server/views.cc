@@ -192,9 +192,9 @@ StatusOr<lockstep::v1::Release> LoadReleaseView(StoreReader& store, const Engine
   LOCKSTEP_ASSIGN_OR_RETURN(auto waves, store.Waves(id));
   LOCKSTEP_ASSIGN_OR_RETURN(auto hosts, store.Hosts(id));
   LOCKSTEP_ASSIGN_OR_RETURN(auto gates, store.GateResults(id));
-  auto view = ReleaseView(r, waves, hosts, gates, engine.FindPipeline(r.pipeline));
-  LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store.BringupTracks(id));
   const Pipeline* pipeline = engine.FindPipeline(r.pipeline);
+  auto view = ReleaseView(r, waves, hosts, gates, pipeline);
+  LOCKSTEP_ASSIGN_OR_RETURN(auto tracks, store.BringupTracks(id));
   if (r.previous_release_id > 0) {
     auto previous = store.GetRelease(r.previous_release_id);
     if (previous.ok()) view.set_previous_commit(previous->commit);
