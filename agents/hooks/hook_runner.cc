@@ -137,6 +137,19 @@ struct ChildSetup {
   void InChild() const {
     // Its own process group, so that a timeout kills what the hook started too.
     ::setpgid(0, 0);
+    // The signal state of a fresh process, not the agent's: exec keeps the blocked mask and
+    // every ignored signal, and the agent blocks SIGTERM and SIGINT (it waits for them) and
+    // ignores SIGPIPE. A service a hook starts would otherwise never see a SIGTERM (not from
+    // its own deploy/stop, not from systemd), and a pipe in a hook would not stop its writer.
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for the C library's own signals
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     // Descriptors the agent opened without O_CLOEXEC (or that another thread is about to mark)
     // must not reach a hook, which may run as a less trusted user.
     if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -254,6 +255,33 @@ TEST_F(HookRunnerTest, HooksInheritNoDescriptorOfTheAgent) {
 
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(result->tail, std::vector<std::string>{"closed"});
+}
+
+// The agent blocks SIGTERM and SIGINT (it waits for them) and ignores SIGPIPE; a hook, and a
+// service it starts, begin with no signal blocked or ignored, so that its deploy/stop (or
+// systemd) can stop that service with a SIGTERM.
+TEST_F(HookRunnerTest, HooksStartWithNoSignalBlockedOrIgnored) {
+  sigset_t agent_mask, saved_mask;
+  sigemptyset(&agent_mask);
+  sigaddset(&agent_mask, SIGTERM);
+  sigaddset(&agent_mask, SIGINT);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &agent_mask, &saved_mask), 0);
+  struct sigaction ignore {
+  }, saved_pipe{};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGPIPE, &ignore, &saved_pipe), 0);
+
+  auto result = RunHook(Script("start",
+                               "while read -r key value; do\n"
+                               "  case $key in SigBlk:|SigIgn:) echo \"$key $value\";; esac\n"
+                               "done < /proc/$$/status"),
+                        options_);
+  ::sigaction(SIGPIPE, &saved_pipe, nullptr);
+  pthread_sigmask(SIG_SETMASK, &saved_mask, nullptr);
+
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->tail,
+            (std::vector<std::string>{"SigBlk: 0000000000000000", "SigIgn: 0000000000000000"}));
 }
 
 TEST_F(HookRunnerTest, WorkingDirectoryIsSet) {
