@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -22,9 +23,13 @@ using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>;
 
 namespace {
 
-// Keepalive for a liveness timeout: a ping every half of it, answered within a quarter, so a
-// lockstepd that stopped answering is given up within three quarters of it.
-int64_t KeepaliveTimeFor(int64_t liveness_ms) { return std::max<int64_t>(liveness_ms / 2, 500); }
+// Keepalive for a liveness timeout: a ping after 3/4 of it without hearing from lockstepd,
+// answered within the last quarter, so a lockstepd that stopped answering is given up within
+// the liveness timeout. Each ping is a wake-up for lockstepd (times every agent), so they are
+// as rare as that allows; the same ping tells lockstepd's transport this agent is alive.
+int64_t KeepaliveTimeFor(int64_t liveness_ms) {
+  return std::max<int64_t>(liveness_ms * 3 / 4, 500);
+}
 int64_t KeepaliveTimeoutFor(int64_t liveness_ms) { return std::max<int64_t>(liveness_ms / 4, 250); }
 
 }  // namespace
@@ -83,12 +88,15 @@ struct Connection::Impl {
     return !stopping;
   }
 
-  // Sends a heartbeat every interval (as last set by lockstepd) until `stop`. Each wait is
-  // drawn from 90-110 % of the interval, and the first from anywhere in it: agents that
-  // connected together, as after a lockstepd restart, do not all beat in the same instant.
-  // Sleeps on `alarm`, which is woken whenever `stop` or `retuned` is set.
+  // Sends a heartbeat every interval (as last set by lockstepd) until `stop`; with
+  // `on_change` (lockstepd watches liveness itself, Welcome.heartbeat_on_change) only when the
+  // running version differs from the one last sent. Each wait is drawn from 90-110 % of the
+  // interval, and the first from anywhere in it: agents that connected together, as after a
+  // lockstepd restart, do not all beat in the same instant. Sleeps on `alarm`, which is woken
+  // whenever `stop` or `retuned` is set.
   void Heartbeats(std::mutex& hb_mu, Alarm& alarm, const bool& stop, const int64_t& interval_ms,
-                  bool& retuned) {
+                  bool& retuned, bool on_change) {
+    std::optional<std::string> sent;  // the version the last heartbeat carried
     std::mt19937_64 rng(std::random_device{}());
     std::unique_lock lock(hb_mu);
     auto draw = [&](double lo, double hi) {  // REQUIRES: hb_mu held (reads interval_ms)
@@ -119,9 +127,13 @@ struct Connection::Impl {
         // drift and make a host look as if it ran the other release.
         std::lock_guard write_lock(write_mu);
         if (stream && welcomed) {
-          v1::AgentMessage m;
-          m.mutable_heartbeat()->set_current_version(executor->CurrentVersion());
-          stream->Write(m);
+          std::string version = executor->CurrentVersion();
+          if (!on_change || version != sent) {
+            v1::AgentMessage m;
+            m.mutable_heartbeat()->set_current_version(version);
+            stream->Write(m);
+            sent = std::move(version);
+          }
         }
       }
       lock.lock();
@@ -233,8 +245,9 @@ struct Connection::Impl {
                      in.welcome().pipeline(), in.welcome().epoch());
         set_interval(in.welcome().heartbeat_interval_ms());
         if (!heartbeat.joinable()) {
-          heartbeat = std::thread(
-              [&] { Heartbeats(hb_mu, *hb_alarm, hb_stop, hb_interval_ms, hb_retuned); });
+          heartbeat = std::thread([&, on_change = in.welcome().heartbeat_on_change()] {
+            Heartbeats(hb_mu, *hb_alarm, hb_stop, hb_interval_ms, hb_retuned, on_change);
+          });
         }
       } else if (in.has_settings()) {
         spdlog::debug("heartbeats every {} ms from now on", in.settings().heartbeat_interval_ms());
@@ -315,7 +328,7 @@ Status Connection::Run() {
     const int64_t liveness = impl_->liveness_ms.load();
     grpc::ChannelArguments args;
     // A lockstepd that stops answering with its connection open (frozen, or its host gone)
-    // is noticed by keepalive pings within 3/4 of the liveness timeout lockstepd asked for;
+    // is noticed by keepalive pings within the liveness timeout lockstepd asked for;
     // with keepalive on, gRPC also sets TCP_USER_TIMEOUT, which fails the connection when a
     // ping goes unacknowledged. Pings are answered by lockstepd's transport, not its engine.
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(KeepaliveTimeFor(liveness)));

@@ -584,16 +584,21 @@ StatusOr<std::string> Engine::AgentConnected(const v1::AgentHello& hello) {
   return pipeline->name;
 }
 
-Status Engine::AgentDisconnected(const std::string& name) {
+Status Engine::AgentDisconnected(const std::string& name, int64_t silent_ms) {
   LOCKSTEP_RETURN_IF_ERROR(LoadAgents());
+  const UnixMs now = clock_->Now();
+  UnixMs heard = now - silent_ms;
+  if (auto c = last_contact_.find(name); c != last_contact_.end()) {
+    heard = std::max(heard, c->second);
+  }
   last_contact_.erase(name);
   reported_version_.erase(name);
   resend_to_.erase(name);
   auto it = agents_.find(name);
   if (it == agents_.end()) return Status::Ok();
   it->second.connected = false;
-  // The stream was alive until now; agent_lost counts from here.
-  it->second.last_seen = clock_->Now();
+  // The stream was alive until now (or, broken, until `heard`); agent_lost counts from there.
+  it->second.last_seen = heard;
   dirty_agents_.insert(name);
   return Status::Ok();
 }
@@ -677,6 +682,8 @@ void Engine::DropCopies() {
 }
 
 UnixMs Engine::LastContact(const AgentRecord& a) const {
+  // An open stream is one the transport's keepalive vouches for.
+  if (liveness_by_transport_ && a.connected) return clock_->Now();
   auto it = last_contact_.find(a.name);
   UnixMs seen = it != last_contact_.end() ? std::max(it->second, a.last_seen) : a.last_seen;
   // While this process was not running nobody watched the agent: its silence counts from

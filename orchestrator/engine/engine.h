@@ -98,6 +98,11 @@ class Engine {
       const std::string& detail, UnixMs now)>;
   void set_outbox(OutboxComposer compose) { compose_outbox_ = std::move(compose); }
   void set_observer(EngineObserver* observer) { observer_ = observer; }
+  // Agent liveness comes from the transport: an agent whose stream is open is heard from now
+  // (lockstepd's keepalive pings close a silent one), and AgentDisconnected says how long a
+  // broken one may already have been silent. Unset (the default): an agent is heard only
+  // through its messages, so a connected agent that stops sending is lost after agent_lost.
+  void set_liveness_by_transport(bool on) { liveness_by_transport_ = on; }
 
   // The pipelines in force. Any thread. A reference stays valid for the engine's life (every
   // set ever in force is kept), so a request thread may hold one across a reload.
@@ -158,7 +163,10 @@ class Engine {
   // Retires a host: forgets its agent row and credential (audited). A host of an in-flight
   // release then counts as lost. kNotFound if lockstepd never knew it.
   Status RemoveAgent(const std::string& name, const std::string& actor);
-  Status AgentDisconnected(const std::string& name);
+  // `silent_ms`: how long before now the agent may already have gone quiet (a connection that
+  // broke rather than ended; see set_liveness_by_transport); its agent_lost counts from then,
+  // or from its last message if that is later.
+  Status AgentDisconnected(const std::string& name, int64_t silent_ms = 0);
   // When this process starts to lead (at start-up, or on taking over from another lockstepd):
   // agents recorded as connected by a previous leader are not (they will reconnect), and
   // every agent's silence counts from now.
@@ -324,6 +332,7 @@ class Engine {
   std::set<std::string> resend_to_;
   // Last contact per agent (wall ms), from hellos, heartbeats and results.
   std::map<std::string, UnixMs> last_contact_;
+  bool liveness_by_transport_ = false;
   // The version each connected agent last reported, to notice drift from heartbeats.
   std::map<std::string, std::string> reported_version_;
   // Metric gate checks in flight: check id -> (release, wave, gate, region); and when each

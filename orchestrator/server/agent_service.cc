@@ -196,7 +196,11 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
     if (finish_requested_) FinishLocked();
   }
 
-  void OnCancel() override { RequestFinish(grpc::Status::CANCELLED); }
+  // The client cancelled, or the connection broke or stopped answering keepalive pings.
+  void OnCancel() override {
+    cancelled_ = true;
+    RequestFinish(grpc::Status::CANCELLED);
+  }
 
   void OnDone() override {
     if (refused_) {
@@ -206,7 +210,7 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
     hello_alarm_.Cancel();
     ReleasePending();
     handle_->Detach();
-    hub_->OnClosed(handle_);
+    hub_->OnClosed(handle_, /*clean=*/!cancelled_.load());
     delete this;
   }
 
@@ -226,9 +230,10 @@ class AgentReactor final : public grpc::ServerBidiReactor<AgentMessage, ServerMe
   const std::string peer_;
   const std::shared_ptr<ReactorHandle> handle_;
   grpc::Alarm hello_alarm_;
-  AgentMessage in_;                    // only touched by the read chain, one read at a time
-  std::atomic<bool> released_{false};  // the pending slot was given back
-  bool refused_ = false;               // set in the constructor only
+  AgentMessage in_;                     // only touched by the read chain, one read at a time
+  std::atomic<bool> released_{false};   // the pending slot was given back
+  std::atomic<bool> cancelled_{false};  // OnCancel ran: the stream did not end cleanly
+  bool refused_ = false;                // set in the constructor only
 
   std::mutex mu_;
   std::deque<ServerMessage> out_;  // guarded by mu_; front() is in flight while writing_

@@ -54,10 +54,10 @@ void Hub::OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::A
   if (urgent) alarm_->Wake();
 }
 
-void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream) {
+void Hub::OnClosed(const std::shared_ptr<StreamHandle>& stream, bool clean) {
   {
     absl::MutexLock lock(&mu_);
-    inbox_.push_back(Event{stream, std::nullopt, nullptr});
+    inbox_.push_back(Event{stream, std::nullopt, nullptr, clean});
     urgent_ = true;
   }
   alarm_->Wake();
@@ -126,6 +126,8 @@ bool Hub::Apply(Event& ev) {
     return true;
   }
   if (!ev.msg) {  // stream closed
+    // A broken connection was last vouched for by the transport this long ago at most.
+    const int64_t silent_ms = ev.clean ? 0 : heartbeats_.transport_silence_ms;
     last_heard_.erase(ev.stream.get());
     if (name.empty()) return false;
     bool current = false;
@@ -142,7 +144,7 @@ bool Hub::Apply(Event& ev) {
     if (current) {
       RetuneHeartbeats();
       spdlog::info("agent {} disconnected", name);
-      if (Status st = engine_->AgentDisconnected(name); !st.ok()) {
+      if (Status st = engine_->AgentDisconnected(name, silent_ms); !st.ok()) {
         spdlog::error("recording disconnect of {}: {}", name, st.ToString());
       }
     }
@@ -281,8 +283,10 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
     return false;
   }
   // One stream per host. A second connection for a live one is refused, not swapped in: two
-  // agents configured with one name would otherwise push each other off forever. A stream
-  // silent for three heartbeat intervals is presumed dead and replaced.
+  // agents configured with one name would otherwise push each other off forever. Where the
+  // transport watches liveness, an open stream is a live one (a dead one is closed within
+  // transport_silence_ms); otherwise a stream silent for three heartbeat intervals is presumed
+  // dead and replaced.
   std::shared_ptr<StreamHandle> replaced;
   {
     absl::MutexLock lock(&mu_);
@@ -292,7 +296,7 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
   if (replaced) {
     auto heard = last_heard_.find(replaced.get());
     const UnixMs last = heard == last_heard_.end() ? 0 : heard->second;
-    if (clock_->Now() - last < 3 * heartbeat_interval_ms_) {
+    if (heartbeats_.transport_silence_ms > 0 || clock_->Now() - last < 3 * heartbeat_interval_ms_) {
       Refuse(stream, "already_connected", h,
              "agent \"" + h.name() + "\" is already connected; a host connects once");
       return false;
@@ -343,6 +347,7 @@ bool Hub::Hello(const std::shared_ptr<StreamHandle>& stream, const lockstep::v1:
   welcome.mutable_welcome()->set_credential(credential);
   welcome.mutable_welcome()->set_epoch(epoch_);
   welcome.mutable_welcome()->set_liveness_timeout_ms(heartbeats_.liveness_timeout_ms);
+  welcome.mutable_welcome()->set_heartbeat_on_change(heartbeats_.transport_silence_ms > 0);
   stream->Deliver(welcome);
   spdlog::info("agent {} connected (region {}, pipeline {}, running {}, agent {})", h.name(),
                h.region(), *assigned,

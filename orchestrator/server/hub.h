@@ -59,8 +59,15 @@ struct HeartbeatPolicy {
   int64_t base_ms = 10'000;
   int64_t ceiling_ms = 10'000;
   // Told to agents in their welcome: how soon they must notice that lockstepd stopped
-  // answering (2/3 of the smallest agent_lost), so a frozen leader does not cost its agents.
+  // answering (4/5 of the smallest agent_lost), so a frozen leader does not cost its agents.
   int64_t liveness_timeout_ms = 20'000;
+  // > 0: lockstepd's transport pings every agent connection that has been silent for a while
+  // and closes it when a ping goes unanswered, so an open stream is an agent heard from within
+  // this long (its keepalive time plus timeout). Agents then beat only when their version
+  // changes (Welcome.heartbeat_on_change); a stream that broke is counted silent since this
+  // long before; and a second connection of a host is refused while its first is open (the
+  // transport closes a dead one within this bound). 0: liveness by heartbeats every interval.
+  int64_t transport_silence_ms = 0;
   // The interval for `connected` agents.
   int64_t IntervalFor(size_t connected) const;
 };
@@ -75,7 +82,9 @@ class Hub final : public TaskSink {
   Hub(const Clock* clock, HeartbeatPolicy heartbeats, const Authenticator* auth);
 
   void OnMessage(const std::shared_ptr<StreamHandle>& stream, lockstep::v1::AgentMessage msg);
-  void OnClosed(const std::shared_ptr<StreamHandle>& stream);
+  // `clean`: the agent ended the stream itself (a stop, a restart), rather than the connection
+  // breaking or going unanswered.
+  void OnClosed(const std::shared_ptr<StreamHandle>& stream, bool clean = true);
   // Asks for a reconcile pass soon (after desired state changed).
   void Kick();
 
@@ -109,6 +118,7 @@ class Hub final : public TaskSink {
     std::shared_ptr<StreamHandle> stream;
     std::optional<lockstep::v1::AgentMessage> msg;  // nullopt: the stream closed
     std::function<void()> task;                     // set: run on the engine thread instead
+    bool clean = true;                              // a close the agent made itself (see OnClosed)
   };
   // Runs `task` on the engine thread and waits (at most 30 s) for its status. `what` names it
   // in the error if the engine does not answer.

@@ -167,7 +167,18 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   int64_t lost = INT64_MAX;
   for (const auto& p : o.pipelines) lost = std::min<int64_t>(lost, p.timeouts.agent_lost.count());
   if (lost == INT64_MAX) lost = 30'000;
-  heartbeats.liveness_timeout_ms = std::max<int64_t>(lost * 2 / 3, 1000);
+  // Liveness in both directions from one HTTP/2 ping per connection, answered by gRPC's
+  // transport without waking a Lockstep thread, instead of a heartbeat message per agent.
+  // Agents ping every 3/4 of their liveness timeout (0.6 of agent_lost) and give up on a
+  // lockstepd that does not answer within 1/4 of it: a frozen leader is left within 4/5 of
+  // agent_lost. lockstepd pings a connection silent for 0.7 of agent_lost, which a live
+  // agent's own ping always forestalls, and closes it when the ping goes unanswered for a
+  // tenth: an open stream is an agent heard within 4/5 of agent_lost. Each ping costs
+  // lockstepd a wake-up, so their interval is as long as these bounds allow.
+  heartbeats.liveness_timeout_ms = std::max<int64_t>(lost * 4 / 5, 1000);
+  const int64_t keepalive_time_ms = std::max<int64_t>(lost * 7 / 10, 1000);
+  const int64_t keepalive_timeout_ms = std::max<int64_t>(lost / 10, 500);
+  heartbeats.transport_silence_ms = keepalive_time_ms + keepalive_timeout_ms;
   if (o.heartbeat_interval_ms > 0) {
     heartbeats.base_ms = heartbeats.ceiling_ms = o.heartbeat_interval_ms;
   } else {
@@ -181,6 +192,7 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   impl->engine_store = std::make_unique<PublishingStore>(impl->store.get(), impl->watchers.get());
   impl->engine =
       std::make_unique<Engine>(o.pipelines, impl->engine_store.get(), o.clock, impl->hub.get());
+  impl->engine->set_liveness_by_transport(true);
   // A revoked token's watches end at once: they read their next view with it.
   Watchers* watchers = impl->watchers.get();
   impl->auth->OnRevoke([watchers](const std::string& /*token_name*/) { watchers->Touch(); });
@@ -209,13 +221,14 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(impl->agent_service.get());
   builder.RegisterService(impl->control_service.get());
-  // Detect agents whose connection died silently (no FIN): ping idle streams. The engine
-  // already counts a silent agent as lost after agent_lost; this only frees the stream, so
-  // it can be rare (each ping is a wake-up of lockstepd for every agent). Agents ping more
-  // often (to notice a frozen lockstepd, Welcome.liveness_timeout_ms); any rate is allowed.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 120000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  // Agents' liveness (see transport_silence_ms above): a connection silent for the keepalive
+  // time is pinged, and closed if the ping goes unanswered. Pings continue without data.
+  // Agents ping more often (to notice a frozen lockstepd, Welcome.liveness_timeout_ms); any
+  // rate is allowed.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(keepalive_time_ms));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(keepalive_timeout_ms));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   // Agents and the CLI send small messages (the largest is a task result with a bounded

@@ -4,12 +4,14 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "proto/lockstep.grpc.pb.h"
@@ -40,7 +42,10 @@ class StandInOrchestrator final : public v1::AgentService::Service {
     for (const auto& msg : then_) stream->Write(msg);
     while (stream->Read(&in)) {
       std::lock_guard lock(mu_);
-      if (in.has_heartbeat()) ++heartbeats_;
+      if (in.has_heartbeat()) {
+        ++heartbeats_;
+        beat_versions_.push_back(in.heartbeat().current_version());
+      }
       if (in.has_progress()) ++progress_;
       if (in.has_result()) {
         result_ = in.result();
@@ -63,6 +68,18 @@ class StandInOrchestrator final : public v1::AgentService::Service {
     std::lock_guard lock(mu_);
     return progress_;
   }
+  // Waits for a heartbeat that reports `version` as running.
+  bool WaitBeatWith(const std::string& version) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, seconds(20), [&] {
+      return std::find(beat_versions_.begin(), beat_versions_.end(), version) !=
+             beat_versions_.end();
+    });
+  }
+  std::vector<std::string> beat_versions() {
+    std::lock_guard lock(mu_);
+    return beat_versions_;
+  }
   std::vector<std::string> result_ids() {
     std::lock_guard lock(mu_);
     return result_ids_;
@@ -73,19 +90,21 @@ class StandInOrchestrator final : public v1::AgentService::Service {
   const std::vector<v1::ServerMessage> then_;
   std::mutex mu_;
   std::condition_variable cv_;
-  int heartbeats_ = 0;                    // guarded by mu_
-  int progress_ = 0;                      // guarded by mu_
-  std::optional<v1::TaskResult> result_;  // guarded by mu_
-  std::vector<std::string> result_ids_;   // guarded by mu_; every result, in order
+  int heartbeats_ = 0;                      // guarded by mu_
+  std::vector<std::string> beat_versions_;  // guarded by mu_; each heartbeat's version
+  int progress_ = 0;                        // guarded by mu_
+  std::optional<v1::TaskResult> result_;    // guarded by mu_
+  std::vector<std::string> result_ids_;     // guarded by mu_; every result, in order
 };
 
 // Serves `stand_in` on a loopback port and runs a real agent against it until `done`
 // returns; the agent's log is returned.
 std::string RunAgentAgainst(StandInOrchestrator& stand_in, const std::function<bool()>& done,
-                            bool* finished) {
+                            bool* finished, std::string* agent_root = nullptr) {
   char tmpl[] = "/tmp/lockstep-agent-protocol-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   fs::create_directories(dir + "/agent");
+  if (agent_root) *agent_root = dir + "/agent";
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -120,6 +139,36 @@ TEST(AgentProtocolTest, AnAgentBeatsAtTheIntervalLockstepdLastToldIt) {
   std::string log = RunAgentAgainst(
       stand_in, [&] { return stand_in.WaitHeartbeats(5); }, &beat);
   EXPECT_TRUE(beat) << log;
+}
+
+// Where lockstepd watches liveness with keepalive pings (Welcome.heartbeat_on_change), an
+// agent checks its version every interval but beats only when it changed: once at the start,
+// then when the host was switched by hand (drift), never twice with the same version.
+TEST(AgentProtocolTest, AnAgentToldToBeatOnChangeBeatsOnlyWhenItsVersionChanges) {
+  v1::Welcome welcome;
+  welcome.set_pipeline("monolith");
+  welcome.set_heartbeat_interval_ms(100);  // the shortest an agent takes
+  welcome.set_heartbeat_on_change(true);
+  StandInOrchestrator stand_in(welcome, {});
+  std::string root;
+  bool drift_reported = false;
+  std::string log = RunAgentAgainst(
+      stand_in,
+      [&] {
+        if (!stand_in.WaitBeatWith("")) return false;  // the first check: nothing runs
+        // Ten intervals with nothing new to say: an agent beating every interval would send
+        // ten more heartbeats here. (A window to observe an absence, not a wait for readiness.)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+        // A complete release as the agent installs one (its marker), switched to by hand.
+        fs::create_directories(root + "/releases/v9");
+        std::ofstream(root + "/releases/v9/.lockstep-release")
+            << "sha256=" << std::string(64, 'a') << "\ninstalled_at_ms=1\n";
+        fs::create_directory_symlink("releases/v9", root + "/current");
+        return stand_in.WaitBeatWith("v9");
+      },
+      &drift_reported, &root);
+  ASSERT_TRUE(drift_reported) << log;
+  EXPECT_EQ(stand_in.beat_versions(), (std::vector<std::string>{"", "v9"})) << log;
 }
 
 // A prepare whose fetch fails (nothing listens on port 1): the agent notes the fetch and its

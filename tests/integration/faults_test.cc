@@ -407,7 +407,8 @@ class FaultsTest : public ::testing::Test {
     return true;
   }
 
-  // Every host's `current` is `version` (within `timeout`), and lockstepd agrees.
+  // Every host's `current` is `version` (within `timeout`), and lockstepd agrees, with every
+  // agent connected (a host that was partitioned is back, not only left where it was).
   void ExpectFleetOn(const std::string& version, const std::string& context,
                      milliseconds timeout = seconds(45)) {
     bool on = Fleet::WaitFor(
@@ -415,7 +416,9 @@ class FaultsTest : public ::testing::Test {
           if (!EveryHostOn(version)) return false;
           json agents = fleet_.CliJson({"agents"});
           for (const auto& a : agents) {
-            if (a.value("current_version", "") != version) return false;
+            if (a.value("current_version", "") != version || !a.value("connected", false)) {
+              return false;
+            }
           }
           return true;
         },

@@ -311,6 +311,54 @@ TEST_F(EngineTest, AnAgentLostWhileHoldingATaskFailsItsHostAfterAgentLost) {
   EXPECT_NE(r.reason.find("eu-west-1-1: agent lost"), std::string::npos) << r.reason;
 }
 
+// Where lockstepd's transport watches liveness (keepalive pings), an agent whose stream is
+// open is heard from, however long since its last message; a stream that broke counts as
+// silent from the transport's bound before the break (or the last message, if later).
+Pipeline SlowFetchPipeline() {
+  Pipeline p = ThreeWavePipeline();
+  p.timeouts.fetch = seconds(120);  // the prepare's own deadline stays out of the way
+  return p;
+}
+
+TEST_F(EngineTest, WithTransportLivenessAConnectedAgentIsNotLostForBeingQuiet) {
+  MakeEngine(SlowFetchPipeline());
+  engine_->set_liveness_by_transport(true);
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  ASSERT_EQ(sink_.Take().size(), 3u);
+  clock_.Advance(seconds(31));  // past agent_lost (30 s) without a word from any agent
+  Pass();
+  auto r = Release(id);
+  EXPECT_EQ(r.state, "rolling") << r.reason;
+  for (const auto& [name, h] : Hosts(id)) EXPECT_NE(h.state, "failed") << name << ": " << h.detail;
+}
+
+TEST_F(EngineTest, WithTransportLivenessABrokenStreamIsSilentSinceTheTransportsBound) {
+  MakeEngine(SlowFetchPipeline());
+  engine_->set_liveness_by_transport(true);
+  ConnectFleet(1);
+  int64_t id = Create("v2");
+  Pass();
+  sink_.Take();
+  const UnixMs sent = clock_.Now();
+  clock_.Advance(seconds(25));  // not a word from any agent
+  Pass();
+  ASSERT_EQ(Release(id).state, "rolling");
+  // The connection broke; the transport had vouched for the agent until 20 s before.
+  ASSERT_TRUE(engine_->AgentDisconnected("eu-west-1-1", 20'000).ok());
+  sink_.connected.erase("eu-west-1-1");
+  const UnixMs lost_at = sent + 5'000 + 30'000;
+  clock_.Advance(milliseconds(lost_at - 1 - clock_.Now()));
+  Pass();
+  EXPECT_EQ(Release(id).state, "rolling");
+  clock_.Advance(milliseconds(1));
+  Pass();
+  auto r = Release(id);
+  EXPECT_EQ(r.state, "failed");
+  EXPECT_NE(r.reason.find("eu-west-1-1: agent lost"), std::string::npos) << r.reason;
+}
+
 TEST_F(EngineTest, AReconnectingAgentIsSentItsOutstandingTaskAgain) {
   MakeEngine(ThreeWavePipeline());
   ConnectFleet(1);

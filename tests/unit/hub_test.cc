@@ -59,6 +59,7 @@ class RecordingStream final : public StreamHandle {
         welcomed_ = true;
         credential_ = msg.welcome().credential();
         send_progress_ = msg.welcome().send_progress();
+        on_change_ = msg.welcome().heartbeat_on_change();
         latest_ms_ = msg.welcome().heartbeat_interval_ms();
         on_welcome = std::move(on_welcome_);
       } else if (msg.has_settings()) {
@@ -114,6 +115,10 @@ class RecordingStream final : public StreamHandle {
     std::lock_guard lock(mu_);
     return send_progress_;
   }
+  bool heartbeat_on_change() {
+    std::lock_guard lock(mu_);
+    return on_change_;
+  }
   std::string closed() {
     std::lock_guard lock(mu_);
     return closed_;
@@ -124,6 +129,7 @@ class RecordingStream final : public StreamHandle {
   std::condition_variable cv_;
   bool welcomed_ = false;
   bool send_progress_ = false;
+  bool on_change_ = false;
   int64_t latest_ms_ = 0;
   int settings_ = 0;
   std::string closed_;
@@ -153,11 +159,13 @@ class HubHeartbeatTest : public ::testing::Test {
     all.hosts.value = 100;
     p.waves = {all};
     p.timeouts.agent_lost = seconds(90);
-    // base 1 s, ceiling 30 s: the interval starts growing past 100 agents.
-    hub_ = std::make_unique<Hub>(&clock_, HeartbeatPolicy{1000, 30'000}, auth_.get());
+    hub_ = std::make_unique<Hub>(&clock_, Policy(), auth_.get());
     engine_ = std::make_unique<Engine>(std::vector<Pipeline>{p}, store_.get(), &clock_, hub_.get());
     runner_ = std::thread([this] { hub_->Run(engine_.get()); });
   }
+  // base 1 s, ceiling 30 s: the interval starts growing past 100 agents.
+  virtual HeartbeatPolicy Policy() const { return HeartbeatPolicy{1000, 30'000}; }
+
   void TearDown() override {
     hub_->Stop();
     if (runner_.joinable()) runner_.join();
@@ -314,6 +322,65 @@ TEST_F(HubHeartbeatTest, AStreamSilentForThreeHeartbeatIntervalsIsReplacedByANew
   auto later = Hello("host-1", "us-east-1", "", first->credential());
   ASSERT_TRUE(later->WaitWelcomed()) << later->closed();
   EXPECT_NE(first->closed().find("presumed dead"), std::string::npos) << first->closed();
+}
+
+// Where the transport watches liveness (keepalive pings), agents are told to beat only when
+// their version changes; an open stream is a live one, so a second connection of its host is
+// refused however long the first was quiet; and a stream that broke counts as silent since
+// the transport's bound before.
+class HubTransportLivenessTest : public HubHeartbeatTest {
+ protected:
+  HeartbeatPolicy Policy() const override {
+    HeartbeatPolicy p{1000, 30'000};
+    p.transport_silence_ms = 20'000;
+    return p;
+  }
+  int64_t StoredLastSeen(const std::string& agent) {
+    auto agents = store_->Agents();
+    EXPECT_TRUE(agents.ok()) << agents.status().ToString();
+    for (const auto& a : agents.ok() ? *agents : std::vector<AgentRecord>{}) {
+      if (a.name == agent) return a.last_seen;
+    }
+    return -1;
+  }
+};
+
+TEST_F(HubTransportLivenessTest, AgentsAreToldToBeatOnlyOnAChange) {
+  auto stream = Connect(1);
+  ASSERT_TRUE(stream->WaitWelcomed()) << stream->closed();
+  EXPECT_TRUE(stream->heartbeat_on_change());
+}
+
+TEST_F(HubHeartbeatTest, WithoutTransportLivenessAgentsBeatEveryInterval) {
+  auto stream = Connect(1);
+  ASSERT_TRUE(stream->WaitWelcomed()) << stream->closed();
+  EXPECT_FALSE(stream->heartbeat_on_change());
+}
+
+TEST_F(HubTransportLivenessTest, AQuietOpenStreamIsNotReplacedByASecondConnection) {
+  auto first = Connect(1);
+  ASSERT_TRUE(first->WaitWelcomed()) << first->closed();
+  ASSERT_TRUE(HubAsleep());
+  clock_.Advance(milliseconds(3'600'000));  // an hour without a message
+  auto second = Hello("host-1", "us-east-1", "", first->credential());
+  ASSERT_TRUE(second->WaitAnswered());
+  EXPECT_NE(second->closed().find("already connected"), std::string::npos) << second->closed();
+  EXPECT_TRUE(first->closed().empty()) << "the live stream was pushed off: " << first->closed();
+}
+
+TEST_F(HubTransportLivenessTest, ABrokenStreamIsSilentSinceTheBoundAndACleanOneSinceItsEnd) {
+  auto broken = Connect(1);
+  auto ended = Connect(2);
+  ASSERT_TRUE(broken->WaitWelcomed()) << broken->closed();
+  ASSERT_TRUE(ended->WaitWelcomed()) << ended->closed();
+  ASSERT_TRUE(HubAsleep());
+  clock_.Advance(milliseconds(60'000));
+  const UnixMs now = clock_.Now();
+  hub_->OnClosed(broken, /*clean=*/false);
+  hub_->OnClosed(ended, /*clean=*/true);
+  ASSERT_TRUE(HubAsleep());
+  EXPECT_EQ(StoredLastSeen("host-1"), now - 20'000);
+  EXPECT_EQ(StoredLastSeen("host-2"), now);
 }
 
 // Heartbeats do not wake the engine thread. One that arrives while a pass runs is taken
