@@ -338,6 +338,10 @@ Status Connection::Run() {
     // the HTTP/2 handshake: give up on a connection attempt after this, not gRPC's 20 s.
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(kConnectTimeout.count()));
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // An idle agent sends no data (heartbeats come only with a change): without this, gRPC
+    // would space its keepalive pings five minutes apart.
+    args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                static_cast<int>(KeepaliveTimeFor(liveness)));
     // One connection per host: gRPC shares a connection between channels with equal
     // arguments, and lockstepd allows few streams per connection. A real agent is alone in
     // its process; hosts simulated in one process (the fleet benchmark) must not queue

@@ -171,13 +171,14 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   // transport without waking a Lockstep thread, instead of a heartbeat message per agent.
   // Agents ping every 3/4 of their liveness timeout (0.6 of agent_lost) and give up on a
   // lockstepd that does not answer within 1/4 of it: a frozen leader is left within 4/5 of
-  // agent_lost. lockstepd pings a connection silent for 0.7 of agent_lost, which a live
-  // agent's own ping always forestalls, and closes it when the ping goes unanswered for a
-  // tenth: an open stream is an agent heard within 4/5 of agent_lost. Each ping costs
-  // lockstepd a wake-up, so their interval is as long as these bounds allow.
+  // agent_lost. lockstepd pings a connection silent for 0.65 of agent_lost, which a live
+  // agent's own ping (at 0.6) forestalls, and closes it when the ping goes unanswered for a
+  // quarter of agent_lost (room for a busy host): an open stream is an agent heard within 0.9
+  // of agent_lost. Each ping costs lockstepd a wake-up, so their interval is as long as these
+  // bounds allow.
   heartbeats.liveness_timeout_ms = std::max<int64_t>(lost * 4 / 5, 1000);
-  const int64_t keepalive_time_ms = std::max<int64_t>(lost * 7 / 10, 1000);
-  const int64_t keepalive_timeout_ms = std::max<int64_t>(lost / 10, 500);
+  const int64_t keepalive_time_ms = std::max<int64_t>(lost * 13 / 20, 1000);
+  const int64_t keepalive_timeout_ms = std::max<int64_t>(lost / 4, 500);
   heartbeats.transport_silence_ms = keepalive_time_ms + keepalive_timeout_ms;
   if (o.heartbeat_interval_ms > 0) {
     heartbeats.base_ms = heartbeats.ceiling_ms = o.heartbeat_interval_ms;
@@ -229,6 +230,9 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::Start(OrchestratorOptions 
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(keepalive_timeout_ms));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Without data on a connection gRPC would otherwise space its own pings five minutes apart.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(keepalive_time_ms));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   // Agents and the CLI send small messages (the largest is a task result with a bounded
