@@ -153,6 +153,7 @@ void Executor::SleepFor(std::chrono::milliseconds d) {
 v1::TaskResult Executor::Run(const v1::Task& task) {
   v1::TaskResult result;
   result.set_task_id(task.task_id());
+  result.set_task_sent_at_us(task.sent_at_us());
   if (!ReleaseDir::IsValidVersion(task.version())) {
     result.set_ok(false);
     result.set_failed_step("validate");

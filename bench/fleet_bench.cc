@@ -13,15 +13,18 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -138,17 +141,20 @@ std::string RunCapture(const std::vector<std::string>& argv, const std::string& 
     int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) Die("cannot start " + argv[0] + ": " + std::strerror(rc));
+    // A pidfd becomes readable the moment the process exits: its exit is seen at once, not
+    // at the next look of a polling loop (the CLI's exit time is a measured figure).
     int st = 0;
-    auto deadline = Clock::now() + std::chrono::seconds(60);
-    for (;;) {
-      if (waitpid(pid, &st, WNOHANG) == pid) break;
-      if (Clock::now() > deadline) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        Die(argv[0] + " timed out");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) Die(std::string("pidfd_open: ") + std::strerror(errno));
+    pollfd pfd{pidfd, POLLIN, 0};
+    const int ready = ::poll(&pfd, 1, 60'000);
+    ::close(pidfd);
+    if (ready != 1) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      Die(argv[0] + " timed out");
     }
+    waitpid(pid, &st, 0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
       Die(argv[0] + " failed; see " + log + ":\n" + ReadFile(log));
     }
@@ -277,6 +283,16 @@ class Control {
     }
     return Get(id);
   }
+  // The newest release of `pipeline`, hosts included.
+  v1::Release Latest(const std::string& pipeline) {
+    v1::ListReleasesRequest req;
+    req.set_pipeline(pipeline);
+    req.set_limit(1);
+    v1::ListReleasesResponse resp;
+    Call(&v1::ControlService::Stub::ListReleases, req, &resp, "ListReleases");
+    if (resp.releases().empty()) Die("no release of " + pipeline);
+    return Get(resp.releases(0).id());
+  }
   // Polls until the release reaches a final state; returns it, hosts included. Dies unless
   // it succeeded.
   v1::Release WaitSucceeded(int64_t id, std::chrono::milliseconds every) {
@@ -365,6 +381,12 @@ std::vector<std::unique_ptr<Host>> StartHosts(const std::string& server,
           if (auto* c = hp->conn_ptr.load()) c->SendProgress(p);
         },
         [hp](const v1::TaskResult& r) {
+          // When lockstepd handed this task to the stream (echoed by the agent), kept before
+          // the result leaves so the parent finds it once the release is over.
+          if (r.task_sent_at_us() > 0) {
+            std::ofstream(hp->root + "/bench-sent", std::ios::app)
+                << r.task_id() << ' ' << r.task_sent_at_us() << '\n';
+          }
           if (auto* c = hp->conn_ptr.load()) c->SendResult(r);
         },
         [hp](const v1::GateVerdict& v) {
@@ -378,6 +400,10 @@ std::vector<std::unique_ptr<Host>> StartHosts(const std::string& server,
     if (auto st = h->executor->Start(); !st.ok()) Die("executor: " + st.message());
     h->runner = std::thread([hp] { (void)hp->conn->Run(); });
     hosts.push_back(std::move(h));
+    // Thousands of hosts that all connect in the same instant (over one loopback address)
+    // make a connection storm no real fleet makes: lockstepd's caps on streams awaiting their
+    // hello refuse most, and their retries exhaust the ephemeral ports. Starts are paced.
+    if (count > 500) std::this_thread::sleep_for(std::chrono::milliseconds(3));
   }
   return hosts;
 }
@@ -418,9 +444,86 @@ Window MixedWindow(const v1::Release& r, const std::map<std::string, std::string
   return w;
 }
 
+// lockstepd's own fan-out: when each host's switching task of `r` (its ACTIVATE, or the DEPLOY
+// of a rollback) left lockstepd, first to last, per wave and over all hosts. The times are the
+// tasks' sent_at_us as the hosts echoed them (see StartHosts), so the benchmark's own queues
+// play no part in it.
+Window FanOut(const v1::Release& r, const std::map<std::string, std::string>& roots) {
+  Window w;
+  int64_t lo = INT64_MAX, hi = 0;
+  std::map<int, std::pair<int64_t, int64_t>> waves;
+  for (const auto& h : r.hosts()) {
+    auto it = roots.find(h.agent());
+    if (it == roots.end()) continue;
+    const std::string prefix = "r" + std::to_string(r.id()) + "/" + h.agent() + "/";
+    std::istringstream lines(ReadFile(it->second + "/bench-sent"));
+    std::string id;
+    int64_t sent = 0, t = 0;
+    while (lines >> id >> sent) {
+      if (id.rfind(prefix, 0) != 0) continue;
+      const std::string step = id.substr(prefix.size());
+      if (step.rfind("activate", 0) == 0 || step.rfind("deploy", 0) == 0) t = std::max(t, sent);
+    }
+    if (t == 0) continue;
+    lo = std::min(lo, t);
+    hi = std::max(hi, t);
+    auto [wit, inserted] = waves.try_emplace(h.wave(), t, t);
+    if (!inserted) {
+      wit->second.first = std::min(wit->second.first, t);
+      wit->second.second = std::max(wit->second.second, t);
+    }
+  }
+  if (hi > 0) w.whole_ms = static_cast<double>(hi - lo) / 1e3;
+  for (const auto& [wave, span] : waves) {
+    w.per_wave_ms[wave] = static_cast<double>(span.second - span.first) / 1e3;
+  }
+  return w;
+}
+
+// --hooks: what a service's hooks do, in shell, with the shell's own builtins where it has
+// them. The service is a background process whose pid and version live in the host's root;
+// deploy/check asks it whether it is there and runs this release. A hook runs four processes
+// per host: its three shells and the service.
+constexpr const char* kStopHook = R"SH(#!/bin/sh
+# Stops the service the previous release started.
+pidfile="$LOCKSTEP_ROOT/service.pid"
+read -r pid < "$pidfile" 2>/dev/null || { echo "no service running"; exit 0; }
+kill "$pid" 2>/dev/null
+: > "$pidfile"
+echo "stopped $LOCKSTEP_PREVIOUS_VERSION (pid $pid)"
+)SH";
+constexpr const char* kStartHook = R"SH(#!/bin/sh
+# Starts this release's service in the background, its output away from the hook's, and
+# records its pid and version.
+sleep 3600 </dev/null >/dev/null 2>&1 &
+echo $! > "$LOCKSTEP_ROOT/service.pid"
+echo "$LOCKSTEP_VERSION" > "$LOCKSTEP_ROOT/service.version"
+echo "started $LOCKSTEP_VERSION (pid $!)"
+)SH";
+constexpr const char* kCheckHook = R"SH(#!/bin/sh
+# Healthy when the service answers (signal 0) and runs this release.
+read -r pid < "$LOCKSTEP_ROOT/service.pid" || { echo "no service pid"; exit 1; }
+kill -0 "$pid" 2>/dev/null || { echo "service pid $pid does not answer"; exit 1; }
+read -r running < "$LOCKSTEP_ROOT/service.version"
+[ "$running" = "$LOCKSTEP_VERSION" ] || { echo "service runs $running, not $LOCKSTEP_VERSION"; exit 1; }
+echo "$LOCKSTEP_VERSION answers (pid $pid)"
+)SH";
+
+// Stops the services the hosts' hooks started (by the pids they recorded).
+void StopServices(const std::map<std::string, std::string>& roots) {
+  for (const auto& [name, root] : roots) {
+    const std::string pid = std::string(lockstep::TrimSpace(ReadFile(root + "/service.pid")));
+    const long n = pid.empty() ? 0 : std::strtol(pid.c_str(), nullptr, 10);
+    if (n > 1) ::kill(static_cast<pid_t>(n), SIGTERM);
+  }
+}
+
 struct Options {
   int hosts = 100;
   int rollbacks = 20;
+  int rollouts = 1;    // measured rollouts (each to a new version)
+  int cli_runs = 10;   // `lockstep release create --wait` and `lockstep rollback` processes
+  bool hooks = false;  // real deploy/stop|start|check shell hooks on every host
   std::string json_file;
   std::string bin_dir = LOCKSTEP_BIN_DIR;
   // Where the simulated hosts' root directories go. Each real host syncs its own disk after
@@ -455,6 +558,12 @@ Options ParseArgs(int argc, char** argv) {
       o.hosts = std::atoi(next().c_str());
     } else if (a == "--rollbacks") {
       o.rollbacks = std::atoi(next().c_str());
+    } else if (a == "--rollouts") {
+      o.rollouts = std::atoi(next().c_str());
+    } else if (a == "--cli-runs") {
+      o.cli_runs = std::atoi(next().c_str());
+    } else if (a == "--hooks") {
+      o.hooks = true;
     } else if (a == "--json") {
       o.json_file = next();
     } else if (a == "--bin-dir") {
@@ -486,13 +595,15 @@ Options ParseArgs(int argc, char** argv) {
     } else if (a == "--count") {
       o.count = std::atoi(next().c_str());
     } else if (a == "--help" || a == "-h") {
-      std::cout << "usage: lockstep-fleet-bench [--hosts N=100] [--rollbacks R=20] "
-                   "[--json FILE] [--bin-dir DIR] [--timeout S=120] "
-                   "[--agent-root DIR=/dev/shm] [--agents-per-process P=2500] "
-                   "[--idle-only] [--idle-seconds S] [--agent-lost S=300] [--keep] "
-                   "[--store CONNINFO]\n"
-                   "       (internal) lockstep-fleet-bench --worker --server ADDR "
-                   "--enroll-file F --agent-root DIR --first I --count C\n";
+      std::cout
+          << "usage: lockstep-fleet-bench [--hosts N=100] [--rollbacks R=20] [--rollouts N=1] "
+             "[--cli-runs N=10] [--hooks] "
+             "[--json FILE] [--bin-dir DIR] [--timeout S=120] "
+             "[--agent-root DIR=/dev/shm] [--agents-per-process P=2500] "
+             "[--idle-only] [--idle-seconds S] [--agent-lost S=300] [--keep] "
+             "[--store CONNINFO]\n"
+             "       (internal) lockstep-fleet-bench --worker --server ADDR "
+             "--enroll-file F --agent-root DIR --first I --count C\n";
       std::exit(0);
     } else {
       Die("unknown flag " + a);
@@ -508,6 +619,8 @@ Options ParseArgs(int argc, char** argv) {
   if (o.agents_per_process < 1) Die("--agents-per-process must be at least 1");
   if (o.agent_lost_s < 3) Die("--agent-lost must be at least 3 (seconds)");
   if (o.rollbacks < 1) Die("--rollbacks must be at least 1");
+  if (o.rollouts < 1) Die("--rollouts must be at least 1");
+  if (o.cli_runs < 1) Die("--cli-runs must be at least 1");
   if (o.agent_root.empty()) o.agent_root = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   return o;
 }
@@ -535,7 +648,8 @@ int RunWorker(const Options& opt) {
 
 // The trigger points at the benchmark's artifact server: a push of commit C is served as
 // /commits/C.tar.gz.
-std::string PipelineYaml(int artifact_port, const std::string& secret_file, int agent_lost_s) {
+std::string PipelineYaml(int artifact_port, const std::string& secret_file, int agent_lost_s,
+                         bool check_hook) {
   return R"(pipeline: bench
 regions: [us-east-1, eu-west-1, ap-southeast-2]
 waves:
@@ -550,7 +664,9 @@ waves:
     bake: 0s
 concurrency: {per_region: 10000}
 health:
-  check_hook: false
+  check_hook: )" +
+         std::string(check_hook ? "true" : "false") +
+         R"(
 timeouts: {hook: 300s, fetch: 300s, agent_lost: )" +
          std::to_string(agent_lost_s) + R"(s}
 rollback: {automatic: false, tolerate_failed_hosts: 0}
@@ -576,18 +692,26 @@ int RunBench(const Options& opt) {
   const std::string agents_dir = agents_tmpl.c_str();
   fs::create_directories(dir + "/art");
 
-  // Artifacts: a VERSION file and a deploy/check that never runs (the pipeline has check_hook
-  // off), so no hook runs at all; an artifact needs a start or a check to be taken. Built
-  // once with tar.
+  // Artifacts: a VERSION file and deploy hooks. Without --hooks only a deploy/check that never
+  // runs (the pipeline has check_hook off), so no hook runs at all (an artifact needs a start
+  // or a check to be taken); with --hooks a service's deploy/stop, start and check. Built once
+  // with tar.
   std::map<std::string, std::string> artifact_bytes, artifact_sha;
+  const auto executable = fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                          fs::perms::others_read | fs::perms::others_exec;
   for (const std::string version : {"v1", "v2", "v3"}) {
     std::string src = dir + "/art/" + version;
     fs::create_directories(src + "/deploy");
     std::ofstream(src + "/VERSION") << version << "\n";
-    std::ofstream(src + "/deploy/check") << "#!/bin/sh\nexit 0\n";
-    fs::permissions(src + "/deploy/check", fs::perms::owner_all | fs::perms::group_read |
-                                               fs::perms::group_exec | fs::perms::others_read |
-                                               fs::perms::others_exec);
+    const std::map<std::string, const char*> hooks =
+        opt.hooks ? std::map<std::string, const char*>{{"stop", kStopHook},
+                                                       {"start", kStartHook},
+                                                       {"check", kCheckHook}}
+                  : std::map<std::string, const char*>{{"check", "#!/bin/sh\nexit 0\n"}};
+    for (const auto& [name, text] : hooks) {
+      std::ofstream(src + "/deploy/" + name) << text;
+      fs::permissions(src + "/deploy/" + name, executable);
+    }
     std::string out = dir + "/art/app-" + version + ".tar.gz";
     RunCapture({"/bin/tar", "-czf", out, "-C", src, "VERSION", "deploy"}, dir + "/tar.log");
     artifact_bytes[version] = ReadFile(out);
@@ -626,7 +750,7 @@ int RunBench(const Options& opt) {
   const std::string secret = "bench-webhook-secret";
   std::ofstream(dir + "/github-secret") << secret << "\n";
   std::ofstream(dir + "/pipelines/bench.yaml")
-      << PipelineYaml(http_port, dir + "/github-secret", opt.agent_lost_s);
+      << PipelineYaml(http_port, dir + "/github-secret", opt.agent_lost_s, opt.hooks);
   auto url = [&](const std::string& v) {
     return "http://127.0.0.1:" + std::to_string(http_port) + "/artifacts/app-" + v + ".tar.gz";
   };
@@ -645,7 +769,9 @@ int RunBench(const Options& opt) {
                                           "--port-file",
                                           port_file,
                                           "--log-level",
-                                          "warn"};
+                                          std::getenv("LOCKSTEP_BENCH_LOCKSTEPD_LOG_LEVEL")
+                                              ? std::getenv("LOCKSTEP_BENCH_LOCKSTEPD_LOG_LEVEL")
+                                              : "warn"};
   if (!opt.store.empty()) {
     lockstepd_argv.push_back("--store");
     lockstepd_argv.push_back(opt.store);
@@ -734,6 +860,7 @@ int RunBench(const Options& opt) {
     for (auto& h : hosts) h->conn_ptr.store(nullptr);
     hosts.clear();
     workers.clear();  // SIGTERM to each, waited for
+    StopServices(roots);
     lockstepd->Stop();
     return ms;
   };
@@ -776,6 +903,12 @@ int RunBench(const Options& opt) {
 
   const int64_t host_steps = static_cast<int64_t>(opt.hosts) * 2;  // prepare + activate
 
+  // The services the hosts' hooks start are stopped whatever happens below.
+  struct ServicesGuard {
+    const std::map<std::string, std::string>& roots;
+    ~ServicesGuard() { StopServices(roots); }
+  } services_guard{roots};
+
   // (a1) first install of v1 everywhere (fetch + unpack on every host).
   ProcStats c0 = ReadProc(dpid);
   auto t0 = Clock::now();
@@ -784,19 +917,54 @@ int RunBench(const Options& opt) {
   double install_ms = Ms(Clock::now() - t0);
   ProcStats c1 = ReadProc(dpid);
 
-  // (a2) the measured rollout: v1 → v2, three waves, zero bake.
-  t0 = Clock::now();
-  v1::Release r2 = ctl.Create("bench", "v2", url("v2"), artifact_sha["v2"]);
-  v1::Release done2 = ctl.WaitSucceeded(r2.id(), std::chrono::milliseconds(10));
-  double rollout_ms = Ms(Clock::now() - t0);
+  // (a2) the measured rollouts, each to a new version (fetched and unpacked on every host),
+  // three waves, zero bake: from CreateRelease until its summary says succeeded (polled every
+  // 10 ms), and by lockstepd's own clock (created -> finished).
+  std::vector<double> rollout_ms_v, rollout_server_ms_v;
+  std::string previous = "v1", current = "v1";
+  v1::Release done2;
+  for (int i = 0; i < opt.rollouts; ++i) {
+    const std::string version = i == 0 ? "v2" : "v2." + std::to_string(i);
+    auto tr = Clock::now();
+    v1::Release r2 = ctl.Create("bench", version, url("v2"), artifact_sha["v2"]);
+    done2 = ctl.WaitSucceeded(r2.id(), std::chrono::milliseconds(10));
+    rollout_ms_v.push_back(Ms(Clock::now() - tr));
+    rollout_server_ms_v.push_back(
+        static_cast<double>(done2.finished_at_ms() - done2.created_at_ms()));
+    previous = std::exchange(current, version);
+  }
   ProcStats c2 = ReadProc(dpid);
+  const double rollout_ms = rollout_ms_v.back();
   Window rollout_window = MixedWindow(done2, roots);
-  double rollout_cpu_s = c2.cpu_s - c1.cpu_s;
+  Window rollout_fanout = FanOut(done2, roots);
+  double rollout_cpu_s = (c2.cpu_s - c1.cpu_s) / opt.rollouts;
   double install_cpu_s = c1.cpu_s - c0.cpu_s;
 
-  // (b) on-call rollbacks v2 → v1, each followed by a roll forward (Rollback --to v2).
+  // (a3) the same as an engineer types it: `lockstep release create --wait` as a process, from
+  // the release's end (lockstepd's finished_at) until the process exited.
+  std::vector<double> cli_wait_exit_ms, cli_create_ms;
+  for (int i = 0; i < opt.cli_runs; ++i) {
+    const std::string version = "v2.w" + std::to_string(i + 1);
+    auto tc = Clock::now();
+    RunCapture({opt.bin_dir + "/lockstep", "--server", server, "--token", admin, "release",
+                "create", "--pipeline", "bench", "--version", version, "--artifact", url("v2"),
+                "--sha256", artifact_sha["v2"], "--wait"},
+               dir + "/cli-create.log");
+    const int64_t exited_at = WallMs();
+    cli_create_ms.push_back(Ms(Clock::now() - tc));
+    v1::Release made = ctl.Latest("bench");
+    if (made.version() != version || made.state() != "succeeded") {
+      Die("lockstep release create --wait exited 0 with release " + std::to_string(made.id()) +
+          " (" + made.version() + ") " + made.state());
+    }
+    cli_wait_exit_ms.push_back(static_cast<double>(exited_at - made.finished_at_ms()));
+    previous = std::exchange(current, version);
+  }
+
+  // (b) on-call rollbacks to the previous release, each followed by a roll forward
+  // (Rollback --to the current one).
   std::vector<double> rollback_ms, forward_ms, rollback_cpu_us_per_step;
-  std::vector<double> rollback_window_ms;
+  std::vector<double> rollback_window_ms, rollback_fanout_ms;
   // Where a rollback's time goes, from lockstepd's own timestamps (wall ms, same machine):
   // command -> the pass that sent every DEPLOY; -> the last host's result; -> the pass that
   // concluded; -> the client saw it.
@@ -819,24 +987,25 @@ int RunBench(const Options& opt) {
     rollback_cpu_us_per_step.push_back((b1.cpu_s - b0.cpu_s) * 1e6 /
                                        static_cast<double>(host_steps));
     rollback_window_ms.push_back(MixedWindow(rbd, roots).whole_ms);
-    if (rbd.version() != "v1") Die("rollback went to " + rbd.version() + ", not v1");
+    rollback_fanout_ms.push_back(FanOut(rbd, roots).whole_ms);
+    if (rbd.version() != previous) Die("rollback went to " + rbd.version() + ", not " + previous);
     auto tf = Clock::now();
-    v1::Release fw = ctl.Rollback("bench", "v2");
+    v1::Release fw = ctl.Rollback("bench", current);
     v1::Release fwd = ctl.WaitSucceeded(fw.id(), std::chrono::milliseconds(5));
     forward_ms.push_back(Ms(Clock::now() - tf));
-    if (fwd.version() != "v2") Die("roll forward went to " + fwd.version() + ", not v2");
+    if (fwd.version() != current) Die("roll forward went to " + fwd.version() + ", not " + current);
   }
   // (b2) the same through the real CLI, as on-call types it: the process starts, asks for the
-  // rollback, waits until every host confirmed, exits 0. Then back to v2 the same way.
+  // rollback, waits until every host confirmed, exits 0. Then forward again the same way.
   std::vector<double> cli_rollback_ms;
-  for (int i = 0; i < std::min(opt.rollbacks, 5); ++i) {
-    for (const char* to : {"", "v2"}) {
+  for (int i = 0; i < opt.cli_runs; ++i) {
+    for (const bool back : {true, false}) {
       std::vector<std::string> argv = {
           opt.bin_dir + "/lockstep", "--server", server, "--token", admin, "rollback", "bench"};
-      if (*to) argv.insert(argv.end(), {"--to", to});
+      if (!back) argv.insert(argv.end(), {"--to", current});
       auto tc = Clock::now();
       RunCapture(argv, dir + "/cli-rollback.log");
-      if (!*to) cli_rollback_ms.push_back(Ms(Clock::now() - tc));
+      if (back) cli_rollback_ms.push_back(Ms(Clock::now() - tc));
     }
   }
   Percentiles cli_rb = Summarise(cli_rollback_ms);
@@ -898,9 +1067,11 @@ int RunBench(const Options& opt) {
       "\nlockstep-fleet-bench: %d hosts in 3 regions (%zu process(es), Executor + Connection "
       "per host), %d rollbacks\n",
       opt.hosts, workers_started, opt.rollbacks);
-  std::printf(
-      "hooks: none run (artifact holds VERSION and a deploy/check; check_hook off); "
-      "bake 0; concurrency per_region 10000\n");
+  std::printf("%s; bake 0; concurrency per_region 10000\n",
+              opt.hooks ? "hooks: deploy/stop, deploy/start (a background service), deploy/check "
+                          "(it answers) on every host, through the agent's hook runner"
+                        : "hooks: none run (artifact holds VERSION and a deploy/check; "
+                          "check_hook off)");
   std::printf("host roots under %s; lockstepd store under %s\n\n", agents_dir.c_str(), dir.c_str());
   std::printf("%-52s %12s %14s\n", "figure", "measured", "goal");
   std::printf("%-52s %12s %14s\n", std::string(52, '-').c_str(), "--------", "----");
@@ -909,13 +1080,29 @@ int RunBench(const Options& opt) {
   };
   row("connect all agents (until ListAgents shows N)", connect_ms, "ms", "-");
   row("first install v1 (fetch+unpack), 3 waves", install_ms, "ms", "-");
-  row("rollout v1->v2, 3 waves, wall", rollout_ms, "ms", "< 3000 ms");
+  Percentiles ro = Summarise(rollout_ms_v);
+  Percentiles ro_server = Summarise(rollout_server_ms_v);
+  Percentiles cli_wait = Summarise(cli_wait_exit_ms);
+  Percentiles cli_create = Summarise(cli_create_ms);
+  Percentiles rfan = Summarise(rollback_fanout_ms);
+  std::printf("(%d rollouts, %d CLI runs of each command)\n", opt.rollouts, opt.cli_runs);
+  row("rollout, 3 waves, CreateRelease -> seen succeeded p50", ro.p50, "ms", "-");
+  row("rollout, 3 waves, CreateRelease -> seen succeeded p99", ro.p99, "ms", "< 3000 ms");
+  row("rollout, lockstepd created -> finished p50", ro_server.p50, "ms", "-");
+  row("rollout, lockstepd created -> finished p99", ro_server.p99, "ms", "-");
+  row("lockstep release create --wait, whole process p50", cli_create.p50, "ms", "-");
+  row("lockstep release create --wait: end -> exit p50", cli_wait.p50, "ms", "-");
+  row("lockstep release create --wait: end -> exit p99", cli_wait.p99, "ms", "-");
   row("lockstepd CPU per host-step (rollout)", cpu_per_step_us, "us", "< 100 us");
   row("lockstepd CPU for the rollout", rollout_cpu_s * 1e3, "ms", "-");
   row("mixed-version window, rollout, all hosts", rollout_window.whole_ms, "ms", "-");
   for (const auto& [wave, ms] : rollout_window.per_wave_ms) {
     std::string n = "mixed-version window, rollout, wave " + std::to_string(wave + 1);
     row(n.c_str(), ms, "ms", wave == 2 ? "< 100 ms*" : "-");
+  }
+  for (const auto& [wave, ms] : rollout_fanout.per_wave_ms) {
+    std::string n = "  lockstepd fan-out (ACTIVATEs sent), wave " + std::to_string(wave + 1);
+    row(n.c_str(), ms, "ms", "-");
   }
   row("rollback v2->v1 p50", rb.p50, "ms", "-");
   row("rollback v2->v1 p99", rb.p99, "ms", "< 1000 ms");
@@ -927,8 +1114,11 @@ int RunBench(const Options& opt) {
   row("  rollback: last result -> succeeded p50", Summarise(rb_conclude_ms).p50, "ms", "-");
   row("  rollback: succeeded -> client saw it p50", Summarise(rb_observe_ms).p50, "ms", "-");
   row("lockstep rollback (CLI process, until it exits) p50", cli_rb.p50, "ms", "-");
-  row("lockstep rollback (CLI process, until it exits) max", cli_rb.max, "ms", "-");
-  row("rollback mixed-version window p50", rwin.p50, "ms", "-");
+  row("lockstep rollback (CLI process, until it exits) p99", cli_rb.p99, "ms", "-");
+  row("rollback mixed-version window p50", rwin.p50, "ms", "< 100 ms*");
+  row("rollback mixed-version window p99", rwin.p99, "ms", "-");
+  row("  lockstepd fan-out (DEPLOYs sent) p50", rfan.p50, "ms", "-");
+  row("  lockstepd fan-out (DEPLOYs sent) p99", rfan.p99, "ms", "-");
   row("roll forward (Rollback --to v2) p50", fw.p50, "ms", "-");
   row("roll forward (Rollback --to v2) p99", fw.p99, "ms", "-");
   row("lockstepd RSS after connect", static_cast<double>(after_connect.rss_kib) / 1024.0, "MiB",
@@ -939,8 +1129,9 @@ int RunBench(const Options& opt) {
   row("webhook POST -> 202 answered", webhook_accept_ms, "ms", "-");
   row("stop all agents", stop_ms, "ms", "-");
   std::printf(
-      "\n*  the goal is for the window of a wave of 1,000 hosts; wave 3 here holds "
-      "the rest of the fleet (time from switch-symlink mtimes).\n"
+      "\n*  the goal is for the window of a wave of 1,000 hosts; wave 3 holds half the "
+      "fleet, a rollback all of it (time from switch-symlink mtimes; the fan-out from the "
+      "tasks' sent_at_us).\n"
       "** the goal is for 10,000 idle agents; measured here with N.\n");
   std::printf("setup + run: %.1f s; lockstepd CPU total %.2f s (connect %.2f s, install %.2f s)\n",
               Ms(Clock::now() - t_setup) / 1e3, end.cpu_s,
@@ -953,7 +1144,27 @@ int RunBench(const Options& opt) {
         {"rollbacks", opt.rollbacks},
         {"agent_lost_s", opt.agent_lost_s},
         {"agent_processes", workers_started},
-        {"hooks", "none run: artifact holds VERSION and deploy/check, check_hook false"},
+        {"hooks", opt.hooks
+                      ? "deploy/stop, deploy/start, deploy/check on every host"
+                      : "none run: artifact holds VERSION and deploy/check, check_hook false"},
+        {"rollouts", opt.rollouts},
+        {"cli_runs", opt.cli_runs},
+        {"rollout_all_ms", rollout_ms_v},
+        {"rollout_p50_ms", ro.p50},
+        {"rollout_p99_ms", ro.p99},
+        {"rollout_server_ms", rollout_server_ms_v},
+        {"rollout_server_p50_ms", ro_server.p50},
+        {"rollout_server_p99_ms", ro_server.p99},
+        {"cli_create_ms", cli_create_ms},
+        {"cli_wait_exit_ms", cli_wait_exit_ms},
+        {"cli_wait_exit_p50_ms", cli_wait.p50},
+        {"cli_wait_exit_p99_ms", cli_wait.p99},
+        {"cli_rollback_p99_ms", cli_rb.p99},
+        {"rollback_mixed_window_ms", rollback_window_ms},
+        {"rollback_mixed_window_ms_p99", rwin.p99},
+        {"rollback_fanout_ms", rollback_fanout_ms},
+        {"rollback_fanout_ms_p50", rfan.p50},
+        {"rollback_fanout_ms_p99", rfan.p99},
         {"nproc", std::thread::hardware_concurrency()},
         {"connect_ms", connect_ms},
         {"install_ms", install_ms},
@@ -990,6 +1201,9 @@ int RunBench(const Options& opt) {
     json waves = json::object();
     for (const auto& [wave, ms] : rollout_window.per_wave_ms) waves[std::to_string(wave + 1)] = ms;
     j["rollout_mixed_window_per_wave_ms"] = waves;
+    json fanout = json::object();
+    for (const auto& [wave, ms] : rollout_fanout.per_wave_ms) fanout[std::to_string(wave + 1)] = ms;
+    j["rollout_fanout_per_wave_ms"] = fanout;
     std::ofstream(opt.json_file) << j.dump(2) << "\n";
   }
   if (!opt.keep) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <future>
 #include <vector>
 
@@ -104,6 +105,10 @@ bool Hub::Send(const std::string& agent, const lockstep::v1::Task& task) {
   lockstep::v1::ServerMessage msg;
   *msg.mutable_task() = task;
   msg.mutable_task()->set_epoch(epoch_);
+  // The wall clock, not clock_: this records when the task really left, for measurements.
+  msg.mutable_task()->set_sent_at_us(std::chrono::duration_cast<std::chrono::microseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
   return Deliver(agent, msg);
 }
 
