@@ -55,7 +55,8 @@ struct Connection::Impl {
   // The newest leader epoch seen in a welcome, task or gate check; older ones are refused.
   std::atomic<int64_t> newest_epoch{0};
   // The liveness timeout the last welcome gave; the keepalive of the next channel follows it.
-  std::atomic<int64_t> liveness_ms{20'000};
+  // The first channel's assumes the default agent_lost (30 s): lockstepd gives 4/5 of it.
+  std::atomic<int64_t> liveness_ms{24'000};
 
   // Run's thread sleeps here between connection attempts; Stop wakes it.
   const std::unique_ptr<Alarm> backoff_alarm;
@@ -95,8 +96,10 @@ struct Connection::Impl {
   // lockstepd restart, do not all beat in the same instant. Sleeps on `alarm`, which is woken
   // whenever `stop` or `retuned` is set.
   void Heartbeats(std::mutex& hb_mu, Alarm& alarm, const bool& stop, const int64_t& interval_ms,
-                  bool& retuned, bool on_change) {
-    std::optional<std::string> sent;  // the version the last heartbeat carried
+                  bool& retuned, bool on_change, std::string said_in_hello) {
+    // The version lockstepd last heard from this agent: on a change only, the hello counts.
+    std::optional<std::string> sent;
+    if (on_change) sent = std::move(said_in_hello);
     std::mt19937_64 rng(std::random_device{}());
     std::unique_lock lock(hb_mu);
     auto draw = [&](double lo, double hi) {  // REQUIRES: hb_mu held (reads interval_ms)
@@ -178,7 +181,8 @@ struct Connection::Impl {
     h->set_token(options.token);
     h->set_credential(credential);
     h->set_keeps_credential(true);
-    h->set_current_version(executor->CurrentVersion());
+    const std::string hello_version = executor->CurrentVersion();
+    h->set_current_version(hello_version);
     for (const auto& v : executor->VersionsOnDisk()) h->add_versions_on_disk(v);
     h->set_agent_version(std::string(LockstepVersion()) + " (" + LockstepCommit() + ")");
     bool ok;
@@ -246,7 +250,8 @@ struct Connection::Impl {
         set_interval(in.welcome().heartbeat_interval_ms());
         if (!heartbeat.joinable()) {
           heartbeat = std::thread([&, on_change = in.welcome().heartbeat_on_change()] {
-            Heartbeats(hb_mu, *hb_alarm, hb_stop, hb_interval_ms, hb_retuned, on_change);
+            Heartbeats(hb_mu, *hb_alarm, hb_stop, hb_interval_ms, hb_retuned, on_change,
+                       hello_version);
           });
         }
       } else if (in.has_settings()) {
