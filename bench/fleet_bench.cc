@@ -524,6 +524,10 @@ struct Options {
   int rollouts = 1;    // measured rollouts (each to a new version)
   int cli_runs = 10;   // `lockstep release create --wait` and `lockstep rollback` processes
   bool hooks = false;  // real deploy/stop|start|check shell hooks on every host
+  // > 0: every simulated host in a worker process of this niceness. On two cores the fleet
+  // and lockstepd compete for the same CPU; on real hosts they never do. Niced agents leave
+  // lockstepd the CPU whenever it wants it, so its own figures (the fan-out) are its own.
+  int agent_nice = 0;
   std::string json_file;
   std::string bin_dir = LOCKSTEP_BIN_DIR;
   // Where the simulated hosts' root directories go. Each real host syncs its own disk after
@@ -562,6 +566,8 @@ Options ParseArgs(int argc, char** argv) {
       o.rollouts = std::atoi(next().c_str());
     } else if (a == "--cli-runs") {
       o.cli_runs = std::atoi(next().c_str());
+    } else if (a == "--agent-nice") {
+      o.agent_nice = std::atoi(next().c_str());
     } else if (a == "--hooks") {
       o.hooks = true;
     } else if (a == "--json") {
@@ -597,7 +603,7 @@ Options ParseArgs(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::cout
           << "usage: lockstep-fleet-bench [--hosts N=100] [--rollbacks R=20] [--rollouts N=1] "
-             "[--cli-runs N=10] [--hooks] "
+             "[--cli-runs N=10] [--hooks] [--agent-nice N] "
              "[--json FILE] [--bin-dir DIR] [--timeout S=120] "
              "[--agent-root DIR=/dev/shm] [--agents-per-process P=2500] "
              "[--idle-only] [--idle-seconds S] [--agent-lost S=300] [--keep] "
@@ -620,6 +626,7 @@ Options ParseArgs(int argc, char** argv) {
   if (o.agent_lost_s < 3) Die("--agent-lost must be at least 3 (seconds)");
   if (o.rollbacks < 1) Die("--rollbacks must be at least 1");
   if (o.rollouts < 1) Die("--rollouts must be at least 1");
+  if (o.agent_nice < 0 || o.agent_nice > 19) Die("--agent-nice must be between 0 and 19");
   if (o.cli_runs < 1) Die("--cli-runs must be at least 1");
   if (o.agent_root.empty()) o.agent_root = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   return o;
@@ -629,6 +636,9 @@ Options ParseArgs(int argc, char** argv) {
 // parent removes the host roots; the streams close with the process.
 int RunWorker(const Options& opt) {
   RaiseFdLimit();
+  if (opt.agent_nice > 0 && ::setpriority(PRIO_PROCESS, 0, opt.agent_nice) != 0) {
+    Die(std::string("setpriority: ") + std::strerror(errno));
+  }
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
@@ -814,14 +824,16 @@ int RunBench(const Options& opt) {
   }
   ProcStats before_connect = ReadProc(dpid);
   auto t_connect = Clock::now();
-  const int own = std::min(opt.hosts, opt.agents_per_process);
+  // With --agent-nice every host lives in a worker process, all of them niced.
+  const int own = opt.agent_nice > 0 ? 0 : std::min(opt.hosts, opt.agents_per_process);
   std::vector<std::unique_ptr<Child>> workers;
   for (int first = own; first < opt.hosts; first += opt.agents_per_process) {
     const int count = std::min(opt.agents_per_process, opt.hosts - first);
     workers.push_back(std::make_unique<Child>(
         std::vector<std::string>{"/proc/self/exe", "--worker", "--server", server, "--enroll-file",
                                  enroll_file, "--agent-root", agents_dir, "--first",
-                                 std::to_string(first), "--count", std::to_string(count)},
+                                 std::to_string(first), "--count", std::to_string(count),
+                                 "--agent-nice", std::to_string(opt.agent_nice)},
         dir + "/worker-" + std::to_string(workers.size() + 1) + ".log"));
   }
   std::vector<std::unique_ptr<Host>> hosts = StartHosts(server, enroll, agents_dir, 0, own);
@@ -1067,6 +1079,9 @@ int RunBench(const Options& opt) {
       "\nlockstep-fleet-bench: %d hosts in 3 regions (%zu process(es), Executor + Connection "
       "per host), %d rollbacks\n",
       opt.hosts, workers_started, opt.rollbacks);
+  if (opt.agent_nice > 0) {
+    std::printf("every simulated host in a worker process at nice %d\n", opt.agent_nice);
+  }
   std::printf("%s; bake 0; concurrency per_region 10000\n",
               opt.hooks ? "hooks: deploy/stop, deploy/start (a background service), deploy/check "
                           "(it answers) on every host, through the agent's hook runner"
@@ -1148,6 +1163,7 @@ int RunBench(const Options& opt) {
                       ? "deploy/stop, deploy/start, deploy/check on every host"
                       : "none run: artifact holds VERSION and deploy/check, check_hook false"},
         {"rollouts", opt.rollouts},
+        {"agent_nice", opt.agent_nice},
         {"cli_runs", opt.cli_runs},
         {"rollout_all_ms", rollout_ms_v},
         {"rollout_p50_ms", ro.p50},
