@@ -32,6 +32,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -420,14 +421,18 @@ struct Window {
   std::map<int, double> per_wave_ms;  // same, within each wave
 };
 
-Window MixedWindow(const v1::Release& r, const std::map<std::string, std::string>& roots) {
+// First to last of a time per host of `r` (0: none), per wave and over all hosts, in ms;
+// `unit_ns` is how many nanoseconds one unit of the time is.
+Window Spread(const v1::Release& r, const std::map<std::string, std::string>& roots,
+              const std::function<int64_t(const v1::HostProgress&, const std::string&)>& time_of,
+              double unit_ns) {
   Window w;
   int64_t lo = INT64_MAX, hi = 0;
   std::map<int, std::pair<int64_t, int64_t>> waves;
   for (const auto& h : r.hosts()) {
     auto it = roots.find(h.agent());
     if (it == roots.end()) continue;
-    int64_t t = SwitchNs(it->second);
+    const int64_t t = time_of(h, it->second);
     if (t == 0) continue;
     lo = std::min(lo, t);
     hi = std::max(hi, t);
@@ -437,26 +442,29 @@ Window MixedWindow(const v1::Release& r, const std::map<std::string, std::string
       wit->second.second = std::max(wit->second.second, t);
     }
   }
-  if (hi > 0) w.whole_ms = static_cast<double>(hi - lo) / 1e6;
+  const double per_ms = 1e6 / unit_ns;
+  if (hi > 0) w.whole_ms = static_cast<double>(hi - lo) / per_ms;
   for (const auto& [wave, span] : waves) {
-    w.per_wave_ms[wave] = static_cast<double>(span.second - span.first) / 1e6;
+    w.per_wave_ms[wave] = static_cast<double>(span.second - span.first) / per_ms;
   }
   return w;
 }
 
+// The mixed-version window: when each host's `current` was switched.
+Window MixedWindow(const v1::Release& r, const std::map<std::string, std::string>& roots) {
+  return Spread(
+      r, roots, [](const v1::HostProgress&, const std::string& root) { return SwitchNs(root); },
+      1.0);
+}
+
 // lockstepd's own fan-out: when each host's switching task of `r` (its ACTIVATE, or the DEPLOY
-// of a rollback) left lockstepd, first to last, per wave and over all hosts. The times are the
-// tasks' sent_at_us as the hosts echoed them (see StartHosts), so the benchmark's own queues
-// play no part in it.
+// of a rollback) left lockstepd. The times are the tasks' sent_at_us as the hosts echoed them
+// (see StartHosts), so the benchmark's own queues play no part in it.
 Window FanOut(const v1::Release& r, const std::map<std::string, std::string>& roots) {
-  Window w;
-  int64_t lo = INT64_MAX, hi = 0;
-  std::map<int, std::pair<int64_t, int64_t>> waves;
-  for (const auto& h : r.hosts()) {
-    auto it = roots.find(h.agent());
-    if (it == roots.end()) continue;
-    const std::string prefix = "r" + std::to_string(r.id()) + "/" + h.agent() + "/";
-    std::istringstream lines(ReadFile(it->second + "/bench-sent"));
+  const std::string release = "r" + std::to_string(r.id()) + "/";
+  auto sent_at = [&release](const v1::HostProgress& h, const std::string& root) {
+    const std::string prefix = release + h.agent() + "/";
+    std::istringstream lines(ReadFile(root + "/bench-sent"));
     std::string id;
     int64_t sent = 0, t = 0;
     while (lines >> id >> sent) {
@@ -464,20 +472,9 @@ Window FanOut(const v1::Release& r, const std::map<std::string, std::string>& ro
       const std::string step = id.substr(prefix.size());
       if (step.rfind("activate", 0) == 0 || step.rfind("deploy", 0) == 0) t = std::max(t, sent);
     }
-    if (t == 0) continue;
-    lo = std::min(lo, t);
-    hi = std::max(hi, t);
-    auto [wit, inserted] = waves.try_emplace(h.wave(), t, t);
-    if (!inserted) {
-      wit->second.first = std::min(wit->second.first, t);
-      wit->second.second = std::max(wit->second.second, t);
-    }
-  }
-  if (hi > 0) w.whole_ms = static_cast<double>(hi - lo) / 1e3;
-  for (const auto& [wave, span] : waves) {
-    w.per_wave_ms[wave] = static_cast<double>(span.second - span.first) / 1e3;
-  }
-  return w;
+    return t;
+  };
+  return Spread(r, roots, sent_at, 1e3);
 }
 
 // --hooks: what a service's hooks do, in shell, with the shell's own builtins where it has
