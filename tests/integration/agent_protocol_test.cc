@@ -100,7 +100,7 @@ class StandInOrchestrator final : public v1::AgentService::Service {
   std::mutex mu_;
   std::condition_variable cv_;
   int heartbeats_ = 0;                      // guarded by mu_
-  bool welcomed_ = false;  // guarded by mu_
+  bool welcomed_ = false;                   // guarded by mu_
   std::vector<std::string> beat_versions_;  // guarded by mu_; each heartbeat's version
   int progress_ = 0;                        // guarded by mu_
   std::optional<v1::TaskResult> result_;    // guarded by mu_
