@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -64,6 +65,7 @@ struct Connection::Impl {
   std::mutex mu;                           // before any alarm's own lock
   bool stopping = false;                   // guarded by mu
   grpc::ClientContext* context = nullptr;  // guarded by mu; the live call, if any
+  std::condition_variable session_over;    // notified (with mu) when `context` is cleared
 
   // Writes may block on flow control, so they have their own lock: Stop (under mu) can
   // always cancel the call, which unblocks them.
@@ -283,6 +285,7 @@ struct Connection::Impl {
       std::lock_guard lock(mu);
       context = nullptr;
     }
+    session_over.notify_all();
     if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
       spdlog::warn("stream to {} ended: {}", target, st.error_message());
     }
@@ -409,10 +412,34 @@ Status Connection::Run() {
 }
 
 void Connection::Stop() {
-  std::lock_guard lock(impl_->mu);
-  impl_->stopping = true;
-  if (impl_->context) impl_->context->TryCancel();
+  bool live = false;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+    live = impl_->context != nullptr;
+  }
   impl_->backoff_alarm->Wake();
+  if (!live) return;
+  // The stream is ended cleanly first: a half-close, which lockstepd answers by finishing the
+  // call. lockstepd then counts this host's silence from now, as for a host that left, not
+  // from its keepalive bound, as for a connection that broke (agent_lost would otherwise run
+  // out sooner for an agent restarted in the middle of a release). A write blocked on flow
+  // control, or a lockstepd that does not finish the call within a second, gets it cancelled.
+  bool half_closed = false;
+  {
+    std::unique_lock write_lock(impl_->write_mu, std::try_to_lock);
+    if (write_lock.owns_lock() && impl_->stream) {
+      half_closed = impl_->stream->WritesDone();
+      impl_->stream = nullptr;  // nothing may be written after the half-close
+      impl_->welcomed = false;
+    }
+  }
+  std::unique_lock lock(impl_->mu);
+  if (half_closed) {
+    impl_->session_over.wait_for(lock, std::chrono::seconds(1),
+                                 [&] { return impl_->context == nullptr; });
+  }
+  if (impl_->context) impl_->context->TryCancel();
 }
 
 void Connection::SendProgress(const v1::TaskProgress& p) {

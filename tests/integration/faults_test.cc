@@ -32,6 +32,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -856,6 +857,47 @@ TEST_F(FaultsTest, APartitionedAgentFailsTheWaveByItsDeadlineAndConvergesWhenItR
   EXPECT_EQ(Desired(), "v1");
   std::cerr << "[faults] the returning host converged to v1 " << ElapsedMs(resumed_at)
             << "ms after SIGCONT\n";
+}
+
+// Promise: an agent that stops (systemctl stop or restart: SIGTERM) ends its stream cleanly and
+// counts as silent from its stop, so a restart gets all of agent_lost; one whose connection
+// breaks (killed, or its host gone) counts as silent from the keepalive bound before, as a
+// frozen one would be (9/10 of agent_lost: lockstepd's transport vouched for it until then).
+
+TEST_F(FaultsTest, AStoppedAgentIsSilentFromItsStopAndABrokenOneFromTheKeepaliveBound) {
+  Seed();
+  StartFleet(R"(pipeline: monolith
+regions: [us-east-1]
+waves:
+  - name: all
+    select: {per_region: "100%"}
+timeouts: {agent_lost: 60s}
+)",
+             {"us-east-1-1", "us-east-1-2"});
+  const int64_t signalled_at = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+  fleet_.SignalAgent("us-east-1-1", SIGTERM);
+  fleet_.SignalAgent("us-east-1-2", SIGKILL);
+  std::map<std::string, int64_t> last_seen;
+  ASSERT_TRUE(Fleet::WaitFor(
+      [&] {
+        last_seen.clear();
+        for (const auto& a : fleet_.CliJson({"agents"})) {
+          if (a.value("connected", true)) return false;
+          last_seen[a.value("name", "")] = a.value("last_seen_ms", int64_t{0});
+        }
+        return last_seen.size() == 2;
+      },
+      seconds(30)))
+      << "both agents should be seen disconnected";
+  // Stopped: from its stop, after the signal. Broken: from 54 s (9/10 of agent_lost) before it
+  // was noticed, or from its last message if later (here its hello, just before the signal).
+  EXPECT_GE(last_seen["us-east-1-1"], signalled_at);
+  EXPECT_LT(last_seen["us-east-1-2"], signalled_at);
+  std::cerr << "[faults] stopped agent last seen " << last_seen["us-east-1-1"] - signalled_at
+            << " ms from the signal, killed agent " << last_seen["us-east-1-2"] - signalled_at
+            << " ms\n";
 }
 
 // --------------------------------------------------------------------------------------------
