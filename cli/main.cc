@@ -1,7 +1,5 @@
 // lockstep: the command-line client for on-call and automation.
 
-#include <grpc/grpc.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -76,7 +74,9 @@ std::optional<int> RefuseForeignFlags(const lockstep::Flags& flags, const std::s
   return std::nullopt;
 }
 
-int Main(int argc, char** argv) {
+}  // namespace
+
+int main(int argc, char** argv) {
   // `--version` alone is the binary's version; elsewhere it is a release's (release create).
   if (argc == 2 && std::string(argv[1]) == "--version") {
     std::cout << "lockstep " << lockstep::LockstepVersion() << " (commit "
@@ -224,20 +224,4 @@ int Main(int argc, char** argv) {
         "tokens list | tokens revoke NAME");
   }
   return Usage("unknown command \"" + cmd + "\"");
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  // The command's answer is what its user waits for, and the process ends right after it: one
-  // reference to the gRPC runtime is held for the whole process, so that dropping the last
-  // channel does not wait for gRPC's threads to wind down (several milliseconds after a
-  // `--wait` or a rollback has already been answered), and the process ends without running
-  // destructors under those threads. Output is flushed first.
-  grpc_init();
-  const int rc = Main(argc, argv);
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  std::_Exit(rc);
 }
