@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -121,14 +122,20 @@ int main(int argc, char** argv) {
   spdlog::info("agent {} in {} running {}", flags.Get("name"), flags.Get("region"),
                executor.CurrentVersion().empty() ? "nothing" : executor.CurrentVersion());
 
-  std::thread watcher([&conn, set] {
+  // The signal thread stops the connection; it is joined before `conn` goes away, since a
+  // stop may still be waiting for the stream's clean end when Run returns.
+  std::atomic<bool> finished{false};
+  std::thread watcher([&conn, &finished, set] {
     int sig = 0;
     sigwait(&set, &sig);
+    if (finished.load()) return;
     spdlog::info("signal {}: stopping", sig);
     conn.Stop();
   });
-  watcher.detach();
   lockstep::Status run = conn.Run();
+  finished = true;
+  pthread_kill(watcher.native_handle(), SIGTERM);  // ends its wait if no signal came
+  watcher.join();
   executor.Stop();
   if (!run.ok()) return Fail(run.message());
   return 0;
