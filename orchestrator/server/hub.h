@@ -163,9 +163,10 @@ class Hub final : public TaskSink {
   std::map<std::string, std::shared_ptr<StreamHandle>> streams_ ABSL_GUARDED_BY(mu_);
   std::map<const StreamHandle*, std::string> names_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> refusals_ ABSL_GUARDED_BY(mu_);
-  // Engine thread: when each accepted stream was last heard from. A stream silent for
-  // several heartbeat intervals is presumed dead (its peer vanished without a FIN), so a new
-  // connection of its agent replaces it instead of being refused as a duplicate.
+  // Engine thread: when each accepted stream was last heard from. Without transport liveness
+  // (transport_silence_ms 0; lockstepd always sets it, the hub's tests need not), a stream
+  // silent for several heartbeat intervals is presumed dead (its peer vanished without a FIN),
+  // so a new connection of its agent replaces it instead of being refused as a duplicate.
   std::map<const StreamHandle*, UnixMs> last_heard_;
   // Engine thread: whether another refusal may be logged (and audited) this second; at most
   // 20 a second, the rest counted and summarised.
